@@ -1,0 +1,235 @@
+"""The ``baton`` command. Sub-commands import what they need when they run, so that
+``baton`` starts fast on compute nodes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from baton.errors import BatonError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _config(args: argparse.Namespace):
+    from baton.config import load_config
+    from baton.logs import setup_logging
+
+    config = load_config(getattr(args, "config", None))
+    setup_logging(config.logging, verbose=getattr(args, "verbose", False))
+    return config
+
+
+# --- baton signal ------------------------------------------------------------------------
+def cmd_signal_validate(args: argparse.Namespace) -> int:
+    from baton.layout import DriveLayout
+    from baton.signals import read_signal
+
+    drive = DriveLayout(Path(args.drive)) if args.drive else _config(args).drive
+    failures = 0
+    for file in args.files:
+        try:
+            sf = read_signal(file, drive, kind=args.kind)
+        except BatonError as exc:
+            print(f"REJECTED {exc}", file=sys.stderr)
+            failures += 1
+            continue
+        print(f"ok {file}: {sf.kind} for experiment {sf.signal.experiment!r} "
+              f"(key {sf.idempotency_key})")
+    return 1 if failures else 0
+
+
+# --- baton db ----------------------------------------------------------------------------
+def cmd_db(args: argparse.Namespace) -> int:
+    from baton.ledger import Ledger
+
+    config = _config(args)
+    ledger = Ledger(config.ledger_url)
+    try:
+        if args.db_command in ("init", "upgrade"):
+            before, after = ledger.init()
+            what = "created" if before is None else ("upgraded" if before != after
+                                                     else "already at head")
+            print(f"ledger {_safe_url(config.ledger_url)}: {what} (schema {after})")
+            return 0
+        report = ledger.check()
+        print(f"ledger {_safe_url(config.ledger_url)}")
+        print("\n".join(report.lines()))
+        return 0 if report.ok else 1
+    finally:
+        ledger.close()
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password: nothing secret in logs or output."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+# --- baton slurm -------------------------------------------------------------------------
+def cmd_slurm_submit(args: argparse.Namespace) -> int:
+    from baton.ledger import open_ledger
+    from baton.slurm.service import make_backend, submit_jobs
+
+    config = _config(args)
+    backend = make_backend(config, args.backend)
+    if args.script:
+        return _submit_script(args, config, backend)
+    if not args.stage or not args.experiment:
+        raise BatonError("give a script, or --stage and --experiment")
+    items = [(e, args.checkpoint or "") for e in args.experiment]
+    ledger = open_ledger(config.ledger_url)
+    outcomes = submit_jobs(config, ledger, backend, args.stage, items, attempt=args.attempt,
+                           mem=args.mem, time=args.time)
+    for o in outcomes:
+        verb = "submitted" if o.submitted_now else "already submitted"
+        print(f"{o.experiment}: {verb} as job {o.job_id} ({backend.name}, ledger row "
+              f"{o.row_id})")
+    return 0
+
+
+def _submit_script(args: argparse.Namespace, config, backend) -> int:
+    from baton.slurm.spec import spec_from_script
+
+    path = Path(args.script)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BatonError(f"{path}: cannot read script: {exc}") from None
+    spec = spec_from_script(text, default_name=path.stem, time=args.time, mem=args.mem,
+                            array=args.array, partition=args.partition or
+                            config.slurm.partition, account=config.slurm.account)
+    submitted = backend.submit(spec, path.resolve())
+    print(submitted.job_id)
+    return 0
+
+
+def cmd_slurm_status(args: argparse.Namespace) -> int:
+    from baton.ledger import open_ledger
+    from baton.slurm.service import make_backend
+
+    config = _config(args)
+    backend = make_backend(config, args.backend)
+    ids = args.job_ids
+    if not ids:
+        ids = [r.job_id for r in open_ledger(config.ledger_url).unfinished_jobs()]
+    statuses = backend.status(ids)
+    if args.json:
+        print(json.dumps({k: _status_doc(v) for k, v in statuses.items()}, indent=2))
+        return 0
+    if not statuses:
+        print("no jobs" if not ids else f"no such job(s): {' '.join(ids)}")
+        return 0 if not ids else 1
+    print(f"{'JOBID':<14}{'STATE':<15}{'EXIT':<7}{'NODE':<14}{'MAXRSS':>10}  NAME")
+    for jid, s in statuses.items():
+        exit_ = "" if s.exit_code is None else f"{s.exit_code}:{s.exit_signal or 0}"
+        rss = "" if s.max_rss_mb is None else f"{s.max_rss_mb:.0f}M"
+        print(f"{jid:<14}{s.state:<15}{exit_:<7}{s.node or '':<14}{rss:>10}  {s.name or ''}")
+    return 0
+
+
+def _status_doc(status) -> dict:
+    from dataclasses import asdict
+
+    return {k: v.isoformat() if hasattr(v, "isoformat") else v
+            for k, v in asdict(status).items()}
+
+
+def cmd_slurm_cancel(args: argparse.Namespace) -> int:
+    from baton.slurm.service import make_backend
+
+    backend = make_backend(_config(args), args.backend)
+    backend.cancel(args.job_ids)
+    print(f"cancel requested: {' '.join(args.job_ids)}")
+    return 0
+
+
+# --- baton config ------------------------------------------------------------------------
+def cmd_config_show(args: argparse.Namespace) -> int:
+    import yaml
+
+    config = _config(args)
+    doc = json.loads(config.model_dump_json())
+    if config.database_url:
+        doc["database_url"] = _safe_url(config.database_url)
+    print(f"# from {config.source} and the environment")
+    print(yaml.safe_dump(doc, sort_keys=False), end="")
+    return 0
+
+
+# --- the parser --------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="baton", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="baton.yaml to use (default: $BATON_CONFIG, "
+                        "./baton.yaml, or the embedded defaults)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sig = sub.add_parser("signal", help="validate signal files").add_subparsers(
+        dest="signal_command", required=True, metavar="SUBCOMMAND")
+    p = sig.add_parser("validate", help="check signal files strictly; exit 1 if any is bad")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--kind", choices=["training_complete", "eval_complete", "eval_failed",
+                                      "analysis_complete"],
+                   help="the signal kind when the file name does not tell it")
+    p.add_argument("--drive", help="the shared drive (default: SHARED_DRIVE / baton.yaml)")
+    p.set_defaults(func=cmd_signal_validate)
+
+    db = sub.add_parser("db", help="the ledger database").add_subparsers(
+        dest="db_command", required=True, metavar="SUBCOMMAND")
+    for name, text in (("init", "create the ledger (or bring it to the current schema)"),
+                       ("upgrade", "apply pending schema migrations"),
+                       ("check", "integrity and schema check; exit 1 on a problem")):
+        db.add_parser(name, help=text).set_defaults(func=cmd_db)
+
+    sl = sub.add_parser("slurm", help="submit, inspect and cancel jobs").add_subparsers(
+        dest="slurm_command", required=True, metavar="SUBCOMMAND")
+    backend_help = "sbatch or local (default: slurm.backend in baton.yaml, auto)"
+    p = sl.add_parser("submit", help="submit a script, or a stage job rendered from its "
+                      "template (recorded in the ledger)")
+    p.add_argument("script", nargs="?", help="a batch script with #SBATCH directives")
+    p.add_argument("--stage", choices=["evaluation", "analysis"])
+    p.add_argument("--experiment", action="append", help="repeat for an array job")
+    p.add_argument("--checkpoint", help="checkpoint to evaluate (evaluation stage)")
+    p.add_argument("--attempt", type=int, default=1)
+    p.add_argument("--time", help="time limit, e.g. 02:00:00")
+    p.add_argument("--mem", help="memory, e.g. 32G")
+    p.add_argument("--array", help="array spec for a script, e.g. 0-9%%2")
+    p.add_argument("--partition")
+    p.add_argument("--backend", choices=["sbatch", "local"], help=backend_help)
+    p.set_defaults(func=cmd_slurm_submit)
+    p = sl.add_parser("status", help="state of jobs (default: the ledger's unfinished jobs)")
+    p.add_argument("job_ids", nargs="*", metavar="JOBID")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--backend", choices=["sbatch", "local"], help=backend_help)
+    p.set_defaults(func=cmd_slurm_status)
+    p = sl.add_parser("cancel", help="cancel jobs")
+    p.add_argument("job_ids", nargs="+", metavar="JOBID")
+    p.add_argument("--backend", choices=["sbatch", "local"], help=backend_help)
+    p.set_defaults(func=cmd_slurm_cancel)
+
+    cfg = sub.add_parser("config", help="the resolved configuration").add_subparsers(
+        dest="config_command", required=True, metavar="SUBCOMMAND")
+    cfg.add_parser("show", help="print the configuration in effect").set_defaults(
+        func=cmd_config_show)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Handler = args.func
+    try:
+        return handler(args)
+    except BatonError as exc:
+        print(f"baton: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,250 @@
+"""One typed configuration from ``baton.yaml`` plus environment variables.
+
+Precedence: built-in defaults < ``baton.yaml`` < environment variables. String values
+may use ``${VAR}`` or ``${VAR:-default}``. A bad config fails at start with the file,
+the key and the reason (:class:`ConfigError`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+from baton.errors import ConfigError, InvalidName
+from baton.layout import DriveLayout, validate_name
+from baton.slurm.units import parse_memory_mb, parse_time_seconds
+
+# Environment variables that override a key, as the spec's Appendix A names them.
+ENV_KEYS: dict[str, tuple[str, ...]] = {
+    "SHARED_DRIVE": ("shared_drive",),
+    "BATON_STATE_DIR": ("state_dir",),
+    "BATON_DATABASE_URL": ("database_url",),
+    "MLFLOW_TRACKING_URI": ("mlflow", "tracking_uri"),
+    "BATON_SLURM_BACKEND": ("slurm", "backend"),
+    "SLURM_ACCOUNT": ("slurm", "account"),
+    "BATON_SLURM_PARTITION": ("slurm", "partition"),
+    "BATON_LOG_LEVEL": ("logging", "level"),
+}
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _xdg(var: str, fallback: str) -> Path:
+    return Path(os.environ.get(var) or Path.home() / fallback)
+
+
+def default_state_dir() -> Path:
+    return _xdg("XDG_STATE_HOME", ".local/state") / "baton"
+
+
+def default_drive() -> Path:
+    return _xdg("XDG_DATA_HOME", ".local/share") / "baton" / "drive"
+
+
+def _memory(value: str) -> str:
+    parse_memory_mb(value)
+    return value
+
+
+def _time(value: str) -> str:
+    parse_time_seconds(value)
+    return value
+
+
+def _slurm_word(value: str | None) -> str | None:
+    if value is not None and not re.fullmatch(r"[A-Za-z0-9_.:-]{1,128}", value):
+        raise ValueError(f"{value!r} may only hold A-Z a-z 0-9 _ . : -")
+    return value
+
+
+Memory = Annotated[str, AfterValidator(_memory)]
+Duration = Annotated[str, AfterValidator(_time)]
+SlurmWord = Annotated[str | None, AfterValidator(_slurm_word)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class StageConfig(Section):
+    """Resources and command of one Slurm stage (the spec's template directives)."""
+
+    time: Duration
+    mem: Memory
+    cpus: int = Field(ge=1, le=4096)
+    gres: SlurmWord = None
+    partition: SlurmWord = None
+    qos: SlurmWord = None
+    # lines run before the command (module load, venv activation); trusted admin input
+    setup: list[str] = Field(default_factory=list)
+    # the command; ``baton evaluate`` / ``baton analyze`` unless replaced (e.g. R targets)
+    command: str | None = None
+    template: Path | None = None
+    expected_seconds: float | None = Field(default=None, gt=0)
+    array_throttle: int = Field(default=10, ge=1)
+
+
+class SlurmConfig(Section):
+    backend: Literal["auto", "sbatch", "local"] = "auto"
+    partition: SlurmWord = None
+    account: SlurmWord = None
+    qos: SlurmWord = None
+    submit_per_minute: float = Field(default=60, gt=0)
+    retries: int = Field(default=5, ge=1, le=20)
+    retry_base_seconds: float = Field(default=1.0, ge=0)
+    local_max_concurrent: int = Field(default=2, ge=1)
+
+
+class MLflowConfig(Section):
+    tracking_uri: str | None = None
+
+
+class SensorConfig(Section):
+    interval_seconds: float = Field(default=15, gt=0)
+    full_rescan_seconds: float = Field(default=600, gt=0)
+    debounce_seconds: float = Field(default=2, ge=0)
+
+
+class LoggingConfig(Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    json_lines: bool = False
+    file: Path | None = None
+    max_bytes: int = Field(default=100 * 1024 * 1024, gt=0)
+    backups: int = Field(default=30, ge=0)
+
+
+def _default_stages() -> dict[str, StageConfig]:
+    return {
+        "evaluation": StageConfig(time="02:00:00", mem="32G", cpus=8),
+        "analysis": StageConfig(time="04:00:00", mem="64G", cpus=16),
+    }
+
+
+def _stage_names(stages: dict[str, StageConfig]) -> dict[str, StageConfig]:
+    for name in stages:
+        if name not in ("evaluation", "analysis"):
+            raise ValueError(f"unknown stage {name!r}; expected evaluation or analysis")
+    return {**_default_stages(), **stages}
+
+
+class Config(Section):
+    shared_drive: Path = Field(default_factory=default_drive)
+    state_dir: Path = Field(default_factory=default_state_dir)
+    database_url: str | None = None
+    mlflow: MLflowConfig = Field(default_factory=MLflowConfig)
+    slurm: SlurmConfig = Field(default_factory=SlurmConfig)
+    stages: Annotated[dict[str, StageConfig], AfterValidator(_stage_names)] = Field(
+        default_factory=_default_stages)
+    sensors: SensorConfig = Field(default_factory=SensorConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    source: str = Field(default="defaults", exclude=True)
+
+    @property
+    def drive(self) -> DriveLayout:
+        return DriveLayout(self.shared_drive)
+
+    @property
+    def ledger_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.state_dir / 'ledger.db'}"
+
+    def stage(self, name: str) -> StageConfig:
+        validate_name(name, "stage")
+        try:
+            return self.stages[name]
+        except KeyError:
+            raise InvalidName(f"unknown stage {name!r}") from None
+
+
+def substitute(value: Any, env: Mapping[str, str], key: str = "") -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string of a YAML tree."""
+    if isinstance(value, dict):
+        return {k: substitute(v, env, f"{key}.{k}" if key else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [substitute(v, env, f"{key}[{i}]") for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def repl(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        raise ConfigError("", key, f"environment variable {name} is not set "
+                          f"(write ${{{name}:-default}} for a default)")
+
+    return _VAR.sub(repl, value)
+
+
+def _set(tree: dict[str, Any], keys: tuple[str, ...], value: str) -> None:
+    node = tree
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise ConfigError("environment", ".".join(keys), f"{k} is not a mapping")
+    node[keys[-1]] = value
+
+
+def find_config_file(env: Mapping[str, str]) -> Path | None:
+    """``$BATON_CONFIG``, else ``./baton.yaml``, else none (the embedded defaults)."""
+    if env.get("BATON_CONFIG"):
+        return Path(env["BATON_CONFIG"])
+    local = Path("baton.yaml")
+    return local if local.is_file() else None
+
+
+def load_config(path: Path | str | None = None, env: Mapping[str, str] | None = None
+                ) -> Config:
+    env = os.environ if env is None else env
+    file = Path(path) if path is not None else find_config_file(env)
+    source = str(file) if file else "defaults"
+    tree: dict[str, Any] = {}
+    if file is not None:
+        try:
+            text = file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(source, "", f"cannot read: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(source, "", "is not valid UTF-8") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(source, "", f"invalid YAML: {exc}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(source, "", "must be a mapping of keys to values")
+        try:
+            tree = substitute(loaded or {}, env)
+        except ConfigError as exc:
+            raise ConfigError(source, exc.key, exc.reason) from None
+    for var, keys in ENV_KEYS.items():
+        if env.get(var):
+            _set(tree, keys, env[var])
+    try:
+        config = Config.model_validate({**tree, "source": source})
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        key = ".".join(str(p) for p in err["loc"])
+        reason = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            reason = "unknown key"
+        more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+        raise ConfigError(source, key, reason + more) from None
+    _check_ledger_not_on_drive(config)
+    return config
+
+
+def _check_ledger_not_on_drive(config: Config) -> None:
+    url = config.ledger_url
+    if not url.startswith("sqlite:///"):
+        return
+    db = Path(os.path.realpath(url.removeprefix("sqlite:///")))
+    drive = Path(os.path.realpath(config.shared_drive))
+    if drive in db.parents:
+        raise ConfigError(config.source, "database_url",
+                          f"the SQLite ledger {db} is on the shared drive; SQLite's WAL does "
+                          "not work over a network filesystem: put it on local disk")

@@ -1,0 +1,214 @@
+"""The ledger's tables (SQLAlchemy Core).
+
+They hold what the spec's training.db, evaluation.db and analysis.db hold, plus every
+Slurm job, every signal seen and each sensor's heartbeat. Changes go through an Alembic
+migration in ``migrations/versions`` (``baton db upgrade``).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stored naive in UTC (SQLite has no time zones), returned aware in UTC."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: the ledger stores UTC only")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+metadata = MetaData(naming_convention={
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+})
+
+NAME = 128
+PATH = 4096
+
+# --- training.db -------------------------------------------------------------------------
+training_runs = Table(
+    "training_runs", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("experiment_name", String(NAME), nullable=False, unique=True),
+    Column("campaign", String(NAME)),
+    Column("status", String(16), nullable=False),  # started, running, completed, failed
+    Column("started_at", UTCDateTime),
+    Column("completed_at", UTCDateTime),
+    Column("checkpoint_path", String(PATH)),
+    Column("config_path", String(PATH)),
+    Column("hostname", String(255)),
+    Column("user", String(255)),
+    Column("git_commit", String(64)),
+    Column("num_epochs", Integer),
+    Column("total_steps", BigInteger),
+    Column("final_loss", Float),
+    Column("mlflow_run_id", String(64)),
+    Column("signal_key", String(200)),
+    Column("metadata", JSON),
+)
+
+checkpoints = Table(
+    "checkpoints", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("training_run_id", ForeignKey("training_runs.id", ondelete="CASCADE"),
+           nullable=False),
+    Column("checkpoint_path", String(PATH), nullable=False),
+    Column("step", BigInteger),
+    Column("epoch", Integer),
+    Column("created_at", UTCDateTime),
+    Column("metrics", JSON),
+    UniqueConstraint("training_run_id", "checkpoint_path"),
+)
+
+# --- every Slurm job, whatever its stage --------------------------------------------------
+slurm_jobs = Table(
+    "slurm_jobs", metadata,
+    Column("id", Integer, primary_key=True),
+    # one key per intended submission: a second claim with the same key does nothing
+    Column("submission_key", String(300), nullable=False, unique=True),
+    Column("stage", String(32), nullable=False),
+    Column("experiment", String(NAME), nullable=False),
+    Column("campaign", String(NAME)),
+    Column("attempt", Integer, nullable=False, default=1),
+    Column("backend", String(16), nullable=False),
+    Column("job_id", String(64)),  # "123" or "123_4" for an array task
+    Column("array_job_id", String(32)),
+    Column("array_task_id", Integer),
+    Column("state", String(32), nullable=False),  # SUBMITTING, PENDING, RUNNING, ...
+    Column("reason", Text),
+    Column("submitted_at", UTCDateTime),
+    Column("started_at", UTCDateTime),
+    Column("ended_at", UTCDateTime),
+    Column("exit_code", Integer),
+    Column("exit_signal", Integer),
+    Column("req_cpus", Integer),
+    Column("req_mem_mb", Float),
+    Column("req_time_s", Integer),
+    Column("max_rss_mb", Float),
+    Column("cpu_seconds", Float),
+    Column("restarts", Integer, nullable=False, default=0),
+    Column("node", String(255)),
+    Column("stdout_path", String(PATH)),
+    Column("stderr_path", String(PATH)),
+    Column("script_path", String(PATH)),
+    Column("parent_id", ForeignKey("slurm_jobs.id")),  # the job a resubmission repairs
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("metadata", JSON),
+    Index("ix_slurm_jobs_state", "state"),
+    Index("ix_slurm_jobs_experiment_stage", "experiment", "stage"),
+    Index("ix_slurm_jobs_job_id", "job_id"),
+)
+
+# --- evaluation.db ------------------------------------------------------------------------
+evaluation_jobs = Table(
+    "evaluation_jobs", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("experiment_name", String(NAME), nullable=False),
+    Column("training_run_id", ForeignKey("training_runs.id")),
+    Column("slurm_job_row", ForeignKey("slurm_jobs.id")),
+    Column("status", String(16), nullable=False),  # queued, running, completed, failed
+    Column("slurm_job_id", String(64)),
+    Column("submitted_at", UTCDateTime),
+    Column("started_at", UTCDateTime),
+    Column("completed_at", UTCDateTime),
+    Column("checkpoint_path", String(PATH)),
+    Column("mlflow_run_id", String(64)),
+    Column("error_message", Text),
+    Column("metadata", JSON),
+    Index("ix_evaluation_jobs_experiment", "experiment_name"),
+)
+
+evaluation_results = Table(
+    "evaluation_results", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("evaluation_job_id", ForeignKey("evaluation_jobs.id", ondelete="CASCADE"),
+           nullable=False),
+    Column("dataset_name", String(NAME)),
+    Column("metric_name", String(NAME), nullable=False),
+    Column("metric_value", Float),
+    Column("evaluated_at", UTCDateTime),
+)
+
+# --- analysis.db --------------------------------------------------------------------------
+analysis_jobs = Table(
+    "analysis_jobs", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("experiment_name", String(NAME), nullable=False),
+    Column("evaluation_job_id", ForeignKey("evaluation_jobs.id")),
+    Column("slurm_job_row", ForeignKey("slurm_jobs.id")),
+    Column("status", String(16), nullable=False),
+    Column("slurm_job_id", String(64)),
+    Column("submitted_at", UTCDateTime),
+    Column("started_at", UTCDateTime),
+    Column("completed_at", UTCDateTime),
+    Column("targets_manifest_path", String(PATH)),
+    Column("error_message", Text),
+    Index("ix_analysis_jobs_experiment", "experiment_name"),
+)
+
+analysis_outputs = Table(
+    "analysis_outputs", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("analysis_job_id", ForeignKey("analysis_jobs.id", ondelete="CASCADE"),
+           nullable=False),
+    Column("output_type", String(16), nullable=False),  # figure, table, report
+    Column("output_path", String(PATH), nullable=False),
+    Column("created_at", UTCDateTime),
+)
+
+# --- every signal seen, accepted or quarantined -------------------------------------------
+signals = Table(
+    "signals", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("idempotency_key", String(300), nullable=False, unique=True),
+    Column("kind", String(32), nullable=False),
+    Column("experiment", String(NAME)),  # None when the name itself was the problem
+    Column("path", String(PATH), nullable=False),
+    Column("status", String(16), nullable=False),  # accepted, quarantined
+    Column("reason", Text),
+    Column("sha256", String(64)),
+    Column("signal_time", UTCDateTime),  # the timestamp inside the signal
+    Column("file_mtime", Float),
+    Column("seen_at", UTCDateTime, nullable=False),
+    Index("ix_signals_status", "status"),
+    Index("ix_signals_experiment", "experiment"),
+)
+
+# --- each sensor's last tick --------------------------------------------------------------
+heartbeats = Table(
+    "heartbeats", metadata,
+    Column("name", String(NAME), primary_key=True),
+    Column("beat_at", UTCDateTime, nullable=False),
+    Column("detail", Text),
+)

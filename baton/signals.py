@@ -1,0 +1,397 @@
+"""Signal files: the contract between training nodes, compute nodes and the orchestrator.
+
+Writers use :func:`write_signal` (temp file, fsync, rename: a reader never sees half a
+signal). Readers use :func:`read_signal`, which trusts nothing: size, encoding, JSON,
+fields, types, status and every path it points to are checked, and a bad signal raises
+:class:`SignalError` naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import secrets
+import stat
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+)
+
+from baton.errors import BatonError, SignalError
+from baton.layout import (
+    ANALYSIS_SIGNAL,
+    EVAL_COMPLETE_SIGNAL,
+    EVAL_FAILED_SIGNAL,
+    TRAINING_SIGNAL,
+    DriveLayout,
+    validate_name,
+)
+from baton.retry import is_transient_oserror, retry
+
+MAX_SIGNAL_BYTES = 1024 * 1024
+SCHEMA_VERSION = 1
+
+
+def _check_name(value: str) -> str:
+    return validate_name(value, "name")
+
+
+def _check_text(value: str) -> str:
+    if any(ord(c) < 32 and c not in "\t" for c in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+def _check_finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    return value
+
+
+def _job_id(value: Any) -> Any:
+    # Slurm prints ids as text; a bash writer may well emit a JSON number.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+Name = Annotated[str, AfterValidator(_check_name)]
+Text = Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_check_text)]
+LongText = Annotated[str, Field(max_length=65536)]
+AbsPath = Annotated[str, Field(min_length=1, max_length=4096, pattern=r"^/"),
+                    AfterValidator(_check_text)]
+Finite = Annotated[float, AfterValidator(_check_finite)]
+NonNegative = Annotated[float, Field(ge=0), AfterValidator(_check_finite)]
+Count = Annotated[int, Field(ge=0)]
+JobId = Annotated[str, BeforeValidator(_job_id), Field(pattern=r"^\d+(_\d+)?$")]
+RunId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+
+class Signal(BaseModel):
+    """Fields every signal has."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    kind: ClassVar[str]
+    filename: ClassVar[str]
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    timestamp: AwareDatetime
+    experiment: Name
+    campaign: Name | None = None
+
+    def checkpoint_paths(self) -> list[str]:
+        """Paths this signal points to that must stay on the shared drive."""
+        return []
+
+
+class TrainingComplete(Signal):
+    kind: ClassVar[str] = "training_complete"
+    filename: ClassVar[str] = TRAINING_SIGNAL
+
+    checkpoint_path: AbsPath
+    hostname: Text
+    user: Text
+    config_path: AbsPath | None = None
+    num_epochs: Count | None = None
+    final_loss: Finite | None = None
+    total_steps: Count | None = None
+    git_commit: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{4,64}$")] | None = None
+    mlflow_run_id: RunId | None = None
+    # intermediate checkpoints to evaluate as well (one array task each)
+    checkpoints: list[AbsPath] | None = None
+
+    def checkpoint_paths(self) -> list[str]:
+        return [self.checkpoint_path, *(self.checkpoints or [])]
+
+
+class EvalComplete(Signal):
+    kind: ClassVar[str] = "eval_complete"
+    filename: ClassVar[str] = EVAL_COMPLETE_SIGNAL
+
+    job_id: JobId
+    status: Literal["complete", "failed"]
+    datasets_evaluated: list[Name] | None = None
+    metrics_summary: dict[str, Finite] | None = None
+    eval_duration_seconds: NonNegative | None = None
+    error_message: LongText | None = None
+    checkpoints_evaluated: list[AbsPath] | None = None
+    mlflow_run_id: RunId | None = None
+
+    def checkpoint_paths(self) -> list[str]:
+        return list(self.checkpoints_evaluated or [])
+
+
+class Failure(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    error: LongText
+    dataset: Name | None = None
+    checkpoint: AbsPath | None = None
+
+
+class EvalFailed(EvalComplete):
+    kind: ClassVar[str] = "eval_failed"
+    filename: ClassVar[str] = EVAL_FAILED_SIGNAL
+
+    status: Literal["failed"]
+    error_message: LongText
+    failures: list[Failure] | None = None
+
+
+class AnalysisComplete(Signal):
+    kind: ClassVar[str] = "analysis_complete"
+    filename: ClassVar[str] = ANALYSIS_SIGNAL
+
+    job_id: JobId
+    status: Literal["complete", "failed"]
+    report_path: AbsPath | None = None
+    manifest_path: AbsPath | None = None
+    outputs: list[AbsPath] | None = None
+    analysis_duration_seconds: NonNegative | None = None
+    error_message: LongText | None = None
+    mlflow_run_id: RunId | None = None
+
+    def checkpoint_paths(self) -> list[str]:
+        # not checkpoints, but they must stay on the drive just the same
+        return [p for p in (self.report_path, self.manifest_path, *(self.outputs or [])) if p]
+
+
+SIGNAL_TYPES: dict[str, type[Signal]] = {
+    t.kind: t for t in (TrainingComplete, EvalComplete, EvalFailed, AnalysisComplete)
+}
+BY_FILENAME: dict[str, type[Signal]] = {t.filename: t for t in SIGNAL_TYPES.values()}
+
+
+@dataclass(frozen=True)
+class SignalFile:
+    """A validated signal and the facts about the file it came from."""
+
+    path: Path
+    signal: Signal
+    sha256: str
+    size: int
+    mtime: float
+
+    @property
+    def kind(self) -> str:
+        return self.signal.kind
+
+    @property
+    def idempotency_key(self) -> str:
+        """Same content at the same place -> same key, however often it is seen."""
+        return f"{self.kind}:{self.signal.experiment}:{self.sha256[:24]}"
+
+
+def kind_of(path: Path, kind: str | None = None) -> type[Signal]:
+    """The signal type named by ``kind``, or else by the file's name."""
+    if kind is not None:
+        try:
+            return SIGNAL_TYPES[kind.lstrip(".")]
+        except KeyError:
+            raise SignalError(path, f"unknown signal kind {kind!r}; expected one of "
+                              f"{', '.join(SIGNAL_TYPES)}") from None
+    try:
+        return BY_FILENAME[path.name]
+    except KeyError:
+        raise SignalError(path, f"cannot tell the signal kind from the name {path.name!r}; "
+                          f"name it one of {', '.join(BY_FILENAME)} or give the kind") from None
+
+
+def _read_bounded(path: Path) -> tuple[bytes, os.stat_result]:
+    """Read a regular file of at most MAX_SIGNAL_BYTES without following a symlink or
+    blocking on a FIFO."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        raise SignalError(path, "file does not exist") from None
+    except OSError as exc:
+        raise SignalError(path, f"cannot stat: {exc.strerror}") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise SignalError(path, "is a symlink; a signal must be a regular file")
+    if not stat.S_ISREG(st.st_mode):
+        raise SignalError(path, "is not a regular file")
+    if st.st_size > MAX_SIGNAL_BYTES:
+        raise SignalError(path, f"is {st.st_size} bytes; a signal may be at most "
+                          f"{MAX_SIGNAL_BYTES} bytes (1 MiB)")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        raise SignalError(path, f"cannot open: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as fh:
+        data = fh.read(MAX_SIGNAL_BYTES + 1)
+    if len(data) > MAX_SIGNAL_BYTES:
+        raise SignalError(path, f"is over {MAX_SIGNAL_BYTES} bytes (1 MiB)")
+    return data, st
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ValueError(f"duplicate key {key!r}")
+        seen[key] = value
+    return seen
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per problem, each naming the field."""
+    problems = []
+    for err in exc.errors(include_url=False):
+        field = ".".join(str(p) for p in err["loc"]) or "(document)"
+        if err["type"] == "missing":
+            problems.append(f"missing required field '{field}'")
+        elif err["type"] == "extra_forbidden":
+            problems.append(f"unknown field '{field}'")
+        elif err["type"] == "literal_error" and field == "status":
+            problems.append(f"unknown status {err['input']!r} ({err['msg']})")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(f"field '{field}': {msg} (got {_short(err.get('input'))})")
+    return "; ".join(problems)
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def parse_signal(path: Path, data: bytes, signal_type: type[Signal]) -> Signal:
+    """Pure part of reading: bytes -> a validated signal, or SignalError."""
+    try:
+        text = data.decode("utf-8", errors="strict")
+    except UnicodeDecodeError as exc:
+        raise SignalError(path, f"is not valid UTF-8 (byte {exc.start})") from None
+    try:
+        doc = json.loads(text, object_pairs_hook=_reject_duplicates,
+                         parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise SignalError(path, f"malformed JSON: {exc.msg} at line {exc.lineno} "
+                          f"column {exc.colno}") from None
+    except ValueError as exc:
+        raise SignalError(path, f"malformed JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise SignalError(path, f"must be a JSON object, got {type(doc).__name__}")
+    try:
+        return signal_type.model_validate_json(text, strict=True)
+    except ValidationError as exc:
+        raise SignalError(path, describe_validation_error(exc)) from None
+
+
+def check_paths(path: Path, signal: Signal, drive: DriveLayout) -> None:
+    """Every path the signal points to must resolve (symlinks included) inside the drive."""
+    for target in signal.checkpoint_paths():
+        try:
+            drive.inside(target, "path")
+        except BatonError as exc:
+            raise SignalError(path, str(exc)) from None
+
+
+def expected_experiment(path: Path, signal_type: type[Signal], drive: DriveLayout) -> str | None:
+    """The experiment a signal must name when it sits in its canonical place on the drive."""
+    parent = path.parent
+    homes = {
+        TrainingComplete: drive.models,
+        EvalComplete: drive.evaluation,
+        EvalFailed: drive.evaluation,
+        AnalysisComplete: drive.analysis / "reports",
+    }
+    home = homes[signal_type]
+    if path.name == signal_type.filename and parent.parent == home:
+        return parent.name
+    return None
+
+
+def read_signal(path: Path | str, drive: DriveLayout | None = None,
+                kind: str | None = None) -> SignalFile:
+    """Read and validate one signal file. Raises SignalError naming the file and problem."""
+    path = Path(path)
+    signal_type = kind_of(path, kind)
+    data, st = _read_bounded(path)
+    signal = parse_signal(path, data, signal_type)
+    if drive is not None:
+        folder = expected_experiment(path, signal_type, drive)
+        if folder is not None and folder != signal.experiment:
+            raise SignalError(path, f"experiment {signal.experiment!r} does not match its "
+                              f"folder {folder!r}")
+        check_paths(path, signal, drive)
+    return SignalFile(path=path, signal=signal, sha256=hashlib.sha256(data).hexdigest(),
+                      size=len(data), mtime=st.st_mtime)
+
+
+def encode_signal(signal: Signal | dict[str, Any]) -> bytes:
+    """Pretty-printed UTF-8 JSON, as the spec asks; None fields are left out."""
+    doc = signal.model_dump(mode="json", exclude_none=True) if isinstance(signal, Signal) \
+        else signal
+    data = (json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode()
+    if len(data) > MAX_SIGNAL_BYTES:
+        raise BatonError(f"signal is {len(data)} bytes; at most {MAX_SIGNAL_BYTES} allowed")
+    return data
+
+
+def is_temp_name(name: str) -> bool:
+    """Temp files of :func:`atomic_write`, which scanners must ignore."""
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+def atomic_write(path: Path | str, data: bytes, *, attempts: int = 5, base_delay: float = 0.2
+                 ) -> Path:
+    """Write ``data`` to ``path`` via temp file + fsync + rename, retrying transient I/O
+    errors of a network filesystem. Readers see the old file or the new, never a part."""
+    path = Path(path)
+
+    def once() -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(path.parent)
+        return path
+
+    return retry(once, should_retry=is_transient_oserror, attempts=attempts, base=base_delay,
+                 what=f"writing {path}")
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some network filesystems refuse fsync on a directory; the rename stands
+    finally:
+        os.close(fd)
+
+
+def write_signal(path: Path | str, signal: Signal, **kwargs: Any) -> Path:
+    """Validate (by round-trip) and atomically write a signal."""
+    data = encode_signal(signal)
+    parse_signal(Path(path), data, type(signal))
+    return atomic_write(path, data, **kwargs)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

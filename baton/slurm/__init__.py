@@ -1,0 +1,1 @@
+"""Slurm: job specs, script templates, parsers and the sbatch and local backends."""

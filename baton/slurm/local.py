@@ -1,0 +1,182 @@
+"""The local backend: the embedded default where ``sbatch`` is not on PATH.
+
+It runs the same scripts as Slurm would, detached from the submitting process, with the
+``SLURM_*`` variables set; it honours ``--time``, ``%j/%A/%a``, arrays with ``%K`` and a
+machine-wide concurrency limit, and reports Slurm's states. It is small and plain; it is
+not a scheduler. State lives in ``{state_dir}/local-slurm`` (local disk, never the drive).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from baton.signals import atomic_write
+from baton.slurm.backend import Submitted, task_ids
+from baton.slurm.spec import JobSpec
+from baton.slurm.states import JobStatus, is_terminal
+
+
+class LocalBackend:
+    name = "local"
+
+    def __init__(self, state_dir: Path, max_concurrent: int = 2) -> None:
+        self.root = Path(state_dir) / "local-slurm"
+        self.max_concurrent = max_concurrent
+        for sub in ("jobs", "scripts", "submissions", "cancel", "slots", "runners"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+
+    # --- ids ---------------------------------------------------------------------------
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _allocate(self, count: int) -> int:
+        counter = self.root / "next_id"
+        with self._locked():
+            first = int(counter.read_text() or "1") if counter.exists() else 1
+            atomic_write(counter, str(first + count).encode())
+        return first
+
+    # --- submit ------------------------------------------------------------------------
+    def submit(self, spec: JobSpec, script_path: Path) -> Submitted:
+        tasks = spec.array_tasks
+        base = self._allocate(max(1, len(tasks)))
+        job_id = str(base)
+        script = self.root / "scripts" / f"{job_id}.sh"
+        atomic_write(script, Path(script_path).read_bytes())
+        script.chmod(0o755)
+        submission = {
+            "job_id": job_id, "name": spec.name, "time_s": spec.time_seconds,
+            "mem_mb": spec.mem_mb, "cpus": spec.cpus, "tasks": tasks,
+            "throttle": spec.array_throttle, "dependency": spec.dependency,
+            "output": spec.output, "error": spec.error,
+            "workdir": spec.workdir or os.getcwd(), "submit_dir": os.getcwd(),
+            "account": spec.account, "partition": spec.partition or "local",
+            "max_concurrent": self.max_concurrent, "script": str(script),
+        }
+        atomic_write(self.root / "submissions" / f"{job_id}.json",
+                     json.dumps(submission).encode())
+        now = _now()
+        ids = task_ids(job_id, spec) or (job_id,)
+        for i, jid in enumerate(ids):
+            status = JobStatus(
+                job_id=jid, state="PENDING", raw_job_id=str(base + i) if tasks else job_id,
+                array_job_id=job_id if tasks else None,
+                array_task_id=tasks[i] if tasks else None, name=spec.name,
+                reason="Priority", submitted_at=now, req_cpus=spec.cpus,
+                req_mem_mb=spec.mem_mb, req_time_s=spec.time_seconds)
+            self.write_status(status)
+        log = self.root / "runners" / f"{job_id}.log"
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "baton.slurm.local_runner", str(self.root), job_id],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True, close_fds=True, cwd=submission["workdir"])
+        atomic_write(self.root / "runners" / f"{job_id}.pid", str(proc.pid).encode())
+        return Submitted(job_id=job_id, script_path=Path(script_path),
+                         task_ids=task_ids(job_id, spec))
+
+    # --- status ------------------------------------------------------------------------
+    def write_status(self, status: JobStatus) -> None:
+        atomic_write(self.root / "jobs" / f"{status.job_id}.json",
+                     json.dumps(asdict(status), default=_iso).encode())
+
+    def read_status(self, job_id: str) -> JobStatus | None:
+        path = self.root / "jobs" / f"{job_id}.json"
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        for key in ("submitted_at", "started_at", "ended_at"):
+            if data.get(key):
+                data[key] = datetime.fromisoformat(data[key])
+        return JobStatus(**data)
+
+    def _ids(self, job_id: str) -> list[str]:
+        if (self.root / "jobs" / f"{job_id}.json").exists():
+            return [job_id]
+        sub = self.submission(job_id)
+        return [f"{job_id}_{t}" for t in sub["tasks"]] if sub else []
+
+    def submission(self, job_id: str) -> dict[str, Any] | None:
+        try:
+            return json.loads((self.root / "submissions" / f"{job_id}.json").read_text())
+        except FileNotFoundError:
+            return None
+
+    def status(self, job_ids: Iterable[str]) -> dict[str, JobStatus]:
+        out: dict[str, JobStatus] = {}
+        for requested in dict.fromkeys(job_ids):
+            for jid in self._ids(requested):
+                status = self.read_status(jid)
+                if status is None:
+                    continue
+                if not status.terminal and not self._runner_alive(jid.split("_")[0]):
+                    # re-read: the runner may have finished between the two reads
+                    status = self.read_status(jid) or status
+                    if not status.terminal:
+                        status = _replace(status, state="NODE_FAIL", ended_at=_now(),
+                                          reason="the local runner exited unexpectedly")
+                out[jid] = status
+        return out
+
+    def _runner_alive(self, job_id: str) -> bool:
+        try:
+            pid = int((self.root / "runners" / f"{job_id}.pid").read_text())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (FileNotFoundError, ValueError, ProcessLookupError):
+            # no pid yet: the submission is being written right now
+            return not (self.root / "runners" / f"{job_id}.pid").exists()
+        return b"baton.slurm.local_runner" in cmdline and _not_zombie(pid)
+
+    # --- cancel ------------------------------------------------------------------------
+    def cancel(self, job_ids: Iterable[str]) -> None:
+        for requested in job_ids:
+            for jid in self._ids(requested):
+                status = self.read_status(jid)
+                if status is None or status.terminal:
+                    continue
+                atomic_write(self.root / "cancel" / jid, b"")
+                if not self._runner_alive(jid.split("_")[0]):
+                    self.write_status(_replace(status, state="CANCELLED", ended_at=_now()))
+
+
+def _not_zombie(pid: int) -> bool:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, IndexError):
+        return False
+    return fields[0] != "Z"
+
+
+def _replace(status: JobStatus, **changes: Any) -> JobStatus:
+    return JobStatus(**{**asdict(status), **changes})
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def _iso(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+def terminal(status: JobStatus | None) -> bool:
+    return status is not None and is_terminal(status.state)

@@ -1,0 +1,136 @@
+"""Render evaluation and analysis scripts from Jinja2 templates, and keep each for audit.
+
+Everything that comes from a signal (experiment, checkpoint) is validated and
+shell-quoted; only the stage's ``setup`` and ``command`` from baton.yaml (the admin's
+own configuration) are inserted as they are.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import jinja2
+
+from baton import __version__
+from baton.config import Config
+from baton.errors import InvalidName
+from baton.layout import DriveLayout, validate_name
+from baton.signals import atomic_write
+from baton.slurm.spec import JobSpec
+
+STAGE_PREFIX = {"evaluation": "eval", "analysis": "analysis"}
+DEFAULT_COMMANDS = {
+    "evaluation": '{python} -m baton evaluate --experiment "$BATON_EXPERIMENT" '
+                  '--checkpoint "$BATON_CHECKPOINT"',
+    "analysis": '{python} -m baton analyze --experiment "$BATON_EXPERIMENT"',
+}
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of work: an experiment (and for evaluation, a checkpoint)."""
+
+    experiment: str
+    checkpoint: str = ""
+    index: int = 0
+
+
+@dataclass(frozen=True)
+class RenderedJob:
+    spec: JobSpec
+    tasks: tuple[Task, ...]
+    stage: str
+
+    @property
+    def script(self) -> str:
+        return self.spec.script
+
+
+def _environment(extra_dir: Path | None) -> jinja2.Environment:
+    loaders: list[jinja2.BaseLoader] = []
+    if extra_dir is not None:
+        loaders.append(jinja2.FileSystemLoader(str(extra_dir)))
+    loaders.append(jinja2.PackageLoader("baton.slurm", "templates"))
+    env = jinja2.Environment(loader=jinja2.ChoiceLoader(loaders), undefined=jinja2.StrictUndefined,
+                             autoescape=False, keep_trailing_newline=True)
+    env.filters["q"] = lambda v: shlex.quote(str(v))
+    return env
+
+
+def build_tasks(stage: str, items: list[tuple[str, str]], drive: DriveLayout) -> list[Task]:
+    """Validate every (experiment, checkpoint) pair before anything is rendered."""
+    if not items:
+        raise InvalidName("nothing to submit: no experiments given")
+    tasks = []
+    for i, (experiment, checkpoint) in enumerate(items):
+        validate_name(experiment)
+        if stage == "evaluation":
+            if not checkpoint:
+                raise InvalidName(f"evaluation of {experiment!r} needs a checkpoint")
+            drive.inside(checkpoint, "checkpoint")
+        tasks.append(Task(experiment, checkpoint, i))
+    return tasks
+
+
+def render_job(config: Config, stage: str, items: list[tuple[str, str]], *,
+               attempt: int = 1, mem: str | None = None, time: str | None = None,
+               array_throttle: int | None = None, dependency: str | None = None,
+               comment: str | None = None) -> RenderedJob:
+    """One script for one or many (experiment, checkpoint) tasks; many become an array."""
+    if stage not in STAGE_PREFIX:
+        raise InvalidName(f"unknown stage {stage!r}; expected evaluation or analysis")
+    drive = config.drive
+    stage_cfg = config.stage(stage)
+    tasks = build_tasks(stage, items, drive)
+    prefix = STAGE_PREFIX[stage]
+    is_array = len(tasks) > 1
+    name = f"{prefix}_{tasks[0].experiment}" if not is_array else f"{prefix}_array"
+    log_dir = drive.logs / stage
+    pattern = "%A_%a" if is_array else "%j"
+    throttle = array_throttle or stage_cfg.array_throttle
+    spec = JobSpec(
+        name=name,
+        script="#!/bin/bash\n",  # replaced below, once the directives are known
+        time=time or stage_cfg.time,
+        mem=mem or stage_cfg.mem,
+        cpus=stage_cfg.cpus,
+        partition=stage_cfg.partition or config.slurm.partition,
+        account=config.slurm.account,
+        qos=stage_cfg.qos or config.slurm.qos,
+        gres=stage_cfg.gres,
+        array=f"0-{len(tasks) - 1}%{throttle}" if is_array else None,
+        dependency=dependency,
+        comment=comment,
+        output=str(log_dir / f"{pattern}.log"),
+        error=str(log_dir / f"{pattern}.err"),
+    )
+    template_dir = stage_cfg.template.parent if stage_cfg.template else None
+    template_name = stage_cfg.template.name if stage_cfg.template else f"{stage}.sh.j2"
+    command = stage_cfg.command or DEFAULT_COMMANDS[stage].format(
+        python=shlex.quote(sys.executable))
+    text = _environment(template_dir).get_template(template_name).render(
+        spec=spec, stage=stage, tasks=tasks, drive=str(drive.root),
+        mlflow_uri=config.mlflow.tracking_uri, setup=stage_cfg.setup, command=command,
+        version=__version__, rendered_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        attempt=attempt,
+    )
+    return RenderedJob(spec=spec.with_(script=text), tasks=tuple(tasks), stage=stage)
+
+
+def keep_for_audit(drive: DriveLayout, job: RenderedJob, attempt: int = 1) -> Path:
+    """Write the script where people can read it later: ``logs/scripts/{stage}/...``."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    prefix = STAGE_PREFIX[job.stage]
+    if len(job.tasks) == 1:
+        folder = drive.experiment(job.tasks[0].experiment).script_dir(job.stage)
+        name = f"slurm_{prefix}_{job.tasks[0].experiment}.attempt-{attempt}.{stamp}.sh"
+    else:
+        folder = drive.logs / "scripts" / job.stage / "_arrays"
+        name = f"slurm_{prefix}_array.{len(job.tasks)}-tasks.{stamp}.sh"
+    path = atomic_write(folder / name, job.script.encode())
+    path.chmod(0o755)
+    return path

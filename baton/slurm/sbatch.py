@@ -1,0 +1,186 @@
+"""The real Slurm backend: sbatch, sacct (squeue + scontrol where accounting is off),
+scancel. Transient controller errors are retried with exponential backoff; submissions
+go through a machine-wide rate limit; an ambiguous sbatch failure is checked against the
+queue before it is retried, so a job is never submitted twice."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+from baton.errors import SlurmError, TransientSlurmError
+from baton.retry import retry
+from baton.slurm.backend import Submitted, task_ids
+from baton.slurm.parse import (
+    SACCT_FIELDS,
+    SQUEUE_FORMAT,
+    parse_sacct,
+    parse_sbatch_parsable,
+    parse_scontrol,
+    parse_squeue,
+)
+from baton.slurm.ratelimit import RateLimiter
+from baton.slurm.spec import JobSpec
+from baton.slurm.states import JobStatus
+
+log = logging.getLogger(__name__)
+
+TRANSIENT_MARKERS = (
+    "socket timed out", "unable to contact slurm controller", "temporarily unable",
+    "resource temporarily unavailable", "zero bytes were transmitted", "connection refused",
+    "communication connection failure", "transport endpoint", "slurm_persist_conn_open",
+    "connection reset", "try again",
+)
+# the request may have reached the controller before the error: look before retrying
+AMBIGUOUS_MARKERS = ("socket timed out", "zero bytes were transmitted", "connection reset")
+ACCOUNTING_OFF = ("accounting storage is disabled", "slurmdbd", "no accounting")
+CHUNK = 1000
+
+Runner = Callable[[Sequence[str]], subprocess.CompletedProcess[str]]
+
+
+def run_command(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TZ": "UTC", "SLURM_TIME_FORMAT": "standard"}
+    try:
+        return subprocess.run(list(argv), capture_output=True, text=True, env=env, timeout=120,
+                              check=False)
+    except FileNotFoundError:
+        raise SlurmError(f"{argv[0]} is not on PATH: is Slurm installed here? "
+                         "(deploy/slurm/single-node.sh up starts a single-node cluster)") from None
+    except subprocess.TimeoutExpired:
+        raise TransientSlurmError(f"{argv[0]} did not answer within 120 s") from None
+
+
+def is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, TransientSlurmError)
+
+
+def _classify(argv: Sequence[str], proc: subprocess.CompletedProcess[str]) -> SlurmError:
+    msg = (proc.stderr or proc.stdout).strip() or f"exit code {proc.returncode}"
+    text = f"{argv[0]} failed: {msg}"
+    if any(m in msg.lower() for m in TRANSIENT_MARKERS):
+        return TransientSlurmError(text)
+    return SlurmError(text)
+
+
+class SbatchBackend:
+    name = "sbatch"
+
+    def __init__(self, *, rate_limiter: RateLimiter | None = None, attempts: int = 5,
+                 base_delay: float = 1.0, cap_delay: float = 30.0,
+                 runner: Runner = run_command) -> None:
+        self.rate_limiter = rate_limiter
+        self.attempts = attempts
+        self.base_delay = base_delay
+        self.cap_delay = cap_delay
+        self.run = runner
+        self.accounting = True  # until sacct says otherwise
+
+    def _call(self, argv: Sequence[str], what: str, check: bool = True
+              ) -> subprocess.CompletedProcess[str]:
+        def once() -> subprocess.CompletedProcess[str]:
+            proc = self.run(argv)
+            if check and proc.returncode != 0:
+                raise _classify(argv, proc)
+            return proc
+
+        return retry(once, should_retry=is_transient, attempts=self.attempts,
+                     base=self.base_delay, cap=self.cap_delay, what=what)
+
+    # --- submit ------------------------------------------------------------------------
+    def submit(self, spec: JobSpec, script_path: Path) -> Submitted:
+        argv = ["sbatch", "--parsable", *spec.sbatch_options(), str(script_path)]
+        if self.rate_limiter is not None:
+            waited = self.rate_limiter.acquire()
+            if waited > 0.5:
+                log.info("submission rate limit: waited %.1fs before sbatch", waited)
+
+        def once() -> str:
+            proc = self.run(argv)
+            if proc.returncode == 0:
+                return parse_sbatch_parsable(proc.stdout)[0]
+            err = _classify(argv, proc)
+            ambiguous = any(m in str(err).lower() for m in AMBIGUOUS_MARKERS)
+            if ambiguous and spec.comment:
+                found = self.find_by_comment(spec.comment)
+                if found:
+                    log.warning("sbatch reported %r but job %s with comment %s is queued: "
+                                "not submitting again", str(err), found, spec.comment)
+                    return found
+            raise err
+
+        job_id = retry(once, should_retry=is_transient, attempts=self.attempts,
+                       base=self.base_delay, cap=self.cap_delay, what=f"sbatch {spec.name}")
+        return Submitted(job_id=job_id, script_path=script_path, task_ids=task_ids(job_id, spec))
+
+    def find_by_comment(self, comment: str) -> str | None:
+        """The id of a queued job carrying ``comment`` (our submission token), if any."""
+        try:
+            proc = self.run(["squeue", "--noheader", "--me", "--array", "--format=%A|%k"])
+        except SlurmError:
+            return None
+        for line in proc.stdout.splitlines():
+            job_id, _, job_comment = line.partition("|")
+            if job_comment.strip() == comment:
+                return job_id.strip()
+        return None
+
+    # --- status ------------------------------------------------------------------------
+    def status(self, job_ids: Iterable[str]) -> dict[str, JobStatus]:
+        ids = list(dict.fromkeys(job_ids))
+        if not ids:
+            return {}
+        out: dict[str, JobStatus] = {}
+        if self.accounting:
+            for i in range(0, len(ids), CHUNK):
+                out.update(self._sacct(ids[i:i + CHUNK]))
+        if not self.accounting:
+            return self._squeue_scontrol(ids)
+        missing = [i for i in ids if i not in out and not _array_known(i, out)]
+        if missing:  # just submitted: slurmdbd may not have it yet, the controller does
+            out.update({k: v for k, v in self._squeue_scontrol(missing).items()
+                        if k not in out})
+        return out
+
+    def _sacct(self, ids: list[str]) -> dict[str, JobStatus]:
+        argv = ["sacct", "--parsable2", "--noheader", "--duplicates",
+                f"--format={','.join(SACCT_FIELDS)}", f"--jobs={','.join(ids)}"]
+        proc = self._call(argv, "sacct", check=False)
+        if proc.returncode != 0:
+            err = (proc.stderr or proc.stdout).lower()
+            if any(m in err for m in ACCOUNTING_OFF):
+                log.warning("Slurm accounting is off (%s): using squeue + scontrol",
+                            proc.stderr.strip())
+                self.accounting = False
+                return {}
+            raise _classify(argv, proc)
+        return parse_sacct(proc.stdout)
+
+    def _squeue_scontrol(self, ids: list[str]) -> dict[str, JobStatus]:
+        wanted = set(ids)
+        proc = self._call(["squeue", "--noheader", "--array", "--states=all",
+                           f"--format={SQUEUE_FORMAT}"], "squeue")
+        queued = _select(parse_squeue(proc.stdout), wanted)
+        # exit codes, end times and restarts: only scontrol knows them without accounting
+        proc = self._call(["scontrol", "--oneliner", "show", "job"], "scontrol", check=False)
+        detailed = _select(parse_scontrol(proc.stdout), wanted) if proc.returncode == 0 else {}
+        return {**queued, **detailed}
+
+    # --- cancel ------------------------------------------------------------------------
+    def cancel(self, job_ids: Iterable[str]) -> None:
+        ids = list(job_ids)
+        if ids:
+            self._call(["scancel", *ids], "scancel")
+
+
+def _array_known(job_id: str, out: dict[str, JobStatus]) -> bool:
+    """An array job id asked for as a whole is known when any of its tasks is."""
+    return "_" not in job_id and any(s.array_job_id == job_id for s in out.values())
+
+
+def _select(statuses: dict[str, JobStatus], wanted: set[str]) -> dict[str, JobStatus]:
+    return {k: v for k, v in statuses.items()
+            if k in wanted or v.array_job_id in wanted or v.raw_job_id in wanted}

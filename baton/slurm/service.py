@@ -1,0 +1,118 @@
+"""Submitting stage jobs once: claim in the ledger, render, keep for audit, submit,
+record. Used by the Dagster ops, the supervisor and ``baton slurm submit``."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from baton.config import Config
+from baton.errors import BatonError
+from baton.ledger import Ledger
+from baton.slurm.backend import SlurmBackend, Submitted, choose_backend_name
+from baton.slurm.local import LocalBackend
+from baton.slurm.ratelimit import RateLimiter
+from baton.slurm.render import keep_for_audit, render_job
+from baton.slurm.sbatch import SbatchBackend
+from baton.slurm.units import parse_memory_mb, parse_time_seconds
+
+log = logging.getLogger(__name__)
+
+
+def make_backend(config: Config, name: str | None = None) -> SlurmBackend:
+    chosen = choose_backend_name(name or config.slurm.backend)
+    if chosen == "local":
+        return LocalBackend(config.state_dir, config.slurm.local_max_concurrent)
+    limiter = RateLimiter(config.state_dir / "sbatch.rate", config.slurm.submit_per_minute)
+    return SbatchBackend(rate_limiter=limiter, attempts=config.slurm.retries,
+                         base_delay=config.slurm.retry_base_seconds)
+
+
+def submission_key(stage: str, experiment: str, attempt: int = 1, checkpoint: str = "") -> str:
+    base = f"{stage}:{experiment}:attempt-{attempt}"
+    return f"{base}:{checkpoint}" if checkpoint else base
+
+
+def comment_token(keys: list[str]) -> str:
+    """A short token stored as the job's comment, to find it again after a lost reply."""
+    return "baton-" + hashlib.sha256("\n".join(keys).encode()).hexdigest()[:20]
+
+
+@dataclass(frozen=True)
+class TaskOutcome:
+    experiment: str
+    checkpoint: str
+    row_id: int
+    job_id: str | None
+    submitted_now: bool
+
+
+def submit_jobs(config: Config, ledger: Ledger, backend: SlurmBackend, stage: str,
+                items: list[tuple[str, str]], *, attempt: int = 1,
+                keys: list[str] | None = None, campaign: str | None = None,
+                mem: str | None = None, time: str | None = None,
+                parent_id: int | None = None) -> list[TaskOutcome]:
+    """Submit (experiment, checkpoint) tasks of ``stage``: one job, or one array for many.
+
+    Each task has a submission key; a task whose key the ledger already holds is not
+    submitted again (its existing row is returned). Raises BatonError on failure after
+    recording it in the ledger.
+    """
+    keys = keys or [submission_key(stage, e, attempt, c if len(items) > 1 else "")
+                    for e, c in items]
+    if len(keys) != len(items):
+        raise ValueError("one key per task")
+    stage_cfg = config.stage(stage)
+    req = dict(req_cpus=stage_cfg.cpus, req_mem_mb=parse_memory_mb(mem or stage_cfg.mem),
+               req_time_s=parse_time_seconds(time or stage_cfg.time))
+    outcomes: list[TaskOutcome] = []
+    mine: list[tuple[int, str, str, str]] = []
+    for (experiment, checkpoint), key in zip(items, keys, strict=True):
+        claim = ledger.claim_submission(
+            key, stage=stage, experiment=experiment, backend=backend.name, attempt=attempt,
+            campaign=campaign, parent_id=parent_id, **req,
+            metadata={"checkpoint": checkpoint} if checkpoint else None)
+        if claim.created:
+            mine.append((claim.row_id, experiment, checkpoint, key))
+        else:
+            log.info("%s already claimed (row %s, job %s): not submitting again",
+                     key, claim.row_id, claim.job_id)
+            outcomes.append(TaskOutcome(experiment, checkpoint, claim.row_id, claim.job_id,
+                                        False))
+    if not mine:
+        return outcomes
+    rendered = render_job(config, stage, [(e, c) for _, e, c, _ in mine], attempt=attempt,
+                          mem=mem, time=time, comment=comment_token([k for *_, k in mine]))
+    try:
+        script_path = keep_for_audit(config.drive, rendered, attempt)
+        submitted = backend.submit(rendered.spec, script_path)
+    except (BatonError, OSError) as exc:
+        for row_id, *_ in mine:
+            ledger.mark_submit_failed(row_id, str(exc))
+        raise BatonError(f"submitting {stage} for {', '.join(e for _, e, _, _ in mine)} "
+                         f"failed: {exc}") from exc
+    _record(ledger, submitted, mine, rendered.spec.output, rendered.spec.error, script_path)
+    outcomes += [TaskOutcome(e, c, row_id, job_id, True)
+                 for (row_id, e, c, _), job_id in zip(mine, submitted.ids(), strict=True)]
+    return outcomes
+
+
+def _record(ledger: Ledger, submitted: Submitted, mine: list[tuple[int, str, str, str]],
+            output: str | None, error: str | None, script_path: Path) -> None:
+    is_array = bool(submitted.task_ids)
+    for i, ((row_id, *_), job_id) in enumerate(zip(mine, submitted.ids(), strict=True)):
+        ledger.mark_submitted(
+            row_id, job_id, script_path=str(script_path),
+            stdout_path=_expand(output, submitted.job_id, i, is_array),
+            stderr_path=_expand(error, submitted.job_id, i, is_array),
+            array_job_id=submitted.job_id if is_array else None,
+            array_task_id=i if is_array else None)
+
+
+def _expand(pattern: str | None, job_id: str, task: int, is_array: bool) -> str | None:
+    if pattern is None:
+        return None
+    out = pattern.replace("%A", job_id).replace("%a", str(task))
+    return out if is_array else out.replace("%j", job_id)
