@@ -11,6 +11,7 @@ from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError
 
 from baton.ledger.schema import metadata
 
@@ -63,6 +64,14 @@ class CheckReport:
 def check(engine: Engine) -> CheckReport:
     """Schema at head and matching the code, plus the database's own integrity check."""
     head = head_revision()
+    try:
+        return _check(engine, head)
+    except DBAPIError as exc:
+        return CheckReport(ok=False, revision=None, head=head,
+                           problems=[f"cannot read the ledger: {exc.orig}"])
+
+
+def _check(engine: Engine, head: str) -> CheckReport:
     rev = current_revision(engine)
     report = CheckReport(ok=True, revision=rev, head=head)
     if rev is None:

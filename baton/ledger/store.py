@@ -261,7 +261,10 @@ class Ledger:
                     conn.execute(insert(heartbeats).values(name=name, beat_at=now,
                                                            detail=detail))
 
-        with_retry(once)
+        try:
+            with_retry(once)
+        except IntegrityError:  # another process inserted the first beat meanwhile
+            with_retry(once)
 
     def heartbeats(self) -> dict[str, datetime]:
         with self.read() as conn:

@@ -1,0 +1,180 @@
+"""The ledger on SQLite and on a real PostgreSQL: schema, migrations, integrity check,
+and the once-only writes everything else relies on."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from baton.layout import DriveLayout
+from baton.ledger import Ledger, open_ledger
+from baton.ledger.migrate import head_revision
+from baton.signals import read_signal
+from baton.slurm.states import JobStatus
+
+
+@pytest.fixture
+def ledger(ledger_url: str):
+    led = open_ledger(ledger_url)
+    yield led
+    led.close()
+
+
+def test_init_is_idempotent_and_check_passes(ledger_url: str) -> None:
+    led = Ledger(ledger_url)
+    before, after = led.init()
+    assert before is None and after == head_revision()
+    assert led.init() == (head_revision(), head_revision())
+    report = led.check()
+    assert report.ok, report.lines()
+    assert report.revision == head_revision()
+    led.close()
+
+
+def test_check_reports_uninitialised_and_drift(ledger_url: str) -> None:
+    led = Ledger(ledger_url)
+    report = led.check()
+    assert not report.ok and "not initialised" in report.problems[0]
+    led.init()
+    with led.engine.begin() as conn:
+        conn.execute(text("DROP TABLE heartbeats"))
+    report = led.check()
+    assert not report.ok
+    assert any("heartbeats" in p for p in report.problems), report.problems
+    led.close()
+
+
+def test_sqlite_uses_wal_and_busy_timeout(tmp_path: Path) -> None:
+    led = open_ledger(f"sqlite:///{tmp_path / 'l.db'}")
+    with led.read() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+
+
+def test_sqlite_integrity_check_catches_corruption(tmp_path: Path) -> None:
+    db = tmp_path / "l.db"
+    led = open_ledger(f"sqlite:///{db}")
+    for i in range(300):
+        led.record_signal(f"k{i}", "training_complete", f"/d/{i}" * 20, "accepted")
+    led.close()
+    data = bytearray(db.read_bytes())
+    for offset in range(4096 * 3, len(data), 4096):  # scribble over every page but the first
+        data[offset + 8:offset + 64] = b"\xff" * 56
+    db.write_bytes(bytes(data))
+    report = Ledger(f"sqlite:///{db}").check()
+    assert not report.ok
+    assert report.problems, report.lines()
+
+
+def test_signal_recorded_once(ledger: Ledger) -> None:
+    assert ledger.record_signal("training_complete:e:abc", "training_complete", "/d/x",
+                                "accepted", experiment="e")
+    assert not ledger.record_signal("training_complete:e:abc", "training_complete", "/d/x",
+                                    "accepted", experiment="e")
+    assert ledger.record_signal("bad:1", "training_complete", "/d/y", "quarantined",
+                                reason="malformed JSON")
+    row = ledger.signal_seen("bad:1")
+    assert row.status == "quarantined" and row.reason == "malformed JSON"
+
+
+def test_training_run_upsert_and_checkpoints(ledger: Ledger, drive: DriveLayout) -> None:
+    exp = drive.experiment("exp1")
+    exp.training_signal.parent.mkdir(parents=True)
+    doc = {"timestamp": "2026-11-21T10:00:00Z", "experiment": "exp1",
+           "checkpoint_path": str(exp.final_dir), "hostname": "gpu01", "user": "alice",
+           "final_loss": 2.5, "campaign": "sweep",
+           "checkpoints": [str(exp.checkpoint(100)), str(exp.checkpoint(200))]}
+    exp.training_signal.write_text(json.dumps(doc))
+    run_id = ledger.record_training_complete(read_signal(exp.training_signal, drive))
+    doc["final_loss"] = 2.0  # the experiment is trained again
+    exp.training_signal.write_text(json.dumps(doc))
+    assert ledger.record_training_complete(read_signal(exp.training_signal, drive)) == run_id
+    row = ledger.training_run("exp1")
+    assert (row.status, row.final_loss, row.campaign, row.user) == ("completed", 2.0, "sweep",
+                                                                    "alice")
+    with ledger.read() as conn:
+        n = conn.execute(text("SELECT count(*) FROM checkpoints")).scalar()
+    assert n == 3
+
+
+def test_claim_is_exclusive_under_concurrency(ledger: Ledger) -> None:
+    results = []
+
+    def claim() -> None:
+        results.append(ledger.claim_submission("evaluation:exp1:attempt-1", stage="evaluation",
+                                               experiment="exp1", backend="local"))
+
+    threads = [threading.Thread(target=claim) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(c.created for c in results) == 1
+    assert len({c.row_id for c in results}) == 1
+    assert ledger.count_jobs() == 1
+
+
+def _claim_in_process(url: str, n: int, queue: multiprocessing.Queue) -> None:
+    led = Ledger(url)
+    created = 0
+    for i in range(n):
+        created += led.claim_submission(f"k{i}", stage="evaluation", experiment=f"e{i}",
+                                        backend="local").created
+        led.heartbeat("sensor", f"tick {i}")
+    queue.put(created)
+
+
+def test_claims_across_processes(ledger: Ledger) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_claim_in_process, args=(ledger.url, 40, queue))
+             for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    assert sum(queue.get() for _ in procs) == 40
+    assert ledger.count_jobs() == 40
+
+
+def test_job_lifecycle(ledger: Ledger) -> None:
+    claim = ledger.claim_submission("evaluation:exp1:attempt-1", stage="evaluation",
+                                    experiment="exp1", backend="sbatch", req_mem_mb=100.0)
+    ledger.mark_submitted(claim.row_id, "123", script_path="/d/logs/scripts/x.sh")
+    assert [r.job_id for r in ledger.unfinished_jobs()] == ["123"]
+    t0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
+    changed = ledger.apply_statuses({"123": JobStatus(
+        job_id="123", state="FAILED", exit_code=0, exit_signal=9, started_at=t0,
+        ended_at=t0, max_rss_mb=310.5, cpu_seconds=1.5, node="n1", restarts=1)})
+    assert changed == 1
+    row = ledger.job(claim.row_id)
+    assert (row.state, row.exit_signal, row.max_rss_mb, row.node) == ("FAILED", 9, 310.5, "n1")
+    assert row.started_at == t0 and row.restarts == 1 and row.req_mem_mb == 100.0
+    assert ledger.unfinished_jobs() == []
+    # the same poll again changes nothing
+    assert ledger.apply_statuses({"123": JobStatus(job_id="123", state="FAILED")}) == 0
+
+
+def test_submit_failure_is_kept(ledger: Ledger) -> None:
+    claim = ledger.claim_submission("k", stage="analysis", experiment="e", backend="sbatch")
+    ledger.mark_submit_failed(claim.row_id, "sbatch: error: invalid partition")
+    row = ledger.job(claim.row_id)
+    assert row.state == "SUBMIT_FAILED" and "invalid partition" in row.reason
+    again = ledger.claim_submission("k", stage="analysis", experiment="e", backend="sbatch")
+    assert not again.created and again.state == "SUBMIT_FAILED"
+
+
+def test_heartbeats(ledger: Ledger) -> None:
+    ledger.heartbeat("training_sensor")
+    first = ledger.heartbeats()["training_sensor"]
+    ledger.heartbeat("training_sensor", "2 new signals")
+    beats = ledger.heartbeats()
+    assert beats["training_sensor"] >= first and beats["training_sensor"].tzinfo is UTC
