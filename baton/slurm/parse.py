@@ -7,7 +7,7 @@ import re
 from collections import defaultdict
 from datetime import UTC, datetime
 
-from baton.slurm.states import JobStatus, normalize_state
+from baton.slurm.states import JobStatus, is_terminal, normalize_state
 from baton.slurm.units import parse_cpu_seconds, parse_memory_mb, parse_time_seconds
 
 SACCT_FIELDS = (
@@ -51,8 +51,14 @@ def _int(text: str) -> int | None:
 
 
 def _mem(text: str) -> float | None:
+    """Memory in MB; None when unset or unreadable (one odd field must not sink a poll)."""
     t = text.strip()
-    return None if t in _NONE or t == "0" else parse_memory_mb(t)
+    if t in _NONE or t == "0":
+        return None
+    try:
+        return parse_memory_mb(t)
+    except ValueError:
+        return None
 
 
 def expand_array_spec(spec: str) -> list[int]:
@@ -144,6 +150,7 @@ def parse_squeue(output: str) -> dict[str, JobStatus]:
         m = _ARRAY_PENDING.match(job_id)
         if m:
             ids = [f"{m.group(1)}_{t}" for t in expand_array_spec(m.group(2))]
+        norm = normalize_state(state)
         for jid in ids:
             task = jid.partition("_")[2]
             out[jid] = JobStatus(
@@ -152,10 +159,10 @@ def parse_squeue(output: str) -> dict[str, JobStatus]:
                 array_job_id=array_job if is_task else None,
                 array_task_id=int(task) if task.isdigit() else None,
                 name=name or None,
-                state=normalize_state(state),
+                state=norm,
                 reason=_none(reason),
                 submitted_at=parse_timestamp(submit),
-                started_at=parse_timestamp(start),
+                started_at=parse_timestamp(start) if norm != "PENDING" else None,
                 req_time_s=None if limit in ("UNLIMITED", "INVALID") or limit in _NONE
                 else parse_time_seconds(limit),
                 req_mem_mb=_mem(mem),
@@ -191,19 +198,23 @@ def parse_scontrol(output: str) -> dict[str, JobStatus]:
         job_id = f"{array_job}_{task}" if is_task else kv["JobId"]
         code, sig = parse_exit(kv.get("ExitCode", ""))
         limit = kv.get("TimeLimit", "")
+        state = normalize_state(kv.get("JobState", ""))
+        # for jobs not yet started / not yet ended these are estimates: leave them out
+        started = parse_timestamp(kv.get("StartTime", "")) if state != "PENDING" else None
+        ended = parse_timestamp(kv.get("EndTime", "")) if is_terminal(state) else None
         out[job_id] = JobStatus(
             job_id=job_id,
             raw_job_id=kv["JobId"],
             array_job_id=array_job if is_task else None,
             array_task_id=int(task) if is_task and task else None,
             name=kv.get("JobName"),
-            state=normalize_state(kv.get("JobState", "")),
+            state=state,
             reason=_none(kv.get("Reason", "")),
             exit_code=code,
             exit_signal=sig,
             submitted_at=parse_timestamp(kv.get("SubmitTime", "")),
-            started_at=parse_timestamp(kv.get("StartTime", "")),
-            ended_at=parse_timestamp(kv.get("EndTime", "")),
+            started_at=started,
+            ended_at=ended,
             req_cpus=_int(kv.get("NumCPUs", "")),
             req_mem_mb=_mem(kv.get("MinMemoryNode", "") or kv.get("MinMemoryCPU", "")),
             req_time_s=None if limit in ("UNLIMITED", "", "INVALID")

@@ -36,7 +36,7 @@ TRANSIENT_MARKERS = (
 )
 # the request may have reached the controller before the error: look before retrying
 AMBIGUOUS_MARKERS = ("socket timed out", "zero bytes were transmitted", "connection reset")
-ACCOUNTING_OFF = ("accounting storage is disabled", "slurmdbd", "no accounting")
+ACCOUNTING_OFF = "accounting storage is disabled"
 CHUNK = 1000
 
 Runner = Callable[[Sequence[str]], subprocess.CompletedProcess[str]]
@@ -130,34 +130,41 @@ class SbatchBackend:
 
     # --- status ------------------------------------------------------------------------
     def status(self, job_ids: Iterable[str]) -> dict[str, JobStatus]:
+        """One sacct call per 1000 jobs; the controller (squeue + scontrol) where
+        accounting is off or down, and for jobs slurmdbd does not know yet."""
         ids = list(dict.fromkeys(job_ids))
         if not ids:
             return {}
         out: dict[str, JobStatus] = {}
-        if self.accounting:
-            for i in range(0, len(ids), CHUNK):
-                out.update(self._sacct(ids[i:i + CHUNK]))
-        if not self.accounting:
-            return self._squeue_scontrol(ids)
-        missing = [i for i in ids if i not in out and not _array_known(i, out)]
-        if missing:  # just submitted: slurmdbd may not have it yet, the controller does
+        missing: list[str] = []
+        for i in range(0, len(ids), CHUNK):
+            chunk = ids[i:i + CHUNK]
+            answer = self._sacct(chunk) if self.accounting else None
+            if answer is None:
+                missing += chunk
+                continue
+            out.update(answer)
+            missing += [j for j in chunk if j not in out and not _array_known(j, out)]
+        if missing:
             out.update({k: v for k, v in self._squeue_scontrol(missing).items()
                         if k not in out})
         return out
 
-    def _sacct(self, ids: list[str]) -> dict[str, JobStatus]:
+    def _sacct(self, ids: list[str]) -> dict[str, JobStatus] | None:
+        """sacct's answer, or None when it cannot answer (then the controller is asked)."""
         argv = ["sacct", "--parsable2", "--noheader", "--duplicates",
                 f"--format={','.join(SACCT_FIELDS)}", f"--jobs={','.join(ids)}"]
-        proc = self._call(argv, "sacct", check=False)
-        if proc.returncode != 0:
-            err = (proc.stderr or proc.stdout).lower()
-            if any(m in err for m in ACCOUNTING_OFF):
-                log.warning("Slurm accounting is off (%s): using squeue + scontrol",
-                            proc.stderr.strip())
-                self.accounting = False
-                return {}
-            raise _classify(argv, proc)
-        return parse_sacct(proc.stdout)
+        proc = self.run(argv)
+        if proc.returncode == 0:
+            return parse_sacct(proc.stdout)
+        err = (proc.stderr or proc.stdout).strip()
+        if ACCOUNTING_OFF in err.lower():
+            log.warning("Slurm accounting is off (%s): using squeue + scontrol from now on",
+                        err)
+            self.accounting = False
+        else:
+            log.warning("sacct failed (%s): asking the controller instead", err)
+        return None
 
     def _squeue_scontrol(self, ids: list[str]) -> dict[str, JobStatus]:
         wanted = set(ids)
