@@ -158,7 +158,7 @@ def test_job_lifecycle(ledger: Ledger) -> None:
     row = ledger.job(claim.row_id)
     assert (row.state, row.exit_signal, row.max_rss_mb, row.node) == ("FAILED", 9, 310.5, "n1")
     assert row.started_at == t0 and row.restarts == 1 and row.req_mem_mb == 100.0
-    assert ledger.unfinished_jobs() == []
+    assert ledger.unfinished_jobs() == []  # final, with its accounting data
     # the same poll again changes nothing
     assert ledger.apply_statuses({"123": JobStatus(job_id="123", state="FAILED")}) == 0
 
@@ -178,3 +178,15 @@ def test_heartbeats(ledger: Ledger) -> None:
     ledger.heartbeat("training_sensor", "2 new signals")
     beats = ledger.heartbeats()
     assert beats["training_sensor"] >= first and beats["training_sensor"].tzinfo is UTC
+
+
+def test_final_job_waits_for_accounting_data(ledger: Ledger) -> None:
+    claim = ledger.claim_submission("k", stage="evaluation", experiment="e", backend="sbatch")
+    ledger.mark_submitted(claim.row_id, "7")
+    now = datetime.now(UTC)
+    # the controller knows the end first; slurmdbd's CPU time and MaxRSS come a bit later
+    ledger.apply_statuses({"7": JobStatus(job_id="7", state="COMPLETED", ended_at=now)})
+    assert [r.job_id for r in ledger.unfinished_jobs()] == ["7"]
+    assert ledger.unfinished_jobs(settle_seconds=0) == []  # gives up after the window
+    ledger.apply_statuses({"7": JobStatus(job_id="7", state="COMPLETED", cpu_seconds=0.2)})
+    assert ledger.unfinished_jobs() == []

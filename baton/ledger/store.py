@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, func, insert, select, update
+from sqlalchemy import Connection, Engine, Row, and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from baton.ledger import migrate
@@ -214,12 +214,17 @@ class Ledger:
         with self.read() as conn:
             return conn.execute(q).all()
 
-    def unfinished_jobs(self) -> Sequence[Row[Any]]:
-        """Jobs Slurm still has to tell us about (submitted, not yet in a final state)."""
+    def unfinished_jobs(self, settle_seconds: float = 300) -> Sequence[Row[Any]]:
+        """Jobs Slurm still has to tell us about: submitted and not in a final state, or
+        final for less than ``settle_seconds`` without accounting data yet (slurmdbd
+        lags the controller; MaxRSS and CPU time arrive a little later)."""
+        settled_before = utcnow() - timedelta(seconds=settle_seconds)
         with self.read() as conn:
             return conn.execute(select(slurm_jobs).where(
                 slurm_jobs.c.job_id.is_not(None),
-                slurm_jobs.c.state.not_in(sorted(TERMINAL_STATES)),
+                or_(slurm_jobs.c.state.not_in(sorted(TERMINAL_STATES)),
+                    and_(slurm_jobs.c.cpu_seconds.is_(None),
+                         slurm_jobs.c.ended_at > settled_before)),
             ).order_by(slurm_jobs.c.id)).all()
 
     def apply_statuses(self, statuses: dict[str, JobStatus]) -> int:

@@ -12,10 +12,10 @@ from baton.slurm.units import parse_cpu_seconds, parse_memory_mb, parse_time_sec
 
 SACCT_FIELDS = (
     "JobID", "JobIDRaw", "JobName", "State", "ExitCode", "Submit", "Start", "End",
-    "ElapsedRaw", "ReqMem", "ReqCPUS", "TimelimitRaw", "MaxRSS", "TotalCPU", "NodeList",
-    "Reason",
+    "ElapsedRaw", "ReqMem", "ReqCPUS", "TimelimitRaw", "MaxRSS", "TotalCPU", "CPUTimeRAW",
+    "NodeList", "Partition", "DerivedExitCode",
 )
-SQUEUE_FORMAT = "%i|%F|%K|%T|%j|%V|%S|%l|%N|%r|%m|%C|%A"
+SQUEUE_FORMAT = "%i|%F|%K|%T|%j|%V|%S|%l|%M|%N|%r|%m|%C"
 _NONE = {"", "Unknown", "None", "N/A", "(null)", "NONE"}
 _ARRAY_PENDING = re.compile(r"^(\d+)_\[(.+?)(%\d+)?\]$")
 
@@ -103,7 +103,9 @@ def parse_sacct(output: str, fields: tuple[str, ...] = SACCT_FIELDS) -> dict[str
     for job_id, runs in records.items():
         rec = runs[-1]
         raw = rec["JobIDRaw"]
-        rss = [_mem(s.get("MaxRSS", "")) for s in steps.get(job_id, []) + steps.get(raw, [])]
+        # only the steps of the current run count (a requeued job lists earlier runs' too)
+        rss = [_mem(s.get("MaxRSS", "")) for s in steps.get(job_id, []) + steps.get(raw, [])
+               if s.get("Start", "") >= rec["Submit"] or len(runs) == 1]
         rss_known = [r for r in rss if r is not None]
         code, sig = parse_exit(rec["ExitCode"])
         array_job, _, task = job_id.partition("_")
@@ -143,8 +145,8 @@ def parse_squeue(output: str) -> dict[str, JobStatus]:
     for line in output.splitlines():
         if not line.strip():
             continue
-        (job_id, array_job, array_task, state, name, submit, start, limit, node,
-         reason, mem, cpus, raw) = line.split("|")[:13]
+        (job_id, array_job, array_task, state, name, submit, start, limit, _used, node,
+         reason, mem, cpus) = line.split("|")[:13]
         is_task = array_task.strip() not in _NONE
         ids = [job_id]
         m = _ARRAY_PENDING.match(job_id)
@@ -155,7 +157,6 @@ def parse_squeue(output: str) -> dict[str, JobStatus]:
             task = jid.partition("_")[2]
             out[jid] = JobStatus(
                 job_id=jid,
-                raw_job_id=raw if raw.isdigit() and not m else None,
                 array_job_id=array_job if is_task else None,
                 array_task_id=int(task) if task.isdigit() else None,
                 name=name or None,

@@ -143,7 +143,7 @@ class SbatchBackend:
             if answer is None:
                 missing += chunk
                 continue
-            out.update(answer)
+            out.update({k: v for k, v in answer.items() if not _incomplete(v)})
             missing += [j for j in chunk if j not in out and not _array_known(j, out)]
         if missing:
             out.update({k: v for k, v in self._squeue_scontrol(missing).items()
@@ -181,6 +181,13 @@ class SbatchBackend:
         ids = list(job_ids)
         if ids:
             self._call(["scancel", *ids], "scancel")
+
+
+def _incomplete(status: JobStatus) -> bool:
+    """slurmdbd briefly holds a record with the placeholder name "allocation" and no
+    ReqMem when a short job's start and end reach it before its submission (seen on the
+    real cluster): ask the controller about such a job instead."""
+    return status.name == "allocation" and status.req_mem_mb is None
 
 
 def _array_known(job_id: str, out: dict[str, JobStatus]) -> bool:

@@ -41,8 +41,9 @@ DB_PASS_FILE=$ETC/baton-dbpass  # slurmdbd's MariaDB password, made once
 TIMEOUT=${BATON_SLURM_TIMEOUT:-60}
 PACKAGES=(munge mariadb-server mariadb-client slurmdbd slurmctld slurmd slurm-client procps)
 # Scheduler: try pending jobs right after every event (submit, end, release)
-# instead of batching them, and run backfill every second.
-SCHED_PARAMS="batch_sched_delay=0,sched_min_interval=0,bf_interval=1"
+# instead of batching them, run backfill every second and the full main loop
+# every 5 s (it is what starts a requeued job once its BeginTime has passed).
+SCHED_PARAMS="batch_sched_delay=0,sched_min_interval=0,bf_interval=1,sched_interval=5"
 
 T0=$SECONDS
 
@@ -72,21 +73,47 @@ wait_for() {
     done
 }
 
+# alive PID: the process exists and is not a zombie (PID 1 in a container may
+# be slow to reap the daemons' exited processes).
+alive() {
+    local st
+    st=$(ps -o stat= -p "$1" 2>/dev/null) && [[ -n $st && $st != Z* ]]
+}
+
+# live_pid NAME: the pid of the oldest live process with this exact name.
+live_pid() {
+    local pid
+    pid=$(ps -C "$1" -o pid=,stat= 2>/dev/null | awk '$2 !~ /^Z/ {print $1; exit}')
+    [[ -n $pid ]] && echo "$pid"
+}
+
 # pid_of NAME PIDFILE: print the pid of the running daemon NAME (from its pid
-# file, else the oldest process of that exact name); fail if it does not run.
+# file, else the oldest live process of that name); fail if it does not run.
 pid_of() {
     local name=$1 pidfile=$2 pid=""
     if [[ -r $pidfile ]]; then
         pid=$(tr -dc '0-9' <"$pidfile")
-        if [[ -n $pid && -r /proc/$pid/comm && $(</proc/$pid/comm) == "$name" ]]; then
+        if [[ -n $pid && $(ps -o comm= -p "$pid" 2>/dev/null) == "$name" ]] && alive "$pid"; then
             echo "$pid"
             return 0
         fi
     fi
-    command -v pgrep >/dev/null && pgrep -x -o "$name"
+    live_pid "$name"
 }
 
-# stop_daemon NAME PIDFILE: SIGTERM the daemon of the pid file, wait for it.
+# wait_gone SECONDS PID...: wait until none of the processes is alive.
+wait_gone() {
+    local end=$((SECONDS + $1)) pid
+    shift
+    for pid in "$@"; do
+        while alive "$pid"; do
+            ((SECONDS < end)) || return 1
+            sleep 0.2
+        done
+    done
+}
+
+# stop_daemon NAME PIDFILE: SIGTERM the daemon, wait for it to exit.
 stop_daemon() {
     local name=$1 pidfile=$2 pid
     if ! pid=$(pid_of "$name" "$pidfile"); then
@@ -95,18 +122,17 @@ stop_daemon() {
     fi
     log "stopping $name (pid $pid)"
     kill -TERM "$pid" 2>/dev/null || true
-    local end=$((SECONDS + 30))
-    while [[ -d /proc/$pid ]]; do
-        if ((SECONDS >= end)); then
-            log "$name (pid $pid) ignored SIGTERM for 30s; sending SIGKILL"
-            kill -KILL "$pid" 2>/dev/null || true
-            sleep 1
-            break
-        fi
-        sleep 0.2
-    done
+    if ! wait_gone 30 "$pid"; then
+        log "$name (pid $pid) ignored SIGTERM for 30s; sending SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+        wait_gone 5 "$pid" || die "could not stop $name (pid $pid)"
+    fi
     rm -f "$pidfile"
 }
+
+# daemon COMMAND...: start a daemon without our stdin or lock file (fd 9):
+# a daemon that inherited the lock would hold it for as long as it runs.
+daemon() { "$@" </dev/null 9>&-; }
 
 munge_ok() { munge -n </dev/null 2>/dev/null | unmunge >/dev/null 2>&1; }
 mariadb_ok() { mysqladmin --no-defaults --protocol=socket -uroot status >/dev/null 2>&1; }
@@ -236,13 +262,18 @@ write_configs() {
 start_mariadb() {
     if mariadb_ok; then
         log "MariaDB already running"
+    elif live_pid mysqld_safe >/dev/null || live_pid mariadbd >/dev/null; then
+        # Started (e.g. by an earlier `up` that gave up) but not ready yet: a
+        # second server would fight the first one for the data directory.
+        log "MariaDB is starting: waiting for it"
+        wait_for "$TIMEOUT" "MariaDB" "$MARIADB_LOG" mariadb_ok
     else
         log "starting MariaDB"
         install -d -o mysql -g mysql -m 755 /run/mysqld /var/log/mysql
         # mysqld_safe restarts mariadbd if it crashes; setsid detaches it.
         # Debian's mysqld_safe logs to syslog, which does not run here.
         setsid mysqld_safe --skip-syslog --log-error="$MARIADB_LOG" \
-            </dev/null >>"$LOGDIR/mysqld_safe.out" 2>&1 &
+            </dev/null >>"$LOGDIR/mysqld_safe.out" 2>&1 9>&- &
         touch "$RUNDIR/started-mariadb"
         wait_for "$TIMEOUT" "MariaDB" "$MARIADB_LOG" mariadb_ok
     fi
@@ -269,8 +300,13 @@ start_munge() {
         log "munged already running"
         return 0
     fi
+    if pid_of munged /run/munge/munged.pid >/dev/null; then
+        log "munged is starting: waiting for it"
+        wait_for 15 "munged" "$MUNGE_LOG" munge_ok
+        return 0
+    fi
     log "starting munged"
-    runuser -u munge -- /usr/sbin/munged </dev/null ||
+    daemon runuser -u munge -- /usr/sbin/munged ||
         die "munged failed to start" "$MUNGE_LOG"
     touch "$RUNDIR/started-munged"
     wait_for 15 "munged" "$MUNGE_LOG" munge_ok
@@ -285,7 +321,7 @@ start_slurmdbd() {
         log "slurmdbd already running"
     else
         log "starting slurmdbd"
-        slurmdbd </dev/null || die "slurmdbd failed to start" "$LOGDIR/slurmdbd.log"
+        daemon slurmdbd || die "slurmdbd failed to start" "$LOGDIR/slurmdbd.log"
     fi
     wait_for "$TIMEOUT" "slurmdbd" "$LOGDIR/slurmdbd.log" dbd_ok
     # The cluster, and root's association so that jobs submitted as root are
@@ -307,7 +343,7 @@ start_slurmctld() {
         log "slurmctld already running"
     else
         log "starting slurmctld"
-        slurmctld </dev/null || die "slurmctld failed to start" "$LOGDIR/slurmctld.log"
+        daemon slurmctld || die "slurmctld failed to start" "$LOGDIR/slurmctld.log"
     fi
     wait_for "$TIMEOUT" "slurmctld" "$LOGDIR/slurmctld.log" ctld_ok
 }
@@ -317,7 +353,7 @@ start_slurmd() {
         log "slurmd already running"
     else
         log "starting slurmd"
-        slurmd </dev/null || die "slurmd failed to start" "$LOGDIR/slurmd.log"
+        daemon slurmd || die "slurmd failed to start" "$LOGDIR/slurmd.log"
     fi
     # Wait for the node to register.  A node left DOWN or DRAINED by an earlier
     # run (e.g. a killed slurmd) is resumed once, after giving it 5 seconds.
@@ -336,6 +372,11 @@ start_slurmd() {
 
 # A trivial srun and a trivial batch job must complete and reach accounting.
 smoke_test() {
+    if [[ $(node_state) == allocated ]]; then
+        # Every CPU is taken by real work: a smoke job would only queue.
+        log "node $HOST is fully allocated: skipping the smoke jobs"
+        return 0
+    fi
     log "running a trivial srun and sbatch job"
     timeout 60 srun -p "$PARTITION" -N1 -n1 -t 1 -J baton-smoke-srun true </dev/null ||
         die "a trivial srun job did not complete" "$LOGDIR/slurmctld.log"
@@ -381,11 +422,19 @@ cmd_down() {
         log "munged was not started by this script: left alone"
     fi
     if [[ -e $RUNDIR/started-mariadb ]]; then
+        local pids
+        pids=$(ps -C mysqld_safe,mariadbd -o pid=,stat= 2>/dev/null | awk '$2 !~ /^Z/ {print $1}')
         if mariadb_ok; then
             log "stopping MariaDB"
             mysqladmin --no-defaults --protocol=socket -uroot shutdown </dev/null ||
                 die "could not stop MariaDB" "$MARIADB_LOG"
+        elif [[ -n $pids ]]; then
+            log "stopping MariaDB, which is not answering (pids ${pids//$'\n'/ })"
+            # shellcheck disable=SC2086  # a list of pids
+            kill -TERM $pids 2>/dev/null || true
         fi
+        # shellcheck disable=SC2086  # a list of pids
+        wait_gone 30 $pids || die "MariaDB did not stop within 30s" "$MARIADB_LOG"
         rm -f "$RUNDIR/started-mariadb"
     else
         log "MariaDB was not started by this script: left alone"
