@@ -175,7 +175,8 @@ def test_controller_fallback_without_accounting(backend: SbatchBackend, workdir:
     assert recorder.count("sacct") == 0 and recorder.count("scontrol") >= 1
 
 
-def test_submission_while_controller_is_down(workdir: Path) -> None:
+def test_submission_while_controller_is_down(workdir: Path,
+                                            caplog: pytest.LogCaptureFixture) -> None:
     backend = SbatchBackend(attempts=10, base_delay=1.0, cap_delay=8.0)
     subprocess.run([str(SINGLE_NODE), "ctld-stop"], check=True, timeout=120)
     result: dict[str, object] = {}
@@ -189,12 +190,15 @@ def test_submission_while_controller_is_down(workdir: Path) -> None:
     thread = threading.Thread(target=go)
     try:
         thread.start()
-        time.sleep(8)
+        # sbatch itself gives up after ~9 s: stay down longer, so baton's backoff retries
+        time.sleep(15)
         assert thread.is_alive(), f"submission did not wait for the controller: {result}"
     finally:
         subprocess.run([str(SINGLE_NODE), "ctld-start"], check=True, timeout=180)
     thread.join(180)
     assert "error" not in result, result
+    retries = [r.getMessage() for r in caplog.records if "retry" in r.getMessage()]
+    assert retries and "Unable to contact slurm controller" in retries[0]
     job = str(result["job"])
     assert wait_done(backend, [job])[job].state == "COMPLETED"
     assert (workdir / f"{job}.out").read_text() == "survived\n"
