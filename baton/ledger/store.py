@@ -231,7 +231,6 @@ class Ledger:
         """Write what one batched Slurm poll said about our jobs; returns rows changed."""
         if not statuses:
             return 0
-        changed = 0
 
         def once() -> int:
             n = 0
@@ -247,8 +246,7 @@ class Ledger:
                         n += 1
             return n
 
-        changed = with_retry(once)
-        return changed
+        return with_retry(once)
 
     def count_jobs(self) -> int:
         with self.read() as conn:

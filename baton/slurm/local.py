@@ -23,7 +23,7 @@ from typing import Any
 from baton.signals import atomic_write
 from baton.slurm.backend import Submitted, task_ids
 from baton.slurm.spec import JobSpec
-from baton.slurm.states import JobStatus, is_terminal
+from baton.slurm.states import JobStatus
 
 
 class LocalBackend:
@@ -176,7 +176,3 @@ def _iso(value: object) -> str:
     if isinstance(value, datetime):
         return value.isoformat()
     raise TypeError(f"cannot encode {type(value).__name__}")
-
-
-def terminal(status: JobStatus | None) -> bool:
-    return status is not None and is_terminal(status.state)

@@ -109,7 +109,7 @@ def render_job(config: Config, stage: str, items: list[tuple[str, str]], *,
         error=str(log_dir / f"{pattern}.err"),
     )
     template_dir = stage_cfg.template.parent if stage_cfg.template else None
-    template_name = stage_cfg.template.name if stage_cfg.template else f"{stage}.sh.j2"
+    template_name = stage_cfg.template.name if stage_cfg.template else "job.sh.j2"
     command = stage_cfg.command or DEFAULT_COMMANDS[stage].format(
         python=shlex.quote(sys.executable))
     text = _environment(template_dir).get_template(template_name).render(
