@@ -19,19 +19,19 @@ class RateLimiter:
         self.interval = 60.0 / per_minute
 
     def acquire(self) -> float:
-        """Block until a submission may go; returns the seconds waited."""
+        """Block until a submission may go; returns the time (epoch) it was granted."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             raw = os.pread(fd, 64, 0).decode().strip()
             last = float(raw) if raw else 0.0
-            wait = max(0.0, last + self.interval - time.time())
-            if wait:
+            wait = last + self.interval - time.time()
+            if wait > 0:
                 time.sleep(wait)
-            stamp = f"{time.time():.6f}".encode()
+            granted = max(time.time(), last + self.interval)
             os.ftruncate(fd, 0)
-            os.pwrite(fd, stamp, 0)
-            return wait
+            os.pwrite(fd, f"{granted:.6f}".encode(), 0)
+            return granted
         finally:
             os.close(fd)  # releases the lock

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -94,7 +95,8 @@ class SbatchBackend:
     def submit(self, spec: JobSpec, script_path: Path) -> Submitted:
         argv = ["sbatch", "--parsable", *spec.sbatch_options(), str(script_path)]
         if self.rate_limiter is not None:
-            waited = self.rate_limiter.acquire()
+            asked = time.time()
+            waited = self.rate_limiter.acquire() - asked
             if waited > 0.5:
                 log.info("submission rate limit: waited %.1fs before sbatch", waited)
 
