@@ -15,6 +15,7 @@ from baton.errors import InvalidName, PathEscape
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 STAGES = ("training", "evaluation", "analysis")
+SIGNAL_KINDS = ("training_complete", "eval_complete", "eval_failed", "analysis_complete")
 
 TRAINING_SIGNAL = ".training_complete"
 EVAL_COMPLETE_SIGNAL = ".eval_complete"
@@ -81,8 +82,15 @@ class DriveLayout:
     def mlflow_artifacts(self) -> Path:
         return self.root / "mlflow-artifacts"
 
+    @property
+    def inbox(self) -> Path:
+        """Where writers drop a marker next to each signal, so a watcher need not list
+        every experiment folder to find new signals."""
+        return self.root / "signals" / "incoming"
+
     def top_level(self) -> list[Path]:
         return [
+            *(self.inbox / kind for kind in SIGNAL_KINDS),
             self.config / "experiments",
             self.config / "evaluation",
             self.models,
@@ -153,6 +161,10 @@ class ExperimentLayout:
     @property
     def eval_failed_signal(self) -> Path:
         return self.eval_dir / EVAL_FAILED_SIGNAL
+
+    def eval_task_dir(self, checkpoint: str | Path) -> Path:
+        """Where one task of a fanned-out evaluation (one checkpoint) leaves its signal."""
+        return self.eval_dir / "tasks" / validate_name(Path(checkpoint).name, "checkpoint name")
 
     @property
     def eval_metadata(self) -> Path:

@@ -190,3 +190,17 @@ def test_final_job_waits_for_accounting_data(ledger: Ledger) -> None:
     assert ledger.unfinished_jobs(settle_seconds=0) == []  # gives up after the window
     ledger.apply_statuses({"7": JobStatus(job_id="7", state="COMPLETED", cpu_seconds=0.2)})
     assert ledger.unfinished_jobs() == []
+
+
+def test_upgrade_from_an_older_schema_keeps_the_data(ledger_url: str) -> None:
+    led = Ledger(ledger_url)
+    from baton.ledger import migrate
+
+    assert migrate.upgrade(led.engine, "0001") == (None, "0001")
+    led.record_signal("old:1", "training_complete", "/d/x", "accepted", experiment="e")
+    assert led.check().problems[0].startswith("schema is at 0001")
+    before, after = led.init()
+    assert (before, after) == ("0001", head_revision())
+    assert led.signal_seen("old:1").experiment == "e"
+    assert led.check().ok
+    led.close()

@@ -146,7 +146,10 @@ evaluation_jobs = Table(
     Column("mlflow_run_id", String(64)),
     Column("error_message", Text),
     Column("metadata", JSON),
+    # the training signal this evaluation answers: its tasks join on it (schema 0002)
+    Column("trigger_key", String(300)),
     Index("ix_evaluation_jobs_experiment", "experiment_name"),
+    Index("ix_evaluation_jobs_trigger_key", "trigger_key"),
 )
 
 evaluation_results = Table(
@@ -174,6 +177,7 @@ analysis_jobs = Table(
     Column("completed_at", UTCDateTime),
     Column("targets_manifest_path", String(PATH)),
     Column("error_message", Text),
+    Column("trigger_key", String(300)),  # the evaluation join it answers (schema 0002)
     Index("ix_analysis_jobs_experiment", "experiment_name"),
 )
 
@@ -211,4 +215,15 @@ heartbeats = Table(
     Column("name", String(NAME), primary_key=True),
     Column("beat_at", UTCDateTime, nullable=False),
     Column("detail", Text),
+)
+
+# --- facts that must be emitted once (joins reported, campaign reports requested) ---------
+facts = Table(
+    "facts", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("key", String(300), nullable=False, unique=True),
+    Column("kind", String(64), nullable=False),
+    Column("experiment", String(NAME)),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("detail", JSON),
 )

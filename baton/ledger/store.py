@@ -98,6 +98,17 @@ class Ledger:
             experiment=sf.signal.experiment, sha256=sf.sha256,
             signal_time=sf.signal.timestamp, file_mtime=sf.mtime)
 
+    def known_signal_files(self, kind: str) -> dict[str, float | None]:
+        """Path -> mtime of every signal file of ``kind`` recorded (for the full rescan)."""
+        with self.read() as conn:
+            return {r.path: r.file_mtime for r in conn.execute(
+                select(signals.c.path, signals.c.file_mtime).where(signals.c.kind == kind))}
+
+    def quarantined(self, limit: int = 100) -> Sequence[Row[Any]]:
+        with self.read() as conn:
+            return conn.execute(select(signals).where(signals.c.status == "quarantined")
+                                .order_by(signals.c.id.desc()).limit(limit)).all()
+
     def signal_seen(self, key: str) -> Row[Any] | None:
         with self.read() as conn:
             return conn.execute(select(signals).where(signals.c.idempotency_key == key)).first()

@@ -1,0 +1,256 @@
+"""The pipeline's state per experiment: evaluation tasks and their join, analyses, and
+campaigns. Every decision the sensors make is a query here, so it survives restarts and
+any number of joins can be in flight at once (one row set per experiment, no global
+structure)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Row, and_, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from baton.ledger.engine import with_retry
+from baton.ledger.schema import (
+    analysis_jobs,
+    analysis_outputs,
+    evaluation_jobs,
+    evaluation_results,
+    facts,
+    slurm_jobs,
+    training_runs,
+)
+from baton.ledger.store import Ledger, utcnow
+from baton.signals import AnalysisComplete, EvalComplete, SignalFile
+from baton.slurm.states import is_terminal
+
+DONE = ("completed", "failed")
+
+
+def record_fact(ledger: Ledger, key: str, kind: str, experiment: str | None = None,
+                detail: dict[str, Any] | None = None) -> bool:
+    """Record a once-only fact; False when it was already recorded."""
+    def once() -> bool:
+        try:
+            with ledger.write() as conn:
+                conn.execute(insert(facts).values(key=key, kind=kind, experiment=experiment,
+                                                  created_at=utcnow(), detail=detail))
+            return True
+        except IntegrityError:
+            return False
+
+    return with_retry(once)
+
+
+# --- training -> evaluation -----------------------------------------------------------------
+def training_awaiting_evaluation(ledger: Ledger) -> Sequence[Row[Any]]:
+    """Trained experiments whose latest training signal has no evaluation yet."""
+    answered = select(evaluation_jobs.c.id).where(
+        evaluation_jobs.c.trigger_key == training_runs.c.signal_key).exists()
+    with ledger.read() as conn:
+        return conn.execute(select(training_runs).where(
+            training_runs.c.status == "completed", training_runs.c.signal_key.is_not(None),
+            ~answered).order_by(training_runs.c.id)).all()
+
+
+def record_evaluation_task(ledger: Ledger, *, experiment: str, trigger_key: str,
+                           checkpoint: str, slurm_row: int, job_id: str | None) -> None:
+    """One evaluation task (one checkpoint of one training signal); once per slurm row."""
+    def once() -> None:
+        with ledger.write() as conn:
+            if conn.execute(select(evaluation_jobs.c.id).where(
+                    evaluation_jobs.c.slurm_job_row == slurm_row)).first():
+                return
+            run = conn.execute(select(training_runs.c.id).where(
+                training_runs.c.experiment_name == experiment)).scalar()
+            conn.execute(insert(evaluation_jobs).values(
+                experiment_name=experiment, training_run_id=run, slurm_job_row=slurm_row,
+                status="queued", slurm_job_id=job_id, submitted_at=utcnow(),
+                checkpoint_path=checkpoint, trigger_key=trigger_key))
+
+    with_retry(once)
+
+
+def current_trigger(conn: Any, experiment: str) -> str | None:
+    return conn.execute(select(evaluation_jobs.c.trigger_key).where(
+        evaluation_jobs.c.experiment_name == experiment).order_by(
+        evaluation_jobs.c.id.desc()).limit(1)).scalar()
+
+
+def evaluation_tasks(ledger: Ledger, experiment: str, trigger: str | None = None
+                     ) -> Sequence[Row[Any]]:
+    """The tasks of the experiment's current (or given) evaluation."""
+    with ledger.read() as conn:
+        trigger = trigger or current_trigger(conn, experiment)
+        return conn.execute(select(evaluation_jobs).where(
+            evaluation_jobs.c.experiment_name == experiment,
+            evaluation_jobs.c.trigger_key == trigger).order_by(evaluation_jobs.c.id)).all()
+
+
+def apply_eval_signal(ledger: Ledger, sf: SignalFile) -> int:
+    """Mark the tasks an ``.eval_complete``/``.eval_failed`` answers; returns how many.
+    A signal at the experiment level answers every task of the current evaluation; a
+    task's signal (``tasks/{checkpoint}/``) answers the tasks of its checkpoints."""
+    sig = sf.signal
+    assert isinstance(sig, EvalComplete)
+    status = "completed" if sig.status == "complete" and sig.kind == "eval_complete" \
+        else "failed"
+    ckpts = set(sig.checkpoints_evaluated or [])
+    task_level = "tasks" in sf.path.parts
+
+    def once() -> int:
+        with ledger.write() as conn:
+            trigger = current_trigger(conn, sig.experiment)
+            rows = conn.execute(select(evaluation_jobs).where(
+                evaluation_jobs.c.experiment_name == sig.experiment,
+                evaluation_jobs.c.trigger_key == trigger)).all()
+            if task_level:
+                name = sf.path.parent.name
+                rows = [r for r in rows if r.checkpoint_path in ckpts
+                        or (r.checkpoint_path or "").rstrip("/").endswith("/" + name)]
+            for r in rows:
+                conn.execute(update(evaluation_jobs).where(evaluation_jobs.c.id == r.id).values(
+                    status=status, completed_at=sig.timestamp, error_message=sig.error_message,
+                    mlflow_run_id=sig.mlflow_run_id,
+                    metadata={"signal": sf.idempotency_key,
+                              "datasets": sig.datasets_evaluated,
+                              "duration_s": sig.eval_duration_seconds}))
+                for metric, value in (sig.metrics_summary or {}).items():
+                    conn.execute(insert(evaluation_results).values(
+                        evaluation_job_id=r.id, metric_name=metric, metric_value=value,
+                        evaluated_at=sig.timestamp))
+            return len(rows)
+
+    return with_retry(once)
+
+
+def evaluations_ready(ledger: Ledger) -> list[tuple[str, str]]:
+    """(experiment, trigger) of current evaluations whose every task has ended."""
+    latest = select(evaluation_jobs.c.experiment_name,
+                    func.max(evaluation_jobs.c.id).label("last")).group_by(
+        evaluation_jobs.c.experiment_name).subquery()
+    with ledger.read() as conn:
+        current = conn.execute(select(evaluation_jobs.c.experiment_name,
+                                      evaluation_jobs.c.trigger_key).join(
+            latest, evaluation_jobs.c.id == latest.c.last)).all()
+        ready = []
+        for exp, trigger in current:
+            open_tasks = conn.execute(select(func.count()).select_from(evaluation_jobs).where(
+                evaluation_jobs.c.experiment_name == exp,
+                evaluation_jobs.c.trigger_key == trigger,
+                evaluation_jobs.c.status.not_in(DONE))).scalar_one()
+            if open_tasks == 0:
+                ready.append((exp, trigger))
+        return ready
+
+
+# --- Slurm states -> stage rows -------------------------------------------------------------
+def sync_stage_rows(ledger: Ledger, missing_signal_grace_s: float = 300) -> int:
+    """Carry Slurm's word into the stage tables: running; failed when the job failed, or
+    finished but never wrote its signal within the grace period."""
+    changed = 0
+    cutoff = utcnow() - timedelta(seconds=missing_signal_grace_s)
+    for table in (evaluation_jobs, analysis_jobs):
+        def once(table: Any = table) -> int:
+            n = 0
+            with ledger.write() as conn:
+                rows = conn.execute(select(table.c.id, table.c.status, slurm_jobs).join(
+                    slurm_jobs, slurm_jobs.c.id == table.c.slurm_job_row).where(
+                    table.c.status.not_in(DONE))).all()
+                for r in rows:
+                    values: dict[str, Any] = {}
+                    if r.state == "RUNNING" and r.status == "queued":
+                        values = {"status": "running", "started_at": r.started_at}
+                    elif r.state in ("COMPLETED",) and r.ended_at and r.ended_at < cutoff:
+                        values = {"status": "failed", "completed_at": r.ended_at,
+                                  "error_message": f"Slurm job {r.job_id} completed but "
+                                  "never wrote its completion signal"}
+                    elif r.state != "COMPLETED" and is_terminal(r.state):
+                        code = "" if r.exit_code is None else \
+                            f" (exit {r.exit_code}:{r.exit_signal or 0})"
+                        values = {"status": "failed", "completed_at": r.ended_at or utcnow(),
+                                  "error_message": f"Slurm job {r.job_id} ended {r.state}"
+                                  f"{code}" + (f": {r.reason}" if r.reason else "")}
+                    if values:
+                        conn.execute(update(table).where(table.c.id == r.id).values(**values))
+                        n += 1
+            return n
+
+        changed += with_retry(once)
+    return changed
+
+
+# --- evaluation -> analysis -------------------------------------------------------------------
+def record_analysis(ledger: Ledger, *, experiment: str, trigger_key: str, slurm_row: int,
+                    job_id: str | None) -> None:
+    def once() -> None:
+        with ledger.write() as conn:
+            if conn.execute(select(analysis_jobs.c.id).where(
+                    analysis_jobs.c.slurm_job_row == slurm_row)).first():
+                return
+            conn.execute(insert(analysis_jobs).values(
+                experiment_name=experiment, slurm_job_row=slurm_row, status="queued",
+                slurm_job_id=job_id, submitted_at=utcnow(), trigger_key=trigger_key))
+
+    with_retry(once)
+
+
+def current_analysis(ledger: Ledger, experiment: str) -> Row[Any] | None:
+    with ledger.read() as conn:
+        return conn.execute(select(analysis_jobs).where(
+            analysis_jobs.c.experiment_name == experiment).order_by(
+            analysis_jobs.c.id.desc()).limit(1)).first()
+
+
+def apply_analysis_signal(ledger: Ledger, sf: SignalFile) -> bool:
+    sig = sf.signal
+    assert isinstance(sig, AnalysisComplete)
+    row = current_analysis(ledger, sig.experiment)
+    if row is None:
+        return False
+
+    def once() -> bool:
+        with ledger.write() as conn:
+            conn.execute(update(analysis_jobs).where(analysis_jobs.c.id == row.id).values(
+                status="completed" if sig.status == "complete" else "failed",
+                completed_at=sig.timestamp, error_message=sig.error_message,
+                targets_manifest_path=sig.manifest_path))
+            for path in sig.outputs or []:
+                kind = "report" if path.endswith((".html", ".pdf")) and "report" in path \
+                    else "figure" if path.endswith((".png", ".pdf", ".svg")) else "table"
+                conn.execute(insert(analysis_outputs).values(
+                    analysis_job_id=row.id, output_type=kind, output_path=path,
+                    created_at=sig.timestamp))
+        return True
+
+    return with_retry(once)
+
+
+def analyses_ready(ledger: Ledger) -> Sequence[Row[Any]]:
+    """The latest analysis of each experiment, once it has ended."""
+    latest = select(func.max(analysis_jobs.c.id)).group_by(
+        analysis_jobs.c.experiment_name).scalar_subquery()
+    with ledger.read() as conn:
+        return conn.execute(select(analysis_jobs).where(
+            analysis_jobs.c.id.in_(latest), analysis_jobs.c.status.in_(DONE))).all()
+
+
+def campaigns_ready(ledger: Ledger) -> list[tuple[str, list[str]]]:
+    """Campaigns whose every experiment's latest analysis completed."""
+    with ledger.read() as conn:
+        members: dict[str, list[str]] = {}
+        for camp, exp in conn.execute(select(training_runs.c.campaign,
+                                             training_runs.c.experiment_name).where(
+                training_runs.c.campaign.is_not(None))):
+            members.setdefault(camp, []).append(exp)
+    done = {r.experiment_name for r in analyses_ready(ledger) if r.status == "completed"}
+    return [(c, sorted(exps)) for c, exps in sorted(members.items())
+            if all(e in done for e in exps)]
+
+
+def campaign_experiments(ledger: Ledger, campaign: str) -> list[str]:
+    with ledger.read() as conn:
+        return sorted(r[0] for r in conn.execute(select(training_runs.c.experiment_name).where(
+            and_(training_runs.c.campaign == campaign))))
