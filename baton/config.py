@@ -62,6 +62,10 @@ def _slurm_word(value: str | None) -> str | None:
     return value
 
 
+def _dataset(value: str) -> str:
+    return validate_name(value, "dataset name")
+
+
 Memory = Annotated[str, AfterValidator(_memory)]
 Duration = Annotated[str, AfterValidator(_time)]
 SlurmWord = Annotated[str | None, AfterValidator(_slurm_word)]
@@ -86,6 +90,8 @@ class StageConfig(Section):
     command: str | None = None
     template: Path | None = None
     expected_seconds: float | None = Field(default=None, gt=0)
+    # evaluation: the datasets every evaluation must cover (the completeness check)
+    datasets: list[Annotated[str, AfterValidator(_dataset)]] = Field(default_factory=list)
     array_throttle: int = Field(default=10, ge=1)
 
 
@@ -105,9 +111,11 @@ class MLflowConfig(Section):
 
 
 class SensorConfig(Section):
-    interval_seconds: float = Field(default=15, gt=0)
+    interval_seconds: int = Field(default=15, ge=1)
     full_rescan_seconds: float = Field(default=600, gt=0)
     debounce_seconds: float = Field(default=2, ge=0)
+    # a job that finished without writing its signal is failed after this long
+    missing_signal_grace_seconds: float = Field(default=300, ge=0)
 
 
 class LoggingConfig(Section):

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Row, and_, func, insert, select, update
+from sqlalchemy import Row, and_, func, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 
 from baton.ledger.engine import with_retry
@@ -44,15 +44,34 @@ def record_fact(ledger: Ledger, key: str, kind: str, experiment: str | None = No
     return with_retry(once)
 
 
+def has_fact(ledger: Ledger, key: str) -> bool:
+    with ledger.read() as conn:
+        return conn.execute(select(facts.c.id).where(facts.c.key == key)).first() is not None
+
+
+def _no_fact(prefix: str, column: Any) -> Any:
+    """SQL: no fact ``prefix + column`` yet (what the sensors have not yet confirmed)."""
+    return ~select(facts.c.id).where(facts.c.key == literal(prefix) + column).exists()
+
+
 # --- training -> evaluation -----------------------------------------------------------------
+def models_unreported(ledger: Ledger) -> Sequence[Row[Any]]:
+    """Accepted training signals whose ``model`` event is not confirmed in Dagster yet."""
+    with ledger.read() as conn:
+        return conn.execute(select(training_runs).where(
+            training_runs.c.signal_key.is_not(None),
+            _no_fact("model:", training_runs.c.signal_key)).order_by(training_runs.c.id)).all()
+
+
 def training_awaiting_evaluation(ledger: Ledger) -> Sequence[Row[Any]]:
-    """Trained experiments whose latest training signal has no evaluation yet."""
+    """Trained experiments whose latest training signal has no evaluation run yet."""
     answered = select(evaluation_jobs.c.id).where(
         evaluation_jobs.c.trigger_key == training_runs.c.signal_key).exists()
     with ledger.read() as conn:
         return conn.execute(select(training_runs).where(
             training_runs.c.status == "completed", training_runs.c.signal_key.is_not(None),
-            ~answered).order_by(training_runs.c.id)).all()
+            ~answered, _no_fact("run:evaluation_job:", training_runs.c.signal_key),
+        ).order_by(training_runs.c.id)).all()
 
 
 def record_evaluation_task(ledger: Ledger, *, experiment: str, trigger_key: str,
@@ -134,7 +153,8 @@ def evaluations_ready(ledger: Ledger) -> list[tuple[str, str]]:
     with ledger.read() as conn:
         current = conn.execute(select(evaluation_jobs.c.experiment_name,
                                       evaluation_jobs.c.trigger_key).join(
-            latest, evaluation_jobs.c.id == latest.c.last)).all()
+            latest, evaluation_jobs.c.id == latest.c.last).where(
+            _no_fact("run:evaluation_metrics:", evaluation_jobs.c.trigger_key))).all()
         ready = []
         for exp, trigger in current:
             open_tasks = conn.execute(select(func.count()).select_from(evaluation_jobs).where(
@@ -217,9 +237,10 @@ def apply_analysis_signal(ledger: Ledger, sf: SignalFile) -> bool:
                 status="completed" if sig.status == "complete" else "failed",
                 completed_at=sig.timestamp, error_message=sig.error_message,
                 targets_manifest_path=sig.manifest_path))
-            for path in sig.outputs or []:
-                kind = "report" if path.endswith((".html", ".pdf")) and "report" in path \
-                    else "figure" if path.endswith((".png", ".pdf", ".svg")) else "table"
+            outputs = [("report", sig.report_path)] if sig.report_path else []
+            outputs += [(_output_type(p), p) for p in sig.outputs or []
+                        if p != sig.report_path]
+            for kind, path in outputs:
                 conn.execute(insert(analysis_outputs).values(
                     analysis_job_id=row.id, output_type=kind, output_path=path,
                     created_at=sig.timestamp))
@@ -228,24 +249,43 @@ def apply_analysis_signal(ledger: Ledger, sf: SignalFile) -> bool:
     return with_retry(once)
 
 
+def _output_type(path: str) -> str:
+    if path.endswith((".html", ".htm")):
+        return "report"
+    if path.endswith((".png", ".pdf", ".svg", ".jpg")):
+        return "figure"
+    return "table"
+
+
+def analysis_outputs_of(ledger: Ledger, analysis_id: int) -> list[tuple[str, str]]:
+    with ledger.read() as conn:
+        return [(r.output_type, r.output_path) for r in conn.execute(
+            select(analysis_outputs).where(analysis_outputs.c.analysis_job_id == analysis_id)
+            .order_by(analysis_outputs.c.id))]
+
+
 def analyses_ready(ledger: Ledger) -> Sequence[Row[Any]]:
     """The latest analysis of each experiment, once it has ended."""
     latest = select(func.max(analysis_jobs.c.id)).group_by(
         analysis_jobs.c.experiment_name).scalar_subquery()
     with ledger.read() as conn:
         return conn.execute(select(analysis_jobs).where(
-            analysis_jobs.c.id.in_(latest), analysis_jobs.c.status.in_(DONE))).all()
+            analysis_jobs.c.id.in_(latest), analysis_jobs.c.status.in_(DONE),
+            _no_fact("run:analysis_report:", analysis_jobs.c.trigger_key))).all()
 
 
 def campaigns_ready(ledger: Ledger) -> list[tuple[str, list[str]]]:
     """Campaigns whose every experiment's latest analysis completed."""
+    latest = select(func.max(analysis_jobs.c.id)).group_by(
+        analysis_jobs.c.experiment_name).scalar_subquery()
     with ledger.read() as conn:
         members: dict[str, list[str]] = {}
         for camp, exp in conn.execute(select(training_runs.c.campaign,
                                              training_runs.c.experiment_name).where(
                 training_runs.c.campaign.is_not(None))):
             members.setdefault(camp, []).append(exp)
-    done = {r.experiment_name for r in analyses_ready(ledger) if r.status == "completed"}
+        done = {r[0] for r in conn.execute(select(analysis_jobs.c.experiment_name).where(
+            analysis_jobs.c.id.in_(latest), analysis_jobs.c.status == "completed"))}
     return [(c, sorted(exps)) for c, exps in sorted(members.items())
             if all(e in done for e in exps)]
 

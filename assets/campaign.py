@@ -1,0 +1,51 @@
+"""campaign_report: one table over every experiment of a campaign, once all are analysed."""
+
+
+import csv
+import json
+
+from dagster import (
+    AllPartitionMapping,
+    AssetDep,
+    AssetExecutionContext,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+
+from assets.partitions import campaigns
+from assets.pipeline import GROUP, analysis_report
+from baton.ledger import stages as st
+from baton.metrics import summarize
+from baton.signals import atomic_write
+from resources import LedgerResource, SharedDriveResource
+
+
+@asset(partitions_def=campaigns, group_name=GROUP, kinds={"csv"},
+       deps=[AssetDep(analysis_report, partition_mapping=AllPartitionMapping())],
+       description="Joins every experiment of a campaign: key metrics side by side. Recorded "
+                   "when every experiment of the campaign has its analysis report.")
+def campaign_report(context: AssetExecutionContext, ledger: LedgerResource,
+                    drive: SharedDriveResource) -> MaterializeResult:
+    campaign = context.partition_key
+    layout = drive.layout()
+    exps = st.campaign_experiments(ledger.ledger(), campaign)
+    rows = []
+    for exp in exps:
+        summary = summarize(layout.experiment(exp))
+        rows.append({"experiment": exp, "rows": summary.rows, **summary.means})
+    columns = ["experiment", "rows", *sorted({k for r in rows for k in r} -
+                                            {"experiment", "rows"})]
+    folder = layout.analysis / "campaigns" / campaign
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "summary.csv.tmp", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    (folder / "summary.csv.tmp").replace(folder / "summary.csv")
+    atomic_write(folder / "summary.json", json.dumps(rows, indent=2).encode())
+    table = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n" + "\n".join(
+        "| " + " | ".join(str(r.get(c, "")) for c in columns) + " |" for r in rows)
+    return MaterializeResult(metadata={
+        "experiments": len(exps), "summary": MetadataValue.path(str(folder / "summary.csv")),
+        "table": MetadataValue.md(table)})

@@ -1,0 +1,4 @@
+from dagster import DynamicPartitionsDefinition
+
+experiments = DynamicPartitionsDefinition(name="experiments")
+campaigns = DynamicPartitionsDefinition(name="campaigns")

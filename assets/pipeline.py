@@ -1,0 +1,161 @@
+"""The per-experiment assets. Runs submit and return; sensors report what Slurm did."""
+
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetSpec,
+    BackfillPolicy,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+
+from assets.partitions import experiments
+from baton.ledger import stages as st
+from baton.metrics import summarize
+from baton.pipeline import Submission, submit_analyses, submit_evaluations
+from resources import LedgerResource, MLflowResource, SharedDriveResource, SlurmResource
+
+GROUP = "pipeline"
+
+model = AssetSpec(
+    "model", partitions_def=experiments, group_name=GROUP, kinds={"file"},
+    description="A trained model: reported by the training sensor when .training_complete "
+                "lands and validates.")
+
+
+def _job_metadata(sub: Submission, backend: str) -> dict:
+    tasks = sub.tasks
+    return {
+        "slurm_job_ids": ", ".join(sub.job_ids),
+        "backend": backend,
+        "tasks": len(tasks),
+        "submitted_now": sub.submitted_now,
+        "checkpoints": MetadataValue.json([t.checkpoint for t in tasks if t.checkpoint]),
+    }
+
+
+@asset(partitions_def=experiments, deps=[model], group_name=GROUP, kinds={"slurm"},
+       backfill_policy=BackfillPolicy.single_run(),
+       description="The evaluation submitted to Slurm (one task per checkpoint). A backfill "
+                   "of N experiments is one job array. Materialized when Slurm accepted it.")
+def evaluation_job(context: AssetExecutionContext, slurm: SlurmResource,
+                   ledger: LedgerResource) -> None:
+    backend = slurm.client()
+    subs = submit_evaluations(slurm.config, ledger.ledger(), backend, context.partition_keys)
+    for exp, sub in subs.items():
+        context.add_asset_metadata(_job_metadata(sub, backend.name), partition_key=exp)
+        context.log.info("%s: evaluation %s as %s", exp,
+                         "submitted" if sub.submitted_now else "already submitted",
+                         ", ".join(sub.job_ids))
+
+
+@asset(partitions_def=experiments, deps=[evaluation_job], group_name=GROUP,
+       kinds={"parquet", "duckdb"},
+       check_specs=[
+           AssetCheckSpec("evaluation_succeeded", asset="evaluation_metrics",
+                          description="every evaluation task ended with .eval_complete"),
+           AssetCheckSpec("schema_valid", asset="evaluation_metrics",
+                          description="every metrics Parquet file has the spec's schema"),
+           AssetCheckSpec("datasets_complete", asset="evaluation_metrics",
+                          description="the metrics hold every configured dataset"),
+       ],
+       description="The evaluation's metrics Parquet (dataset=*/metric=*). Recorded when "
+                   "every task of the evaluation has ended; what succeeded is kept.")
+def evaluation_metrics(context: AssetExecutionContext, ledger: LedgerResource,
+                       drive: SharedDriveResource, slurm: SlurmResource,
+                       mlflow: MLflowResource):
+    exp = context.partition_key
+    tasks = st.evaluation_tasks(ledger.ledger(), exp)
+    layout = drive.layout().experiment(exp)
+    summary = summarize(layout)
+    failed = [t for t in tasks if t.status == "failed"]
+    errors = {t.checkpoint_path or str(t.id): t.error_message or "failed" for t in failed}
+    wanted = slurm.config.stage("evaluation").datasets
+    missing = sorted(set(wanted) - set(summary.datasets)) if wanted else \
+        ([] if summary.datasets else ["(any dataset)"])
+    yield AssetCheckResult(check_name="evaluation_succeeded", passed=not failed,
+                           severity=AssetCheckSeverity.ERROR,
+                           metadata={"failed_tasks": MetadataValue.json(errors)})
+    yield AssetCheckResult(check_name="schema_valid",
+                           passed=summary.files > 0 and not summary.schema_problems,
+                           metadata={"files": summary.files,
+                                     "problems": MetadataValue.json(summary.schema_problems)})
+    yield AssetCheckResult(check_name="datasets_complete", passed=not missing,
+                           metadata={"missing": MetadataValue.json(missing),
+                                     "datasets": MetadataValue.json(summary.datasets)})
+    if not any(t.status == "completed" for t in tasks) or summary.rows == 0:
+        raise Failure(description=f"evaluation of {exp} produced no usable metrics: "
+                      + ("; ".join(f"{k}: {v}" for k, v in errors.items()) or "no rows"),
+                      metadata={"failed_tasks": MetadataValue.json(errors)})
+    durations = [(t.metadata or {}).get("duration_s") for t in tasks]
+    run_ids = [t.mlflow_run_id for t in tasks if t.mlflow_run_id]
+    metadata = {
+        "path": MetadataValue.path(str(layout.metrics_dir)),
+        "rows": summary.rows,
+        "files": summary.files,
+        "datasets": MetadataValue.json(summary.datasets),
+        "checkpoints": MetadataValue.json(summary.checkpoints),
+        "means": MetadataValue.json(summary.means),
+        "slurm_job_ids": ", ".join(t.slurm_job_id or "" for t in tasks),
+        "tasks": len(tasks),
+        "failed_tasks": len(failed),
+        "eval_duration_s": sum(d for d in durations if d) or 0.0,
+    }
+    for key, value in list(summary.means.items())[:20]:
+        metadata[f"mean {key}"] = value
+    if run_ids and (url := mlflow.run_url(run_ids[0])):
+        metadata["mlflow"] = MetadataValue.url(url)
+    yield MaterializeResult(metadata=metadata)
+
+
+@asset(partitions_def=experiments, deps=[evaluation_metrics], group_name=GROUP,
+       kinds={"slurm"}, backfill_policy=BackfillPolicy.single_run(),
+       description="The analysis submitted to Slurm. Materialized when Slurm accepted it.")
+def analysis_job(context: AssetExecutionContext, slurm: SlurmResource,
+                 ledger: LedgerResource) -> None:
+    backend = slurm.client()
+    subs = submit_analyses(slurm.config, ledger.ledger(), backend, context.partition_keys)
+    for exp, sub in subs.items():
+        context.add_asset_metadata(_job_metadata(sub, backend.name), partition_key=exp)
+
+
+@asset(partitions_def=experiments, deps=[analysis_job], group_name=GROUP,
+       kinds={"html", "csv", "pdf"},
+       check_specs=[AssetCheckSpec("report_exists", asset="analysis_report",
+                                   description="the report the analysis announced exists")],
+       description="Figures, tables and the HTML report of one experiment. Recorded when "
+                   ".analysis_complete lands.")
+def analysis_report(context: AssetExecutionContext, ledger: LedgerResource,
+                    drive: SharedDriveResource):
+    from pathlib import Path
+
+    exp = context.partition_key
+    row = st.current_analysis(ledger.ledger(), exp)
+    if row is None:
+        raise Failure(description=f"no analysis of {exp} in the ledger")
+    outputs = st.analysis_outputs_of(ledger.ledger(), row.id)
+    reports = [p for kind, p in outputs if kind == "report"]
+    present = [p for p in reports if Path(p).is_file()]
+    yield AssetCheckResult(check_name="report_exists", passed=bool(reports) and
+                           len(present) == len(reports),
+                           metadata={"reports": MetadataValue.json(reports),
+                                     "missing": MetadataValue.json(
+                                         sorted(set(reports) - set(present)))})
+    if row.status != "completed":
+        raise Failure(description=f"analysis of {exp} failed: {row.error_message}")
+    layout = drive.layout().experiment(exp)
+    metadata = {
+        "reports_dir": MetadataValue.path(str(layout.reports_dir)),
+        "outputs": len(outputs),
+        "slurm_job_id": row.slurm_job_id or "",
+    }
+    if present:
+        metadata["report"] = MetadataValue.path(present[0])
+    if row.completed_at and row.submitted_at:
+        metadata["duration_s"] = (row.completed_at - row.submitted_at).total_seconds()
+    yield MaterializeResult(metadata=metadata)

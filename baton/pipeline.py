@@ -1,0 +1,85 @@
+"""What the pipeline does at each step, for the Dagster layer to call: submit the
+evaluations of trained experiments, the analyses of evaluated ones. Idempotent: the keys
+derive from the signal that asked for the work, so asking twice submits once."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+
+from baton.config import Config
+from baton.errors import BatonError
+from baton.ledger import Ledger
+from baton.ledger import stages as st
+from baton.slurm.backend import SlurmBackend
+from baton.slurm.service import TaskOutcome, submit_jobs
+
+log = logging.getLogger(__name__)
+
+
+def short(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Submission:
+    experiment: str
+    tasks: list[TaskOutcome]
+
+    @property
+    def job_ids(self) -> list[str]:
+        return [t.job_id for t in self.tasks if t.job_id]
+
+    @property
+    def submitted_now(self) -> bool:
+        return any(t.submitted_now for t in self.tasks)
+
+
+def _group(experiments: list[str], outcomes: list[TaskOutcome]) -> dict[str, Submission]:
+    return {e: Submission(e, [o for o in outcomes if o.experiment == e]) for e in experiments}
+
+
+def submit_evaluations(config: Config, ledger: Ledger, backend: SlurmBackend,
+                       experiments: list[str]) -> dict[str, Submission]:
+    """One task per checkpoint of each experiment's latest training signal, all in one
+    submission (one job array when there are several tasks)."""
+    runs = {e: ledger.training_run(e) for e in experiments}
+    missing = [e for e, r in runs.items() if r is None or not r.signal_key]
+    if missing:
+        raise BatonError(f"no accepted training signal for {', '.join(missing)}: nothing to "
+                         "evaluate (the training sensor registers an experiment when its "
+                         ".training_complete lands)")
+    items, keys, triggers = [], [], {}
+    for exp, run in runs.items():
+        triggers[exp] = run.signal_key
+        ckpts = [run.checkpoint_path, *((run.metadata or {}).get("checkpoints") or [])]
+        for ckpt in dict.fromkeys(ckpts):
+            items.append((exp, ckpt))
+            keys.append(f"evaluation:{exp}:{short(run.signal_key)}:{short(ckpt)}")
+    campaign = next((r.campaign for r in runs.values() if r.campaign), None)
+    outcomes = submit_jobs(config, ledger, backend, "evaluation", items, keys=keys,
+                           campaign=campaign if len(runs) == 1 else None)
+    for o in outcomes:
+        st.record_evaluation_task(ledger, experiment=o.experiment,
+                                  trigger_key=triggers[o.experiment], checkpoint=o.checkpoint,
+                                  slurm_row=o.row_id, job_id=o.job_id)
+    return _group(experiments, outcomes)
+
+
+def submit_analyses(config: Config, ledger: Ledger, backend: SlurmBackend,
+                    experiments: list[str]) -> dict[str, Submission]:
+    """One analysis per experiment, answering its current evaluation."""
+    triggers = {}
+    for exp in experiments:
+        tasks = st.evaluation_tasks(ledger, exp)
+        if not tasks or not any(t.status == "completed" for t in tasks):
+            raise BatonError(f"{exp} has no completed evaluation to analyse")
+        triggers[exp] = tasks[0].trigger_key
+    items = [(e, "") for e in experiments]
+    keys = [f"analysis:{e}:{short(triggers[e])}" for e in experiments]
+    outcomes = submit_jobs(config, ledger, backend, "analysis", items, keys=keys)
+    for o in outcomes:
+        st.record_analysis(ledger, experiment=o.experiment, trigger_key=triggers[o.experiment],
+                           slurm_row=o.row_id, job_id=o.job_id)
+    return _group(experiments, outcomes)

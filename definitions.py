@@ -1,0 +1,38 @@
+"""The one Dagster code location of baton: assets, checks, sensors, jobs and resources."""
+
+from dagster import Definitions
+
+from assets.campaign import campaign_report
+from assets.checks import checkpoint_complete
+from assets.pipeline import (
+    analysis_job,
+    analysis_report,
+    evaluation_job,
+    evaluation_metrics,
+    model,
+)
+from ops_slurm.jobs import (
+    campaign_report_job,
+    cancel_jobs,
+    record_analysis_job,
+    record_evaluation_job,
+    submit_evaluation_job,
+)
+from resources import LedgerResource, MLflowResource, SharedDriveResource, SlurmResource
+from sensors.signals import analysis_sensor, evaluation_sensor, training_sensor
+from sensors.tracker import slurm_tracker
+
+defs = Definitions(
+    assets=[model, evaluation_job, evaluation_metrics, analysis_job, analysis_report,
+            campaign_report],
+    asset_checks=[checkpoint_complete],
+    jobs=[submit_evaluation_job, record_evaluation_job, record_analysis_job,
+          campaign_report_job, cancel_jobs],
+    sensors=[training_sensor, evaluation_sensor, analysis_sensor, slurm_tracker],
+    resources={
+        "slurm": SlurmResource(),
+        "ledger": LedgerResource(),
+        "drive": SharedDriveResource(),
+        "mlflow": MLflowResource(),
+    },
+)

@@ -1,0 +1,1 @@
+"""Jobs that submit, record and cancel Slurm work."""

@@ -1,0 +1,1 @@
+"""Sensors: signals (training, evaluation, analysis) and the Slurm job tracker."""

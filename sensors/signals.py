@@ -1,0 +1,198 @@
+"""Signal sensors: training-complete, evaluation-complete/failed, analysis-complete.
+
+Each tick reads the inbox (cost independent of the number of experiment folders), runs a
+full rescan every ``sensors.full_rescan_seconds``, records what it saw in the ledger, and
+asks for the runs the ledger's state calls for."""
+
+
+import json
+import time
+from typing import Any
+
+from dagster import (
+    AssetCheckEvaluation,
+    AssetKey,
+    AssetMaterialization,
+    AssetRecordsFilter,
+    DefaultSensorStatus,
+    MetadataValue,
+    RunRequest,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
+
+from assets.checks import CHECKPOINT_CHECK
+from assets.partitions import campaigns, experiments
+from baton.ledger import Ledger
+from baton.ledger import stages as st
+from baton.ledger.stages import record_fact
+from baton.pipeline import short
+from baton.scan import Scanner, TickResult, checkpoint_problem
+from ops_slurm.jobs import (
+    campaign_report_job,
+    record_analysis_job,
+    record_evaluation_job,
+    submit_evaluation_job,
+)
+from resources import LedgerResource, MLflowResource, SharedDriveResource, baton_config
+from sensors.once import requests_once
+
+INTERVAL = baton_config().sensors.interval_seconds
+
+
+def _tick(context: SensorEvaluationContext, ledger: Ledger, drive: SharedDriveResource,
+          kinds: list[str]) -> tuple[TickResult, dict[str, Any]]:
+    cfg = baton_config().sensors
+    cursor = json.loads(context.cursor) if context.cursor else {}
+    now = time.time()
+    full = now - cursor.get("last_full_rescan", 0) >= cfg.full_rescan_seconds
+    validators = {"training_complete": checkpoint_problem}
+    scanner = Scanner(drive.layout(), ledger, cfg.debounce_seconds, validators)
+    result = scanner.tick(kinds, full=full)
+    if full:
+        cursor["last_full_rescan"] = now
+    for q in result.quarantined:
+        context.log.warning(f"quarantined {q.path}: {q.reason}")
+    return result, cursor
+
+
+def _new_partitions(context: SensorEvaluationContext, names: set[str], definition: Any
+                    ) -> list:
+    known = set(context.instance.get_dynamic_partitions(definition.name))
+    new = sorted(names - known)
+    return [definition.build_add_request(new)] if new else []
+
+
+def _model_event(row: Any, mlflow: MLflowResource) -> AssetMaterialization:
+    meta: dict[str, Any] = {
+        "signal_key": row.signal_key,
+        "checkpoint": MetadataValue.path(row.checkpoint_path or ""),
+        "host": row.hostname or "", "user": row.user or "",
+    }
+    for key in ("total_steps", "final_loss", "num_epochs", "git_commit", "campaign"):
+        if getattr(row, key) is not None:
+            meta[key] = getattr(row, key)
+    if url := mlflow.run_url(row.mlflow_run_id):
+        meta["mlflow"] = MetadataValue.url(url)
+    return AssetMaterialization(asset_key="model", partition=row.experiment_name,
+                                metadata=meta)
+
+
+def _model_reported(context: SensorEvaluationContext, row: Any) -> bool:
+    records = context.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey("model"), asset_partitions=[row.experiment_name]),
+        limit=1).records
+    if not records:
+        return False
+    mat = records[0].asset_materialization
+    value = mat.metadata.get("signal_key") if mat else None
+    return value is not None and getattr(value, "value", value) == row.signal_key
+
+
+def _result(context: SensorEvaluationContext, ledger: Ledger, name: str, tick: TickResult,
+            cursor: dict[str, Any], runs: list[RunRequest], events: list,
+            partitions: list) -> SensorResult | SkipReason:
+    runs = requests_once(context, ledger, runs)
+    ledger.heartbeat(name, tick.summary())
+    if not (runs or events or partitions):
+        return SensorResult(skip_reason=SkipReason(f"nothing new: {tick.summary()}"),
+                            cursor=json.dumps(cursor))
+    return SensorResult(run_requests=runs, asset_events=events,
+                        dynamic_partitions_requests=partitions, cursor=json.dumps(cursor))
+
+
+@sensor(name="training_sensor", minimum_interval_seconds=INTERVAL, jobs=[submit_evaluation_job],
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Reports `model` when .training_complete lands and validates, registers the "
+                    "experiment (and its campaign), and requests its evaluation.")
+def training_sensor(context: SensorEvaluationContext, ledger: LedgerResource,
+                    drive: SharedDriveResource, mlflow: MLflowResource):
+    led = ledger.ledger()
+    tick, cursor = _tick(context, led, drive, ["training_complete"])
+    for sf in tick.accepted:
+        led.record_training_complete(sf)
+    events: list = []
+    names: set[str] = set()
+    camps: set[str] = set()
+    for row in st.models_unreported(led):
+        names.add(row.experiment_name)
+        if row.campaign:
+            camps.add(row.campaign)
+        if _model_reported(context, row):
+            record_fact(led, f"model:{row.signal_key}", "model_reported", row.experiment_name)
+            continue
+        events.append(_model_event(row, mlflow))
+        events.append(AssetCheckEvaluation(
+            asset_key=AssetKey("model"), check_name=CHECKPOINT_CHECK, passed=True,
+            partition=row.experiment_name, metadata={"checkpoint": row.checkpoint_path or ""}))
+    for q in tick.quarantined:
+        if q.experiment:
+            names.add(q.experiment)
+            events.append(AssetCheckEvaluation(
+                asset_key=AssetKey("model"), check_name=CHECKPOINT_CHECK, passed=False,
+                partition=q.experiment, metadata={"signal": str(q.path), "reason": q.reason}))
+    runs = [RunRequest(run_key=f"evaluation_job:{row.signal_key}",
+                       partition_key=row.experiment_name,
+                       tags={"baton/experiment": row.experiment_name})
+            for row in st.training_awaiting_evaluation(led)]
+    names |= {r.partition_key for r in runs if r.partition_key}
+    partitions = _new_partitions(context, names, experiments) + \
+        _new_partitions(context, camps, campaigns)
+    return _result(context, led, "training_sensor", tick, cursor, runs, events, partitions)
+
+
+@sensor(name="evaluation_sensor", minimum_interval_seconds=INTERVAL,
+        jobs=[record_evaluation_job], default_status=DefaultSensorStatus.RUNNING,
+        description="Records each .eval_complete/.eval_failed against its evaluation task and, "
+                    "once every task of an evaluation has ended, records `evaluation_metrics` "
+                    "and requests the analysis.")
+def evaluation_sensor(context: SensorEvaluationContext, ledger: LedgerResource,
+                      drive: SharedDriveResource):
+    led = ledger.ledger()
+    tick, cursor = _tick(context, led, drive, ["eval_complete", "eval_failed"])
+    for sf in tick.accepted:
+        if st.apply_eval_signal(led, sf) == 0:
+            context.log.warning(f"{sf.path}: no evaluation of {sf.signal.experiment} in the "
+                                "ledger answers it; recorded, nothing to join")
+    events = [AssetCheckEvaluation(
+        asset_key=AssetKey("evaluation_metrics"), check_name="evaluation_succeeded",
+        passed=False, partition=q.experiment,
+        metadata={"signal": str(q.path), "reason": q.reason})
+        for q in tick.quarantined if q.experiment and _known(context, q.experiment)]
+    runs = [RunRequest(run_key=f"evaluation_metrics:{trigger}", partition_key=exp,
+                       tags={"baton/experiment": exp})
+            for exp, trigger in st.evaluations_ready(led)]
+    return _result(context, led, "evaluation_sensor", tick, cursor, runs, events, [])
+
+
+@sensor(name="analysis_sensor", minimum_interval_seconds=INTERVAL,
+        jobs=[record_analysis_job, campaign_report_job],
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Records `analysis_report` when .analysis_complete lands, and "
+                    "`campaign_report` once every experiment of a campaign has its report.")
+def analysis_sensor(context: SensorEvaluationContext, ledger: LedgerResource,
+                    drive: SharedDriveResource):
+    led = ledger.ledger()
+    tick, cursor = _tick(context, led, drive, ["analysis_complete"])
+    for sf in tick.accepted:
+        if not st.apply_analysis_signal(led, sf):
+            context.log.warning(f"{sf.path}: no analysis of {sf.signal.experiment} in the "
+                                "ledger answers it")
+    runs = [RunRequest(job_name=record_analysis_job.name,
+                       run_key=f"analysis_report:{row.trigger_key}",
+                       partition_key=row.experiment_name,
+                       tags={"baton/experiment": row.experiment_name})
+            for row in st.analyses_ready(led)]
+    if tick.accepted or runs:
+        for camp, exps in st.campaigns_ready(led):
+            runs.append(RunRequest(job_name=campaign_report_job.name,
+                                   run_key=f"campaign_report:{camp}:{short(','.join(exps))}",
+                                   partition_key=camp, tags={"baton/campaign": camp}))
+    return _result(context, led, "analysis_sensor", tick, cursor, runs, [], [])
+
+
+def _known(context: SensorEvaluationContext, experiment: str) -> bool:
+    return context.instance.has_dynamic_partition(experiments.name, experiment)
+

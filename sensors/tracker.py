@@ -1,0 +1,32 @@
+"""The Slurm job tracker: one batched status call per tick for every unfinished job."""
+
+
+from dagster import DefaultSensorStatus, SensorEvaluationContext, SkipReason, sensor
+
+from baton.errors import BatonError
+from baton.ledger import stages as st
+from resources import LedgerResource, SlurmResource, baton_config
+
+
+@sensor(name="slurm_tracker", minimum_interval_seconds=baton_config().sensors.interval_seconds,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Updates the ledger for all unfinished Slurm jobs in one batched call "
+                    "(state, times, exit code, MaxRSS, CPU, node) and fails evaluation and "
+                    "analysis tasks whose job failed.")
+def slurm_tracker(context: SensorEvaluationContext, slurm: SlurmResource,
+                  ledger: LedgerResource) -> SkipReason:
+    led = ledger.ledger()
+    unfinished = led.unfinished_jobs()
+    changed = 0
+    detail = "no unfinished jobs"
+    if unfinished:
+        try:
+            statuses = slurm.client().status([r.job_id for r in unfinished])
+        except BatonError as exc:
+            led.heartbeat("slurm_tracker", f"Slurm did not answer: {exc}")
+            raise
+        changed = led.apply_statuses(statuses)
+        detail = f"{len(unfinished)} unfinished, {len(statuses)} answered, {changed} changed"
+    stage_changes = st.sync_stage_rows(led, baton_config().sensors.missing_signal_grace_seconds)
+    led.heartbeat("slurm_tracker", detail)
+    return SkipReason(f"{detail}; {stage_changes} task(s) moved on")
