@@ -1,0 +1,43 @@
+"""A small evaluation for the end-to-end tests: real Parquet, a real signal, run as a real
+Slurm (or local-backend) job. ``FAKE_EVAL_FAIL=<experiment>`` makes that one fail."""
+
+import os
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from baton.evaluate.schema import METRIC_SCHEMA
+from baton.inbox import publish
+from baton.layout import DriveLayout
+from baton.signals import EvalComplete, EvalFailed
+
+drive = DriveLayout(Path(os.environ["SHARED_DRIVE"]))
+exp = os.environ["BATON_EXPERIMENT"]
+ckpt = os.environ["BATON_CHECKPOINT"]
+job = os.environ.get("SLURM_JOB_ID", "0")
+start = time.time()
+layout = drive.experiment(exp)
+now = datetime.now(UTC)
+if os.environ.get("FAKE_EVAL_FAIL") == exp:
+    publish(drive, EvalFailed(timestamp=now, experiment=exp, job_id=job, status="failed",
+                              error_message="dataset toy: simulated failure"))
+    raise SystemExit(1)
+for metric, value in (("accuracy", 0.75), ("perplexity", 42.0)):
+    folder = layout.metrics_dir / "dataset=toy" / f"metric={metric}"
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = 8
+    table = pa.table({
+        "experiment": [exp] * rows, "checkpoint": [Path(ckpt).name] * rows,
+        "dataset": ["toy"] * rows, "item_group": [f"g{i % 2}" for i in range(rows)],
+        "form": ["default"] * rows, "value": [value] * rows, "timestamp": [now] * rows,
+    }, schema=METRIC_SCHEMA)
+    pq.write_table(table, folder / f"part-{job}.parquet")
+publish(drive, EvalComplete(timestamp=datetime.now(UTC), experiment=exp, job_id=job,
+                            status="complete", datasets_evaluated=["toy"],
+                            metrics_summary={"toy/accuracy": 0.75},
+                            eval_duration_seconds=round(time.time() - start, 3),
+                            checkpoints_evaluated=[ckpt]))
+print(f"evaluated {exp} at {ckpt}")

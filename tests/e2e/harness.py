@@ -1,0 +1,109 @@
+"""A real Dagster daemon on baton's code location, with its own DAGSTER_HOME, drive, state
+and baton.yaml, for the end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from baton.config import load_config
+from baton.inbox import publish
+from baton.layout import DriveLayout
+from baton.ledger import Ledger, open_ledger
+from baton.signals import TrainingComplete
+
+ROOT = Path(__file__).resolve().parents[2]
+E2E = Path(__file__).resolve().parent
+
+
+class Pipeline:
+    def __init__(self, tmp: Path, backend: str, extra_env: dict[str, str] | None = None) -> None:
+        self.tmp = tmp
+        self.home = tmp / "dagster_home"
+        self.home.mkdir(parents=True, exist_ok=True)
+        (self.home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        self.drive = DriveLayout(tmp / "drive")
+        self.drive.create()
+        self.config_file = tmp / "baton.yaml"
+        py = sys.executable
+        self.config_file.write_text(
+            f"shared_drive: {self.drive.root}\nstate_dir: {tmp / 'state'}\n"
+            f"slurm:\n  backend: {backend}\n  local_max_concurrent: 4\n"
+            "sensors:\n  interval_seconds: 1\n  debounce_seconds: 0.2\n"
+            "  full_rescan_seconds: 30\n  missing_signal_grace_seconds: 20\n"
+            "stages:\n"
+            f"  evaluation:\n    time: '00:05:00'\n    mem: 200M\n    cpus: 1\n"
+            f"    command: {py} {E2E / 'fake_eval.py'}\n"
+            f"  analysis:\n    time: '00:05:00'\n    mem: 200M\n    cpus: 1\n"
+            f"    command: {py} {E2E / 'fake_analysis.py'}\n")
+        self.env = {**os.environ, "DAGSTER_HOME": str(self.home),
+                    "BATON_CONFIG": str(self.config_file), **(extra_env or {})}
+        for var in ("SHARED_DRIVE", "BATON_STATE_DIR", "BATON_DATABASE_URL",
+                    "BATON_SLURM_BACKEND"):
+            self.env.pop(var, None)
+        self.config = load_config(self.config_file, self.env)
+        self.ledger: Ledger = open_ledger(self.config.ledger_url)
+        self.daemon: subprocess.Popen[bytes] | None = None
+
+    # --- the daemon ----------------------------------------------------------------------
+    def start(self) -> None:
+        log = open(self.tmp / "daemon.log", "ab")  # noqa: SIM115 - the daemon keeps it
+        self.daemon = subprocess.Popen(
+            [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w",
+             str(ROOT / "workspace.yaml")], cwd=ROOT, env=self.env, stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True)
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.daemon and self.daemon.poll() is None:
+            os.killpg(self.daemon.pid, sig)
+            self.daemon.wait(60)
+        self.daemon = None
+
+    def stop(self) -> None:
+        self.kill(signal.SIGTERM)
+
+    def log_tail(self, n: int = 60) -> str:
+        path = self.tmp / "daemon.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:]) \
+            if path.exists() else ""
+
+    # --- what a training run does ---------------------------------------------------------
+    def train(self, experiment: str, campaign: str | None = None) -> Path:
+        layout = self.drive.experiment(experiment)
+        layout.final_dir.mkdir(parents=True, exist_ok=True)
+        (layout.final_dir / "model.safetensors").write_bytes(b"\0" * 1024)
+        return publish(self.drive, TrainingComplete(
+            timestamp=datetime.now(UTC), experiment=experiment, campaign=campaign,
+            checkpoint_path=str(layout.final_dir), hostname="gpu01", user="tester",
+            final_loss=1.5, total_steps=100))
+
+    # --- Dagster's view ------------------------------------------------------------------
+    def instance(self):  # noqa: ANN201 - DagsterInstance
+        from dagster import DagsterInstance
+
+        os.environ["DAGSTER_HOME"] = str(self.home)
+        return DagsterInstance.get()
+
+    def materialized(self, asset: str, partition: str) -> bool:
+        from dagster import AssetKey, AssetRecordsFilter
+
+        records = self.instance().fetch_materializations(
+            AssetRecordsFilter(asset_key=AssetKey(asset), asset_partitions=[partition]),
+            limit=1).records
+        return bool(records)
+
+    def wait_for(self, what: str, condition: Callable[[], bool], timeout: float = 300) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if self.daemon is not None and self.daemon.poll() is not None:
+                raise AssertionError(f"the daemon died while waiting for {what}:\n"
+                                     + self.log_tail())
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}\n" + self.log_tail())
+            time.sleep(1)
