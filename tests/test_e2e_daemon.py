@@ -3,7 +3,10 @@ the analysis report, through real jobs on the local backend and on the real Slur
 
 from __future__ import annotations
 
+import secrets
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -11,14 +14,21 @@ import pytest
 from tests.e2e.harness import Pipeline
 
 pytestmark = pytest.mark.slow
-EXPERIMENTS = ["alpha", "beta"]
 
 
-def run_pipeline(p: Pipeline) -> None:
+def run_pipeline(p: Pipeline, kill_midway: bool = False) -> list[str]:
+    token = secrets.token_hex(3)
+    EXPERIMENTS = [f"alpha-{token}", f"beta-{token}"]  # noqa: N806 - unique names per run
     p.start()
     try:
         for exp in EXPERIMENTS:
             p.train(exp, campaign="sweep")
+        if kill_midway:
+            p.wait_for("both evaluations submitted", lambda: len(
+                [j for j in p.ledger.jobs(stage="evaluation") if j.job_id]) == 2)
+            p.kill(signal.SIGKILL, group=False)
+            time.sleep(3)
+            p.start()
         for exp in EXPERIMENTS:
             p.wait_for(f"analysis_report of {exp}",
                        lambda e=exp: p.materialized("analysis_report", e))
@@ -35,6 +45,7 @@ def run_pipeline(p: Pipeline) -> None:
     assert all(j.state == "COMPLETED" for j in jobs), [(j.job_id, j.state) for j in jobs]
     assert set(p.ledger.heartbeats()) >= {"training_sensor", "evaluation_sensor",
                                           "analysis_sensor", "slurm_tracker"}
+    return EXPERIMENTS
 
 
 def test_local_backend(tmp_path: Path) -> None:
@@ -43,12 +54,14 @@ def test_local_backend(tmp_path: Path) -> None:
 
 @pytest.mark.slurm
 @pytest.mark.usefixtures("slurm")
-def test_real_slurm(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kill_midway", [False, True], ids=["steady", "daemon-sigkilled"])
+def test_real_slurm(tmp_path: Path, kill_midway: bool) -> None:
     p = Pipeline(tmp_path, "sbatch")
-    run_pipeline(p)
-    ids = ",".join(j.job_id for j in p.ledger.jobs())
+    exps = run_pipeline(p, kill_midway)
+    # every job Slurm ran under these names, whoever submitted it
+    names = ",".join(f"{prefix}_{e}" for e in exps for prefix in ("eval", "analysis"))
     out = subprocess.run(["sacct", "--noheader", "--parsable2", "--allocations",
-                          "--format=JobName,State", f"--jobs={ids}"], capture_output=True,
-                         text=True, check=True).stdout.split()
-    assert sorted(out) == sorted(f"{prefix}_{e}|COMPLETED" for e in EXPERIMENTS
-                                 for prefix in ("eval", "analysis"))
+                          "--starttime=now-1hour", "--format=JobName,State",
+                          f"--name={names}"], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert sorted(out) == sorted(f"{n}|COMPLETED" for n in names.split(","))

@@ -59,9 +59,14 @@ class Pipeline:
              str(ROOT / "workspace.yaml")], cwd=ROOT, env=self.env, stdout=log,
             stderr=subprocess.STDOUT, start_new_session=True)
 
-    def kill(self, sig: int = signal.SIGKILL) -> None:
+    def kill(self, sig: int = signal.SIGKILL, group: bool = True) -> None:
+        """Stop the daemon; ``group=False`` kills only the daemon process, as a crash of it
+        would (the runs it launched go on)."""
         if self.daemon and self.daemon.poll() is None:
-            os.killpg(self.daemon.pid, sig)
+            if group:
+                os.killpg(self.daemon.pid, sig)
+            else:
+                os.kill(self.daemon.pid, sig)
             self.daemon.wait(60)
         self.daemon = None
 
@@ -84,7 +89,7 @@ class Pipeline:
             final_loss=1.5, total_steps=100))
 
     # --- Dagster's view ------------------------------------------------------------------
-    def instance(self):  # noqa: ANN201 - DagsterInstance
+    def instance(self):
         from dagster import DagsterInstance
 
         os.environ["DAGSTER_HOME"] = str(self.home)
