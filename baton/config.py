@@ -114,6 +114,9 @@ class SensorConfig(Section):
     interval_seconds: int = Field(default=15, ge=1)
     full_rescan_seconds: float = Field(default=600, gt=0)
     debounce_seconds: float = Field(default=2, ge=0)
+    # request the evaluation of every accepted training signal (off: launch them by hand
+    # or by backfill from the Dagster UI)
+    auto_evaluate: bool = True
     # a job that finished without writing its signal is failed after this long
     missing_signal_grace_seconds: float = Field(default=300, ge=0)
 

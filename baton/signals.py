@@ -321,10 +321,15 @@ def read_signal(path: Path | str, drive: DriveLayout | None = None,
     """Read and validate one signal file. Raises SignalError naming the file and problem."""
     path = Path(path)
     signal_type = kind_of(path, kind)
+    folder = expected_experiment(path, signal_type, drive) if drive is not None else None
+    if folder is not None:
+        try:
+            validate_name(folder, "its folder name")
+        except BatonError as exc:
+            raise SignalError(path, str(exc)) from None
     data, st = _read_bounded(path)
     signal = parse_signal(path, data, signal_type)
     if drive is not None:
-        folder = expected_experiment(path, signal_type, drive)
         if folder is not None and folder != signal.experiment:
             raise SignalError(path, f"experiment {signal.experiment!r} does not match its "
                               f"folder {folder!r}")

@@ -13,6 +13,7 @@ from dagster import (
     AssetCheckEvaluation,
     AssetKey,
     AssetMaterialization,
+    AssetObservation,
     AssetRecordsFilter,
     DefaultSensorStatus,
     MetadataValue,
@@ -130,13 +131,17 @@ def training_sensor(context: SensorEvaluationContext, ledger: LedgerResource,
     for q in tick.quarantined:
         if q.experiment:
             names.add(q.experiment)
+            meta = {"signal": str(q.path), "quarantined": q.reason}
             events.append(AssetCheckEvaluation(
                 asset_key=AssetKey("model"), check_name=CHECKPOINT_CHECK, passed=False,
-                partition=q.experiment, metadata={"signal": str(q.path), "reason": q.reason}))
+                partition=q.experiment, metadata=meta))
+            events.append(AssetObservation(asset_key="model", partition=q.experiment,
+                                           metadata=meta))
     runs = [RunRequest(run_key=f"evaluation_job:{row.signal_key}",
                        partition_key=row.experiment_name,
                        tags={"baton/experiment": row.experiment_name})
-            for row in st.training_awaiting_evaluation(led)]
+            for row in st.training_awaiting_evaluation(led)
+            if baton_config().sensors.auto_evaluate]
     names |= {r.partition_key for r in runs if r.partition_key}
     partitions = _new_partitions(context, names, experiments) + \
         _new_partitions(context, camps, campaigns)

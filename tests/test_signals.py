@@ -281,3 +281,10 @@ def test_atomic_write_gives_up_on_permanent_error(tmp_path: Path,
         atomic_write(tmp_path / "sig.json", b"{}", attempts=3, base_delay=0.001)
     assert len(calls) == 3
     assert list(tmp_path.iterdir()) == []
+
+
+def test_hostile_folder_name(drive: DriveLayout) -> None:
+    path = drive.models / "x; rm -rf ~" / ".training_complete"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(good_training(drive)))
+    rejected(path, drive, "its folder name 'x; rm -rf ~' is not allowed")

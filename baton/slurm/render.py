@@ -18,7 +18,7 @@ import jinja2
 from baton import __version__
 from baton.config import Config
 from baton.errors import InvalidName
-from baton.layout import DriveLayout, validate_name
+from baton.layout import DriveLayout
 from baton.signals import atomic_write
 from baton.slurm.spec import JobSpec
 
@@ -32,11 +32,14 @@ DEFAULT_COMMANDS = {
 
 @dataclass(frozen=True)
 class Task:
-    """One unit of work: an experiment (and for evaluation, a checkpoint)."""
+    """One unit of work: an experiment (and for evaluation, a checkpoint). ``signal_dir``
+    is where the task writes its completion signal: the experiment's own folder, or
+    ``tasks/{checkpoint}/`` when the experiment's evaluation fans out over checkpoints."""
 
     experiment: str
     checkpoint: str = ""
     index: int = 0
+    signal_dir: str = ""
 
 
 @dataclass(frozen=True)
@@ -65,14 +68,20 @@ def build_tasks(stage: str, items: list[tuple[str, str]], drive: DriveLayout) ->
     """Validate every (experiment, checkpoint) pair before anything is rendered."""
     if not items:
         raise InvalidName("nothing to submit: no experiments given")
+    per_experiment: dict[str, int] = {}
+    for experiment, _ in items:
+        per_experiment[experiment] = per_experiment.get(experiment, 0) + 1
     tasks = []
     for i, (experiment, checkpoint) in enumerate(items):
-        validate_name(experiment)
+        exp = drive.experiment(experiment)
+        signal_dir = exp.reports_dir if stage == "analysis" else exp.eval_dir
         if stage == "evaluation":
             if not checkpoint:
                 raise InvalidName(f"evaluation of {experiment!r} needs a checkpoint")
             drive.inside(checkpoint, "checkpoint")
-        tasks.append(Task(experiment, checkpoint, i))
+            if per_experiment[experiment] > 1:
+                signal_dir = exp.eval_task_dir(checkpoint)
+        tasks.append(Task(experiment, checkpoint, i, str(signal_dir)))
     return tasks
 
 

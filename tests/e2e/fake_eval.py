@@ -20,10 +20,12 @@ ckpt = os.environ["BATON_CHECKPOINT"]
 job = os.environ.get("SLURM_JOB_ID", "0")
 start = time.time()
 layout = drive.experiment(exp)
+signal_dir = Path(os.environ["BATON_SIGNAL_DIR"])
 now = datetime.now(UTC)
-if os.environ.get("FAKE_EVAL_FAIL") == exp:
+if exp in os.environ.get("FAKE_EVAL_FAIL", "").split(","):
     publish(drive, EvalFailed(timestamp=now, experiment=exp, job_id=job, status="failed",
-                              error_message="dataset toy: simulated failure"))
+                              error_message="dataset toy: simulated failure",
+                              checkpoints_evaluated=[ckpt]), signal_dir / ".eval_failed")
     raise SystemExit(1)
 for metric, value in (("accuracy", 0.75), ("perplexity", 42.0)):
     folder = layout.metrics_dir / "dataset=toy" / f"metric={metric}"
@@ -39,5 +41,5 @@ publish(drive, EvalComplete(timestamp=datetime.now(UTC), experiment=exp, job_id=
                             status="complete", datasets_evaluated=["toy"],
                             metrics_summary={"toy/accuracy": 0.75},
                             eval_duration_seconds=round(time.time() - start, 3),
-                            checkpoints_evaluated=[ckpt]))
+                            checkpoints_evaluated=[ckpt]), signal_dir / ".eval_complete")
 print(f"evaluated {exp} at {ckpt}")

@@ -79,14 +79,15 @@ class Pipeline:
             if path.exists() else ""
 
     # --- what a training run does ---------------------------------------------------------
-    def train(self, experiment: str, campaign: str | None = None) -> Path:
+    def train(self, experiment: str, campaign: str | None = None,
+              checkpoints: list[str] | None = None) -> Path:
         layout = self.drive.experiment(experiment)
         layout.final_dir.mkdir(parents=True, exist_ok=True)
         (layout.final_dir / "model.safetensors").write_bytes(b"\0" * 1024)
         return publish(self.drive, TrainingComplete(
             timestamp=datetime.now(UTC), experiment=experiment, campaign=campaign,
             checkpoint_path=str(layout.final_dir), hostname="gpu01", user="tester",
-            final_loss=1.5, total_steps=100))
+            final_loss=1.5, total_steps=100, checkpoints=checkpoints))
 
     # --- Dagster's view ------------------------------------------------------------------
     def instance(self):
@@ -112,3 +113,56 @@ class Pipeline:
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out waiting for {what}\n" + self.log_tail())
             time.sleep(1)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Webserver:
+    """dagster-webserver on the same instance and code location, for the GraphQL API and
+    the UI."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.p = pipeline
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        log = open(pipeline.tmp / "webserver.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "dagster-webserver"), "-w",
+             str(ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(self.port)],
+            cwd=ROOT, env=pipeline.env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True)
+        pipeline.wait_for("the webserver", self._up, timeout=120)
+
+    def _up(self) -> bool:
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"{self.url}/server_info", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            if self.proc.poll() is not None:
+                raise AssertionError((self.p.tmp / "webserver.log").read_text()) from None
+            return False
+
+    def graphql(self, query: str, variables: dict | None = None) -> dict:
+        import json
+        import urllib.request
+
+        body = json.dumps({"query": query, "variables": variables or {}}).encode()
+        req = urllib.request.Request(f"{self.url}/graphql", data=body,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            doc = json.loads(r.read())
+        assert "errors" not in doc, doc
+        return doc["data"]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(60)
