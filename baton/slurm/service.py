@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,10 +78,10 @@ def submit_jobs(config: Config, ledger: Ledger, backend: SlurmBackend, stage: st
         if claim.created:
             mine.append((claim.row_id, experiment, checkpoint, key))
         else:
+            job_id = claim.job_id or _wait_for_other(ledger, claim.row_id)
             log.info("%s already claimed (row %s, job %s): not submitting again",
-                     key, claim.row_id, claim.job_id)
-            outcomes.append(TaskOutcome(experiment, checkpoint, claim.row_id, claim.job_id,
-                                        False))
+                     key, claim.row_id, job_id)
+            outcomes.append(TaskOutcome(experiment, checkpoint, claim.row_id, job_id, False))
     if not mine:
         return outcomes
     rendered = render_job(config, stage, [(e, c) for _, e, c, _ in mine], attempt=attempt,
@@ -97,6 +98,19 @@ def submit_jobs(config: Config, ledger: Ledger, backend: SlurmBackend, stage: st
     outcomes += [TaskOutcome(e, c, row_id, job_id, True)
                  for (row_id, e, c, _), job_id in zip(mine, submitted.ids(), strict=True)]
     return outcomes
+
+
+def _wait_for_other(ledger: Ledger, row_id: int, timeout: float = 120) -> str | None:
+    """Another process holds the claim and is submitting right now: wait for its job id."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = ledger.job(row_id)
+        if row is None or row.job_id or row.state != "SUBMITTING":
+            return row.job_id if row else None
+        time.sleep(0.2)
+    log.warning("ledger row %s is still being submitted by another process after %.0fs",
+                row_id, timeout)
+    return None
 
 
 def _record(ledger: Ledger, submitted: Submitted, mine: list[tuple[int, str, str, str]],
