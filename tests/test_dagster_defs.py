@@ -1,0 +1,80 @@
+"""The code location as Dagster sees it: it validates, and the instance runs on PostgreSQL
+with deploy/dagster.yaml."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from tests.conftest import require
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_definitions_validate(tmp_path: Path) -> None:
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "SHARED_DRIVE": str(tmp_path / "d"),
+           "BATON_STATE_DIR": str(tmp_path / "s"), "BATON_CONFIG": ""}
+    proc = subprocess.run([str(Path(sys.executable).parent / "dagster"), "definitions",
+                           "validate", "-w", str(ROOT / "workspace.yaml")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Validation successful for code location baton" in proc.stdout + proc.stderr
+
+
+def test_definitions_hold_the_asset_graph() -> None:
+    from definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert keys == {"model", "evaluation_job", "evaluation_metrics", "analysis_job",
+                    "analysis_report", "campaign_report"}
+    parents = {k.to_user_string(): {p.to_user_string() for p in graph.get(k).parent_keys}
+               for k in graph.get_all_asset_keys()}
+    assert parents["evaluation_job"] == {"model"}
+    assert parents["evaluation_metrics"] == {"evaluation_job"}
+    assert parents["analysis_job"] == {"evaluation_metrics"}
+    assert parents["analysis_report"] == {"analysis_job"}
+    assert parents["campaign_report"] == {"analysis_report"}
+    sensors = {s.name for s in defs.sensors}
+    assert sensors == {"training_sensor", "evaluation_sensor", "analysis_sensor",
+                       "slurm_tracker"}
+
+
+def test_instance_on_postgres(tmp_path: Path) -> None:
+    url = os.environ.get("BATON_TEST_POSTGRES_URL")
+    require(url is not None, "BATON_TEST_POSTGRES_URL is not set; start one with "
+            "`export BATON_TEST_POSTGRES_URL=$(deploy/ci/postgres.sh)`")
+    assert url is not None
+    from dagster import AssetKey, AssetMaterialization, DagsterInstance
+
+    shutil.copy(ROOT / "deploy" / "dagster.yaml", tmp_path / "dagster.yaml")
+    u = urlparse(url)
+    env = {"DAGSTER_PG_USERNAME": u.username or "", "DAGSTER_PG_PASSWORD": u.password or "",
+           "DAGSTER_PG_HOST": u.hostname or "", "DAGSTER_PG_DB": u.path.lstrip("/"),
+           "DAGSTER_PG_PORT": str(u.port or 5432)}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        instance = DagsterInstance.from_config(str(tmp_path))
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        name = f"pg-{os.getpid()}"
+        instance.add_dynamic_partitions("experiments", [name])
+        instance.report_runless_asset_event(AssetMaterialization("model", partition=name))
+        records = instance.fetch_materializations(AssetKey("model"), limit=50).records
+        assert any(r.partition_key == name for r in records)
+        instance.dispose()
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
