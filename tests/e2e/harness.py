@@ -138,6 +138,7 @@ class Webserver:
             cwd=ROOT, env=pipeline.env, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True)
         pipeline.wait_for("the webserver", self._up, timeout=120)
+        self.graphql("mutation { setNuxSeen }")  # no "join the community" modal on top
 
     def _up(self) -> bool:
         import urllib.request
