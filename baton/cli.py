@@ -42,6 +42,17 @@ def cmd_signal_validate(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def cmd_signal_quarantined(args: argparse.Namespace) -> int:
+    from baton.ledger import open_ledger
+
+    rows = open_ledger(_config(args).ledger_url).quarantined(limit=args.limit)
+    if not rows:
+        print("no quarantined signals")
+    for r in rows:
+        print(f"{r.seen_at:%Y-%m-%dT%H:%M:%SZ}  {r.kind:<18} {r.path}\n    {r.reason}")
+    return 0
+
+
 # --- baton db ----------------------------------------------------------------------------
 def cmd_db(args: argparse.Namespace) -> int:
     from baton.ledger import Ledger
@@ -169,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sig = sub.add_parser("signal", help="validate signal files").add_subparsers(
+    sig = sub.add_parser("signal", help="validate signal files, list quarantined ones").add_subparsers(
         dest="signal_command", required=True, metavar="SUBCOMMAND")
     p = sig.add_parser("validate", help="check signal files strictly; exit 1 if any is bad")
     p.add_argument("files", nargs="+", metavar="FILE")
@@ -178,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the signal kind when the file name does not tell it")
     p.add_argument("--drive", help="the shared drive (default: SHARED_DRIVE / baton.yaml)")
     p.set_defaults(func=cmd_signal_validate)
+    p = sig.add_parser("quarantined", help="signals the watcher rejected, and why")
+    p.add_argument("--limit", type=int, default=50)
+    p.set_defaults(func=cmd_signal_quarantined)
 
     db = sub.add_parser("db", help="the ledger database").add_subparsers(
         dest="db_command", required=True, metavar="SUBCOMMAND")

@@ -142,3 +142,14 @@ def test_help_lists_every_command(env: dict[str, str]) -> None:
     out = baton("--help", env=env).stdout
     for command in ("signal", "db", "slurm", "config"):
         assert command in out
+
+
+def test_quarantined_lists_reasons(tmp_path: Path, env: dict[str, str]) -> None:
+    from baton.ledger import open_ledger
+
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'state' / 'ledger.db'}")
+    ledger.record_signal("q:1", "training_complete", "/d/models/x/.training_complete",
+                         "quarantined", reason="malformed JSON: Expecting value")
+    out = baton("signal", "quarantined", env=env)
+    assert out.returncode == 0
+    assert "/d/models/x/.training_complete" in out.stdout and "malformed JSON" in out.stdout
