@@ -180,8 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sig = sub.add_parser("signal", help="validate signal files, list quarantined ones").add_subparsers(
-        dest="signal_command", required=True, metavar="SUBCOMMAND")
+    sig = sub.add_parser("signal", help="validate signal files, list quarantined ones")
+    sig = sig.add_subparsers(dest="signal_command", required=True, metavar="SUBCOMMAND")
     p = sig.add_parser("validate", help="check signal files strictly; exit 1 if any is bad")
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--kind", choices=["training_complete", "eval_complete", "eval_failed",

@@ -5,6 +5,7 @@ from dagster import DefaultSensorStatus, SensorEvaluationContext, SkipReason, se
 
 from baton.errors import BatonError
 from baton.ledger import stages as st
+from baton.slurm.service import reconcile_stale
 from resources import LedgerResource, SlurmResource, baton_config
 
 
@@ -27,6 +28,9 @@ def slurm_tracker(context: SensorEvaluationContext, slurm: SlurmResource,
             raise
         changed = led.apply_statuses(statuses)
         detail = f"{len(unfinished)} unfinished, {len(statuses)} answered, {changed} changed"
+    settled = reconcile_stale(led, slurm.client())
+    if settled:
+        context.log.warning(f"settled {settled} submission(s) whose submitter died")
     stage_changes = st.sync_stage_rows(led, baton_config().sensors.missing_signal_grace_seconds)
     led.heartbeat("slurm_tracker", detail)
     return SkipReason(f"{detail}; {stage_changes} task(s) moved on")

@@ -163,13 +163,27 @@ def test_job_lifecycle(ledger: Ledger) -> None:
     assert ledger.apply_statuses({"123": JobStatus(job_id="123", state="FAILED")}) == 0
 
 
-def test_submit_failure_is_kept(ledger: Ledger) -> None:
+def test_submit_failure_is_kept_and_can_be_retried(ledger: Ledger) -> None:
     claim = ledger.claim_submission("k", stage="analysis", experiment="e", backend="sbatch")
     ledger.mark_submit_failed(claim.row_id, "sbatch: error: invalid partition")
     row = ledger.job(claim.row_id)
     assert row.state == "SUBMIT_FAILED" and "invalid partition" in row.reason
-    again = ledger.claim_submission("k", stage="analysis", experiment="e", backend="sbatch")
-    assert not again.created and again.state == "SUBMIT_FAILED"
+    # Slurm never accepted it: trying again (e.g. from the UI, after fixing the partition)
+    # re-claims the same row, and only one of several callers wins
+    results = []
+
+    def retry() -> None:
+        results.append(ledger.claim_submission("k", stage="analysis", experiment="e",
+                                               backend="sbatch"))
+
+    threads = [threading.Thread(target=retry) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(c.created for c in results) == 1
+    assert {c.row_id for c in results} == {claim.row_id}
+    assert ledger.job(claim.row_id).state == "SUBMITTING"
 
 
 def test_heartbeats(ledger: Ledger) -> None:

@@ -230,3 +230,24 @@ def test_stage_jobs_through_the_ledger(config: Config, tmp_path: Path) -> None:
     assert all(r.ended_at and r.node and r.cpu_seconds is not None for r in rows)
     logs = [Path(r.stdout_path).read_text() for r in rows]
     assert logs[1].splitlines()[1] == f"evaluating exp1 at {ckpts[1]}"
+
+
+def test_a_dead_submitter_is_reconciled(config: Config, workdir: Path) -> None:
+    """A claim whose submitter died after sbatch but before recording the id is adopted
+    from the queue (by its comment token), never submitted twice."""
+    from baton.slurm.service import comment_token, reconcile_stale
+
+    ledger = open_ledger(config.ledger_url)
+    backend = SbatchBackend(base_delay=0.5)
+    claim = ledger.claim_submission("evaluation:ghost:attempt-1", stage="evaluation",
+                                    experiment="ghost", backend="sbatch")
+    token = comment_token(["evaluation:ghost:attempt-1"])
+    ledger.note_token([claim.row_id], token)
+    job = submit(backend, workdir, "ghost", "sleep 30", comment=token)  # then it "died"
+    lost = ledger.claim_submission("evaluation:lost:attempt-1", stage="evaluation",
+                                   experiment="lost", backend="sbatch")
+    ledger.note_token([lost.row_id], comment_token(["evaluation:lost:attempt-1"]))
+    assert reconcile_stale(ledger, backend, older_than_s=0) == 2
+    assert ledger.job(claim.row_id).job_id == job
+    assert ledger.job(lost.row_id).state == "SUBMIT_FAILED"
+    backend.cancel([job])

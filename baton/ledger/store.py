@@ -178,9 +178,19 @@ class Ledger:
             except IntegrityError:
                 row = self.job_by_key(key)
                 assert row is not None
+                if row.state == "SUBMIT_FAILED" and self._reclaim(row.id):
+                    return Claim(row.id, True, "SUBMITTING", None)
                 return Claim(row.id, False, row.state, row.job_id)
 
         return with_retry(once)
+
+    def _reclaim(self, row_id: int) -> bool:
+        """A submission Slurm never accepted may be tried again; one caller wins."""
+        with self.write() as conn:
+            return conn.execute(update(slurm_jobs).where(
+                slurm_jobs.c.id == row_id, slurm_jobs.c.state == "SUBMIT_FAILED").values(
+                state="SUBMITTING", reason=None, ended_at=None, updated_at=utcnow())
+            ).rowcount == 1
 
     def mark_submitted(self, row_id: int, job_id: str, *, script_path: str | None = None,
                        stdout_path: str | None = None, stderr_path: str | None = None,
@@ -190,6 +200,22 @@ class Ledger:
                          submitted_at=submitted_at or utcnow(), script_path=script_path,
                          stdout_path=stdout_path, stderr_path=stderr_path,
                          array_job_id=array_job_id, array_task_id=array_task_id)
+
+    def note_token(self, row_ids: list[int], token: str) -> None:
+        """Remember the comment a submission carries, to find it in the queue if the
+        submitting process dies before Slurm's answer is recorded."""
+        for index, row_id in enumerate(row_ids):
+            row = self.job(row_id)
+            meta = {**(row.metadata or {}), "token": token, "task_index": index}
+            self._update_job(row_id, metadata=meta)
+
+    def stale_submissions(self, older_than_s: float) -> Sequence[Row[Any]]:
+        """Claims still SUBMITTING long after they were made: their submitter died."""
+        cutoff = utcnow() - timedelta(seconds=older_than_s)
+        with self.read() as conn:
+            return conn.execute(select(slurm_jobs).where(
+                slurm_jobs.c.state == "SUBMITTING", slurm_jobs.c.updated_at < cutoff)
+                .order_by(slurm_jobs.c.id)).all()
 
     def mark_submit_failed(self, row_id: int, reason: str) -> None:
         """A submission that never reached Slurm; the key stays taken (resubmit is a new

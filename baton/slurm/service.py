@@ -84,8 +84,10 @@ def submit_jobs(config: Config, ledger: Ledger, backend: SlurmBackend, stage: st
             outcomes.append(TaskOutcome(experiment, checkpoint, claim.row_id, job_id, False))
     if not mine:
         return outcomes
+    token = comment_token([k for *_, k in mine])
+    ledger.note_token([row_id for row_id, *_ in mine], token)
     rendered = render_job(config, stage, [(e, c) for _, e, c, _ in mine], attempt=attempt,
-                          mem=mem, time=time, comment=comment_token([k for *_, k in mine]))
+                          mem=mem, time=time, comment=token)
     try:
         script_path = keep_for_audit(config.drive, rendered, attempt)
         submitted = backend.submit(rendered.spec, script_path)
@@ -130,3 +132,25 @@ def _expand(pattern: str | None, job_id: str, task: int, is_array: bool) -> str 
         return None
     out = pattern.replace("%A", job_id).replace("%a", str(task))
     return out if is_array else out.replace("%j", job_id)
+
+
+def reconcile_stale(ledger: Ledger, backend: SlurmBackend, older_than_s: float = 600) -> int:
+    """Settle claims whose submitter died between claiming and recording Slurm's answer:
+    adopt the job if the queue holds one with the submission's token, else mark the claim
+    failed (a retry may then claim it again). Returns how many rows were settled."""
+    rows = ledger.stale_submissions(older_than_s)
+    find = getattr(backend, "find_by_comment", None)
+    for row in rows:
+        meta = row.metadata or {}
+        found = find(meta["token"]) if find and meta.get("token") else None
+        if found:
+            siblings = [r for r in rows if (r.metadata or {}).get("token") == meta["token"]]
+            job_id = f"{found}_{meta.get('task_index', 0)}" if len(siblings) > 1 else found
+            log.warning("adopting job %s for %s: its submitter died before recording it",
+                        job_id, row.submission_key)
+            ledger.mark_submitted(row.id, job_id)
+        else:
+            ledger.mark_submit_failed(row.id, "the submitting process ended before Slurm's "
+                                      "answer was recorded, and no queued job carries its "
+                                      "token; retry to submit it")
+    return len(rows)
