@@ -159,6 +159,39 @@ def cmd_slurm_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- the work: evaluate, example training, the hook ----------------------------------------
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from baton.evaluate.harness import evaluate
+
+    ok, path = evaluate(_config(args), args.experiment, args.checkpoint,
+                        Path(args.eval_config) if args.eval_config else None)
+    print(f"{'complete' if ok else 'FAILED'}: {path}")
+    return 0 if ok else 1
+
+
+def cmd_example_train(args: argparse.Namespace) -> int:
+    from baton.example.model import Hyper
+    from baton.example.train import train_example
+
+    hyper = Hyper(dim=args.dim, hidden=args.hidden, lr=args.lr, epochs=args.epochs,
+                  seed=args.seed, checkpoint_every=args.checkpoint_every)
+    path = train_example(_config(args), args.experiment, hyper, args.campaign)
+    print(path or "training finished, but the signal could not be written (see the log)")
+    return 0 if path else 1
+
+
+def cmd_signal_training_complete(args: argparse.Namespace) -> int:
+    from baton.hook import training_complete
+
+    path = training_complete(args.experiment, args.checkpoint, campaign=args.campaign,
+                             final_loss=args.final_loss, total_steps=args.total_steps,
+                             num_epochs=args.num_epochs, config_path=args.config_path,
+                             git_commit=args.git_commit, mlflow_run_id=args.mlflow_run_id,
+                             checkpoints=args.extra_checkpoint, config=_config(args))
+    print(path or "could not write the signal (see the log)")
+    return 0 if path else 1
+
+
 # --- baton config ------------------------------------------------------------------------
 def cmd_config_show(args: argparse.Namespace) -> int:
     import yaml
@@ -192,6 +225,44 @@ def build_parser() -> argparse.ArgumentParser:
     p = sig.add_parser("quarantined", help="signals the watcher rejected, and why")
     p.add_argument("--limit", type=int, default=50)
     p.set_defaults(func=cmd_signal_quarantined)
+
+    p = sig.add_parser("training-complete", help="the training hook from a shell: write "
+                       ".training_complete atomically and log to MLflow; never fails the caller "
+                       "for MLflow")
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--checkpoint", required=True, help="the final checkpoint folder")
+    p.add_argument("--extra-checkpoint", action="append",
+                   help="an intermediate checkpoint to evaluate too (repeatable)")
+    p.add_argument("--campaign")
+    p.add_argument("--final-loss", type=float)
+    p.add_argument("--total-steps", type=int)
+    p.add_argument("--num-epochs", type=int)
+    p.add_argument("--config-path")
+    p.add_argument("--git-commit")
+    p.add_argument("--mlflow-run-id")
+    p.set_defaults(func=cmd_signal_training_complete)
+
+    p = sub.add_parser("evaluate", help="evaluate one checkpoint (what the evaluation Slurm "
+                       "job runs): Parquet metrics, MLflow, .eval_complete/.eval_failed")
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--config", dest="eval_config", help="eval.yaml (default: "
+                   "config/evaluation/base_eval.yaml on the drive, else the example evaluator)")
+    p.set_defaults(func=cmd_evaluate)
+
+    ex = sub.add_parser("example", help="the built-in example model").add_subparsers(
+        dest="example_command", required=True, metavar="SUBCOMMAND")
+    p = ex.add_parser("train", help="train the NumPy example model on the shipped corpus, "
+                      "save checkpoints to the drive and call the training hook")
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--campaign")
+    p.add_argument("--lr", type=float, default=0.2)
+    p.add_argument("--dim", type=int, default=16)
+    p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint-every", type=int, default=200)
+    p.set_defaults(func=cmd_example_train)
 
     db = sub.add_parser("db", help="the ledger database").add_subparsers(
         dest="db_command", required=True, metavar="SUBCOMMAND")

@@ -1,0 +1,154 @@
+"""Streaming metric rows to Parquet in the spec's layout, a batch at a time.
+
+Each (dataset, metric) of one checkpoint goes to its own file
+``metrics/dataset={d}/metric={m}/part-{checkpoint}-{job}.parquet`` (a new checkpoint
+adds files, never rewrites old ones); predictions go to ``predictions/{d}.parquet/``.
+Files are written under a temporary name and renamed when the dataset is done, so a
+failed dataset leaves nothing half-written behind."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from baton.errors import BatonError
+from baton.evaluate.protocol import Row
+from baton.evaluate.schema import METRIC_SCHEMA, schema_problems
+from baton.layout import ExperimentLayout, validate_name
+
+PREDICTION_SCHEMA = pa.schema([
+    ("experiment", pa.string()), ("checkpoint", pa.string()), ("dataset", pa.string()),
+    ("item_group", pa.string()), ("form", pa.string()), ("metric", pa.string()),
+    ("value", pa.float64()), ("detail", pa.string()), ("timestamp", pa.timestamp("us", tz="UTC")),
+])
+
+
+@dataclass
+class DatasetResult:
+    dataset: str
+    rows: int = 0
+    sums: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+
+    def means(self) -> dict[str, float]:
+        return {m: self.sums[m] / self.counts[m] for m in self.sums if self.counts[m]}
+
+
+class DatasetWriter:
+    """Writes one dataset's rows for one checkpoint; ``commit`` or ``abort`` at the end."""
+
+    def __init__(self, exp: ExperimentLayout, checkpoint: str, dataset: str, job: str,
+                 batch_rows: int = 5000) -> None:
+        self.exp, self.checkpoint, self.job = exp, checkpoint, job
+        self.dataset = validate_name(dataset, "dataset name")
+        self.batch_rows = batch_rows
+        self.buffers: dict[str, list[Row]] = {}
+        self.writers: dict[str, tuple[pq.ParquetWriter, Path, Path]] = {}
+        self.predictions: list[Row] = []
+        self.result = DatasetResult(dataset)
+        self.stamp = datetime.now(UTC)
+
+    def _target(self, metric: str) -> Path:
+        folder = self.exp.metrics_dir / f"dataset={self.dataset}" / f"metric={metric}"
+        return folder / f"part-{self.checkpoint}-{self.job}.parquet"
+
+    def add(self, row: Row) -> None:
+        metric = validate_name(row.get("metric"), "metric name")
+        value = row.get("value")
+        if not isinstance(value, int | float) or isinstance(value, bool) or \
+                not math.isfinite(float(value)):
+            raise BatonError(f"dataset {self.dataset}: metric {metric} has value {value!r}, "
+                             "not a finite number")
+        buf = self.buffers.setdefault(metric, [])
+        buf.append(row)
+        self.result.rows += 1
+        self.result.sums[metric] = self.result.sums.get(metric, 0.0) + float(value)
+        self.result.counts[metric] = self.result.counts.get(metric, 0) + 1
+        if "detail" in row:
+            self.predictions.append(row)
+        if len(buf) >= self.batch_rows:
+            self._flush(metric)
+        if len(self.predictions) >= self.batch_rows:
+            self._flush_predictions()
+
+    def add_all(self, rows: Iterable[Row]) -> None:
+        for row in rows:
+            self.add(row)
+
+    def _table(self, rows: list[Row]) -> pa.Table:
+        table = pa.table({
+            "experiment": [self.exp.name] * len(rows),
+            "checkpoint": [self.checkpoint] * len(rows),
+            "dataset": [self.dataset] * len(rows),
+            "item_group": [str(r.get("item_group", "")) for r in rows],
+            "form": [str(r.get("form", "")) for r in rows],
+            "value": [float(r["value"]) for r in rows],
+            "timestamp": [self.stamp] * len(rows),
+        }, schema=METRIC_SCHEMA)
+        problems = schema_problems(table.schema)  # validated before anything is written
+        if problems:
+            raise BatonError(f"dataset {self.dataset}: {'; '.join(problems)}")
+        return table
+
+    def _flush(self, metric: str) -> None:
+        rows = self.buffers.get(metric) or []
+        if not rows:
+            return
+        table = self._table(rows)
+        if metric not in self.writers:
+            final = self._target(metric)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            tmp = final.with_name(f".{final.name}.tmp")
+            self.writers[metric] = (pq.ParquetWriter(tmp, METRIC_SCHEMA), tmp, final)
+        self.writers[metric][0].write_table(table)
+        self.buffers[metric] = []
+
+    def _flush_predictions(self) -> None:
+        if not self.predictions:
+            return
+        rows = self.predictions
+        table = pa.table({
+            "experiment": [self.exp.name] * len(rows),
+            "checkpoint": [self.checkpoint] * len(rows),
+            "dataset": [self.dataset] * len(rows),
+            "item_group": [str(r.get("item_group", "")) for r in rows],
+            "form": [str(r.get("form", "")) for r in rows],
+            "metric": [r["metric"] for r in rows],
+            "value": [float(r["value"]) for r in rows],
+            "detail": [json.dumps(r.get("detail"), default=str) for r in rows],
+            "timestamp": [self.stamp] * len(rows),
+        }, schema=PREDICTION_SCHEMA)
+        key = "__predictions__"
+        if key not in self.writers:
+            final = (self.exp.predictions_dir / f"{self.dataset}.parquet" /
+                     f"part-{self.checkpoint}-{self.job}.parquet")
+            final.parent.mkdir(parents=True, exist_ok=True)
+            tmp = final.with_name(f".{final.name}.tmp")
+            self.writers[key] = (pq.ParquetWriter(tmp, PREDICTION_SCHEMA), tmp, final)
+        self.writers[key][0].write_table(table)
+        self.predictions = []
+
+    def commit(self) -> DatasetResult:
+        for metric in list(self.buffers):
+            self._flush(metric)
+        self._flush_predictions()
+        for writer, tmp, final in self.writers.values():
+            writer.close()
+            tmp.replace(final)
+            self.result.files.append(str(final))
+        return self.result
+
+    def abort(self) -> None:
+        for writer, tmp, _ in self.writers.values():
+            try:
+                writer.close()
+            finally:
+                tmp.unlink(missing_ok=True)
