@@ -169,6 +169,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from baton.analyze.run import analyze
+
+    compare = [c for c in args.compare.split(",") if c] if args.compare is not None else None
+    ok, path = analyze(_config(args), args.experiment, compare)
+    print(f"{'complete' if ok else 'FAILED'}: {path}")
+    return 0 if ok else 1
+
+
 def cmd_example_train(args: argparse.Namespace) -> int:
     from baton.example.model import Hyper
     from baton.example.train import train_example
@@ -249,6 +258,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", dest="eval_config", help="eval.yaml (default: "
                    "config/evaluation/base_eval.yaml on the drive, else the example evaluator)")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("analyze", help="analyse one experiment (what the analysis Slurm job "
+                       "runs): figures, tables, HTML report, manifest, .analysis_complete")
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--compare", help="comma-separated experiments to compare with (default: "
+                   "the other experiments of its campaign)")
+    p.set_defaults(func=cmd_analyze)
 
     ex = sub.add_parser("example", help="the built-in example model").add_subparsers(
         dest="example_command", required=True, metavar="SUBCOMMAND")

@@ -1,0 +1,1 @@
+"""Analysis: DuckDB over the metrics Parquet -> statistics, figures, tables, one report."""
