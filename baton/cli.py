@@ -201,6 +201,46 @@ def cmd_signal_training_complete(args: argparse.Namespace) -> int:
     return 0 if path else 1
 
 
+def cmd_sql(args: argparse.Namespace) -> int:
+    import duckdb
+
+    from baton.sqlviews import connect, refresh
+
+    config = _config(args)
+    if args.views:
+        path = refresh(config)
+        print(f"views written: {path}\nuse them with: duckdb -init {path}")
+        return 0
+    if not args.query:
+        raise BatonError("give a query, e.g. baton sql \"SELECT * FROM jobs LIMIT 5\"")
+    con = connect(config)
+    try:
+        rel = con.sql(args.query)
+    except duckdb.Error as exc:
+        raise BatonError(f"query failed: {exc}") from None
+    if rel is None:
+        return 0
+    if args.format == "csv":
+        import csv
+
+        writer = csv.writer(sys.stdout)
+        writer.writerow(rel.columns)
+        writer.writerows(rel.fetchall())
+    elif args.format == "json":
+        rows = [dict(zip(rel.columns, r, strict=True)) for r in rel.fetchall()]
+        print(json.dumps(rows, indent=2, default=str))
+    else:
+        rel.show(max_width=200, max_rows=args.max_rows)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from baton.demo import run_demo
+
+    return run_demo(Path(args.home) if args.home else None, once=args.once,
+                    backend=args.backend, timeout=args.timeout)
+
+
 # --- baton config ------------------------------------------------------------------------
 def cmd_config_show(args: argparse.Namespace) -> int:
     import yaml
@@ -265,6 +305,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", help="comma-separated experiments to compare with (default: "
                    "the other experiments of its campaign)")
     p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("sql", help="ad-hoc SQL (DuckDB) over the views metrics, predictions, "
+                       "jobs, signals, training_runs, evaluation_jobs, analysis_jobs, ...")
+    p.add_argument("query", nargs="?")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.add_argument("--max-rows", type=int, default=50)
+    p.add_argument("--views", action="store_true",
+                   help="only (re)write views.sql for the duckdb CLI and say where it is")
+    p.set_defaults(func=cmd_sql)
+
+    p = sub.add_parser("demo", help="the whole pipeline on this machine: MLflow, Dagster, a "
+                       "small campaign through evaluation and analysis")
+    p.add_argument("--once", action="store_true",
+                   help="exit when every report is written (non-zero if a stage failed)")
+    p.add_argument("--home", help="where the demo keeps its drive, state and logs "
+                   "(default: ~/.local/share/baton/demo)")
+    p.add_argument("--backend", choices=["auto", "sbatch", "local"], default="auto")
+    p.add_argument("--timeout", type=float, default=1800, help="seconds before giving up")
+    p.set_defaults(func=cmd_demo)
 
     ex = sub.add_parser("example", help="the built-in example model").add_subparsers(
         dest="example_command", required=True, metavar="SUBCOMMAND")

@@ -41,3 +41,5 @@ def setup_logging(cfg: LoggingConfig, *, verbose: bool = False) -> None:
         "%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S%z"))
     root.addHandler(handler)
     root.setLevel("DEBUG" if verbose else cfg.level)
+    if not verbose:
+        logging.getLogger("alembic").setLevel("WARNING")  # one line per migration check

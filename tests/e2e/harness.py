@@ -47,6 +47,9 @@ class Pipeline:
         for var in ("SHARED_DRIVE", "BATON_STATE_DIR", "BATON_DATABASE_URL",
                     "BATON_SLURM_BACKEND"):
             self.env.pop(var, None)
+        # create Dagster's storage once, before daemon and webserver race to create it
+        subprocess.run([str(Path(sys.executable).parent / "dagster"), "instance", "migrate"],
+                       env=self.env, check=True, capture_output=True, timeout=300)
         self.config = load_config(self.config_file, self.env)
         self.ledger: Ledger = open_ledger(self.config.ledger_url)
         self.daemon: subprocess.Popen[bytes] | None = None
