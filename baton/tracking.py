@@ -47,7 +47,8 @@ class Tracker:
               tags: Mapping[str, str] | None = None) -> str | None:
         def go() -> str:
             exp = self.client.get_experiment_by_name(experiment)
-            exp_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
+            exp_id = exp.experiment_id if exp else self.client.create_experiment(
+                experiment, tags={"mlflow.experimentKind": "custom_model_development"})
             all_tags = {"mlflow.runName": run_name, **(tags or {})}
             if parent_run_id:
                 all_tags["mlflow.parentRunId"] = parent_run_id

@@ -95,9 +95,10 @@ def test_demo_uis_and_ctrl_c(tmp_path: Path) -> None:
                    tmp_path / "c1")
         assert "analysis_report" in page and exps[0] in page
         screenshot(f"{urls['Dagster UI']}/asset-groups", "demo-dagster.png", tmp_path / "c2")
-        page = dom(f"{urls['MLflow']}/#/experiments/1", tmp_path / "c3")
-        assert f"training {exps[0]}" in page
-        screenshot(f"{urls['MLflow']}/#/experiments/1", "demo-mlflow.png", tmp_path / "c4")
+        runs = f"{urls['MLflow']}/#/experiments/1/runs"
+        page = dom(runs, tmp_path / "c3")
+        assert all(f"training {e}" in page for e in exps), page[-2000:]
+        screenshot(runs, "demo-mlflow.png", tmp_path / "c4")
     finally:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(120)
