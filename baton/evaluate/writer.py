@@ -147,8 +147,14 @@ class DatasetWriter:
         return self.result
 
     def abort(self) -> None:
+        """Drop this dataset's unfinished files (and the folders they alone made)."""
         for writer, tmp, _ in self.writers.values():
             try:
                 writer.close()
             finally:
                 tmp.unlink(missing_ok=True)
+                for folder in (tmp.parent, tmp.parent.parent):
+                    try:
+                        folder.rmdir()
+                    except OSError:
+                        break  # not empty: other checkpoints' files live there
