@@ -241,6 +241,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     backend=args.backend, timeout=args.timeout)
 
 
+def cmd_signal_analysis_complete(args: argparse.Namespace) -> int:
+    import os
+
+    from baton.evaluate.harness import job_tag
+    from baton.inbox import publish
+    from baton.signals import AnalysisComplete, utcnow
+
+    config = _config(args)
+    exp = config.drive.experiment(args.experiment)
+    signal = AnalysisComplete(
+        timestamp=utcnow(), experiment=args.experiment, job_id=job_tag(), status=args.status,
+        report_path=str(Path(args.report).resolve()) if args.report else None,
+        outputs=[str(Path(o).resolve()) for o in args.output or []] or None,
+        error_message=args.error)
+    folder = Path(os.environ.get("BATON_SIGNAL_DIR") or exp.reports_dir)
+    print(publish(config.drive, signal, folder / ".analysis_complete"))
+    return 0
+
+
 # --- baton config ------------------------------------------------------------------------
 def cmd_config_show(args: argparse.Namespace) -> int:
     import yaml
@@ -290,6 +309,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--git-commit")
     p.add_argument("--mlflow-run-id")
     p.set_defaults(func=cmd_signal_training_complete)
+
+    p = sig.add_parser("analysis-complete", help="announce an analysis another tool did "
+                       "(e.g. an R targets pipeline)")
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--report", help="the report file (HTML or PDF)")
+    p.add_argument("--output", action="append", help="another output file (repeatable)")
+    p.add_argument("--status", choices=["complete", "failed"], default="complete")
+    p.add_argument("--error", help="what went wrong, with --status failed")
+    p.set_defaults(func=cmd_signal_analysis_complete)
 
     p = sub.add_parser("evaluate", help="evaluate one checkpoint (what the evaluation Slurm "
                        "job runs): Parquet metrics, MLflow, .eval_complete/.eval_failed")

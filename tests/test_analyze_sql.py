@@ -103,3 +103,33 @@ def test_baton_sql_and_the_duckdb_views_file(campaign: Config) -> None:
     bad = subprocess.run([sys.executable, "-m", "baton", "sql", "SELEC nonsense"], env=env,
                          capture_output=True, text=True, check=False)
     assert bad.returncode == 1 and "query failed" in bad.stderr
+
+
+def test_readme_queries_run(campaign: Config) -> None:
+    """The three queries the README shows work on real data."""
+    import re
+
+    from baton.sqlviews import connect
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## SQL over everything"):readme.index("## Signals")]
+    queries = re.findall(r'baton sql "(.*?)"', section, flags=re.S)
+    assert len(queries) == 3
+    con = connect(campaign)
+    for q in queries:
+        q = q.replace("exp01", "slow")
+        assert con.sql(" ".join(q.split())).fetchall(), q
+
+
+def test_analysis_complete_from_a_shell(campaign: Config) -> None:
+    report = campaign.drive.experiment("fast").reports_dir / "from-r.html"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text("<html></html>")
+    env = {**os.environ, "SHARED_DRIVE": str(campaign.shared_drive),
+           "BATON_STATE_DIR": str(campaign.state_dir), "BATON_CONFIG": ""}
+    env.pop("BATON_SIGNAL_DIR", None)
+    out = subprocess.run([sys.executable, "-m", "baton", "signal", "analysis-complete",
+                          "--experiment", "fast", "--report", str(report)], env=env,
+                         capture_output=True, text=True, check=True).stdout.strip()
+    sig = read_signal(Path(out), campaign.drive).signal
+    assert sig.report_path == str(report) and sig.status == "complete"
