@@ -39,9 +39,10 @@ def snapshot_ledger(config: Config) -> Path:
             for table in LEDGER_VIEWS.values():
                 t = metadata.tables[table]
                 rows = conn.execute(select(t)).mappings().all()
+                schema = pa.schema([(c.name, _arrow_type(c.type)) for c in t.columns])
                 data = {c.name: [_plain(r[c.name]) for r in rows] for c in t.columns}
                 tmp = folder / f".{table}.parquet.tmp"
-                pq.write_table(pa.table(data) if rows else _empty(t), tmp)
+                pq.write_table(pa.table(data, schema=schema), tmp)
                 tmp.replace(folder / f"{table}.parquet")
     finally:
         ledger.close()
@@ -54,8 +55,19 @@ def _plain(value: object) -> object:
     return json.dumps(value) if isinstance(value, dict | list) else value
 
 
-def _empty(table: object) -> pa.Table:
-    return pa.table({c.name: pa.array([], pa.string()) for c in table.columns})
+def _arrow_type(sql_type: object) -> pa.DataType:
+    """The ledger's column types in Arrow, so even an empty table has typed columns."""
+    from sqlalchemy import BigInteger, DateTime, Float, Integer
+
+    from baton.ledger.schema import UTCDateTime
+
+    if isinstance(sql_type, UTCDateTime | DateTime):
+        return pa.timestamp("us", tz="UTC")
+    if isinstance(sql_type, Integer | BigInteger):
+        return pa.int64()
+    if isinstance(sql_type, Float):
+        return pa.float64()
+    return pa.string()  # text, and JSON as its text
 
 
 def views_sql(config: Config) -> str:
