@@ -1,6 +1,8 @@
 """The per-experiment assets. Runs submit and return; sensors report what Slurm did."""
 
 
+from collections.abc import Callable
+
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -28,15 +30,21 @@ model = AssetSpec(
                 "lands and validates.")
 
 
-def _job_metadata(sub: Submission, backend: str) -> dict:
-    tasks = sub.tasks
-    return {
-        "slurm_job_ids": ", ".join(sub.job_ids),
-        "backend": backend,
-        "tasks": len(tasks),
-        "submitted_now": sub.submitted_now,
-        "checkpoints": MetadataValue.json([t.checkpoint for t in tasks if t.checkpoint]),
-    }
+def _submit(context: AssetExecutionContext, slurm: SlurmResource, ledger: LedgerResource,
+            submit: Callable[..., dict[str, Submission]]) -> None:
+    """Submit the run's partitions (one job, or one array) and record each partition's jobs."""
+    backend = slurm.client()
+    subs = submit(slurm.config, ledger.ledger(), backend, context.partition_keys)
+    for exp, sub in subs.items():
+        context.add_asset_metadata({
+            "slurm_job_ids": ", ".join(sub.job_ids),
+            "backend": backend.name,
+            "tasks": len(sub.tasks),
+            "submitted_now": sub.submitted_now,
+            "checkpoints": MetadataValue.json([t.checkpoint for t in sub.tasks if t.checkpoint]),
+        }, partition_key=exp)
+        context.log.info(f"{exp}: {'submitted' if sub.submitted_now else 'already submitted'}"
+                         f" as {', '.join(sub.job_ids)}")
 
 
 @asset(partitions_def=experiments, deps=[model], group_name=GROUP, kinds={"slurm"},
@@ -45,13 +53,7 @@ def _job_metadata(sub: Submission, backend: str) -> dict:
                    "of N experiments is one job array. Materialized when Slurm accepted it.")
 def evaluation_job(context: AssetExecutionContext, slurm: SlurmResource,
                    ledger: LedgerResource) -> None:
-    backend = slurm.client()
-    subs = submit_evaluations(slurm.config, ledger.ledger(), backend, context.partition_keys)
-    for exp, sub in subs.items():
-        context.add_asset_metadata(_job_metadata(sub, backend.name), partition_key=exp)
-        context.log.info("%s: evaluation %s as %s", exp,
-                         "submitted" if sub.submitted_now else "already submitted",
-                         ", ".join(sub.job_ids))
+    _submit(context, slurm, ledger, submit_evaluations)
 
 
 @asset(partitions_def=experiments, deps=[evaluation_job], group_name=GROUP,
@@ -118,10 +120,7 @@ def evaluation_metrics(context: AssetExecutionContext, ledger: LedgerResource,
        description="The analysis submitted to Slurm. Materialized when Slurm accepted it.")
 def analysis_job(context: AssetExecutionContext, slurm: SlurmResource,
                  ledger: LedgerResource) -> None:
-    backend = slurm.client()
-    subs = submit_analyses(slurm.config, ledger.ledger(), backend, context.partition_keys)
-    for exp, sub in subs.items():
-        context.add_asset_metadata(_job_metadata(sub, backend.name), partition_key=exp)
+    _submit(context, slurm, ledger, submit_analyses)
 
 
 @asset(partitions_def=experiments, deps=[analysis_job], group_name=GROUP,

@@ -102,14 +102,16 @@ class DatasetWriter:
         rows = self.buffers.get(metric) or []
         if not rows:
             return
-        table = self._table(rows)
-        if metric not in self.writers:
-            final = self._target(metric)
+        self._writer(metric, self._target(metric), METRIC_SCHEMA).write_table(self._table(rows))
+        self.buffers[metric] = []
+
+    def _writer(self, key: str, final: Path, schema: pa.Schema) -> pq.ParquetWriter:
+        """The open writer for ``key``, writing to a temp name beside ``final``."""
+        if key not in self.writers:
             final.parent.mkdir(parents=True, exist_ok=True)
             tmp = final.with_name(f".{final.name}.tmp")
-            self.writers[metric] = (pq.ParquetWriter(tmp, METRIC_SCHEMA), tmp, final)
-        self.writers[metric][0].write_table(table)
-        self.buffers[metric] = []
+            self.writers[key] = (pq.ParquetWriter(tmp, schema), tmp, final)
+        return self.writers[key][0]
 
     def _flush_predictions(self) -> None:
         if not self.predictions:
@@ -126,14 +128,9 @@ class DatasetWriter:
             "detail": [json.dumps(r.get("detail"), default=str) for r in rows],
             "timestamp": [self.stamp] * len(rows),
         }, schema=PREDICTION_SCHEMA)
-        key = "__predictions__"
-        if key not in self.writers:
-            final = (self.exp.predictions_dir / f"{self.dataset}.parquet" /
-                     f"part-{self.checkpoint}-{self.job}.parquet")
-            final.parent.mkdir(parents=True, exist_ok=True)
-            tmp = final.with_name(f".{final.name}.tmp")
-            self.writers[key] = (pq.ParquetWriter(tmp, PREDICTION_SCHEMA), tmp, final)
-        self.writers[key][0].write_table(table)
+        final = (self.exp.predictions_dir / f"{self.dataset}.parquet" /
+                 f"part-{self.checkpoint}-{self.job}.parquet")
+        self._writer("__predictions__", final, PREDICTION_SCHEMA).write_table(table)
         self.predictions = []
 
     def commit(self) -> DatasetResult:
