@@ -260,6 +260,13 @@ def cmd_signal_analysis_complete(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_exporter(args: argparse.Namespace) -> int:
+    from baton.exporter.server import serve
+
+    serve(_config(args), args.host, args.port, args.queue_ttl)
+    return 0
+
+
 # --- baton config ------------------------------------------------------------------------
 def cmd_config_show(args: argparse.Namespace) -> int:
     import yaml
@@ -352,6 +359,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["auto", "sbatch", "local"], default="auto")
     p.add_argument("--timeout", type=float, default=1800, help="seconds before giving up")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("exporter", help="serve Prometheus metrics computed from the ledger, "
+                       "the Slurm queue and the drive")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=9108)
+    p.add_argument("--queue-ttl", type=float, default=30,
+                   help="seconds one Slurm queue snapshot serves every scrape")
+    p.set_defaults(func=cmd_exporter)
 
     ex = sub.add_parser("example", help="the built-in example model").add_subparsers(
         dest="example_command", required=True, metavar="SUBCOMMAND")
