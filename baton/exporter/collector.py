@@ -213,6 +213,22 @@ class BatonCollector:
                 last_ok.add_metric([stage], oks[0].timestamp())
         yield consec
         yield last_ok
+        now = datetime.now().astimezone()
+        waiting = GaugeMetricFamily("baton_oldest_waiting_job_seconds",
+                                    "age of the oldest job still pending or held",
+                                    labels=["stage"])
+        running = GaugeMetricFamily("baton_longest_running_job_seconds",
+                                    "run time so far of the longest-running job",
+                                    labels=["stage"])
+        for stage in stages:
+            pend = [now - j.submitted_at for j in jobs if j.stage == stage and j.submitted_at
+                    and dashboard_state(j.state, j.reason) in ("pending", "held")]
+            run = [now - j.started_at for j in jobs if j.stage == stage and j.started_at
+                   and dashboard_state(j.state, j.reason) in ("started", "running")]
+            waiting.add_metric([stage], max(pend).total_seconds() if pend else 0)
+            running.add_metric([stage], max(run).total_seconds() if run else 0)
+        yield waiting
+        yield running
 
     def _flows(self, conn: Any) -> list[Metric]:
         """Latencies of the pipeline: signal to submission, stage to stage, end to end."""
@@ -247,7 +263,14 @@ class BatonCollector:
             if analysed is not None:
                 e2a.append(_seconds(evaluated, analysed) or 0.0)
                 end.append(_seconds(trained, analysed) or 0.0)
+        unanswered = [trained for key, trained, _ in trig if trained is not None and (
+            key not in eval_by or eval_by[key][2] or eval_by[key][1] is None)]
+        oldest = (max(datetime.now().astimezone() - t for t in unanswered).total_seconds()
+                  if unanswered else 0)
         return [
+            GaugeMetricFamily("baton_oldest_unanswered_training_seconds",
+                              "age of the oldest trained model without a completed evaluation",
+                              value=oldest),
             _histogram("baton_signal_detection_latency_seconds",
                        "training signal written to evaluation submitted", "",
                        {"": detect}, LATENCY_BUCKETS),

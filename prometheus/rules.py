@@ -1,0 +1,103 @@
+"""Alert and recording rules, generated from one table of thresholds.
+
+``python -m prometheus.rules`` rewrites ``prometheus/alerts.yml``; a test keeps the file
+and this table in step. The integration test renders them with short thresholds."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+
+HERE = Path(__file__).parent
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    heartbeat_stale_seconds: int = 300       # a sensor silent for 5 minutes
+    consecutive_failures: int = 3            # more than 3 Slurm failures in a row
+    drive_free_ratio: float = 0.10           # under 10% free on the shared drive
+    queue_depth: int = 50                    # more than 50 jobs waiting
+    job_wait_seconds: int = 86400            # a job waiting over 24 hours
+    eval_runtime_factor: float = 2.0         # evaluation over twice its expected time
+    expected_eval_seconds: int = 7200        # the expected time (the template's --time)
+    missing_signal_seconds: int = 86400      # trained, no evaluation complete after a day
+    failure_rate: float = 0.25               # over 25% of jobs failing ...
+    failure_rate_window: str = "1h"          # ... in this window
+    for_duration: str = "5m"                 # how long a warning must hold
+
+
+def recording_rules(t: Thresholds) -> dict:
+    w = t.failure_rate_window
+    return {"name": "baton-recording", "rules": [
+        {"record": "baton:jobs_failed:increase" + w,
+         "expr": f"sum by (stage) (increase(baton_jobs_failed_total[{w}]))"},
+        {"record": "baton:jobs_ended:increase" + w,
+         "expr": f"sum by (stage) (increase(baton_jobs_failed_total[{w}])) + "
+                 f"sum by (stage) (increase(baton_jobs_finished_total[{w}]))"},
+        {"record": "baton:failure_ratio:" + w,
+         "expr": f"baton:jobs_failed:increase{w} / (baton:jobs_ended:increase{w} > 0)"},
+        {"record": "baton:jobs_finished:rate1h",
+         "expr": "sum by (stage) (rate(baton_jobs_finished_total[1h])) * 3600"},
+        {"record": "baton:job_queue_wait_seconds:p95",
+         "expr": "histogram_quantile(0.95, sum by (stage, le) "
+                 "(rate(baton_job_queue_wait_seconds_bucket[1h])))"},
+    ]}
+
+
+def alert_rules(t: Thresholds) -> dict:
+    def alert(name: str, expr: str, severity: str, summary: str, for_: str | None = None
+              ) -> dict:
+        rule = {"alert": name, "expr": expr, "labels": {"severity": severity},
+                "annotations": {"summary": summary}}
+        if for_:
+            rule["for"] = for_
+        return rule
+
+    return {"name": "baton-alerts", "rules": [
+        alert("BatonSensorHeartbeatStale",
+              f"time() - baton_sensor_heartbeat_timestamp_seconds > {t.heartbeat_stale_seconds}",
+              "critical", "baton sensor {{ $labels.sensor }} has not ticked for "
+              f"{t.heartbeat_stale_seconds}s: is the Dagster daemon running?"),
+        alert("BatonConsecutiveSlurmFailures",
+              f"baton_stage_consecutive_failures > {t.consecutive_failures}", "critical",
+              "{{ $value }} Slurm jobs of stage {{ $labels.stage }} failed in a row"),
+        alert("BatonSharedDriveFull", f"baton_shared_drive_free_ratio < {t.drive_free_ratio}",
+              "critical", "the shared drive has {{ $value | humanizePercentage }} free"),
+        alert("BatonLedgerIntegrityFailed", "baton_ledger_integrity_ok == 0", "critical",
+              "the ledger's integrity check failed: run `baton db check`"),
+        alert("BatonQueueDepthHigh", f"baton_queue_depth > {t.queue_depth}", "warning",
+              "{{ $value }} jobs are waiting in the Slurm queue", t.for_duration),
+        alert("BatonJobWaitingTooLong",
+              f"baton_oldest_waiting_job_seconds > {t.job_wait_seconds}", "warning",
+              "a job of stage {{ $labels.stage }} has waited {{ $value | humanizeDuration }} "
+              "in the queue"),
+        alert("BatonEvaluationSlow",
+              "baton_longest_running_job_seconds{stage=\"evaluation\"} > "
+              f"{t.eval_runtime_factor * t.expected_eval_seconds:g}", "warning",
+              f"an evaluation has run over {t.eval_runtime_factor:g}x its expected "
+              f"{t.expected_eval_seconds}s"),
+        alert("BatonExpectedSignalMissing",
+              f"baton_oldest_unanswered_training_seconds > {t.missing_signal_seconds}",
+              "warning", "a trained model has had no completed evaluation for "
+              "{{ $value | humanizeDuration }}"),
+        alert("BatonFailureRateHigh",
+              f"baton:failure_ratio:{t.failure_rate_window} > {t.failure_rate}", "warning",
+              "{{ $value | humanizePercentage }} of {{ $labels.stage }} jobs failed in the "
+              f"last {t.failure_rate_window}", t.for_duration),
+    ]}
+
+
+def render(t: Thresholds | None = None) -> str:
+    t = t or Thresholds()
+    header = "# Generated by `python -m prometheus.rules` from its Thresholds; do not edit.\n"
+    header += "".join(f"#   {k}: {v}\n" for k, v in asdict(t).items())
+    return header + yaml.safe_dump({"groups": [recording_rules(t), alert_rules(t)]},
+                                   sort_keys=False, width=100)
+
+
+if __name__ == "__main__":
+    (HERE / "alerts.yml").write_text(render())
+    sys.stdout.write(f"wrote {HERE / 'alerts.yml'}\n")
