@@ -46,3 +46,18 @@ def test_promtool_unit_tests_cover_every_alert() -> None:
     proc = subprocess.run([promtool(), "test", "rules", "alerts_test.yml"],
                           cwd=PROM / "tests", capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_deploy_configs_are_valid() -> None:
+    deploy = PROM.parent / "deploy"
+    proc = subprocess.run([promtool(), "check", "config", str(deploy / "prometheus.yml")],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    amtool = shutil.which("amtool")
+    require(amtool is not None, "amtool is not installed (apt-get install "
+            "prometheus-alertmanager)")
+    proc = subprocess.run([str(amtool), "check-config", str(deploy / "alertmanager.yml")],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0 and "SUCCESS" in proc.stdout, proc.stdout + proc.stderr
+    assert "email_configs" in (deploy / "alertmanager.yml").read_text()
+    assert "webhook_configs" in (deploy / "alertmanager.yml").read_text()
