@@ -116,12 +116,16 @@ class BatonCollector:
                 slurm_jobs.c.stage, slurm_jobs.c.state, slurm_jobs.c.reason,
                 slurm_jobs.c.exit_signal, slurm_jobs.c.max_rss_mb, slurm_jobs.c.req_mem_mb,
                 slurm_jobs.c.submitted_at, slurm_jobs.c.started_at, slurm_jobs.c.ended_at,
-                slurm_jobs.c.restarts, slurm_jobs.c.cpu_seconds)).all()
+                slurm_jobs.c.restarts, slurm_jobs.c.cpu_seconds, slurm_jobs.c.campaign,
+                slurm_jobs.c.experiment)).all()
             sigs = conn.execute(select(signals.c.kind, signals.c.status, func.count())
                                 .group_by(signals.c.kind, signals.c.status)).all()
             beats = conn.execute(select(heartbeats.c.name, heartbeats.c.beat_at)).all()
+            campaign_of = dict(conn.execute(select(training_runs.c.experiment_name,
+                                                   training_runs.c.campaign)).all())
             flows = self._flows(conn)
         yield from self._job_metrics(jobs)
+        yield self._campaign_metric(jobs, campaign_of)
         fam = CounterMetricFamily("baton_signals", "signals seen, by kind and outcome",
                                   labels=["kind", "status"])
         for kind, status, n in sigs:
@@ -229,6 +233,19 @@ class BatonCollector:
             running.add_metric([stage], max(run).total_seconds() if run else 0)
         yield waiting
         yield running
+
+    @staticmethod
+    def _campaign_metric(jobs: list[Any], campaign_of: dict[str, str | None]) -> Metric:
+        """Jobs per campaign, stage and state (experiments without a campaign: "none")."""
+        counts: Counter[tuple[str, str, str]] = Counter()
+        for j in jobs:
+            camp = j.campaign or campaign_of.get(j.experiment) or "none"
+            counts[(camp, j.stage, dashboard_state(j.state, j.reason))] += 1
+        fam = GaugeMetricFamily("baton_campaign_jobs", "Slurm jobs by campaign, stage and "
+                                "dashboard state", labels=["campaign", "stage", "state"])
+        for (camp, stage, state), n in sorted(counts.items()):
+            fam.add_metric([camp, stage, state], n)
+        return fam
 
     def _flows(self, conn: Any) -> list[Metric]:
         """Latencies of the pipeline: signal to submission, stage to stage, end to end."""

@@ -1,0 +1,155 @@
+"""Grafana dashboards, generated (never hand-edited): ``python -m prometheus.dashboards``
+writes ``prometheus/grafana/dashboards/baton.json`` and the provisioning files.
+
+Layout of the production-dashboard design: row 1 status tiles, row 2 progress table,
+row 3 throughput and resources, then pipeline latency and firing alerts; variables
+``$stage`` and ``$campaign``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).parent
+OUT = HERE / "grafana"
+DATASOURCE = {"type": "prometheus", "uid": "baton-prometheus"}
+STAGE = 'stage=~"$stage"'
+CAMPAIGN = 'campaign=~"$campaign"'
+
+
+def target(expr: str, legend: str = "", fmt: str = "time_series", instant: bool = False
+           ) -> dict[str, Any]:
+    return {"datasource": DATASOURCE, "expr": expr, "legendFormat": legend, "format": fmt,
+            "instant": instant}
+
+
+def panel(kind: str, title: str, targets: list[dict], x: int, y: int, w: int, h: int,
+          unit: str | None = None, **options: Any) -> dict[str, Any]:
+    for i, t in enumerate(targets):
+        t["refId"] = chr(ord("A") + i)
+    defaults: dict[str, Any] = {"unit": unit} if unit else {}
+    return {"type": kind, "title": title, "datasource": DATASOURCE,
+            "gridPos": {"x": x, "y": y, "w": w, "h": h}, "targets": targets,
+            "fieldConfig": {"defaults": defaults, "overrides": []}, "options": options}
+
+
+def row(title: str, y: int) -> dict[str, Any]:
+    return {"type": "row", "title": title, "collapsed": False,
+            "gridPos": {"x": 0, "y": y, "w": 24, "h": 1}, "panels": []}
+
+
+def variable(name: str, query: str) -> dict[str, Any]:
+    return {"name": name, "label": name, "type": "query", "datasource": DATASOURCE,
+            "query": {"query": query, "refId": name}, "definition": query, "refresh": 2,
+            "includeAll": True, "multi": True, "allValue": ".*",
+            "current": {"text": "All", "value": "$__all"}}
+
+
+def dashboard() -> dict[str, Any]:
+    panels = [
+        row("Status", 0),
+        panel("stat", "Jobs by state", [target(
+            f"sum by (state) (baton_jobs{{{STAGE}}})", "{{state}}")], 0, 1, 10, 5,
+            colorMode="background", graphMode="none"),
+        panel("bargauge", "Completion per campaign", [target(
+            f"100 * sum by (campaign) (baton_campaign_jobs{{{CAMPAIGN},{STAGE},"
+            f"state=\"finished\"}}) / sum by (campaign) (baton_campaign_jobs{{{CAMPAIGN},"
+            f"{STAGE}}})", "{{campaign}}")], 10, 1, 6, 5, unit="percent"),
+        panel("stat", "Active jobs", [target(
+            f"sum(baton_jobs{{{STAGE},state=~\"started|running\"}})", "active")],
+            16, 1, 4, 5),
+        panel("stat", "Failure rate (1h)", [target(
+            f"100 * sum(baton:jobs_failed:increase1h{{{STAGE}}}) / "
+            f"sum(baton:jobs_ended:increase1h{{{STAGE}}})", "failed")], 20, 1, 4, 5,
+            unit="percent"),
+        row("Progress", 6),
+        panel("table", "Progress by campaign and stage", [target(
+            f"sum by (campaign, stage, state) (baton_campaign_jobs{{{CAMPAIGN},{STAGE}}})",
+            "", "table", instant=True)], 0, 7, 24, 8),
+        row("Throughput and resources", 15),
+        panel("timeseries", "Jobs finished per hour", [target(
+            f"baton:jobs_finished:rate1h{{{STAGE}}}", "{{stage}}")], 0, 16, 6, 8),
+        panel("timeseries", "Memory used / requested", [
+            target(f"histogram_quantile(0.5, sum by (stage, le) "
+                   f"(rate(baton_job_memory_used_ratio_bucket{{{STAGE}}}[1h])))",
+                   "median {{stage}}"),
+            target(f"histogram_quantile(0.95, sum by (stage, le) "
+                   f"(rate(baton_job_memory_used_ratio_bucket{{{STAGE}}}[1h])))",
+                   "p95 {{stage}}")], 6, 16, 6, 8, unit="percentunit"),
+        panel("timeseries", "CPU per stage", [target(
+            f"rate(baton_job_cpu_seconds_total{{{STAGE}}}[1h])", "{{stage}}")],
+            12, 16, 6, 8, unit="s"),
+        panel("timeseries", "Restarts", [target(
+            f"increase(baton_job_restarts_total{{{STAGE}}}[1h])", "{{stage}}")],
+            18, 16, 6, 8),
+        row("Pipeline latency", 24),
+        panel("timeseries", "Latency (p95)", [
+            target("histogram_quantile(0.95, sum by (le) "
+                   "(rate(baton_signal_detection_latency_seconds_bucket[1h])))",
+                   "signal to submission"),
+            target("histogram_quantile(0.95, sum by (le) "
+                   "(rate(baton_training_to_evaluation_seconds_bucket[1h])))",
+                   "training to evaluation"),
+            target("histogram_quantile(0.95, sum by (le) "
+                   "(rate(baton_evaluation_to_analysis_seconds_bucket[1h])))",
+                   "evaluation to analysis"),
+            target("histogram_quantile(0.95, sum by (le) "
+                   "(rate(baton_end_to_end_seconds_bucket[1h])))", "end to end")],
+            0, 25, 12, 8, unit="s"),
+        panel("timeseries", "Queue wait (p95)", [target(
+            f"baton:job_queue_wait_seconds:p95{{{STAGE}}}", "{{stage}}")], 12, 25, 6, 8,
+            unit="s"),
+        panel("stat", "Sensor heartbeat age", [target(
+            "time() - baton_sensor_heartbeat_timestamp_seconds", "{{sensor}}")],
+            18, 25, 6, 8, unit="s"),
+        row("Alerts", 33),
+        panel("table", "Firing alerts", [target(
+            'ALERTS{alertstate="firing", alertname=~"Baton.*"}', "", "table", instant=True)],
+            0, 34, 24, 6),
+    ]
+    for i, p in enumerate(panels, start=1):
+        p["id"] = i
+    return {
+        "uid": "baton-pipeline", "title": "baton: pipeline", "tags": ["baton"],
+        "schemaVersion": 39, "version": 1, "editable": False, "refresh": "30s",
+        "time": {"from": "now-24h", "to": "now"},
+        "templating": {"list": [variable("stage", "label_values(baton_jobs, stage)"),
+                                variable("campaign",
+                                         "label_values(baton_campaign_jobs, campaign)")]},
+        "panels": panels,
+    }
+
+
+def provisioning() -> dict[str, str]:
+    return {
+        "provisioning/dashboards/baton.yaml":
+            "apiVersion: 1\nproviders:\n  - name: baton\n    folder: baton\n    type: file\n"
+            "    options:\n      path: /var/lib/grafana/dashboards/baton\n",
+        "provisioning/datasources/baton-prometheus.yaml":
+            "apiVersion: 1\ndatasources:\n  - name: baton-prometheus\n    uid: baton-prometheus"
+            "\n    type: prometheus\n    access: proxy\n    url: http://127.0.0.1:9090\n",
+    }
+
+
+def queries(board: dict[str, Any]) -> list[str]:
+    """Every PromQL expression of every panel (the integration test runs them all)."""
+    return [t["expr"] for p in board["panels"] for t in p.get("targets", [])]
+
+
+def write(out: Path = OUT) -> list[Path]:
+    paths = [out / "dashboards" / "baton.json"]
+    paths[0].parent.mkdir(parents=True, exist_ok=True)
+    paths[0].write_text(json.dumps(dashboard(), indent=2) + "\n")
+    for rel, text in provisioning().items():
+        path = out / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        paths.append(path)
+    return paths
+
+
+if __name__ == "__main__":
+    for p in write():
+        sys.stdout.write(f"wrote {p}\n")

@@ -1,0 +1,50 @@
+"""The Grafana dashboard is generated, has the production-dashboard layout, and every
+PromQL query in it parses."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from prometheus.dashboards import OUT, dashboard, provisioning, queries
+from tests.conftest import require
+
+
+def test_generated_files_are_up_to_date() -> None:
+    assert json.loads((OUT / "dashboards" / "baton.json").read_text()) == dashboard()
+    for rel, text in provisioning().items():
+        assert (OUT / rel).read_text() == text
+
+
+def test_layout_and_variables() -> None:
+    board = dashboard()
+    rows = [p["title"] for p in board["panels"] if p["type"] == "row"]
+    assert rows[:3] == ["Status", "Progress", "Throughput and resources"]
+    assert {"Pipeline latency", "Alerts"} <= set(rows)
+    titles = {p["title"] for p in board["panels"]}
+    for needed in ("Jobs by state", "Completion per campaign", "Active jobs",
+                   "Failure rate (1h)", "Progress by campaign and stage",
+                   "Jobs finished per hour", "Memory used / requested", "CPU per stage",
+                   "Restarts", "Firing alerts"):
+        assert needed in titles
+    assert [v["name"] for v in board["templating"]["list"]] == ["stage", "campaign"]
+    ids = [p["id"] for p in board["panels"]]
+    assert len(ids) == len(set(ids))
+
+
+def test_every_query_parses(tmp_path: Path) -> None:
+    promtool = shutil.which("promtool")
+    require(promtool is not None, "promtool is not installed (apt-get install prometheus)")
+    rules = {"groups": [{"name": "dashboard", "rules": [
+        {"record": f"baton:dashboard_query_{i}",
+         "expr": q.replace("$stage", ".*").replace("$campaign", ".*")}
+        for i, q in enumerate(queries(dashboard()))]}]}
+    path = tmp_path / "queries.yml"
+    path.write_text(yaml.safe_dump(rules))
+    proc = subprocess.run([str(promtool), "check", "rules", str(path)], capture_output=True,
+                          text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
