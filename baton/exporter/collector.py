@@ -22,7 +22,12 @@ from prometheus_client.core import (
 from sqlalchemy import func, select
 
 from baton.config import Config
-from baton.exporter.states import DASHBOARD_STATES, dashboard_state, failure_reason
+from baton.exporter.states import (
+    DASHBOARD_STATES,
+    FAILURE_REASONS,
+    dashboard_state,
+    failure_reason,
+)
 from baton.ledger import Ledger
 from baton.ledger.schema import (
     analysis_jobs,
@@ -181,8 +186,9 @@ class BatonCollector:
         yield fam
         fam = CounterMetricFamily("baton_jobs_failed", "jobs that ended without success",
                                   labels=["stage", "reason"])
-        for (stage, reason), n in sorted(failed.items()):
-            fam.add_metric([stage, reason], n)
+        for stage in stages:  # every reason from zero, so rates and ratios always exist
+            for reason in FAILURE_REASONS:
+                fam.add_metric([stage, reason], failed[(stage, reason)])
         yield fam
         fam = CounterMetricFamily("baton_job_restarts", "times Slurm restarted a job",
                                   labels=["stage"])

@@ -32,6 +32,10 @@ def dashboard_state(state: str, reason: str | None = None) -> str:
     return _MAP.get(state, "failed")
 
 
+FAILURE_REASONS = ("out_of_memory", "timeout", "node_fail", "preempted", "cancelled",
+                   "submit_failed", "lost", "error")
+
+
 def failure_reason(state: str, exit_signal: int | None, max_rss_mb: float | None,
                    req_mem_mb: float | None) -> str:
     """Why a job failed, for the ``reason`` label: over memory is recognised with or
