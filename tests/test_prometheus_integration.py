@@ -1,0 +1,112 @@
+"""A real Prometheus (Debian's) scraping `baton exporter` while the end-to-end pipeline runs
+on a real Dagster daemon: every dashboard query returns data, key values agree with the
+ledger, and stopping the daemon fires the heartbeat alert."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from prometheus.dashboards import dashboard, queries
+from prometheus.rules import Thresholds, render
+from tests.conftest import require
+from tests.e2e.harness import Pipeline, free_port
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def query(base: str, expr: str) -> list[dict]:
+    url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    with urllib.request.urlopen(url, timeout=10) as r:
+        doc = json.loads(r.read())
+    assert doc["status"] == "success", doc
+    return doc["data"]["result"]
+
+
+def value(base: str, expr: str) -> float:
+    result = query(base, expr)
+    assert len(result) == 1, (expr, result)
+    return float(result[0]["value"][1])
+
+
+def test_prometheus_sees_the_pipeline(tmp_path: Path) -> None:
+    require(shutil.which("prometheus") is not None,
+            "prometheus is not installed (apt-get install prometheus)")
+    p = Pipeline(tmp_path, "local")
+    exporter_port, prom_port = free_port(), free_port()
+    exporter = subprocess.Popen(
+        [sys.executable, "-m", "baton", "exporter", "--port", str(exporter_port),
+         "--queue-ttl", "1"], env=p.env, stdout=open(tmp_path / "exporter.log", "wb"),  # noqa: SIM115
+        stderr=subprocess.STDOUT, start_new_session=True)
+    # deploy/prometheus.yml with test intervals and test thresholds
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    config["scrape_configs"][0]["static_configs"] = [{"targets": [f"127.0.0.1:{exporter_port}"]}]
+    config["rule_files"] = [str(tmp_path / "alerts.yml")]
+    config.pop("alerting")
+    (tmp_path / "alerts.yml").write_text(render(Thresholds(heartbeat_stale_seconds=8,
+                                                           for_duration="1s")))
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    prom = subprocess.Popen(
+        ["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}",
+         f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+         f"--web.listen-address=127.0.0.1:{prom_port}"],
+        stdout=open(tmp_path / "prometheus.log", "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
+        start_new_session=True)
+    base = f"http://127.0.0.1:{prom_port}"
+    token = secrets.token_hex(2)
+    exps = [f"obs-a-{token}", f"obs-b-{token}"]
+    try:
+        p.start()
+        for exp in exps:
+            p.train(exp, campaign=f"obs-{token}")
+        for exp in exps:
+            p.wait_for(f"analysis_report of {exp}",
+                       lambda e=exp: p.materialized("analysis_report", e))
+        p.wait_for("Prometheus to scrape the finished jobs", lambda: query(
+            base, 'baton_jobs_finished_total{stage="analysis"} == 2'), timeout=60)
+        time.sleep(3)  # a few more samples for the rates
+        # key values agree with the ledger
+        jobs = p.ledger.jobs()
+        for stage in ("evaluation", "analysis"):
+            done = sum(1 for j in jobs if j.stage == stage and j.state == "COMPLETED")
+            assert value(base, f'baton_jobs_finished_total{{stage="{stage}"}}') == done
+            assert value(base, f'baton_jobs{{stage="{stage}",state="finished"}}') == done
+        cpu = sum(j.cpu_seconds or 0 for j in jobs if j.stage == "evaluation")
+        assert value(base, 'baton_job_cpu_seconds_total{stage="evaluation"}') == \
+            pytest.approx(cpu)
+        assert value(base, "baton_signal_detection_latency_seconds_count") == 2
+        assert value(base, "baton_end_to_end_seconds_count") == 2
+        assert value(base, "baton_ledger_integrity_ok") == 1
+        # stop the daemon: the heartbeat alert fires in the real Prometheus
+        p.stop()
+        p.wait_for("BatonSensorHeartbeatStale to fire", lambda: any(
+            a["labels"]["alertname"] == "BatonSensorHeartbeatStale" and a["state"] == "firing"
+            for a in json.loads(urllib.request.urlopen(f"{base}/api/v1/alerts", timeout=10)
+                                .read())["data"]["alerts"]), timeout=90)
+        # every query of every panel of the generated dashboard returns data
+        empty = []
+        for expr in queries(dashboard()):
+            concrete = expr.replace("$stage", ".*").replace("$campaign", ".*")
+            if not query(base, concrete):
+                empty.append(concrete)
+        assert not empty, empty
+    finally:
+        p.kill()
+        for proc in (exporter, prom):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(30)
