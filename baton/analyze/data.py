@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -63,7 +62,3 @@ class Metrics:
 
     def close(self) -> None:
         self.con.close()
-
-
-def files_for(drive: DriveLayout, experiment: str) -> list[Path]:
-    return sorted(drive.experiment(experiment).metrics_dir.glob("dataset=*/metric=*/*.parquet"))
