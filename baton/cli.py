@@ -267,6 +267,36 @@ def cmd_exporter(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from sqlalchemy import func, select
+
+    from baton.ledger import open_ledger
+    from baton.ledger.schema import status_events as ev
+    from baton.status import ingest
+
+    config = _config(args)
+    ledger = open_ledger(config.ledger_url)
+    ingest(config.shared_drive, ledger)
+    with ledger.read() as conn:
+        if args.status_command == "history":
+            q = select(ev).where(ev.c.project == args.project).order_by(ev.c.reported_at)
+            if args.job:
+                q = q.where(ev.c.job == args.job)
+            rows = conn.execute(q.limit(args.limit)).all()
+        else:
+            last = select(ev.c.project, ev.c.job, func.max(ev.c.id).label("id")).group_by(
+                ev.c.project, ev.c.job).subquery()
+            rows = conn.execute(select(ev).join(last, ev.c.id == last.c.id).order_by(
+                ev.c.project, ev.c.job)).all()
+    if not rows:
+        print("no status reports")
+    for r in rows:
+        progress = "" if r.progress is None else f"{r.progress:5.1f}%"
+        print(f"{r.reported_at:%Y-%m-%dT%H:%M:%SZ}  {r.project:<20} {r.job:<24} "
+              f"{r.status:<9} {progress:>6}  {r.message or ''}")
+    return 0
+
+
 # --- baton config ------------------------------------------------------------------------
 def cmd_config_show(args: argparse.Namespace) -> int:
     import yaml
@@ -368,6 +398,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds one Slurm queue snapshot serves every scrape")
     p.set_defaults(func=cmd_exporter)
 
+    st = sub.add_parser("status", help="status reports from any script").add_subparsers(
+        dest="status_command", required=True, metavar="SUBCOMMAND")
+    st.add_parser("report", help="report a status; never fails, returns within a second",
+                  add_help=False)
+    st.add_parser("list", help="each project's and job's last status").set_defaults(
+        func=cmd_status)
+    p = st.add_parser("history", help="every report of a project (and job)")
+    p.add_argument("--project", required=True)
+    p.add_argument("--job")
+    p.add_argument("--limit", type=int, default=200)
+    p.set_defaults(func=cmd_status)
+
     ex = sub.add_parser("example", help="the built-in example model").add_subparsers(
         dest="example_command", required=True, metavar="SUBCOMMAND")
     p = ex.add_parser("train", help="train the NumPy example model on the shipped corpus, "
@@ -423,6 +465,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["status", "report"]:  # the fast path: no config, no database
+        from baton.status import main as report_main
+
+        return report_main(argv[2:])
     args = build_parser().parse_args(argv)
     handler: Handler = args.func
     try:

@@ -227,3 +227,19 @@ facts = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("detail", JSON),
 )
+
+# --- status reports from any script (schema 0003) ------------------------------------------
+status_events = Table(
+    "status_events", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("event_id", String(64), nullable=False, unique=True),  # once, however often seen
+    Column("project", String(NAME), nullable=False),
+    Column("job", String(NAME), nullable=False),
+    Column("status", String(16), nullable=False),  # started, running, completed, failed
+    Column("progress", Float),
+    Column("message", Text),
+    Column("reported_at", UTCDateTime, nullable=False),
+    Column("host", String(255)),
+    Column("ingested_at", UTCDateTime, nullable=False),
+    Index("ix_status_events_project_job", "project", "job", "reported_at"),
+)
