@@ -83,16 +83,21 @@ class DatasetWriter:
         for row in rows:
             self.add(row)
 
-    def _table(self, rows: list[Row]) -> pa.Table:
-        table = pa.table({
-            "experiment": [self.exp.name] * len(rows),
-            "checkpoint": [self.checkpoint] * len(rows),
-            "dataset": [self.dataset] * len(rows),
+    def _columns(self, rows: list[Row]) -> dict[str, list]:
+        """The columns metrics and predictions share (schemas pick and order them)."""
+        n = len(rows)
+        return {
+            "experiment": [self.exp.name] * n, "checkpoint": [self.checkpoint] * n,
+            "dataset": [self.dataset] * n,
             "item_group": [str(r.get("item_group", "")) for r in rows],
             "form": [str(r.get("form", "")) for r in rows],
-            "value": [float(r["value"]) for r in rows],
-            "timestamp": [self.stamp] * len(rows),
-        }, schema=METRIC_SCHEMA)
+            "metric": [r["metric"] for r in rows],
+            "value": [float(r["value"]) for r in rows], "timestamp": [self.stamp] * n,
+        }
+
+    def _table(self, rows: list[Row]) -> pa.Table:
+        cols = self._columns(rows)
+        table = pa.table({f.name: cols[f.name] for f in METRIC_SCHEMA}, schema=METRIC_SCHEMA)
         problems = schema_problems(table.schema)  # validated before anything is written
         if problems:
             raise BatonError(f"dataset {self.dataset}: {'; '.join(problems)}")
@@ -117,17 +122,10 @@ class DatasetWriter:
         if not self.predictions:
             return
         rows = self.predictions
-        table = pa.table({
-            "experiment": [self.exp.name] * len(rows),
-            "checkpoint": [self.checkpoint] * len(rows),
-            "dataset": [self.dataset] * len(rows),
-            "item_group": [str(r.get("item_group", "")) for r in rows],
-            "form": [str(r.get("form", "")) for r in rows],
-            "metric": [r["metric"] for r in rows],
-            "value": [float(r["value"]) for r in rows],
-            "detail": [json.dumps(r.get("detail"), default=str) for r in rows],
-            "timestamp": [self.stamp] * len(rows),
-        }, schema=PREDICTION_SCHEMA)
+        cols = self._columns(rows)
+        cols["detail"] = [json.dumps(r.get("detail"), default=str) for r in rows]
+        table = pa.table({f.name: cols[f.name] for f in PREDICTION_SCHEMA},
+                         schema=PREDICTION_SCHEMA)
         final = (self.exp.predictions_dir / f"{self.dataset}.parquet" /
                  f"part-{self.checkpoint}-{self.job}.parquet")
         self._writer("__predictions__", final, PREDICTION_SCHEMA).write_table(table)

@@ -9,7 +9,7 @@ import shutil
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -77,6 +77,15 @@ def _histogram(name: str, doc: str, label: str, values: dict[str, list[float]],
         bucket_pairs = [(str(b), c) for b, c in zip(buckets, counts, strict=True)]
         bucket_pairs.append(("+Inf", len(vals)))
         fam.add_metric([key] if label else [], bucket_pairs, sum(vals))
+    return fam
+
+
+def _per_stage(name: str, doc: str, values: Mapping[str, float], stages: list[str]
+               ) -> CounterMetricFamily:
+    """A counter with one sample per stage, zero where nothing happened yet."""
+    fam = CounterMetricFamily(name, doc, labels=["stage"])
+    for stage in stages:
+        fam.add_metric([stage], values.get(stage, 0))
     return fam
 
 
@@ -179,27 +188,15 @@ class BatonCollector:
             for state in DASHBOARD_STATES:
                 fam.add_metric([stage, state], by_state[(stage, state)])
         yield fam
-        fam = CounterMetricFamily("baton_jobs_finished", "jobs that ended COMPLETED",
-                                  labels=["stage"])
-        for stage in stages:
-            fam.add_metric([stage], finished[stage])
-        yield fam
+        yield _per_stage("baton_jobs_finished", "jobs that ended COMPLETED", finished, stages)
         fam = CounterMetricFamily("baton_jobs_failed", "jobs that ended without success",
                                   labels=["stage", "reason"])
         for stage in stages:  # every reason from zero, so rates and ratios always exist
             for reason in FAILURE_REASONS:
                 fam.add_metric([stage, reason], failed[(stage, reason)])
         yield fam
-        fam = CounterMetricFamily("baton_job_restarts", "times Slurm restarted a job",
-                                  labels=["stage"])
-        for stage in stages:
-            fam.add_metric([stage], restarts[stage])
-        yield fam
-        fam = CounterMetricFamily("baton_job_cpu_seconds", "CPU time used by jobs",
-                                  labels=["stage"])
-        for stage in stages:
-            fam.add_metric([stage], cpu[stage])
-        yield fam
+        yield _per_stage("baton_job_restarts", "times Slurm restarted a job", restarts, stages)
+        yield _per_stage("baton_job_cpu_seconds", "CPU time used by jobs", cpu, stages)
         yield _histogram("baton_job_queue_wait_seconds", "submit to start", "stage", waits,
                          WAIT_BUCKETS)
         yield _histogram("baton_job_run_seconds", "start to end", "stage", runs, WAIT_BUCKETS)
