@@ -10,6 +10,8 @@ PASSWORD=${BATON_PG_PASSWORD:-baton}
 PORT=${BATON_PG_PORT:-5432}
 
 log() { echo "[postgres] $*" >&2; }
+# Only the URL may reach stdout (callers capture it): everything else goes to stderr.
+exec 3>&1 1>&2
 
 if ! command -v pg_lsclusters >/dev/null || [ -z "$(ls /usr/lib/postgresql 2>/dev/null)" ]; then
   log "installing postgresql from Debian's packages"
@@ -21,11 +23,11 @@ fi
 version=$(ls /usr/lib/postgresql | sort -n | tail -1)
 if ! pg_lsclusters -h | awk -v v="$version" '$1==v && $2=="main"' | grep -q .; then
   log "creating cluster $version/main"
-  pg_createcluster "$version" main --port "$PORT" >/dev/null
+  pg_createcluster "$version" main --port "$PORT" >/dev/null 3>&-
 fi
 if ! pg_lsclusters -h | awk -v v="$version" '$1==v && $2=="main" && $4=="online"' | grep -q .; then
   log "starting cluster $version/main"
-  pg_ctlcluster "$version" main start
+  pg_ctlcluster "$version" main start 3>&-  # the server must not hold the caller's pipe
 fi
 for _ in $(seq 1 30); do
   runuser -u postgres -- pg_isready -q -p "$PORT" && break
@@ -42,4 +44,4 @@ if [ "$(psql_su -c "SELECT 1 FROM pg_database WHERE datname='$DB'")" != 1 ]; the
   psql_su -c "CREATE DATABASE $DB OWNER $ROLE"
 fi
 log "ready on port $PORT"
-echo "postgresql://$ROLE:$PASSWORD@127.0.0.1:$PORT/$DB"
+echo "postgresql://$ROLE:$PASSWORD@127.0.0.1:$PORT/$DB" >&3
