@@ -1,0 +1,116 @@
+"""``baton slurm``: submit, inspect and cancel jobs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from baton.cli.common import config_from
+from baton.errors import BatonError
+
+
+def cmd_slurm_submit(args: argparse.Namespace) -> int:
+    from baton.ledger import open_ledger
+    from baton.slurm.service import make_backend, submit_jobs
+
+    config = config_from(args)
+    backend = make_backend(config, args.backend)
+    if args.script:
+        return _submit_script(args, config, backend)
+    if not args.stage or not args.experiment:
+        raise BatonError("give a script, or --stage and --experiment")
+    items = [(e, args.checkpoint or "") for e in args.experiment]
+    ledger = open_ledger(config.ledger_url)
+    outcomes = submit_jobs(config, ledger, backend, args.stage, items, attempt=args.attempt,
+                           mem=args.mem, time=args.time)
+    for o in outcomes:
+        verb = "submitted" if o.submitted_now else "already submitted"
+        print(f"{o.experiment}: {verb} as job {o.job_id} ({backend.name}, ledger row "
+              f"{o.row_id})")
+    return 0
+
+
+def _submit_script(args: argparse.Namespace, config, backend) -> int:
+    from baton.slurm.spec import spec_from_script
+
+    path = Path(args.script)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BatonError(f"{path}: cannot read script: {exc}") from None
+    spec = spec_from_script(text, default_name=path.stem, time=args.time, mem=args.mem,
+                            array=args.array, partition=args.partition or
+                            config.slurm.partition, account=config.slurm.account)
+    submitted = backend.submit(spec, path.resolve())
+    print(submitted.job_id)
+    return 0
+
+
+def cmd_slurm_status(args: argparse.Namespace) -> int:
+    from baton.ledger import open_ledger
+    from baton.slurm.service import make_backend
+
+    config = config_from(args)
+    backend = make_backend(config, args.backend)
+    ids = args.job_ids
+    if not ids:
+        ids = [r.job_id for r in open_ledger(config.ledger_url).unfinished_jobs()]
+    statuses = backend.status(ids)
+    if args.json:
+        print(json.dumps({k: _status_doc(v) for k, v in statuses.items()}, indent=2))
+        return 0
+    if not statuses:
+        print("no jobs" if not ids else f"no such job(s): {' '.join(ids)}")
+        return 0 if not ids else 1
+    print(f"{'JOBID':<14}{'STATE':<15}{'EXIT':<7}{'NODE':<14}{'MAXRSS':>10}  NAME")
+    for jid, s in statuses.items():
+        exit_ = "" if s.exit_code is None else f"{s.exit_code}:{s.exit_signal or 0}"
+        rss = "" if s.max_rss_mb is None else f"{s.max_rss_mb:.0f}M"
+        print(f"{jid:<14}{s.state:<15}{exit_:<7}{s.node or '':<14}{rss:>10}  {s.name or ''}")
+    return 0
+
+
+def _status_doc(status) -> dict:
+    from dataclasses import asdict
+
+    return {k: v.isoformat() if hasattr(v, "isoformat") else v
+            for k, v in asdict(status).items()}
+
+
+def cmd_slurm_cancel(args: argparse.Namespace) -> int:
+    from baton.slurm.service import make_backend
+
+    backend = make_backend(config_from(args), args.backend)
+    backend.cancel(args.job_ids)
+    print(f"cancel requested: {' '.join(args.job_ids)}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    sl = sub.add_parser("slurm", help="submit, inspect and cancel jobs").add_subparsers(
+        dest="slurm_command", required=True, metavar="SUBCOMMAND")
+    backend_help = "sbatch or local (default: slurm.backend in baton.yaml, auto)"
+    p = sl.add_parser("submit", help="submit a script, or a stage job rendered from its "
+                      "template (recorded in the ledger)")
+    p.add_argument("script", nargs="?", help="a batch script with #SBATCH directives")
+    p.add_argument("--stage", choices=["evaluation", "analysis"])
+    p.add_argument("--experiment", action="append", help="repeat for an array job")
+    p.add_argument("--checkpoint", help="checkpoint to evaluate (evaluation stage)")
+    p.add_argument("--attempt", type=int, default=1)
+    p.add_argument("--time", help="time limit, e.g. 02:00:00")
+    p.add_argument("--mem", help="memory, e.g. 32G")
+    p.add_argument("--array", help="array spec for a script, e.g. 0-9%%2")
+    p.add_argument("--partition")
+    p.add_argument("--backend", choices=["sbatch", "local"], help=backend_help)
+    p.set_defaults(func=cmd_slurm_submit)
+    p = sl.add_parser("status", help="state of jobs (default: the ledger's unfinished jobs)")
+    p.add_argument("job_ids", nargs="*", metavar="JOBID")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--backend", choices=["sbatch", "local"], help=backend_help)
+    p.set_defaults(func=cmd_slurm_status)
+    p = sl.add_parser("cancel", help="cancel jobs")
+    p.add_argument("job_ids", nargs="+", metavar="JOBID")
+    p.add_argument("--backend", choices=["sbatch", "local"], help=backend_help)
+    p.set_defaults(func=cmd_slurm_cancel)
+

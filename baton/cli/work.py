@@ -1,0 +1,147 @@
+"""The work itself: ``baton evaluate``, ``analyze``, ``example train``, ``sql``, ``demo``,
+``exporter``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from baton.cli.common import config_from
+from baton.errors import BatonError
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from baton.evaluate.harness import evaluate
+
+    ok, path = evaluate(config_from(args), args.experiment, args.checkpoint,
+                        Path(args.eval_config) if args.eval_config else None)
+    print(f"{'complete' if ok else 'FAILED'}: {path}")
+    return 0 if ok else 1
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from baton.analyze.run import analyze
+
+    compare = [c for c in args.compare.split(",") if c] if args.compare is not None else None
+    ok, path = analyze(config_from(args), args.experiment, compare)
+    print(f"{'complete' if ok else 'FAILED'}: {path}")
+    return 0 if ok else 1
+
+
+def cmd_example_train(args: argparse.Namespace) -> int:
+    from baton.example.model import Hyper
+    from baton.example.train import train_example
+
+    hyper = Hyper(dim=args.dim, hidden=args.hidden, lr=args.lr, epochs=args.epochs,
+                  seed=args.seed, checkpoint_every=args.checkpoint_every)
+    path = train_example(config_from(args), args.experiment, hyper, args.campaign)
+    print(path or "training finished, but the signal could not be written (see the log)")
+    return 0 if path else 1
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    import duckdb
+
+    from baton.sqlviews import connect, refresh
+
+    config = config_from(args)
+    if args.views:
+        path = refresh(config)
+        print(f"views written: {path}\nuse them with: duckdb -init {path}")
+        return 0
+    if not args.query:
+        raise BatonError("give a query, e.g. baton sql \"SELECT * FROM jobs LIMIT 5\"")
+    con = connect(config)
+    try:
+        rel = con.sql(args.query)
+    except duckdb.Error as exc:
+        raise BatonError(f"query failed: {exc}") from None
+    if rel is None:
+        return 0
+    if args.format == "csv":
+        import csv
+
+        writer = csv.writer(sys.stdout)
+        writer.writerow(rel.columns)
+        writer.writerows(rel.fetchall())
+    elif args.format == "json":
+        rows = [dict(zip(rel.columns, r, strict=True)) for r in rel.fetchall()]
+        print(json.dumps(rows, indent=2, default=str))
+    else:
+        rel.show(max_width=200, max_rows=args.max_rows)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from baton.demo import run_demo
+
+    return run_demo(Path(args.home) if args.home else None, once=args.once,
+                    backend=args.backend, timeout=args.timeout)
+
+
+def cmd_exporter(args: argparse.Namespace) -> int:
+    from baton.exporter.server import serve
+
+    serve(config_from(args), args.host, args.port, args.queue_ttl)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="evaluate one checkpoint (what the evaluation Slurm "
+                       "job runs): Parquet metrics, MLflow, .eval_complete/.eval_failed")
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--config", dest="eval_config", help="eval.yaml (default: "
+                   "config/evaluation/base_eval.yaml on the drive, else the example evaluator)")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("analyze", help="analyse one experiment (what the analysis Slurm job "
+                       "runs): figures, tables, HTML report, manifest, .analysis_complete")
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--compare", help="comma-separated experiments to compare with (default: "
+                   "the other experiments of its campaign)")
+    p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("sql", help="ad-hoc SQL (DuckDB) over the views metrics, predictions, "
+                       "jobs, signals, training_runs, evaluation_jobs, analysis_jobs, ...")
+    p.add_argument("query", nargs="?")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.add_argument("--max-rows", type=int, default=50)
+    p.add_argument("--views", action="store_true",
+                   help="only (re)write views.sql for the duckdb CLI and say where it is")
+    p.set_defaults(func=cmd_sql)
+
+    p = sub.add_parser("demo", help="the whole pipeline on this machine: MLflow, Dagster, a "
+                       "small campaign through evaluation and analysis")
+    p.add_argument("--once", action="store_true",
+                   help="exit when every report is written (non-zero if a stage failed)")
+    p.add_argument("--home", help="where the demo keeps its drive, state and logs "
+                   "(default: ~/.local/share/baton/demo)")
+    p.add_argument("--backend", choices=["auto", "sbatch", "local"], default="auto")
+    p.add_argument("--timeout", type=float, default=1800, help="seconds before giving up")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("exporter", help="serve Prometheus metrics computed from the ledger, "
+                       "the Slurm queue and the drive")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=9108)
+    p.add_argument("--queue-ttl", type=float, default=30,
+                   help="seconds one Slurm queue snapshot serves every scrape")
+    p.set_defaults(func=cmd_exporter)
+
+    ex = sub.add_parser("example", help="the built-in example model").add_subparsers(
+        dest="example_command", required=True, metavar="SUBCOMMAND")
+    p = ex.add_parser("train", help="train the NumPy example model on the shipped corpus, "
+                      "save checkpoints to the drive and call the training hook")
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--campaign")
+    p.add_argument("--lr", type=float, default=0.2)
+    p.add_argument("--dim", type=int, default=16)
+    p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint-every", type=int, default=200)
+    p.set_defaults(func=cmd_example_train)
+
