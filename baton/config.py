@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from baton.errors import ConfigError, InvalidName
 from baton.layout import DriveLayout, validate_name
@@ -60,6 +67,10 @@ def _slurm_word(value: str | None) -> str | None:
     if value is not None and not re.fullmatch(r"[A-Za-z0-9_.:-]{1,128}", value):
         raise ValueError(f"{value!r} may only hold A-Z a-z 0-9 _ . : -")
     return value
+
+
+def _type_name(value: str) -> str:
+    return validate_name(value, "campaign type")
 
 
 def _dataset(value: str) -> str:
@@ -121,6 +132,37 @@ class SensorConfig(Section):
     missing_signal_grace_seconds: float = Field(default=300, ge=0)
 
 
+class CampaignConfig(Section):
+    """The campaign types the control plane knows; a signal naming another type is recorded
+    as unknown (``baton campaign list --unknown``), never dropped and never blocking."""
+
+    types: list[Annotated[str, AfterValidator(_type_name)]] = Field(
+        default_factory=lambda: ["default", "sweep", "ablation", "baseline", "finetune"],
+        min_length=1)
+    # the type of a campaign whose signals and jobs do not name one
+    default_type: Annotated[str, AfterValidator(_type_name)] = "default"
+
+    @model_validator(mode="after")
+    def _default_is_known(self) -> CampaignConfig:
+        if self.default_type not in self.types:
+            raise ValueError(f"default_type {self.default_type!r} is not one of types "
+                             f"{self.types}")
+        return self
+
+
+class StatusConfig(Section):
+    """Status reports: how long a started or running job may stay silent before the
+    ``BatonStatusReportOverdue`` alert fires."""
+
+    expected_interval_seconds: float = Field(default=3600, gt=0)
+    # per project (or ``project/job``) overrides
+    intervals: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
+
+    def interval(self, project: str, job: str) -> float:
+        return self.intervals.get(f"{project}/{job}",
+                                  self.intervals.get(project, self.expected_interval_seconds))
+
+
 class LoggingConfig(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json_lines: bool = False
@@ -152,6 +194,8 @@ class Config(Section):
     stages: Annotated[dict[str, StageConfig], AfterValidator(_stage_names)] = Field(
         default_factory=_default_stages)
     sensors: SensorConfig = Field(default_factory=SensorConfig)
+    campaigns: CampaignConfig = Field(default_factory=CampaignConfig)
+    status: StatusConfig = Field(default_factory=StatusConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     source: str = Field(default="defaults", exclude=True)
 

@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 
 
 def training_complete(experiment: str, checkpoint_path: str | Path, *,
-                      campaign: str | None = None, final_loss: float | None = None,
+                      campaign: str | None = None, campaign_type: str | None = None,
+                      final_loss: float | None = None,
                       total_steps: int | None = None, num_epochs: int | None = None,
                       config_path: str | None = None, git_commit: str | None = None,
                       checkpoints: list[str | Path] | None = None,
@@ -38,7 +39,7 @@ def training_complete(experiment: str, checkpoint_path: str | Path, *,
             total_steps)
         signal = TrainingComplete(
             timestamp=utcnow(), experiment=experiment, campaign=campaign,
-            checkpoint_path=str(Path(checkpoint_path).resolve()),
+            campaign_type=campaign_type, checkpoint_path=str(Path(checkpoint_path).resolve()),
             hostname=socket.gethostname(), user=getpass.getuser(), config_path=config_path,
             num_epochs=num_epochs, final_loss=final_loss, total_steps=total_steps,
             git_commit=git_commit, mlflow_run_id=run_id,

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from baton.config import CampaignConfig
 from baton.errors import BatonError, SignalError
 from baton.inbox import Marker, done, pending
 from baton.layout import (
@@ -26,6 +27,7 @@ from baton.layout import (
     DriveLayout,
 )
 from baton.ledger import Ledger
+from baton.ledger.campaigns import note_campaign
 from baton.signals import SignalFile, read_signal
 
 log = logging.getLogger(__name__)
@@ -69,8 +71,10 @@ Validator = Callable[[SignalFile], str | None]
 class Scanner:
     def __init__(self, drive: DriveLayout, ledger: Ledger, debounce_seconds: float = 2.0,
                  validators: dict[str, Validator] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 campaigns: CampaignConfig | None = None) -> None:
         self.drive = drive
+        self.campaigns = campaigns or CampaignConfig()
         self.ledger = ledger
         self.debounce = debounce_seconds
         self.validators = validators or {}
@@ -134,6 +138,8 @@ class Scanner:
             return True
         if self.ledger.accept_signal(sf):
             result.accepted.append(sf)
+            note_campaign(self.ledger, sf.signal.campaign, sf.signal.campaign_type,
+                          f"signal {path}", self.campaigns)
         return True
 
     def _quarantine(self, result: TickResult, kind: str, path: Path, reason: str,

@@ -90,6 +90,9 @@ class Signal(BaseModel):
     timestamp: AwareDatetime
     experiment: Name
     campaign: Name | None = None
+    # the campaign's type for the control plane (baton.yaml campaigns.types); absent: the
+    # configured default type
+    campaign_type: Name | None = None
 
     def checkpoint_paths(self) -> list[str]:
         """Paths this signal points to that must stay on the shared drive."""

@@ -190,3 +190,18 @@ def ingest(drive: str | os.PathLike[str], ledger: Any, limit: int = 5000) -> int
         new += with_retry(once)
         path.unlink()
     return new
+
+
+def last_reports(ledger: Any) -> list[Any]:
+    """Each (project, job)'s latest report by the time it was made (a forwarded event can
+    arrive after a newer one)."""
+    from sqlalchemy import func, select
+
+    from baton.ledger.schema import status_events as ev
+
+    ranked = select(ev, func.row_number().over(
+        partition_by=(ev.c.project, ev.c.job),
+        order_by=(ev.c.reported_at.desc(), ev.c.id.desc())).label("n")).subquery()
+    with ledger.read() as conn:
+        return list(conn.execute(select(ranked).where(ranked.c.n == 1).order_by(
+            ranked.c.project, ranked.c.job)).all())

@@ -50,7 +50,8 @@ def _tick(context: SensorEvaluationContext, ledger: Ledger, drive: SharedDriveRe
     now = time.time()
     full = now - cursor.get("last_full_rescan", 0) >= cfg.full_rescan_seconds
     validators = {"training_complete": checkpoint_problem}
-    scanner = Scanner(drive.layout(), ledger, cfg.debounce_seconds, validators)
+    scanner = Scanner(drive.layout(), ledger, cfg.debounce_seconds, validators,
+                      campaigns=baton_config().campaigns)
     result = scanner.tick(kinds, full=full)
     if full:
         cursor["last_full_rescan"] = now

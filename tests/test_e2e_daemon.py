@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from baton.ledger.campaigns import list_campaigns
+from baton.status import drive_spool, last_reports, report
 from tests.e2e.harness import Pipeline
 
 pytestmark = pytest.mark.slow
@@ -21,6 +23,8 @@ def run_pipeline(p: Pipeline, kill_midway: bool = False) -> list[str]:
     EXPERIMENTS = [f"alpha-{token}", f"beta-{token}"]  # noqa: N806 - unique names per run
     p.start()
     try:
+        assert report("nightly", f"fetch-{token}", "running", 40, "from a script",
+                      drive=p.drive.root)
         for exp in EXPERIMENTS:
             p.train(exp, campaign="sweep")
         if kill_midway:
@@ -44,7 +48,14 @@ def run_pipeline(p: Pipeline, kill_midway: bool = False) -> list[str]:
         (e, s) for e in EXPERIMENTS for s in ("evaluation", "analysis"))
     assert all(j.state == "COMPLETED" for j in jobs), [(j.job_id, j.state) for j in jobs]
     assert set(p.ledger.heartbeats()) >= {"training_sensor", "evaluation_sensor",
-                                          "analysis_sensor", "slurm_tracker"}
+                                          "analysis_sensor", "slurm_tracker", "status_reports"}
+    # the status report was ingested by the daemon's sensor, once; the campaign registered
+    # itself from the training signals, inactive until a curator activates it
+    assert [(r.project, r.job, r.status, r.progress) for r in last_reports(p.ledger)] == [
+        ("nightly", f"fetch-{token}", "running", 40.0)]
+    assert not list(drive_spool(p.drive.root).glob("*.json"))
+    assert [(c.tag, c.type, c.active) for c in list_campaigns(p.ledger)] == [
+        ("sweep", "default", False)]
     return EXPERIMENTS
 
 

@@ -44,6 +44,7 @@ def cmd_signal_training_complete(args: argparse.Namespace) -> int:
     from baton.hook import training_complete
 
     path = training_complete(args.experiment, args.checkpoint, campaign=args.campaign,
+                             campaign_type=args.campaign_type,
                              final_loss=args.final_loss, total_steps=args.total_steps,
                              num_epochs=args.num_epochs, config_path=args.config_path,
                              git_commit=args.git_commit, mlflow_run_id=args.mlflow_run_id,
@@ -92,6 +93,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--extra-checkpoint", action="append",
                    help="an intermediate checkpoint to evaluate too (repeatable)")
     p.add_argument("--campaign")
+    p.add_argument("--campaign-type", help="the campaign's type (baton.yaml campaigns.types)")
     p.add_argument("--final-loss", type=float)
     p.add_argument("--total-steps", type=int)
     p.add_argument("--num-epochs", type=int)

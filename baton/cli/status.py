@@ -9,26 +9,24 @@ from baton.cli.common import config_from
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from sqlalchemy import func, select
+    from sqlalchemy import select
 
     from baton.ledger import open_ledger
     from baton.ledger.schema import status_events as ev
-    from baton.status import ingest
+    from baton.status import ingest, last_reports
 
     config = config_from(args)
     ledger = open_ledger(config.ledger_url)
     ingest(config.shared_drive, ledger)
-    with ledger.read() as conn:
-        if args.status_command == "history":
-            q = select(ev).where(ev.c.project == args.project).order_by(ev.c.reported_at)
-            if args.job:
-                q = q.where(ev.c.job == args.job)
-            rows = conn.execute(q.limit(args.limit)).all()
-        else:
-            last = select(ev.c.project, ev.c.job, func.max(ev.c.id).label("id")).group_by(
-                ev.c.project, ev.c.job).subquery()
-            rows = conn.execute(select(ev).join(last, ev.c.id == last.c.id).order_by(
-                ev.c.project, ev.c.job)).all()
+    if args.status_command == "history":  # the latest ``limit`` reports, oldest first
+        q = select(ev).where(ev.c.project == args.project).order_by(
+            ev.c.reported_at.desc(), ev.c.id.desc())
+        if args.job:
+            q = q.where(ev.c.job == args.job)
+        with ledger.read() as conn:
+            rows = conn.execute(q.limit(args.limit)).all()[::-1]
+    else:
+        rows = last_reports(ledger)
     if not rows:
         print("no status reports")
     for r in rows:

@@ -22,6 +22,7 @@ from prometheus_client.core import (
 from sqlalchemy import func, select
 
 from baton.config import Config
+from baton.exporter.control import campaign_metrics, status_metrics
 from baton.exporter.states import (
     DASHBOARD_STATES,
     FAILURE_REASONS,
@@ -151,6 +152,8 @@ class BatonCollector:
             fam.add_metric([name], at.timestamp())
         yield fam
         yield from flows
+        yield from campaign_metrics(self.ledger)
+        yield from status_metrics(self.ledger, self.config)
         yield self._integrity_metric()
 
     def _job_metrics(self, jobs: list[Any]) -> Iterator[Metric]:

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -242,4 +243,35 @@ status_events = Table(
     Column("host", String(255)),
     Column("ingested_at", UTCDateTime, nullable=False),
     Index("ix_status_events_project_job", "project", "job", "reported_at"),
+)
+
+# --- the campaign control plane (schema 0004; the seed's production_overview) --------------
+campaigns = Table(
+    "campaigns", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("tag", String(NAME), nullable=False),
+    Column("type", String(NAME), nullable=False),
+    Column("active", Boolean, nullable=False, default=False),  # curators switch it on
+    Column("display_name", String(255)),
+    Column("priority", Integer, nullable=False, default=0),  # lower shows first
+    Column("started_at", UTCDateTime),
+    Column("expected_end", UTCDateTime),
+    Column("expected_jobs", Integer),  # None: one per experiment and stage (per checkpoint)
+    Column("notes", Text),
+    Column("registered_at", UTCDateTime, nullable=False),
+    Column("registered_by", String(PATH)),  # the signal or job that named it first
+    UniqueConstraint("tag", "type"),
+)
+
+# a campaign type the configuration does not know: kept and counted, never dropped
+unknown_campaign_types = Table(
+    "unknown_campaign_types", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("type", String(NAME), nullable=False),
+    Column("tag", String(NAME), nullable=False),
+    Column("occurrences", Integer, nullable=False, default=1),
+    Column("first_seen", UTCDateTime, nullable=False),
+    Column("last_seen", UTCDateTime, nullable=False),
+    Column("source", String(PATH)),  # where it was last seen
+    UniqueConstraint("type", "tag"),
 )

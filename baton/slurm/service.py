@@ -12,6 +12,7 @@ from pathlib import Path
 from baton.config import Config
 from baton.errors import BatonError
 from baton.ledger import Ledger
+from baton.ledger.campaigns import note_campaign
 from baton.slurm.backend import SlurmBackend, Submitted, choose_backend_name
 from baton.slurm.local import LocalBackend
 from baton.slurm.ratelimit import RateLimiter
@@ -68,6 +69,7 @@ def submit_jobs(config: Config, ledger: Ledger, backend: SlurmBackend, stage: st
     stage_cfg = config.stage(stage)
     req = dict(req_cpus=stage_cfg.cpus, req_mem_mb=parse_memory_mb(mem or stage_cfg.mem),
                req_time_s=parse_time_seconds(time or stage_cfg.time))
+    note_campaign(ledger, campaign, None, f"{stage} job of {items[0][0]}", config.campaigns)
     outcomes: list[TaskOutcome] = []
     mine: list[tuple[int, str, str, str]] = []
     for (experiment, checkpoint), key in zip(items, keys, strict=True):

@@ -1,0 +1,90 @@
+"""Metrics of the control plane: campaigns (which are active, in which order, how far
+along), the progress table, unknown campaign types, and the last status report of every
+script that reports one."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from baton.config import Config
+from baton.exporter.states import dashboard_state
+from baton.ledger import Ledger
+from baton.ledger.campaigns import (
+    completion,
+    list_campaigns,
+    progress,
+    unknown_types,
+)
+from baton.status import last_reports
+
+
+def campaign_metrics(ledger: Ledger) -> Iterator[Metric]:
+    rows = list_campaigns(ledger)
+    prog = progress(ledger, dashboard_state)
+    done = completion(rows, prog)
+    labels = ["campaign", "type"]
+    active = GaugeMetricFamily("baton_campaign_active", "1 if curators show the campaign on "
+                               "the dashboards (baton campaign activate)", labels=labels)
+    priority = GaugeMetricFamily("baton_campaign_priority", "display order of the active "
+                                 "campaigns, lower first", labels=labels)
+    expected = GaugeMetricFamily("baton_campaign_expected_jobs", "jobs the campaign should "
+                                 "run: the curator's count, else what its experiments imply",
+                                 labels=labels)
+    ratio = GaugeMetricFamily("baton_campaign_completion_ratio", "finished over expected "
+                              "jobs of the active campaigns, 0..1", labels=labels)
+    info = GaugeMetricFamily("baton_campaign_info", "curator's display name and notes of "
+                             "the active campaigns", labels=[*labels, "display_name", "notes"])
+    for r in rows:
+        key = [r.tag, r.type]
+        finished, want = done[(r.tag, r.type)]
+        active.add_metric(key, 1 if r.active else 0)
+        expected.add_metric(key, want)
+        if r.active:
+            priority.add_metric(key, r.priority)
+            ratio.add_metric(key, finished / want if want else 0)
+            info.add_metric([*key, r.display_name or r.tag, r.notes or ""], 1)
+    yield from (active, priority, expected, ratio, info)
+    table = GaugeMetricFamily("baton_progress_tasks", "the progress table: tasks (one "
+                              "evaluation per checkpoint, one analysis) per campaign, "
+                              "experiment and stage, by column", labels=[
+                                  "campaign", "experiment", "stage", "column"])
+    for (camp, exp, stage), p in sorted(prog.items()):
+        for column, n in p.row().items():
+            table.add_metric([camp, exp, stage, column], n)
+    yield table
+    unknown = CounterMetricFamily("baton_campaign_unknown_type_signals", "signals and jobs "
+                                  "that named a campaign type baton.yaml does not know",
+                                  labels=["type"])
+    for type_, n in sorted(_sum_by_type(ledger).items()):
+        unknown.add_metric([type_], n)
+    yield unknown
+
+
+def _sum_by_type(ledger: Ledger) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for u in unknown_types(ledger):
+        totals[u.type] = totals.get(u.type, 0) + u.occurrences
+    return totals
+
+
+def status_metrics(ledger: Ledger, config: Config) -> Iterator[Metric]:
+    """Each (project, job)'s last report: when, which status, how far; and how long it may
+    stay silent (the overdue alert compares the two)."""
+    rows = last_reports(ledger)
+    labels = ["project", "job"]
+    at = GaugeMetricFamily("baton_status_last_report_timestamp_seconds", "when the job last "
+                           "reported, labelled with the status it reported",
+                           labels=[*labels, "status"])
+    prog = GaugeMetricFamily("baton_status_progress_ratio", "the last progress reported, 0..1",
+                             labels=labels)
+    interval = GaugeMetricFamily("baton_status_expected_interval_seconds", "how long a started "
+                                 "or running job may stay silent (baton.yaml status)",
+                                 labels=labels)
+    for r in rows:
+        at.add_metric([r.project, r.job, r.status], r.reported_at.timestamp())
+        if r.progress is not None:
+            prog.add_metric([r.project, r.job], r.progress / 100)
+        interval.add_metric([r.project, r.job], config.status.interval(r.project, r.job))
+    yield from (at, prog, interval)

@@ -1,0 +1,198 @@
+"""The campaign control plane (the seed's ``production_overview``): campaigns register
+themselves the first time a signal or a job names them, inactive until a curator switches
+them on; curators set their display name, priority, notes, expected end and job count.
+
+A type the configuration does not know is recorded in ``unknown_campaign_types`` and
+counted, never dropped, and never stops the signal or the submission that carried it."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Row, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from baton.config import CampaignConfig
+from baton.errors import BatonError
+from baton.ledger.engine import with_retry
+from baton.ledger.schema import (
+    campaigns,
+    checkpoints,
+    slurm_jobs,
+    training_runs,
+    unknown_campaign_types,
+)
+from baton.ledger.store import Ledger, utcnow
+
+log = logging.getLogger(__name__)
+NO_CAMPAIGN = "none"
+EDITABLE = ("display_name", "priority", "notes", "started_at", "expected_end",
+            "expected_jobs", "active")
+
+
+def note_campaign(ledger: Ledger, tag: str | None, type_: str | None, source: str,
+                  cfg: CampaignConfig) -> str:
+    """Register ``tag`` (of ``type_``, else its known or the default type) if it is new.
+
+    Returns "registered", "known", "unknown-type" or "none"; never raises, so a ledger
+    hiccup here cannot stop a signal or a submission."""
+    if not tag:
+        return "none"
+    try:
+        if type_ is None:
+            if _types_of(ledger, tag):
+                return "known"
+            type_ = cfg.default_type
+        if type_ not in cfg.types:
+            _record_unknown(ledger, tag, type_, source)
+            log.warning("campaign %s names the unknown type %r (%s); known types: %s. "
+                        "Recorded in unknown_campaign_types; the work goes on", tag, type_,
+                        source, ", ".join(cfg.types))
+            return "unknown-type"
+        return "registered" if _register(ledger, tag, type_, source) else "known"
+    except Exception as exc:  # the control plane must never block the pipeline
+        log.error("could not register campaign %s (%s): %s", tag, source, exc)
+        return "error"
+
+
+def _types_of(ledger: Ledger, tag: str) -> list[str]:
+    with ledger.read() as conn:
+        return list(conn.execute(select(campaigns.c.type).where(campaigns.c.tag == tag))
+                    .scalars())
+
+
+def _register(ledger: Ledger, tag: str, type_: str, source: str) -> bool:
+    def once() -> bool:
+        try:
+            with ledger.write() as conn:
+                conn.execute(insert(campaigns).values(
+                    tag=tag, type=type_, active=False, priority=0, registered_at=utcnow(),
+                    registered_by=source[:4096]))
+            log.info("campaign %s (%s) registered, inactive until a curator activates it",
+                     tag, type_)
+            return True
+        except IntegrityError:
+            return False
+
+    return with_retry(once)
+
+
+def _record_unknown(ledger: Ledger, tag: str, type_: str, source: str) -> None:
+    def once() -> None:
+        now = utcnow()
+        with ledger.write() as conn:
+            done = conn.execute(update(unknown_campaign_types).where(
+                unknown_campaign_types.c.type == type_, unknown_campaign_types.c.tag == tag)
+                .values(occurrences=unknown_campaign_types.c.occurrences + 1, last_seen=now,
+                        source=source[:4096])).rowcount
+            if not done:
+                conn.execute(insert(unknown_campaign_types).values(
+                    type=type_, tag=tag, occurrences=1, first_seen=now, last_seen=now,
+                    source=source[:4096]))
+
+    with_retry(once)
+
+
+# --- curators ------------------------------------------------------------------------------
+def list_campaigns(ledger: Ledger, active_only: bool = False) -> Sequence[Row[Any]]:
+    """Active campaigns first, in priority order (lower first), then the rest."""
+    q = select(campaigns).order_by(campaigns.c.active.desc(), campaigns.c.priority,
+                                   campaigns.c.tag, campaigns.c.type)
+    if active_only:
+        q = q.where(campaigns.c.active.is_(True))
+    with ledger.read() as conn:
+        return conn.execute(q).all()
+
+
+def unknown_types(ledger: Ledger) -> Sequence[Row[Any]]:
+    with ledger.read() as conn:
+        return conn.execute(select(unknown_campaign_types).order_by(
+            unknown_campaign_types.c.last_seen.desc())).all()
+
+
+def update_campaign(ledger: Ledger, tag: str, type_: str | None = None, **values: Any
+                    ) -> list[Row[Any]]:
+    """Set curator fields of ``tag`` (all its types, or ``type_``); returns the rows."""
+    unknown = set(values) - set(EDITABLE)
+    if unknown:
+        raise ValueError(f"not editable: {', '.join(sorted(unknown))}")
+    types = _types_of(ledger, tag)
+    if not types:
+        raise BatonError(f"no campaign {tag!r} is registered (campaigns register themselves "
+                         "when a signal or a job first names them; see `baton campaign list "
+                         "--all`)")
+    if type_ is not None and type_ not in types:
+        raise BatonError(f"campaign {tag!r} has no type {type_!r}; it has: {', '.join(types)}")
+    where = [campaigns.c.tag == tag] + ([campaigns.c.type == type_] if type_ else [])
+
+    def once() -> None:
+        with ledger.write() as conn:
+            conn.execute(update(campaigns).where(*where).values(**values))
+
+    with_retry(once)
+    with ledger.read() as conn:
+        return list(conn.execute(select(campaigns).where(*where)).all())
+
+
+# --- progress ------------------------------------------------------------------------------
+@dataclass
+class Progress:
+    """Tasks of one (campaign, experiment, stage): a task is one evaluation of one
+    checkpoint, or one analysis; its state is that of its latest attempt."""
+
+    expected: int = 0
+    states: Counter[str] = field(default_factory=Counter)
+
+    def row(self) -> dict[str, int]:
+        s = self.states
+        return {"expected": self.expected, "submitted": sum(s.values()),
+                "running": s["started"] + s["running"], "finished": s["finished"],
+                "failed": s["failed"]}
+
+
+def progress(ledger: Ledger, shown_state: Any) -> dict[tuple[str, str, str], Progress]:
+    """(campaign, experiment, stage) -> Progress, from one pass over the ledger.
+
+    ``shown_state(state, reason)`` maps a Slurm state to the dashboard's states (passed in
+    so that the ledger does not depend on the exporter)."""
+    with ledger.read() as conn:
+        runs = conn.execute(select(training_runs.c.id, training_runs.c.experiment_name,
+                                   training_runs.c.campaign)).all()
+        ckpts = Counter(conn.execute(select(checkpoints.c.training_run_id)).scalars())
+        jobs = conn.execute(select(
+            slurm_jobs.c.stage, slurm_jobs.c.experiment, slurm_jobs.c.campaign,
+            slurm_jobs.c.attempt, slurm_jobs.c.id, slurm_jobs.c.state, slurm_jobs.c.reason,
+            slurm_jobs.c.metadata)).all()
+    campaign_of = {r.experiment_name: r.campaign or NO_CAMPAIGN for r in runs}
+    out: defaultdict[tuple[str, str, str], Progress] = defaultdict(Progress)
+    for r in runs:
+        camp = campaign_of[r.experiment_name]
+        out[(camp, r.experiment_name, "evaluation")].expected = max(1, ckpts[r.id])
+        out[(camp, r.experiment_name, "analysis")].expected = 1
+    latest: dict[tuple[str, str, str], Any] = {}
+    for j in jobs:
+        task = (j.stage, j.experiment, (j.metadata or {}).get("checkpoint", ""))
+        if task not in latest or (j.attempt, j.id) > (latest[task].attempt, latest[task].id):
+            latest[task] = j
+    for (stage, experiment, _), j in latest.items():
+        camp = campaign_of.get(experiment) or j.campaign or NO_CAMPAIGN
+        out[(camp, experiment, stage)].states[shown_state(j.state, j.reason)] += 1
+    return dict(out)
+
+
+def completion(rows: Sequence[Row[Any]], prog: dict[tuple[str, str, str], Progress]
+               ) -> dict[tuple[str, str], tuple[int, int]]:
+    """(tag, type) -> (finished, expected) for each registered campaign; expected is the
+    curator's job count when set, else the tasks its experiments imply."""
+    finished: Counter[str] = Counter()
+    implied: Counter[str] = Counter()
+    for (camp, _, _), p in prog.items():
+        finished[camp] += p.states["finished"]
+        implied[camp] += max(p.expected, sum(p.states.values()))
+    return {(r.tag, r.type): (finished[r.tag], r.expected_jobs if r.expected_jobs is not None
+                              else implied[r.tag]) for r in rows}
+

@@ -1,0 +1,23 @@
+"""Status reports from any script: the spool on the shared drive goes into the ledger every
+tick, each event once (``baton.status.ingest``)."""
+
+
+from dagster import DefaultSensorStatus, SensorEvaluationContext, SkipReason, sensor
+
+from baton.status import ingest
+from resources import LedgerResource, SharedDriveResource, baton_config
+
+
+@sensor(name="status_reports", minimum_interval_seconds=baton_config().sensors.interval_seconds,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Ingests the status reports scripts spool on the shared drive "
+                    "(`baton status report`) into the ledger, each event exactly once.")
+def status_reports(context: SensorEvaluationContext, drive: SharedDriveResource,
+                   ledger: LedgerResource) -> SkipReason:
+    led = ledger.ledger()
+    new = ingest(drive.layout().root, led)
+    detail = f"{new} status report(s) ingested"
+    led.heartbeat("status_reports", detail)
+    if new:
+        context.log.info(detail)
+    return SkipReason(detail)
