@@ -27,6 +27,8 @@ class Thresholds:
     failure_rate: float = 0.25               # over 25% of jobs failing ...
     failure_rate_window: str = "1h"          # ... in this window
     for_duration: str = "5m"                 # how long a warning must hold
+    unknown_type_window: str = "1h"          # a signal named an unknown campaign type
+    # a status report overdue: each job's interval comes from baton.yaml `status`
 
 
 def recording_rules(t: Thresholds) -> dict:
@@ -87,6 +89,16 @@ def alert_rules(t: Thresholds) -> dict:
               f"baton:failure_ratio:{t.failure_rate_window} > {t.failure_rate}", "warning",
               "{{ $value | humanizePercentage }} of {{ $labels.stage }} jobs failed in the "
               f"last {t.failure_rate_window}", t.for_duration),
+        alert("BatonStatusReportOverdue",
+              "time() - baton_status_last_report_timestamp_seconds{status=~\"started|running\"}"
+              " > on(project, job) group_left() baton_status_expected_interval_seconds", "warning",
+              "{{ $labels.project }}/{{ $labels.job }} is {{ $labels.status }} but has not "
+              "reported for {{ $value | humanizeDuration }}"),
+        alert("BatonUnknownCampaignType",
+              f"increase(baton_campaign_unknown_type_signals_total[{t.unknown_type_window}])"
+              " > 0", "warning",
+              "signals name campaign type {{ $labels.type }}, which baton.yaml "
+              "campaigns.types does not list (baton campaign list --unknown)"),
     ]}
 
 

@@ -7,6 +7,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import yaml
+
 from prometheus.rules import Thresholds, render
 from tests.conftest import require
 
@@ -28,12 +30,11 @@ def test_promtool_check_rules() -> None:
     proc = subprocess.run([promtool(), "check", "rules", str(PROM / "alerts.yml")],
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "SUCCESS: 14 rules found" in proc.stdout
+    groups = yaml.safe_load((PROM / "alerts.yml").read_text())["groups"]
+    assert f"SUCCESS: {sum(len(g['rules']) for g in groups)} rules found" in proc.stdout
 
 
 def test_promtool_unit_tests_cover_every_alert() -> None:
-    import yaml
-
     tests = yaml.safe_load((PROM / "tests" / "alerts_test.yml").read_text())["tests"]
     tested = {case["alertname"] for t in tests for case in t["alert_rule_test"]
               if case["exp_alerts"]}
