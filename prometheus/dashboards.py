@@ -26,13 +26,51 @@ def target(expr: str, legend: str = "", fmt: str = "time_series", instant: bool 
 
 
 def panel(kind: str, title: str, targets: list[dict], x: int, y: int, w: int, h: int,
-          unit: str | None = None, **options: Any) -> dict[str, Any]:
+          unit: str | None = None, transformations: list[dict] | None = None,
+          overrides: list[dict] | None = None, **options: Any) -> dict[str, Any]:
     for i, t in enumerate(targets):
         t["refId"] = chr(ord("A") + i)
     defaults: dict[str, Any] = {"unit": unit} if unit else {}
-    return {"type": kind, "title": title, "datasource": DATASOURCE,
-            "gridPos": {"x": x, "y": y, "w": w, "h": h}, "targets": targets,
-            "fieldConfig": {"defaults": defaults, "overrides": []}, "options": options}
+    out = {"type": kind, "title": title, "datasource": DATASOURCE,
+           "gridPos": {"x": x, "y": y, "w": w, "h": h}, "targets": targets,
+           "fieldConfig": {"defaults": defaults, "overrides": overrides or []},
+           "options": options}
+    if transformations:
+        out["transformations"] = transformations
+    return out
+
+
+def joined_table(title: str, columns: dict[str, str], keys: list[str], x: int, y: int,
+                 w: int, h: int, sort_by: str | None = None,
+                 units: dict[str, str] | None = None, labels_from: str | None = None
+                 ) -> dict[str, Any]:
+    """One table row per ``keys``, one column per instant query: the seed's progress
+    table. Grafana merges the queries on their labels and names the values;
+    ``labels_from`` is a query that only brings labels (its value column is hidden)."""
+    exprs = [*columns.values(), *([labels_from] if labels_from else [])]
+    targets = [target(expr, "", "table", instant=True) for expr in exprs]
+    names = {f"Value #{chr(ord('A') + i)}": name for i, name in enumerate(columns)}
+    hidden = {"Time": True}
+    if labels_from:
+        hidden[f"Value #{chr(ord('A') + len(columns))}"] = True
+    transformations: list[dict[str, Any]] = [
+        {"id": "merge", "options": {}},
+        {"id": "organize", "options": {
+            "excludeByName": hidden,
+            "indexByName": {k: i for i, k in enumerate([*keys, *columns])},
+            "renameByName": names}}]
+    if sort_by:
+        transformations.append({"id": "sortBy", "options": {"sort": [{"field": sort_by}]}})
+    overrides = [{"matcher": {"id": "byName", "options": col},
+                  "properties": [{"id": "unit", "value": unit}]}
+                 for col, unit in (units or {}).items()]
+    return panel("table", title, targets, x, y, w, h, transformations=transformations,
+                 overrides=overrides)
+
+
+def progress_column(column: str) -> str:
+    return (f"sum by (campaign, experiment, stage) (baton_progress_tasks{{{CAMPAIGN},{STAGE},"
+            f"column=\"{column}\"}})")
 
 
 def row(title: str, y: int) -> dict[str, Any]:
@@ -47,6 +85,16 @@ def variable(name: str, query: str) -> dict[str, Any]:
             "current": {"text": "All", "value": "$__all"}}
 
 
+def campaign_variable() -> dict[str, Any]:
+    """The seed's ``SELECT tag FROM production_overview WHERE active ORDER BY priority``:
+    only active campaigns (those with a priority series), lowest priority first."""
+    var = variable("campaign", "query_result(sort(baton_campaign_priority))")
+    var["regex"] = '/campaign="([^"]+)"/'
+    var["sort"] = 0  # keep the query's order: the priority
+    del var["allValue"]  # "All" means all active campaigns, not every campaign
+    return var
+
+
 def dashboard() -> dict[str, Any]:
     panels = [
         row("Status", 0),
@@ -54,9 +102,8 @@ def dashboard() -> dict[str, Any]:
             f"sum by (state) (baton_jobs{{{STAGE}}})", "{{state}}")], 0, 1, 10, 5,
             colorMode="background", graphMode="none"),
         panel("bargauge", "Completion per campaign", [target(
-            f"100 * sum by (campaign) (baton_campaign_jobs{{{CAMPAIGN},{STAGE},"
-            f"state=\"finished\"}}) / sum by (campaign) (baton_campaign_jobs{{{CAMPAIGN},"
-            f"{STAGE}}})", "{{campaign}}")], 10, 1, 6, 5, unit="percent"),
+            f"100 * baton_campaign_completion_ratio{{{CAMPAIGN}}}", "{{campaign}}")],
+            10, 1, 6, 5, unit="percent"),
         panel("stat", "Active jobs", [target(
             f"sum(baton_jobs{{{STAGE},state=~\"started|running\"}})", "active")],
             16, 1, 4, 5),
@@ -65,9 +112,17 @@ def dashboard() -> dict[str, Any]:
             f"sum(baton:jobs_ended:increase1h{{{STAGE}}})", "failed")], 20, 1, 4, 5,
             unit="percent"),
         row("Progress", 6),
-        panel("table", "Progress by campaign and stage", [target(
-            f"sum by (campaign, stage, state) (baton_campaign_jobs{{{CAMPAIGN},{STAGE}}})",
-            "", "table", instant=True)], 0, 7, 24, 8),
+        joined_table("Active campaigns (priority order)", {
+            "priority": f"baton_campaign_priority{{{CAMPAIGN}}}",
+            "completion": f"100 * baton_campaign_completion_ratio{{{CAMPAIGN}}}",
+            "expected": f"baton_campaign_expected_jobs{{{CAMPAIGN}}} and on(campaign, type) "
+                        f"baton_campaign_priority"},
+            ["campaign", "type", "display_name", "notes"], 0, 7, 9, 8, sort_by="priority",
+            units={"completion": "percent"}, labels_from=f"baton_campaign_info{{{CAMPAIGN}}}"),
+        joined_table("Progress by campaign and stage",
+                     {c: progress_column(c) for c in ("expected", "submitted", "running",
+                                                      "finished", "failed")},
+                     ["campaign", "experiment", "stage"], 9, 7, 15, 8),
         row("Throughput and resources", 15),
         panel("timeseries", "Jobs finished per hour", [target(
             f"baton:jobs_finished:rate1h{{{STAGE}}}", "{{stage}}")], 0, 16, 6, 8),
@@ -104,10 +159,19 @@ def dashboard() -> dict[str, Any]:
         panel("stat", "Sensor heartbeat age", [target(
             "time() - baton_sensor_heartbeat_timestamp_seconds", "{{sensor}}")],
             18, 25, 6, 8, unit="s"),
-        row("Alerts", 33),
+        row("Status reports", 33),
+        joined_table("Last status of every reporting script", {
+            "last report": "1000 * baton_status_last_report_timestamp_seconds",
+            "silent for": "time() - baton_status_last_report_timestamp_seconds",
+            "progress": "100 * baton_status_progress_ratio",
+            "expected every": "baton_status_expected_interval_seconds"},
+            ["project", "job_name", "status"], 0, 34, 24, 7,
+            units={"last report": "dateTimeAsIso", "silent for": "s", "progress": "percent",
+                   "expected every": "s"}),
+        row("Alerts", 41),
         panel("table", "Firing alerts", [target(
             'ALERTS{alertstate="firing", alertname=~"Baton.*"}', "", "table", instant=True)],
-            0, 34, 24, 6),
+            0, 42, 24, 6),
     ]
     for i, p in enumerate(panels, start=1):
         p["id"] = i
@@ -116,8 +180,7 @@ def dashboard() -> dict[str, Any]:
         "schemaVersion": 39, "version": 1, "editable": False, "refresh": "30s",
         "time": {"from": "now-24h", "to": "now"},
         "templating": {"list": [variable("stage", "label_values(baton_jobs, stage)"),
-                                variable("campaign",
-                                         "label_values(baton_campaign_jobs, campaign)")]},
+                                campaign_variable()]},
         "panels": panels,
     }
 

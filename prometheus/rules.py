@@ -91,8 +91,8 @@ def alert_rules(t: Thresholds) -> dict:
               f"last {t.failure_rate_window}", t.for_duration),
         alert("BatonStatusReportOverdue",
               "time() - baton_status_last_report_timestamp_seconds{status=~\"started|running\"}"
-              " > on(project, job) group_left() baton_status_expected_interval_seconds", "warning",
-              "{{ $labels.project }}/{{ $labels.job }} is {{ $labels.status }} but has not "
+              " > on(project, job_name) group_left() baton_status_expected_interval_seconds", "warning",
+              "{{ $labels.project }}/{{ $labels.job_name }} is {{ $labels.status }} but has not "
               "reported for {{ $value | humanizeDuration }}"),
         alert("BatonUnknownCampaignType",
               f"increase(baton_campaign_unknown_type_signals_total[{t.unknown_type_window}])"

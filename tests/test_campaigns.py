@@ -3,11 +3,12 @@ without blocking anything, curator commands, progress and completion, and its me
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from prometheus_client.core import CollectorRegistry
+from prometheus_client.core import CollectorRegistry, Metric
 
 from baton.config import CampaignConfig, Config, load_config
 from baton.errors import BatonError, ConfigError
@@ -151,7 +152,7 @@ def _samples(ledger: Ledger) -> dict[tuple[str, tuple[tuple[str, str], ...]], fl
     registry = CollectorRegistry()
 
     class One:
-        def collect(self):  # noqa: ANN202
+        def collect(self) -> Iterator[Metric]:
             return campaign_metrics(ledger)
 
     registry.register(One())  # type: ignore[arg-type]
@@ -214,5 +215,5 @@ def test_curator_commands(tmp_path: Path, drive: DriveLayout) -> None:
 def test_a_default_type_that_is_not_declared_is_a_config_error(tmp_path: Path) -> None:
     path = tmp_path / "baton.yaml"
     path.write_text("campaigns:\n  types: [sweep]\n  default_type: other\n")
-    with pytest.raises(ConfigError, match="campaigns.*default_type 'other' is not one of"):
+    with pytest.raises(ConfigError, match=r"campaigns.*default_type 'other' is not one of"):
         load_config(path, env={})

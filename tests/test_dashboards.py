@@ -29,9 +29,24 @@ def test_layout_and_variables() -> None:
     for needed in ("Jobs by state", "Completion per campaign", "Active jobs",
                    "Failure rate (1h)", "Progress by campaign and stage",
                    "Jobs finished per hour", "Memory used / requested", "CPU per stage",
-                   "Restarts", "Firing alerts"):
+                   "Restarts", "Firing alerts", "Active campaigns (priority order)",
+                   "Last status of every reporting script"):
         assert needed in titles
     assert [v["name"] for v in board["templating"]["list"]] == ["stage", "campaign"]
+    # the seed's $tag: active campaigns in priority order; "All" is all of those only
+    camp = board["templating"]["list"][1]
+    assert camp["query"]["query"] == "query_result(sort(baton_campaign_priority))"
+    assert "allValue" not in camp and camp["sort"] == 0
+    # row 2: one row per campaign, experiment and stage with the seed's five columns
+    table = next(p for p in board["panels"] if p["title"] == "Progress by campaign and stage")
+    organize = next(t for t in table["transformations"] if t["id"] == "organize")["options"]
+    assert list(organize["indexByName"]) == ["campaign", "experiment", "stage", "expected",
+                                             "submitted", "running", "finished", "failed"]
+    assert [t["expr"].split('column="')[1].split('"')[0] for t in table["targets"]] == [
+        "expected", "submitted", "running", "finished", "failed"]
+    active = next(p for p in board["panels"] if p["title"].startswith("Active campaigns"))
+    assert {"id": "sortBy", "options": {"sort": [{"field": "priority"}]}} in \
+        active["transformations"]
     ids = [p["id"] for p in board["panels"]]
     assert len(ids) == len(set(ids))
 

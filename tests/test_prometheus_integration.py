@@ -45,7 +45,7 @@ def value(base: str, expr: str) -> float:
 def test_prometheus_sees_the_pipeline(tmp_path: Path) -> None:
     require(shutil.which("prometheus") is not None,
             "prometheus is not installed (apt-get install prometheus)")
-    p = Pipeline(tmp_path, "local")
+    p = Pipeline(tmp_path, "local", extra_config="status:\n  expected_interval_seconds: 6\n")
     exporter_port, prom_port = free_port(), free_port()
     exporter = subprocess.Popen(
         [sys.executable, "-m", "baton", "exporter", "--port", str(exporter_port),
@@ -71,8 +71,16 @@ def test_prometheus_sees_the_pipeline(tmp_path: Path) -> None:
     exps = [f"obs-a-{token}", f"obs-b-{token}"]
     try:
         p.start()
+        campaign = f"obs-{token}"
         for exp in exps:
-            p.train(exp, campaign=f"obs-{token}")
+            p.train(exp, campaign=campaign)
+        # a script reports once and falls silent (the daemon's sensor ingests it)
+        report = subprocess.run([sys.executable, "-m", "baton", "status", "report",
+                                 "--project", "nightly", "--job", "fetch", "--status",
+                                 "running", "--progress", "25"], env={
+                                     **p.env, "SHARED_DRIVE": str(p.drive.root)},
+                                check=False, timeout=30)
+        assert report.returncode == 0
         for exp in exps:
             p.wait_for(f"analysis_report of {exp}",
                        lambda e=exp: p.materialized("analysis_report", e))
@@ -91,6 +99,21 @@ def test_prometheus_sees_the_pipeline(tmp_path: Path) -> None:
         assert value(base, "baton_signal_detection_latency_seconds_count") == 2
         assert value(base, "baton_end_to_end_seconds_count") == 2
         assert value(base, "baton_ledger_integrity_ok") == 1
+        # a curator shows the campaign: it is complete, and the progress table agrees
+        activate = subprocess.run([sys.executable, "-m", "baton", "campaign", "activate",
+                                   campaign], env=p.env, capture_output=True, text=True,
+                                  check=False, timeout=60)
+        assert activate.returncode == 0, activate.stderr
+        p.wait_for("the active campaign in Prometheus", lambda: query(
+            base, f'baton_campaign_priority{{campaign="{campaign}"}}'), timeout=30)
+        assert value(base, f'baton_campaign_completion_ratio{{campaign="{campaign}"}}') == 1
+        assert value(base, f'sum(baton_progress_tasks{{campaign="{campaign}",'
+                     'column="finished"})') == len(jobs)
+        assert value(base, 'baton_status_progress_ratio{project="nightly",job_name="fetch"}') == 0.25
+        p.wait_for("BatonStatusReportOverdue to fire", lambda: any(
+            a["labels"]["alertname"] == "BatonStatusReportOverdue" and a["state"] == "firing"
+            and a["labels"]["job_name"] == "fetch" for a in json.loads(urllib.request.urlopen(
+                f"{base}/api/v1/alerts", timeout=10).read())["data"]["alerts"]), timeout=60)
         # stop the daemon: the heartbeat alert fires in the real Prometheus
         p.stop()
         p.wait_for("BatonSensorHeartbeatStale to fire", lambda: any(

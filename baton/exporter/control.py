@@ -73,7 +73,7 @@ def status_metrics(ledger: Ledger, config: Config) -> Iterator[Metric]:
     """Each (project, job)'s last report: when, which status, how far; and how long it may
     stay silent (the overdue alert compares the two)."""
     rows = last_reports(ledger)
-    labels = ["project", "job"]
+    labels = ["project", "job_name"]  # not "job": Prometheus's own target label
     at = GaugeMetricFamily("baton_status_last_report_timestamp_seconds", "when the job last "
                            "reported, labelled with the status it reported",
                            labels=[*labels, "status"])

@@ -23,7 +23,8 @@ E2E = Path(__file__).resolve().parent
 
 
 class Pipeline:
-    def __init__(self, tmp: Path, backend: str, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(self, tmp: Path, backend: str, extra_env: dict[str, str] | None = None,
+                 extra_config: str = "") -> None:
         self.tmp = tmp
         self.home = tmp / "dagster_home"
         self.home.mkdir(parents=True, exist_ok=True)
@@ -41,7 +42,7 @@ class Pipeline:
             f"  evaluation:\n    time: '00:05:00'\n    mem: 200M\n    cpus: 1\n"
             f"    command: {py} {E2E / 'fake_eval.py'}\n"
             f"  analysis:\n    time: '00:05:00'\n    mem: 200M\n    cpus: 1\n"
-            f"    command: {py} {E2E / 'fake_analysis.py'}\n")
+            f"    command: {py} {E2E / 'fake_analysis.py'}\n" + extra_config)
         self.env = {**os.environ, "DAGSTER_HOME": str(self.home),
                     "BATON_CONFIG": str(self.config_file), **(extra_env or {})}
         for var in ("SHARED_DRIVE", "BATON_STATE_DIR", "BATON_DATABASE_URL",
