@@ -20,6 +20,7 @@ from ops_slurm.jobs import (
 )
 from resources import LedgerResource, MLflowResource, SharedDriveResource, SlurmResource
 from sensors.signals import analysis_sensor, evaluation_sensor, training_sensor
+from sensors.supervisor import supervisor
 from sensors.tracker import slurm_tracker
 
 defs = Definitions(
@@ -28,7 +29,7 @@ defs = Definitions(
     asset_checks=[checkpoint_complete],
     jobs=[submit_evaluation_job, record_evaluation_job, record_analysis_job,
           campaign_report_job, cancel_jobs],
-    sensors=[training_sensor, evaluation_sensor, analysis_sensor, slurm_tracker],
+    sensors=[training_sensor, evaluation_sensor, analysis_sensor, slurm_tracker, supervisor],
     resources={
         "slurm": SlurmResource(),
         "ledger": LedgerResource(),

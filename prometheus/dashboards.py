@@ -104,10 +104,22 @@ def dashboard() -> dict[str, Any]:
         panel("stat", "Sensor heartbeat age", [target(
             "time() - baton_sensor_heartbeat_timestamp_seconds", "{{sensor}}")],
             18, 25, 6, 8, unit="s"),
-        row("Alerts", 33),
+        row("Supervision", 33),
+        panel("timeseries", "Supervision decisions (1h)", [target(
+            f"sum by (reason, action) (increase(baton_supervisions_total{{{STAGE}}}[1h]))",
+            "{{reason}}: {{action}}")], 0, 34, 12, 8),
+        panel("stat", "Repairs in flight", [target(
+            f"sum(baton_supervision_repairs_in_flight{{{STAGE}}})", "in flight")],
+            12, 34, 4, 8),
+        panel("stat", "Gave up (open)", [target(
+            f"sum(baton_supervision_gave_up_open{{{STAGE}}})", "gave up")], 16, 34, 4, 8,
+            colorMode="background", graphMode="none"),
+        panel("stat", "Late jobs", [target(
+            f"sum(baton_supervision_late_jobs{{{STAGE}}})", "late")], 20, 34, 4, 8),
+        row("Alerts", 42),
         panel("table", "Firing alerts", [target(
             'ALERTS{alertstate="firing", alertname=~"Baton.*"}', "", "table", instant=True)],
-            0, 34, 24, 6),
+            0, 43, 24, 6),
     ]
     for i, p in enumerate(panels, start=1):
         p["id"] = i

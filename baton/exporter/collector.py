@@ -28,6 +28,7 @@ from baton.exporter.states import (
     dashboard_state,
     failure_reason,
 )
+from baton.exporter.supervision import supervision_metrics
 from baton.ledger import Ledger
 from baton.ledger.schema import (
     analysis_jobs,
@@ -138,6 +139,7 @@ class BatonCollector:
             campaign_of = dict(conn.execute(select(training_runs.c.experiment_name,
                                                    training_runs.c.campaign)).all())
             flows = self._flows(conn)
+            supervised = list(supervision_metrics(conn))
         yield from self._job_metrics(jobs)
         yield self._campaign_metric(jobs, campaign_of)
         fam = CounterMetricFamily("baton_signals", "signals seen, by kind and outcome",
@@ -151,6 +153,7 @@ class BatonCollector:
             fam.add_metric([name], at.timestamp())
         yield fam
         yield from flows
+        yield from supervised
         yield self._integrity_metric()
 
     def _job_metrics(self, jobs: list[Any]) -> Iterator[Metric]:

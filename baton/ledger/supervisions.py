@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Row, and_, insert, select, update
+from sqlalchemy import Row, String, and_, cast, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 
 from baton.ledger.engine import with_retry
-from baton.ledger.schema import slurm_jobs, supervisions
+from baton.ledger.schema import facts, slurm_jobs, supervisions
 from baton.ledger.store import Ledger, utcnow
 
 # execution statuses that may still change (the job they follow has not ended)
@@ -112,3 +112,14 @@ def open_give_ups(ledger: Ledger, job_row: int) -> Sequence[Row[Any]]:
         return conn.execute(select(supervisions).where(
             supervisions.c.job_row == job_row, supervisions.c.action == "gave_up",
             supervisions.c.execution_status == "open")).all()
+
+
+def unreported_repairs(ledger: Ledger) -> Sequence[Row[Any]]:
+    """Dispatched resubmissions whose Dagster event is not confirmed yet (fact
+    ``supervision:{id}``)."""
+    reported = select(facts.c.id).where(
+        facts.c.key == literal("supervision:") + cast(supervisions.c.id, String)).exists()
+    with ledger.read() as conn:
+        return conn.execute(select(supervisions).where(
+            supervisions.c.action == "resubmit", supervisions.c.dispatch_status == "dispatched",
+            ~reported).order_by(supervisions.c.id)).all()
