@@ -141,3 +141,13 @@ def test_default_policy() -> None:
     cfg = load_config(None, env={}).stage("evaluation").supervision
     assert (cfg.enabled, cfg.max_attempts, cfg.mem_factor, cfg.resubmit_failed,
             cfg.late_action) == (True, 3, 2.0, False, "alert")
+
+
+def test_readme_policy_example_is_valid(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = readme.index("# baton.yaml: the per-stage policy")
+    path = tmp_path / "baton.yaml"
+    path.write_text(readme[start:readme.index("```", start)])
+    cfg = load_config(path, env={})
+    assert cfg.stage("evaluation").supervision.late_action == "cancel"
+    assert cfg.stage("analysis").supervision.resubmit_failed is True
