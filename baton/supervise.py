@@ -16,7 +16,6 @@ from baton.slurm.units import format_memory, format_time, parse_memory_mb, parse
 END_REASONS = ("oom", "timeout", "node_fail", "preempted", "failed")
 LATE_REASONS = ("late_pending", "late_running")
 MANUAL = "manual"
-ACTIONS = ("resubmit", "cancel", "alert", "gave_up", "none")
 # states baton never supervises: success, a person's (or the supervisor's) cancel, and a
 # submission Slurm never accepted (the submission path reports and retries those)
 NOT_SUPERVISED = frozenset({"COMPLETED", "CANCELLED", "SUBMITTING", "SUBMIT_FAILED"})

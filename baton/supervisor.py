@@ -153,7 +153,7 @@ def follow(ledger: Ledger) -> int:
     for r in sv.live_with_jobs(ledger):
         status = execution_status(r.state)
         if status != r.execution_status:
-            done = r.ended_at or datetime.now(UTC) if is_terminal(r.state) else None
+            done = (r.ended_at or datetime.now(UTC)) if is_terminal(r.state) else None
             changed += sv.set_values(ledger, r.id, only_if={"execution_status":
                                                             r.execution_status},
                                      execution_status=status, finished_at=done)

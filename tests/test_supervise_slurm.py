@@ -197,6 +197,8 @@ def test_give_up_is_reported_and_fires_the_alert(world: World, tmp_path: Path) -
                   action="gave_up") == 1
     assert sample(text, "baton_supervisions_total", stage="evaluation", reason="oom",
                   action="resubmit") == 1
+    assert sample(text, "baton_supervisions_total", stage="analysis", reason="oom",
+                  action="resubmit") == 0  # from zero, so that increase() sees the first
     promtool = shutil.which("promtool")
     require(promtool is not None, "promtool is not installed (apt-get install prometheus)")
     # the scraped value, fed to the real alert rules

@@ -12,9 +12,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from sqlalchemy import func, select
 
 from baton.ledger.schema import supervisions
-from baton.ledger.supervisions import LIVE
+from baton.ledger.supervisions import LIVE, STAGES
+from baton.supervise import END_REASONS, LATE_REASONS, MANUAL
 
-STAGES = ("evaluation", "analysis")
+# every (reason, action) a decision can take, from zero: increase() sees the first one
+POSSIBLE = ([(r, a) for r in END_REASONS for a in ("resubmit", "gave_up", "none")]
+            + [(r, a) for r in LATE_REASONS for a in ("alert", "cancel")]
+            + [(MANUAL, "resubmit")])
 
 
 def supervision_metrics(conn: Any) -> Iterator[Metric]:
@@ -37,10 +41,11 @@ def supervision_metrics(conn: Any) -> Iterator[Metric]:
             late[stage] += n
     fam = CounterMetricFamily("baton_supervisions", "supervision decisions, by stage, reason "
                               "and action", labels=["stage", "reason", "action"])
-    for (stage, reason, action), n in sorted(decided.items()):
-        fam.add_metric([stage, reason, action], n)
-    yield fam
     stages = sorted(set(STAGES) | {stage for stage, *_ in decided})
+    keys = {(stage, r, a) for stage in stages for r, a in POSSIBLE} | set(decided)
+    for stage, reason, action in sorted(keys):
+        fam.add_metric([stage, reason, action], decided[(stage, reason, action)])
+    yield fam
     for name, doc, values in (
         ("baton_supervision_repairs_in_flight", "resubmissions not yet ended", in_flight),
         ("baton_supervision_gave_up_open", "jobs that failed every attempt the policy "
