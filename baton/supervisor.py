@@ -122,9 +122,12 @@ def dispatch(config: Config, ledger: Ledger, backend: SlurmBackend, sup: Any) ->
             campaign=original.campaign, mem=format_memory(sup.new_mem_mb),
             time=format_time(sup.new_time_s), parent_id=original.id)[0]
     except (BatonError, OSError) as exc:
-        log.error("supervision %s: dispatching the %s failed: %s", sup.id, sup.action, exc)
-        sv.set_values(ledger, sup.id, dispatch_status="failed", dispatch_error=str(exc),
-                      execution_status="none")
+        # a racing dispatcher may have done it (a second scancel fails): keep its word
+        if sv.set_values(ledger, sup.id, only_if={"dispatch_status": "pending"},
+                         dispatch_status="failed", dispatch_error=str(exc),
+                         execution_status="none"):
+            log.error("supervision %s: dispatching the %s failed: %s", sup.id, sup.action,
+                      exc)
         return False
     repair = ledger.job(outcome.row_id)
     st.record_repair_task(ledger, stage=sup.stage, original_row=original.id,
