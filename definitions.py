@@ -21,6 +21,7 @@ from ops_slurm.jobs import (
 from resources import LedgerResource, MLflowResource, SharedDriveResource, SlurmResource
 from sensors.signals import analysis_sensor, evaluation_sensor, training_sensor
 from sensors.status import status_reports
+from sensors.supervisor import supervisor
 from sensors.tracker import slurm_tracker
 
 defs = Definitions(
@@ -30,7 +31,7 @@ defs = Definitions(
     jobs=[submit_evaluation_job, record_evaluation_job, record_analysis_job,
           campaign_report_job, cancel_jobs],
     sensors=[training_sensor, evaluation_sensor, analysis_sensor, slurm_tracker,
-             status_reports],
+             status_reports, supervisor],
     resources={
         "slurm": SlurmResource(),
         "ledger": LedgerResource(),

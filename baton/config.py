@@ -86,6 +86,26 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
+class SupervisionPolicy(Section):
+    """What the supervisor does when a job of the stage fails or is late (README,
+    "Supervision"). Resources grow by a factor up to a cap, for a bounded number of
+    attempts; a plain failure is likely a bug and is not resubmitted unless asked."""
+
+    enabled: bool = True
+    max_attempts: int = Field(default=3, ge=1, le=20)  # the first submission counts
+    mem_factor: float = Field(default=2.0, ge=1)
+    mem_cap: Memory = "256G"
+    time_factor: float = Field(default=2.0, ge=1)
+    time_cap: Duration = "2-00:00:00"
+    resubmit_failed: bool = False
+    # a job pending longer than this is late (None: never)
+    late_pending_seconds: float | None = Field(default=86400, gt=0)
+    # a job running longer than this factor x the stage's expected_seconds (or, without
+    # one, its time limit) is late
+    late_running_factor: float = Field(default=2.0, gt=0)
+    late_action: Literal["alert", "cancel"] = "alert"
+
+
 class StageConfig(Section):
     """Resources and command of one Slurm stage (the spec's template directives)."""
 
@@ -104,6 +124,18 @@ class StageConfig(Section):
     # evaluation: the datasets every evaluation must cover (the completeness check)
     datasets: list[Annotated[str, AfterValidator(_dataset)]] = Field(default_factory=list)
     array_throttle: int = Field(default=10, ge=1)
+    supervision: SupervisionPolicy = Field(default_factory=SupervisionPolicy)
+
+    @model_validator(mode="after")
+    def _caps_above_requests(self) -> StageConfig:
+        pol = self.supervision
+        if parse_memory_mb(pol.mem_cap) < parse_memory_mb(self.mem):
+            raise ValueError(f"supervision.mem_cap {pol.mem_cap} is below the stage's mem "
+                             f"{self.mem}")
+        if parse_time_seconds(pol.time_cap) < parse_time_seconds(self.time):
+            raise ValueError(f"supervision.time_cap {pol.time_cap} is below the stage's time "
+                             f"{self.time}")
+        return self
 
 
 class SlurmConfig(Section):

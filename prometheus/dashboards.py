@@ -168,10 +168,22 @@ def dashboard() -> dict[str, Any]:
             ["project", "job_name", "status"], 0, 34, 24, 7,
             units={"last report": "dateTimeAsIso", "silent for": "s", "progress": "percent",
                    "expected every": "s"}),
-        row("Alerts", 41),
+        row("Supervision", 41),
+        panel("timeseries", "Supervision decisions (1h)", [target(
+            f"sum by (reason, action) (increase(baton_supervisions_total{{{STAGE}}}[1h]))",
+            "{{reason}}: {{action}}")], 0, 42, 12, 8),
+        panel("stat", "Repairs in flight", [target(
+            f"sum(baton_supervision_repairs_in_flight{{{STAGE}}})", "in flight")],
+            12, 42, 4, 8),
+        panel("stat", "Gave up (open)", [target(
+            f"sum(baton_supervision_gave_up_open{{{STAGE}}})", "gave up")], 16, 42, 4, 8,
+            colorMode="background", graphMode="none"),
+        panel("stat", "Late jobs", [target(
+            f"sum(baton_supervision_late_jobs{{{STAGE}}})", "late")], 20, 42, 4, 8),
+        row("Alerts", 50),
         panel("table", "Firing alerts", [target(
             'ALERTS{alertstate="firing", alertname=~"Baton.*"}', "", "table", instant=True)],
-            0, 42, 24, 6),
+            0, 51, 24, 6),
     ]
     for i, p in enumerate(panels, start=1):
         p["id"] = i

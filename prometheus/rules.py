@@ -85,13 +85,20 @@ def alert_rules(t: Thresholds) -> dict:
               f"baton_oldest_unanswered_training_seconds > {t.missing_signal_seconds}",
               "warning", "a trained model has had no completed evaluation for "
               "{{ $value | humanizeDuration }}"),
+        alert("BatonSupervisionGaveUp", "baton_supervision_gave_up_open > 0", "critical",
+              "{{ $value }} {{ $labels.stage }} job(s) failed every attempt their supervision "
+              "policy allows: see `baton supervise list --open`, then retry or cancel"),
+        alert("BatonJobLate", "baton_supervision_late_jobs > 0", "warning",
+              "{{ $value }} {{ $labels.stage }} job(s) are later than their supervision policy "
+              "allows: see `baton supervise list --open`"),
         alert("BatonFailureRateHigh",
               f"baton:failure_ratio:{t.failure_rate_window} > {t.failure_rate}", "warning",
               "{{ $value | humanizePercentage }} of {{ $labels.stage }} jobs failed in the "
               f"last {t.failure_rate_window}", t.for_duration),
         alert("BatonStatusReportOverdue",
               "time() - baton_status_last_report_timestamp_seconds{status=~\"started|running\"}"
-              " > on(project, job_name) group_left() baton_status_expected_interval_seconds", "warning",
+              " > on(project, job_name) group_left() baton_status_expected_interval_seconds",
+              "warning",
               "{{ $labels.project }}/{{ $labels.job_name }} is {{ $labels.status }} but has not "
               "reported for {{ $value | humanizeDuration }}"),
         alert("BatonUnknownCampaignType",

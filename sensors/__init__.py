@@ -1,1 +1,2 @@
-"""Sensors: signals (training, evaluation, analysis) and the Slurm job tracker."""
+"""Sensors: signals (training, evaluation, analysis), the Slurm job tracker and the
+supervisor."""

@@ -43,7 +43,7 @@ def test_definitions_hold_the_asset_graph() -> None:
     assert parents["campaign_report"] == {"analysis_report"}
     sensors = {s.name for s in defs.sensors}
     assert sensors == {"training_sensor", "evaluation_sensor", "analysis_sensor",
-                       "slurm_tracker", "status_reports"}
+                       "slurm_tracker", "status_reports", "supervisor"}
 
 
 def test_instance_on_postgres(tmp_path: Path) -> None:

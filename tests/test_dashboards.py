@@ -24,13 +24,14 @@ def test_layout_and_variables() -> None:
     board = dashboard()
     rows = [p["title"] for p in board["panels"] if p["type"] == "row"]
     assert rows[:3] == ["Status", "Progress", "Throughput and resources"]
-    assert {"Pipeline latency", "Alerts"} <= set(rows)
+    assert {"Pipeline latency", "Supervision", "Alerts"} <= set(rows)
     titles = {p["title"] for p in board["panels"]}
     for needed in ("Jobs by state", "Completion per campaign", "Active jobs",
                    "Failure rate (1h)", "Progress by campaign and stage",
                    "Jobs finished per hour", "Memory used / requested", "CPU per stage",
                    "Restarts", "Firing alerts", "Active campaigns (priority order)",
-                   "Last status of every reporting script"):
+                   "Last status of every reporting script", "Supervision decisions (1h)",
+                   "Gave up (open)"):
         assert needed in titles
     assert [v["name"] for v in board["templating"]["list"]] == ["stage", "campaign"]
     # the seed's $tag: active campaigns in priority order; "All" is all of those only

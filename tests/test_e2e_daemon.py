@@ -76,3 +76,34 @@ def test_real_slurm(tmp_path: Path, kill_midway: bool) -> None:
                           f"--name={names}"], capture_output=True, text=True,
                          check=True).stdout.split()
     assert sorted(out) == sorted(f"{n}|COMPLETED" for n in names.split(","))
+
+
+@pytest.mark.slurm
+@pytest.mark.usefixtures("slurm")
+def test_over_memory_evaluation_is_repaired_by_the_daemon(tmp_path: Path) -> None:
+    """The supervisor sensor in the real daemon: an evaluation killed over its memory is
+    resubmitted with twice the memory, and the pipeline goes on to the report."""
+    exp = f"hog-{secrets.token_hex(3)}"
+    p = Pipeline(tmp_path, "sbatch", {"FAKE_EVAL_HOG": exp})
+    p.start()
+    try:
+        p.train(exp)
+        p.wait_for(f"analysis_report of {exp}", lambda: p.materialized("analysis_report", exp))
+    finally:
+        p.stop()
+    evals = p.ledger.jobs(experiment=exp, stage="evaluation")
+    assert [(j.attempt, j.req_mem_mb, j.state) for j in evals] == [
+        (1, 200, "FAILED"), (2, 400, "COMPLETED")], [j._asdict() for j in evals]
+    from baton.ledger import supervisions as sv
+
+    [sup] = sv.listing(p.ledger, experiment=exp)
+    assert (sup.reason, sup.action, sup.repair_job_id, sup.execution_status) == (
+        "oom", "resubmit", evals[1].job_id, "completed")
+    from dagster import AssetKey, AssetRecordsFilter
+
+    records = p.instance().fetch_materializations(AssetRecordsFilter(
+        asset_key=AssetKey("evaluation_job"), asset_partitions=[exp]), limit=5).records
+    attempts = sorted(r.asset_materialization.metadata.get("attempt").value
+                      for r in records if "attempt" in r.asset_materialization.metadata)
+    assert attempts == [2] and len(records) == 2  # the first submission, then the repair
+    assert "supervisor" in p.ledger.heartbeats()

@@ -109,7 +109,8 @@ def test_prometheus_sees_the_pipeline(tmp_path: Path) -> None:
         assert value(base, f'baton_campaign_completion_ratio{{campaign="{campaign}"}}') == 1
         assert value(base, f'sum(baton_progress_tasks{{campaign="{campaign}",'
                      'column="finished"})') == len(jobs)
-        assert value(base, 'baton_status_progress_ratio{project="nightly",job_name="fetch"}') == 0.25
+        assert value(base, 'baton_status_progress_ratio{project="nightly",'
+                     'job_name="fetch"}') == 0.25
         p.wait_for("BatonStatusReportOverdue to fire", lambda: any(
             a["labels"]["alertname"] == "BatonStatusReportOverdue" and a["state"] == "firing"
             and a["labels"]["job_name"] == "fetch" for a in json.loads(urllib.request.urlopen(

@@ -7,11 +7,11 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from baton.cli import campaign, config, db, signal, slurm, status, work
+from baton.cli import campaign, config, db, signal, slurm, status, supervise, work
 from baton.errors import BatonError
 
 Handler = Callable[[argparse.Namespace], int]
-GROUPS = (signal, work, status, campaign, db, slurm, config)
+GROUPS = (signal, work, status, campaign, db, slurm, supervise, config)
 
 
 def build_parser() -> argparse.ArgumentParser:

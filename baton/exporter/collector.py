@@ -29,6 +29,7 @@ from baton.exporter.states import (
     dashboard_state,
     failure_reason,
 )
+from baton.exporter.supervision import supervision_metrics
 from baton.ledger import Ledger
 from baton.ledger.schema import (
     analysis_jobs,
@@ -139,6 +140,7 @@ class BatonCollector:
             campaign_of = dict(conn.execute(select(training_runs.c.experiment_name,
                                                    training_runs.c.campaign)).all())
             flows = self._flows(conn)
+            supervised = list(supervision_metrics(conn))
         yield from self._job_metrics(jobs)
         yield self._campaign_metric(jobs, campaign_of)
         fam = CounterMetricFamily("baton_signals", "signals seen, by kind and outcome",
@@ -154,6 +156,7 @@ class BatonCollector:
         yield from flows
         yield from campaign_metrics(self.ledger)
         yield from status_metrics(self.ledger, self.config)
+        yield from supervised
         yield self._integrity_metric()
 
     def _job_metrics(self, jobs: list[Any]) -> Iterator[Metric]:

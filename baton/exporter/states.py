@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from baton.slurm.states import over_memory
+
 DASHBOARD_STATES = ("submitting", "pending", "started", "running", "held", "preempted",
                     "failed", "finished")
 
@@ -40,8 +42,7 @@ def failure_reason(state: str, exit_signal: int | None, max_rss_mb: float | None
                    req_mem_mb: float | None) -> str:
     """Why a job failed, for the ``reason`` label: over memory is recognised with or
     without cgroups (killed by signal 9 with MaxRSS at its request)."""
-    if state == "OUT_OF_MEMORY" or (state == "FAILED" and exit_signal == 9 and max_rss_mb
-                                    and req_mem_mb and max_rss_mb >= req_mem_mb):
+    if over_memory(state, None, exit_signal, max_rss_mb, req_mem_mb):
         return "out_of_memory"
     return {"TIMEOUT": "timeout", "NODE_FAIL": "node_fail", "PREEMPTED": "preempted",
             "CANCELLED": "cancelled", "SUBMIT_FAILED": "submit_failed", "LOST": "lost",

@@ -275,3 +275,34 @@ unknown_campaign_types = Table(
     Column("source", String(PATH)),  # where it was last seen
     UniqueConstraint("type", "tag"),
 )
+
+# --- supervision: each repair of a failed or late job, step by step (schema 0005) -------
+supervisions = Table(
+    "supervisions", metadata,
+    Column("id", Integer, primary_key=True),
+    # "job-{row}:{reason}": a job is supervised once per reason, however many ticks see it
+    Column("key", String(300), nullable=False, unique=True),
+    Column("experiment", String(NAME), nullable=False),
+    Column("stage", String(32), nullable=False),
+    Column("checkpoint", String(PATH)),
+    Column("job_row", ForeignKey("slurm_jobs.id"), nullable=False),  # the job supervised
+    Column("job_id", String(64)),
+    Column("attempt", Integer, nullable=False),  # the supervised job's attempt
+    Column("reason", String(32), nullable=False),  # oom, timeout, ..., late_running, manual
+    Column("action", String(16), nullable=False),  # resubmit, cancel, alert, gave_up, none
+    Column("note", Text),  # why, in words
+    Column("requested_by", String(255), nullable=False),  # "supervisor" or user@host
+    Column("script", Text),  # the rendered repair (batch script, or the scancel command)
+    Column("new_mem_mb", Float),
+    Column("new_time_s", Integer),
+    Column("dispatch_status", String(16), nullable=False),  # pending, dispatched, failed, ...
+    Column("dispatch_error", Text),
+    Column("repair_row", ForeignKey("slurm_jobs.id")),
+    Column("repair_job_id", String(64)),
+    Column("execution_status", String(16), nullable=False),  # pending, running, completed...
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("dispatched_at", UTCDateTime),
+    Column("finished_at", UTCDateTime),
+    Index("ix_supervisions_job_row", "job_row"),
+    Index("ix_supervisions_execution_status", "execution_status"),
+)

@@ -294,3 +294,30 @@ def campaign_experiments(ledger: Ledger, campaign: str) -> list[str]:
     with ledger.read() as conn:
         return sorted(r[0] for r in conn.execute(select(training_runs.c.experiment_name).where(
             and_(training_runs.c.campaign == campaign))))
+
+
+# --- supervision: a repair is a new task of the stage ---------------------------------------
+def repaired_trigger(trigger: str, attempt: int) -> str:
+    """The join key of a repair: its own, so the stage's join (and the Dagster run keyed
+    on it) happens again once the repair ends, even if the failed attempt's join ran."""
+    return f"{trigger.split('#attempt-')[0]}#attempt-{attempt}"
+
+
+def record_repair_task(ledger: Ledger, *, stage: str, original_row: int, slurm_row: int,
+                       job_id: str | None, attempt: int) -> bool:
+    """Record a resubmitted job as a new task of the stage row the original job had;
+    False when the original had none (a job submitted by hand)."""
+    table = evaluation_jobs if stage == "evaluation" else analysis_jobs
+    with ledger.read() as conn:
+        old = conn.execute(select(table).where(table.c.slurm_job_row == original_row)).first()
+    if old is None or old.trigger_key is None:
+        return False
+    trigger = repaired_trigger(old.trigger_key, attempt)
+    if stage == "evaluation":
+        record_evaluation_task(ledger, experiment=old.experiment_name, trigger_key=trigger,
+                               checkpoint=old.checkpoint_path, slurm_row=slurm_row,
+                               job_id=job_id)
+    else:
+        record_analysis(ledger, experiment=old.experiment_name, trigger_key=trigger,
+                        slurm_row=slurm_row, job_id=job_id)
+    return True

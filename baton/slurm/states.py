@@ -33,6 +33,17 @@ def is_terminal(state: str) -> bool:
     return state in TERMINAL_STATES
 
 
+def over_memory(state: str, exit_code: int | None, exit_signal: int | None,
+                max_rss_mb: float | None, req_mem_mb: float | None) -> bool:
+    """Over its memory, with or without cgroups: OUT_OF_MEMORY, or (no cgroups,
+    OverMemoryKill) FAILED killed by signal 9 with MaxRSS at or above the request."""
+    if state == "OUT_OF_MEMORY":
+        return True
+    killed = exit_signal == 9 or exit_code == 137
+    return bool(state == "FAILED" and killed and max_rss_mb and req_mem_mb
+                and max_rss_mb >= req_mem_mb)
+
+
 @dataclass(frozen=True)
 class JobStatus:
     """What Slurm (or the local backend) says about one job or array task."""

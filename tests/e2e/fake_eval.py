@@ -1,5 +1,6 @@
 """A small evaluation for the end-to-end tests: real Parquet, a real signal, run as a real
-Slurm (or local-backend) job. ``FAKE_EVAL_FAIL=<experiment>`` makes that one fail."""
+Slurm (or local-backend) job. ``FAKE_EVAL_FAIL=<experiment>`` makes that one fail;
+``FAKE_EVAL_HOG=<experiment>`` makes it use 300 MB while it has less than 400M."""
 
 import os
 import time
@@ -22,6 +23,11 @@ start = time.time()
 layout = drive.experiment(exp)
 signal_dir = Path(os.environ["BATON_SIGNAL_DIR"])
 now = datetime.now(UTC)
+if exp in os.environ.get("FAKE_EVAL_HOG", "").split(",") and \
+        int(os.environ.get("SLURM_MEM_PER_NODE", "0")) < 400:
+    hog = bytearray(300 * 1024 * 1024)
+    hog[::4096] = b"x" * len(hog[::4096])  # resident: Slurm kills the job over its --mem
+    time.sleep(10)
 if exp in os.environ.get("FAKE_EVAL_FAIL", "").split(","):
     publish(drive, EvalFailed(timestamp=now, experiment=exp, job_id=job, status="failed",
                               error_message="dataset toy: simulated failure",

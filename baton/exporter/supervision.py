@@ -1,0 +1,59 @@
+"""Supervision metrics, from the ``supervisions`` table at scrape time (no job-id labels):
+decisions by stage, reason and action; repairs in flight; give-ups nobody has handled (what
+BatonSupervisionGaveUp alerts on); late jobs flagged by an ``alert`` policy."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from sqlalchemy import func, select
+
+from baton.ledger.schema import supervisions
+from baton.ledger.supervisions import LIVE, STAGES
+from baton.supervise import END_REASONS, LATE_REASONS, MANUAL
+
+# every (reason, action) a decision can take, from zero: increase() sees the first one
+POSSIBLE = ([(r, a) for r in END_REASONS for a in ("resubmit", "gave_up", "none")]
+            + [(r, a) for r in LATE_REASONS for a in ("alert", "cancel")]
+            + [(MANUAL, "resubmit")])
+
+
+def supervision_metrics(conn: Any) -> Iterator[Metric]:
+    rows = conn.execute(select(
+        supervisions.c.stage, supervisions.c.reason, supervisions.c.action,
+        supervisions.c.execution_status, supervisions.c.dispatch_status, func.count(),
+    ).group_by(supervisions.c.stage, supervisions.c.reason, supervisions.c.action,
+               supervisions.c.execution_status, supervisions.c.dispatch_status)).all()
+    decided: Counter[tuple[str, str, str]] = Counter()
+    in_flight: Counter[str] = Counter()
+    gave_up: Counter[str] = Counter()
+    late: Counter[str] = Counter()
+    for stage, reason, action, execution, dispatch, n in rows:
+        decided[(stage, reason, action)] += n
+        if action == "resubmit" and (execution in LIVE or dispatch == "pending"):
+            in_flight[stage] += n
+        elif action == "gave_up" and execution == "open":
+            gave_up[stage] += n
+        elif action == "alert" and execution in LIVE:
+            late[stage] += n
+    fam = CounterMetricFamily("baton_supervisions", "supervision decisions, by stage, reason "
+                              "and action", labels=["stage", "reason", "action"])
+    stages = sorted(set(STAGES) | {stage for stage, *_ in decided})
+    keys = {(stage, r, a) for stage in stages for r, a in POSSIBLE} | set(decided)
+    for stage, reason, action in sorted(keys):
+        fam.add_metric([stage, reason, action], decided[(stage, reason, action)])
+    yield fam
+    for name, doc, values in (
+        ("baton_supervision_repairs_in_flight", "resubmissions not yet ended", in_flight),
+        ("baton_supervision_gave_up_open", "jobs that failed every attempt the policy "
+         "allows, not yet retried or dismissed", gave_up),
+        ("baton_supervision_late_jobs", "jobs flagged late (late_action: alert) and not "
+         "ended", late),
+    ):
+        gauge = GaugeMetricFamily(name, doc, labels=["stage"])
+        for stage in stages:
+            gauge.add_metric([stage], values[stage])
+        yield gauge

@@ -1,0 +1,228 @@
+"""The supervisor's effects, one step each as in the seed design: detect jobs that need
+supervision, record the decision, format the repair from the stage's template, dispatch it
+through the submission path, and follow its execution to the end. Called by the Dagster
+``supervisor`` sensor each tick and by ``baton supervise``."""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import socket
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from baton.config import Config
+from baton.errors import BatonError
+from baton.ledger import Ledger
+from baton.ledger import stages as st
+from baton.ledger import supervisions as sv
+from baton.slurm.backend import SlurmBackend
+from baton.slurm.service import submit_jobs
+from baton.slurm.states import is_terminal
+from baton.slurm.units import format_memory, format_time
+from baton.supervise import Decision, JobFacts, classify, decide, decide_retry
+
+log = logging.getLogger(__name__)
+SUPERVISOR = "supervisor"
+# a job that ended this long before the supervisor first saw it is not repaired by itself
+# (a ledger from before supervision existed must not resubmit its whole history)
+TOO_OLD = timedelta(days=7)
+
+
+@dataclass
+class TickReport:
+    decided: list[int] = field(default_factory=list)
+    dispatched: list[int] = field(default_factory=list)  # resubmissions dispatched now
+    failed: list[int] = field(default_factory=list)
+    followed: int = 0
+
+    def summary(self) -> str:
+        return (f"{len(self.decided)} decided, {len(self.dispatched)} resubmitted, "
+                f"{len(self.failed)} dispatch failures, {self.followed} updated")
+
+
+def tick(config: Config, ledger: Ledger, backend: SlurmBackend,
+         now: datetime | None = None) -> TickReport:
+    """Detect, decide, dispatch and follow: everything one sensor tick does."""
+    now = now or datetime.now(UTC)
+    report = TickReport()
+    rows, taken = sv.candidates(ledger)
+    for row in rows:
+        claimed = _detect(config, ledger, row, taken, now)
+        if claimed is not None:
+            report.decided.append(claimed)
+    for sup in sv.undispatched(ledger):
+        if dispatch(config, ledger, backend, sup):
+            if sup.action == "resubmit":
+                report.dispatched.append(sup.id)
+        else:
+            report.failed.append(sup.id)
+    report.followed = follow(ledger)
+    return report
+
+
+def _detect(config: Config, ledger: Ledger, row: Any, taken: set[str], now: datetime
+            ) -> int | None:
+    stage = config.stages.get(row.stage)
+    if stage is None:
+        return None
+    job = JobFacts.from_row(row)
+    reason = classify(job, now, stage.supervision, stage.expected_seconds)
+    if reason is None or sv.job_key(row.id, reason) in taken:
+        return None
+    if not stage.supervision.enabled:
+        if not is_terminal(row.state):
+            return None
+        decision = Decision("none", f"supervision of {row.stage} is disabled")
+    elif is_terminal(row.state) and row.ended_at and now - row.ended_at > TOO_OLD:
+        decision = Decision("none", f"ended {row.ended_at:%Y-%m-%d}, before supervision "
+                            "saw it: not repaired automatically (baton supervise retry)")
+    else:
+        decision = decide(job, reason, stage)
+    sid, created = record(ledger, row, reason, decision, SUPERVISOR)
+    if created:
+        log.info("supervision %s: %s job %s (%s of %s): %s -> %s", sid, row.stage,
+                 row.job_id, reason, row.experiment, decision.note, decision.action)
+    return sid if created else None
+
+
+def record(ledger: Ledger, row: Any, reason: str, decision: Decision, by: str,
+           key: str | None = None) -> tuple[int, bool]:
+    """Step 1: the decision about job ``row``, once per key."""
+    dispatch_status = "pending" if decision.action in ("resubmit", "cancel") else "not_needed"
+    execution = {"resubmit": "pending", "cancel": execution_status(row.state),
+                 "alert": execution_status(row.state), "gave_up": "open"
+                 }.get(decision.action, "none")
+    return sv.claim(
+        ledger, key or sv.job_key(row.id, reason), experiment=row.experiment,
+        stage=row.stage, checkpoint=(row.metadata or {}).get("checkpoint"), job_row=row.id,
+        job_id=row.job_id, attempt=row.attempt, reason=reason, action=decision.action,
+        note=decision.note, requested_by=by, new_mem_mb=decision.mem_mb,
+        new_time_s=decision.time_s, dispatch_status=dispatch_status,
+        execution_status=execution)
+
+
+def dispatch(config: Config, ledger: Ledger, backend: SlurmBackend, sup: Any) -> bool:
+    """Steps 2-3: format the repair and dispatch it. A resubmission goes through the
+    submission path under the key ``supervise:{id}``, so a dispatcher that dies midway
+    and a second one racing it submit once. Returns False when the dispatch failed."""
+    original = ledger.job(sup.job_row)
+    assert original is not None
+    try:
+        if sup.action == "cancel":
+            backend.cancel([original.job_id])
+            sv.set_values(ledger, sup.id, script=f"scancel {original.job_id}",
+                          dispatch_status="dispatched", dispatched_at=datetime.now(UTC))
+            return True
+        outcome = submit_jobs(
+            config, ledger, backend, sup.stage, [(sup.experiment, sup.checkpoint or "")],
+            attempt=sup.attempt + 1, keys=[f"supervise:{sup.id}"],
+            campaign=original.campaign, mem=format_memory(sup.new_mem_mb),
+            time=format_time(sup.new_time_s), parent_id=original.id)[0]
+    except (BatonError, OSError) as exc:
+        # a racing dispatcher may have done it (a second scancel fails): keep its word
+        if sv.set_values(ledger, sup.id, only_if={"dispatch_status": "pending"},
+                         dispatch_status="failed", dispatch_error=str(exc),
+                         execution_status="none"):
+            log.error("supervision %s: dispatching the %s failed: %s", sup.id, sup.action,
+                      exc)
+        return False
+    repair = ledger.job(outcome.row_id)
+    st.record_repair_task(ledger, stage=sup.stage, original_row=original.id,
+                          slurm_row=outcome.row_id, job_id=outcome.job_id,
+                          attempt=sup.attempt + 1)
+    script = Path(repair.script_path).read_text() if repair and repair.script_path else None
+    sv.set_values(ledger, sup.id, script=script, dispatch_status="dispatched",
+                  repair_row=outcome.row_id, repair_job_id=outcome.job_id,
+                  dispatched_at=datetime.now(UTC))
+    return True
+
+
+def execution_status(state: str) -> str:
+    """A Slurm state in the supervision table's words."""
+    if state in ("SUBMITTING", "PENDING") or state.startswith("REQUEUE"):
+        return "pending"
+    if not is_terminal(state):
+        return "running"
+    return {"COMPLETED": "completed", "CANCELLED": "cancelled"}.get(state, "failed")
+
+
+def follow(ledger: Ledger) -> int:
+    """Step 4: carry the state of each followed job into its supervision; returns how
+    many changed."""
+    changed = 0
+    for r in sv.live_with_jobs(ledger):
+        status = execution_status(r.state)
+        if status != r.execution_status:
+            done = (r.ended_at or datetime.now(UTC)) if is_terminal(r.state) else None
+            changed += sv.set_values(ledger, r.id, only_if={"execution_status":
+                                                            r.execution_status},
+                                     execution_status=status, finished_at=done)
+    return changed
+
+
+# --- what people do: ``baton supervise retry | cancel`` ---------------------------------
+def whoami() -> str:
+    return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+def retry(config: Config, ledger: Ledger, backend: SlurmBackend, sid: int, *,
+          mem_mb: float | None = None, time_s: int | None = None) -> int:
+    """Resubmit now, as a new attempt, whatever the policy said; returns the new
+    supervision's id. The job retried is the latest of the chain: the repair if there is
+    one, else the supervised job."""
+    sup = _get(ledger, sid)
+    row = ledger.job(sup.repair_row or sup.job_row)
+    assert row is not None
+    if not is_terminal(row.state):
+        raise BatonError(f"job {row.job_id} of supervision {sid} is still {row.state}: "
+                         f"nothing to retry yet (cancel it first: baton supervise cancel {sid})")
+    if row.state == "COMPLETED":
+        raise BatonError(f"job {row.job_id} of supervision {sid} completed: nothing to retry")
+    stage = config.stage(row.stage)
+    job = JobFacts.from_row(row)
+    reason = classify(job, datetime.now(UTC), stage.supervision)
+    decision = decide_retry(job, stage, reason, mem_mb, time_s)
+    new, created = record(ledger, row, "manual", decision, whoami(),
+                          key=f"job-{row.id}:manual")
+    if not created:
+        raise BatonError(f"job {row.job_id} was already retried as supervision {new}")
+    for give_up in sv.open_give_ups(ledger, row.id):
+        sv.set_values(ledger, give_up.id, execution_status="retried")
+    if sup.action == "gave_up":
+        sv.set_values(ledger, sid, only_if={"execution_status": "open"},
+                      execution_status="retried")
+    dispatch(config, ledger, backend, _get(ledger, new))
+    return new
+
+
+def cancel(ledger: Ledger, backend: SlurmBackend, sid: int) -> str:
+    """Stop supervision ``sid``: dismiss a give-up, stop an undispatched repair, or scancel
+    the job it follows. Returns what was done, in words."""
+    sup = _get(ledger, sid)
+    if sup.action == "gave_up" and sup.execution_status == "open":
+        sv.set_values(ledger, sid, execution_status="dismissed", finished_at=datetime.now(UTC))
+        return f"supervision {sid} dismissed: job {sup.job_id} stays as it ended"
+    if sup.dispatch_status == "pending" and sv.set_values(
+            ledger, sid, only_if={"dispatch_status": "pending"}, dispatch_status="cancelled",
+            execution_status="cancelled", finished_at=datetime.now(UTC)):
+        return f"supervision {sid} cancelled before it was dispatched"
+    target = ledger.job(sup.repair_row) if sup.repair_row else ledger.job(sup.job_row)
+    if sup.action in ("resubmit", "cancel", "alert") and target is not None \
+            and target.job_id and not is_terminal(target.state):
+        backend.cancel([target.job_id])
+        sv.set_values(ledger, sid, execution_status="cancelled",
+                      finished_at=datetime.now(UTC))
+        return f"job {target.job_id} cancelled (supervision {sid})"
+    state = target.state if target is not None else "unknown"
+    raise BatonError(f"supervision {sid} ({sup.action}) has nothing to cancel: its job "
+                     f"{target.job_id if target else '?'} is {state}")
+
+
+def _get(ledger: Ledger, sid: int) -> Any:
+    sup = sv.get(ledger, sid)
+    if sup is None:
+        raise BatonError(f"no supervision {sid} (baton supervise list shows them)")
+    return sup
