@@ -22,7 +22,9 @@ from baton.ledger.schema import metadata
 LEDGER_VIEWS = {"jobs": "slurm_jobs", "signals": "signals", "training_runs": "training_runs",
                 "evaluation_jobs": "evaluation_jobs", "evaluation_results": "evaluation_results",
                 "analysis_jobs": "analysis_jobs", "analysis_outputs": "analysis_outputs",
-                "heartbeats": "heartbeats"}
+                "heartbeats": "heartbeats", "campaigns": "campaigns",
+                "unknown_campaign_types": "unknown_campaign_types",
+                "supervisions": "supervisions", "status_events": "status_events"}
 
 
 def _quote(path: Path | str) -> str:
@@ -57,7 +59,7 @@ def _plain(value: object) -> object:
 
 def _arrow_type(sql_type: object) -> pa.DataType:
     """The ledger's column types in Arrow, so even an empty table has typed columns."""
-    from sqlalchemy import BigInteger, DateTime, Float, Integer
+    from sqlalchemy import BigInteger, Boolean, DateTime, Float, Integer
 
     from baton.ledger.schema import UTCDateTime
 
@@ -67,6 +69,8 @@ def _arrow_type(sql_type: object) -> pa.DataType:
         return pa.int64()
     if isinstance(sql_type, Float):
         return pa.float64()
+    if isinstance(sql_type, Boolean):
+        return pa.bool_()
     return pa.string()  # text, and JSON as its text
 
 

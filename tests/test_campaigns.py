@@ -204,6 +204,14 @@ def test_curator_commands(tmp_path: Path, drive: DriveLayout) -> None:
     assert "0/8" in lines[2] and "2026-12-24" in lines[2] and "LR sweep / pass 1" in lines[2]
     assert baton("campaign", "deactivate", "ablate-x", env=env).returncode == 0
     assert len(baton("campaign", "list", env=env).stdout.splitlines()) == 2
+    # the control plane is queryable with SQL too
+    rows = baton("sql", "SELECT tag, type, active, priority FROM campaigns ORDER BY tag",
+                 "--format", "csv", env=env).stdout.split()
+    assert rows == ["tag,type,active,priority", "ablate-x,ablation,False,0",
+                    "lr-sweep,default,True,3"]
+    unknown = baton("sql", "SELECT type, tag, occurrences FROM unknown_campaign_types",
+                    "--format", "csv", env=env).stdout.split()
+    assert unknown == ["type,tag,occurrences", "exotic,wild,1"]
     bad = baton("campaign", "set", "nope", "--priority", "1", env=env)
     assert bad.returncode == 1 and "no campaign 'nope' is registered" in bad.stderr
     bad = baton("campaign", "set", "lr-sweep", env=env)
