@@ -38,8 +38,9 @@ class Result:
 
     @property
     def worse(self) -> bool:
+        """Worse than the baseline by more than the 5% two runs of the same code differ."""
         r = self.ratio
-        return r is not None and (r > 1.0 if self.lower_better else r < 1.0)
+        return r is not None and (r > 1.05 if self.lower_better else r < 1 / 1.05)
 
 
 def say(message: str) -> None:

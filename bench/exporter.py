@@ -267,9 +267,9 @@ def run(ctx: Context) -> list[Result]:
             problems = compare(baton_samples(scrape()), plain.samples())
             if problems:
                 say(f"  {len(problems)} samples differ, e.g. {problems[:3]}")
-            repeat = 3 if n >= 1_000_000 else 5
-            t_baton = timed(scrape, repeat=repeat)
-            t_plain = timed(plain.scrape, repeat=repeat)
+            big = n >= 1_000_000  # a scrape takes tens of seconds: fewer repetitions
+            t_baton = timed(scrape, repeat=2 if big else 5, warmup=0 if big else 1)
+            t_plain = timed(plain.scrape, repeat=2 if big else 5, warmup=1)
             label = f"{n:,} job rows"
             results += [
                 Result("3 exporter", f"scrape, {label}", t_baton, "s", t_plain,

@@ -16,12 +16,16 @@ from baton.ledger.schema import signals
 from bench.common import Result, percentile, say
 from bench.context import Context
 from bench.daemon import start_pipeline
+from bench.slurm_held import slurm_available
 
 TITLE = "signal detection latency through a real dagster-daemon and Slurm"
 INTERVAL = 1
 
 
 def run(ctx: Context) -> list[Result]:
+    if not slurm_available():
+        say("  no sbatch on PATH: skipped")
+        return []
     n = ctx.pick(5, 50)
     pipe = start_pipeline(ctx, "latency", INTERVAL)
     rnd = random.Random(5)
