@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ MODULES = {1: "latency", 2: "scan", 3: "exporter", 4: "duckdb_metrics", 5: "writ
 def _num(value: float, unit: str) -> str:
     if unit == "s":
         return f"{value * 1000:.3g} ms" if value < 1 else f"{value:.3g} s"
-    if unit in ("rows/s", "reports/s"):
+    if unit in ("rows/s", "reports/s", "calls", "files"):
         return f"{value:,.0f} {unit}"
     return f"{value:.4g} {unit}".strip()
 
@@ -66,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="where generated data goes; deleted at the end")
     p.add_argument("--keep", action="store_true", help="keep the workdir")
     args = p.parse_args(argv)
+    # stopped by a signal: clean up (stop services, cancel held jobs) as on Ctrl-C
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     chosen = sorted(int(n) for n in args.only.split(",")) if args.only else sorted(MODULES)
     ctx = Context(quick=args.quick, workdir=args.workdir)
     results: list[Result] = []
@@ -80,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as exc:  # one broken benchmark must not lose the others
                 say(f"{n}. FAILED: {type(exc).__name__}: {exc}")
                 failed.append(n)
+            finally:
+                ctx.close()  # its services stop before the next benchmark measures
             say(f"{n}. done in {time.monotonic() - start:.0f}s")
             print(text_table(results), file=sys.stderr)
     finally:

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import math
 import shutil
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -244,6 +247,50 @@ def compare(ours: dict, plain: dict) -> list[str]:
     return problems
 
 
+PEAK = """
+import sys, threading, time
+from pathlib import Path
+import psutil
+from prometheus_client import CollectorRegistry, generate_latest
+from baton.config import Config
+from baton.exporter.collector import BatonCollector, QueueSnapshot
+from baton.ledger import open_ledger
+from bench.exporter import QUEUE, PlainQueries
+root = Path(sys.argv[1])
+ledger = open_ledger(f"sqlite:///{root / 'ledger.db'}")
+collector = BatonCollector(Config(shared_drive=root, state_dir=root / "state"), ledger,
+                           QueueSnapshot(lambda: QUEUE, 30))
+collector._integrity_metric()  # the integrity check is cached: not part of a scrape
+me = psutil.Process()
+before = peak = me.memory_info().rss
+done = False
+def watch():
+    global peak
+    while not done:
+        peak = max(peak, me.memory_info().rss)
+        time.sleep(0.01)
+t = threading.Thread(target=watch)
+t.start()
+if sys.argv[2] == "baton":
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    generate_latest(registry)
+else:
+    PlainQueries(ledger, collector).scrape()
+done = True
+t.join()
+print((max(peak, me.memory_info().rss) - before) / 1e6)
+"""
+
+
+def scrape_memory_mb(root: Path, which: str) -> float:
+    """Memory one scrape adds to a fresh exporter process (peak RSS during the scrape
+    minus RSS before it), in MB."""
+    out = subprocess.run([sys.executable, "-c", PEAK, str(root), which], capture_output=True,
+                         text=True, check=True, cwd=Path(__file__).resolve().parents[1])
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 def run(ctx: Context) -> list[Result]:
     sizes = ctx.pick([1_000, 100_000], [1_000, 100_000, 1_000_000])
     root = ctx.dir("exporter")
@@ -271,14 +318,18 @@ def run(ctx: Context) -> list[Result]:
             t_baton = timed(scrape, repeat=2 if big else 5, warmup=0 if big else 1)
             t_plain = timed(plain.scrape, repeat=2 if big else 5, warmup=1)
             label = f"{n:,} job rows"
+            mem_b, mem_p = scrape_memory_mb(root, "baton"), scrape_memory_mb(root, "plain")
             results += [
                 Result("3 exporter", f"scrape, {label}", t_baton, "s", t_plain,
                        "query per metric"),
                 Result("3 exporter", f"first scrape (+ integrity check), {label}", t_cold,
                        "s", t_baton, "ordinary scrape"),
+                Result("3 exporter", f"memory one scrape adds, {label}", mem_b, "MB", mem_p,
+                       "query per metric"),
             ]
             say(f"  {label}: scrape {t_baton:.3f}s vs plain queries {t_plain:.3f}s; first "
-                f"{t_cold:.3f}s; {len(problems)} samples differ")
+                f"{t_cold:.3f}s; {len(problems)} samples differ; memory {mem_b:.0f} MB vs "
+                f"{mem_p:.0f} MB")
     finally:
         ledger.close()
         shutil.rmtree(root, ignore_errors=True)
