@@ -5,9 +5,12 @@ NFS)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import statistics
 import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -75,94 +78,80 @@ def naive_tick(drive: DriveLayout, ledger: Ledger) -> int:
     return new
 
 
-def _measure(fn, repeat: int) -> float:  # type: ignore[no-untyped-def]
-    """Median seconds; ``fn(i)`` gets the repetition number (for fresh signals)."""
+def _median_time(fn: Callable[[], object], repeat: int,
+                 before: Callable[[], object] = lambda: None) -> float:
+    """Median seconds of ``fn``, calling ``before`` untimed ahead of each call."""
     times = []
-    for i in range(repeat):
+    for _ in range(repeat):
+        before()
         t = time.perf_counter()
-        fn(i)
+        fn()
         times.append(time.perf_counter() - t)
-    return sorted(times)[len(times) // 2]
+    return statistics.median(times)
 
 
-def _counted(drive: DriveLayout, fn) -> FsCalls:  # type: ignore[no-untyped-def]
+def _counted(drive: DriveLayout, fn: Callable[[], object]) -> FsCalls:
     fs = FsCalls(drive.root)
     with fs.active():
         fn()
     return fs
 
 
-def one_size(ctx: Context, n: int, state: dict[str, int]) -> list[Result]:
-    drive, ledger = state["drive"], state["ledger"]  # type: ignore[index]
+def one_size(drive: DriveLayout, ledger: Ledger, n: int, names: Iterator[str]
+             ) -> list[Result]:
     scanner = Scanner(drive, ledger, debounce_seconds=2.0, validators=VALIDATORS)
     repeat = 5 if n >= 100_000 else 9
-    serial = state.setdefault("serial", 0)  # type: ignore[arg-type]
 
-    def fresh(announce: bool) -> str:
-        nonlocal serial
-        serial += 1
-        name = f"new-{serial:06d}"
-        new_signal(drive, name, announce)
-        return name
+    def ours() -> None:
+        scanner.tick(KIND)
 
-    def baton_new(_: int) -> None:
-        assert len(scanner.tick(KIND).accepted) == 1
+    def naive() -> None:
+        naive_tick(drive, ledger)
 
-    def naive_new(_: int) -> None:
-        assert naive_tick(drive, ledger) == 1
+    def announced() -> None:  # a new signal written through baton (with its marker)
+        new_signal(drive, next(names), announce=True)
 
-    results = []
-    idle_b = _measure(lambda _: scanner.tick(KIND), repeat)
-    idle_n = _measure(lambda _: naive_tick(drive, ledger), max(3, repeat // 2))
-    fs_idle_b = _counted(drive, lambda: scanner.tick(KIND))
-    fs_idle_n = _counted(drive, lambda: naive_tick(drive, ledger))
-    # a tick that finds one new signal: a fresh one before every timed tick
-    times_b, times_n = [], []
-    for _ in range(max(3, repeat // 2)):
-        fresh(True)
-        times_b.append(_measure(baton_new, 1))
-        fresh(False)
-        times_n.append(_measure(naive_new, 1))
-    fresh(True)
-    fs_new_b = _counted(drive, lambda: scanner.tick(KIND))
-    fresh(False)
-    fs_new_n = _counted(drive, lambda: naive_tick(drive, ledger))
-    full = _measure(lambda _: scanner.tick(KIND, full=True), max(3, repeat // 2))
-    state["serial"] = serial
-    med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
-    label = f"{n:,} experiments"
-    naive = "naive glob"
-    results += [
-        Result("2 sensor tick", f"idle tick, {label}", idle_b, "s", idle_n, naive),
-        Result("2 sensor tick", f"idle tick, {label}: drive calls", fs_idle_b.total, "calls",
-               fs_idle_n.total, naive),
-        Result("2 sensor tick", f"tick with 1 new signal, {label}", med(times_b), "s",
-               med(times_n), naive),
-        Result("2 sensor tick", f"tick with 1 new signal, {label}: drive calls",
-               fs_new_b.total, "calls", fs_new_n.total, naive),
-        Result("2 sensor tick", f"periodic full rescan, {label}", full, "s", idle_n, naive),
-    ]
+    def bare() -> None:  # a new signal written by any tool (no marker)
+        new_signal(drive, next(names), announce=False)
+
+    few = max(3, repeat // 2)
+    idle_b, idle_n = _median_time(ours, repeat), _median_time(naive, few)
+    new_b, new_n = _median_time(ours, few, announced), _median_time(naive, few, bare)
+    full = _median_time(lambda: scanner.tick(KIND, full=True), few)
+    fs_idle_b, fs_idle_n = _counted(drive, ours), _counted(drive, naive)
+    announced()
+    fs_new_b = _counted(drive, ours)
+    bare()
+    fs_new_n = _counted(drive, naive)
+    label, base = f"{n:,} experiments", "naive glob"
     say(f"  {label}: idle {idle_b * 1000:.2f} ms ({fs_idle_b.total} calls) vs naive "
         f"{idle_n * 1000:.1f} ms ({fs_idle_n.total} calls, {fs_idle_n.entries} entries "
         f"listed); new: {dict(fs_new_b.calls)} vs {dict(fs_new_n.calls)}")
-    return results
+    return [
+        Result("2 sensor tick", f"idle tick, {label}", idle_b, "s", idle_n, base),
+        Result("2 sensor tick", f"idle tick, {label}: drive calls", fs_idle_b.total, "calls",
+               fs_idle_n.total, base),
+        Result("2 sensor tick", f"tick with 1 new signal, {label}", new_b, "s", new_n, base),
+        Result("2 sensor tick", f"tick with 1 new signal, {label}: drive calls",
+               fs_new_b.total, "calls", fs_new_n.total, base),
+        Result("2 sensor tick", f"periodic full rescan, {label}", full, "s", idle_n, base),
+    ]
 
 
 def run(ctx: Context) -> list[Result]:
-    sizes = ctx.pick([100, 2_000], [100, 10_000, 100_000])
     root = ctx.dir("scan")
     drive = DriveLayout(root / "drive")
     drive.create()
     ledger = open_ledger(f"sqlite:///{root / 'ledger.db'}")
-    state: dict = {"drive": drive, "ledger": ledger}
+    names = (f"new-{i:06d}" for i in itertools.count())
     results: list[Result] = []
     have = 0
     try:
-        for n in sizes:
+        for n in ctx.pick([100, 2_000], [100, 10_000, 100_000]):
             say(f"  populating {n:,} experiment folders")
             populate(drive, ledger, have, n)
             have = n
-            results += one_size(ctx, n, state)
+            results += one_size(drive, ledger, n, names)
     finally:
         ledger.close()
     return results
