@@ -65,7 +65,8 @@ an AS (SELECT trigger_key, MAX(completed_at) AS done FROM analysis_jobs
 t AS (SELECT tr.signal_key AS k, tr.completed_at AS trained, s.file_mtime AS mtime,
              ev.sub, ev.done AS evaluated, ev.open, an.done AS analysed
       FROM training_runs tr LEFT JOIN signals s ON s.idempotency_key = tr.signal_key
-      JOIN ev ON ev.trigger_key = tr.signal_key LEFT JOIN an ON an.trigger_key = tr.signal_key)
+      LEFT JOIN ev ON ev.trigger_key = tr.signal_key
+      LEFT JOIN an ON an.trigger_key = tr.signal_key)
 """
 
 
@@ -161,10 +162,8 @@ class PlainQueries:
         """The flow latencies: the join once into a temporary table, then one histogram
         query per metric."""
         q("DROP TABLE IF EXISTS temp.flows")
-        q("CREATE TEMP TABLE flows AS " + FLOWS.replace("JOIN ev ON", "LEFT JOIN ev ON")
-          + "SELECT * FROM t")
-        answered = "sub IS NOT NULL"
-        done = f"{answered} AND open = 0 AND evaluated IS NOT NULL"
+        q("CREATE TEMP TABLE flows AS " + FLOWS + "SELECT * FROM t")
+        done = "sub IS NOT NULL AND open = 0 AND evaluated IS NOT NULL"
         detect = "MAX(0.0, (julianday(sub) - 2440587.5) * 86400.0 - mtime)"
         for name, value, where, buckets in (
                 ("baton_signal_detection_latency_seconds", detect,
