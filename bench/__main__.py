@@ -21,16 +21,22 @@ MODULES = {1: "latency", 2: "scan", 3: "exporter", 4: "duckdb_metrics", 5: "writ
 def _num(value: float, unit: str) -> str:
     if unit == "s":
         return f"{value * 1000:.3g} ms" if value < 1 else f"{value:.3g} s"
+    if unit in ("calls", "files") and value == 1:
+        return f"1 {unit[:-1]}"
     if unit in ("rows/s", "reports/s", "calls", "files"):
         return f"{value:,.0f} {unit}"
     return f"{value:.4g} {unit}".strip()
 
 
+def ratio_text(ratio: float) -> str:
+    """x1.94, x0.127; below 1% as a fraction (1/10,400), which reads better than 9.6e-05."""
+    return f"x{ratio:.3g}" if ratio >= 0.01 else f"1/{1 / ratio:,.0f}"
+
+
 def _ratio(r: Result) -> str:
     if r.ratio is None:
         return "-"
-    text = f"x{r.ratio:.3g}"
-    return text + (" (worse)" if r.worse else "")
+    return ratio_text(r.ratio) + (" (worse)" if r.worse else "")
 
 
 def rows(results: list[Result]) -> list[tuple[str, str, str, str, str]]:
