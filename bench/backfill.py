@@ -65,8 +65,7 @@ def run(ctx: Context) -> list[Result]:
     submitted += batch
     scancel(batch)
     single_calls = calls["sbatch"]
-    say(f"  {n} single: {t_single:.1f}s, {single_calls} sbatch calls "
-        f"(including {len(submitted) // 100} scancel pauses)")
+    say(f"  {n} single: {t_single:.1f}s, {single_calls} sbatch calls")
     ledger.close()
     return [
         Result("7 backfill", f"submit {n} evaluations: wall time", t_array, "s", t_single,

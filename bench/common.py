@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import math
 import os
 import platform
 import statistics
@@ -63,7 +64,7 @@ def timed(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> float:
 def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile (q in 0..100)."""
     ordered = sorted(values)
-    k = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+    k = max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))
     return ordered[k]
 
 
@@ -129,22 +130,6 @@ class FsCalls:
             for n, fn in saved.items():
                 setattr(os, n, fn)
             builtins.open, os.open = saved_open, saved_os_open
-
-
-def rss_mb(pid: int, children: bool = True) -> float:
-    """Resident memory of a process and (by default) all its descendants, in MB."""
-    import psutil
-
-    try:
-        proc = psutil.Process(pid)
-        procs = [proc, *(proc.children(recursive=True) if children else [])]
-    except psutil.NoSuchProcess:
-        return 0.0
-    total = 0
-    for p in procs:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            total += p.memory_info().rss
-    return total / 1e6
 
 
 def _version(argv: list[str]) -> str:
