@@ -2,8 +2,9 @@
 
 A tick reads only what is new. Each signal is recorded once in the ledger, accepted or
 quarantined with its reason; a file changed within the debounce window is left for a
-later tick. What to do about an accepted signal is decided from the ledger's state, not
-from this tick alone, so a crash between recording and acting loses nothing.
+later tick. A signal is recorded and applied to the pipeline's state in one transaction,
+and its inbox marker is removed only after that commits, so a crash at any point loses
+nothing: the signal is either fully taken or looked at again on a later tick.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection
 
 from baton.config import CampaignConfig
 from baton.errors import BatonError, SignalError
@@ -28,6 +32,8 @@ from baton.layout import (
 )
 from baton.ledger import Ledger
 from baton.ledger.campaigns import note_campaign
+from baton.ledger.stages import APPLIERS
+from baton.ledger.store import Applier
 from baton.signals import SignalFile, read_signal
 
 log = logging.getLogger(__name__)
@@ -56,6 +62,7 @@ class TickResult:
     accepted: list[SignalFile] = field(default_factory=list)
     quarantined: list[Quarantined] = field(default_factory=list)
     deferred: list[Path] = field(default_factory=list)
+    unanswered: list[SignalFile] = field(default_factory=list)  # accepted, no job to answer
     checked: int = 0
     full: bool = False
 
@@ -72,8 +79,10 @@ class Scanner:
     def __init__(self, drive: DriveLayout, ledger: Ledger, debounce_seconds: float = 2.0,
                  validators: dict[str, Validator] | None = None,
                  clock: Callable[[], float] = time.time,
-                 campaigns: CampaignConfig | None = None) -> None:
+                 campaigns: CampaignConfig | None = None,
+                 appliers: dict[str, Applier] | None = None) -> None:
         self.drive = drive
+        self.appliers = APPLIERS if appliers is None else appliers
         self.campaigns = campaigns or CampaignConfig()
         self.ledger = ledger
         self.debounce = debounce_seconds
@@ -136,10 +145,23 @@ class Scanner:
             self._quarantine(result, kind, path, problem, sf.signal.experiment, st.st_mtime,
                              st.st_size, sf.sha256)
             return True
-        if self.ledger.accept_signal(sf):
+        note_campaign(self.ledger, sf.signal.campaign, sf.signal.campaign_type,
+                      f"signal {path}", self.campaigns)
+        applier = self.appliers.get(kind)
+        answered: list[Any] = []
+
+        def apply(conn: Connection, sf: SignalFile) -> None:
+            answered.append(applier(conn, sf) if applier else True)
+
+        try:
+            accepted = self.ledger.accept_signal(sf, apply)
+        except Exception:  # one signal's failure must not stop the others
+            log.exception("could not record %s; will retry on a later tick", path)
+            return False
+        if accepted:
             result.accepted.append(sf)
-            note_campaign(self.ledger, sf.signal.campaign, sf.signal.campaign_type,
-                          f"signal {path}", self.campaigns)
+            if not answered[-1]:
+                result.unanswered.append(sf)
         return True
 
     def _quarantine(self, result: TickResult, kind: str, path: Path, reason: str,

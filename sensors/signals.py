@@ -62,6 +62,8 @@ def _tick(context: SensorEvaluationContext, ledger: Ledger, drive: SharedDriveRe
 
 def _new_partitions(context: SensorEvaluationContext, names: set[str], definition: Any
                     ) -> list:
+    if not names:  # an idle tick reads no partition list
+        return []
     known = set(context.instance.get_dynamic_partitions(definition.name))
     new = sorted(names - known)
     return [definition.build_add_request(new)] if new else []
@@ -113,8 +115,6 @@ def training_sensor(context: SensorEvaluationContext, ledger: LedgerResource,
                     drive: SharedDriveResource, mlflow: MLflowResource):
     led = ledger.ledger()
     tick, cursor = _tick(context, led, drive, ["training_complete"])
-    for sf in tick.accepted:
-        led.record_training_complete(sf)
     events: list = []
     names: set[str] = set()
     camps: set[str] = set()
@@ -158,10 +158,9 @@ def evaluation_sensor(context: SensorEvaluationContext, ledger: LedgerResource,
                       drive: SharedDriveResource):
     led = ledger.ledger()
     tick, cursor = _tick(context, led, drive, ["eval_complete", "eval_failed"])
-    for sf in tick.accepted:
-        if st.apply_eval_signal(led, sf) == 0:
-            context.log.warning(f"{sf.path}: no evaluation of {sf.signal.experiment} in the "
-                                "ledger answers it; recorded, nothing to join")
+    for sf in tick.unanswered:
+        context.log.warning(f"{sf.path}: no evaluation of {sf.signal.experiment} in the "
+                            "ledger answers it; recorded, nothing to join")
     events = [AssetCheckEvaluation(
         asset_key=AssetKey("evaluation_metrics"), check_name="evaluation_succeeded",
         passed=False, partition=q.experiment,
@@ -182,10 +181,9 @@ def analysis_sensor(context: SensorEvaluationContext, ledger: LedgerResource,
                     drive: SharedDriveResource):
     led = ledger.ledger()
     tick, cursor = _tick(context, led, drive, ["analysis_complete"])
-    for sf in tick.accepted:
-        if not st.apply_analysis_signal(led, sf):
-            context.log.warning(f"{sf.path}: no analysis of {sf.signal.experiment} in the "
-                                "ledger answers it")
+    for sf in tick.unanswered:
+        context.log.warning(f"{sf.path}: no analysis of {sf.signal.experiment} in the "
+                            "ledger answers it")
     runs = [RunRequest(job_name=record_analysis_job.name,
                        run_key=f"analysis_report:{row.trigger_key}",
                        partition_key=row.experiment_name,

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Row, and_, func, insert, literal, select, update
+from sqlalchemy import Connection, Row, and_, func, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 
 from baton.ledger.engine import with_retry
@@ -22,7 +22,7 @@ from baton.ledger.schema import (
     slurm_jobs,
     training_runs,
 )
-from baton.ledger.store import Ledger, utcnow
+from baton.ledger.store import Applier, Ledger, apply_training_signal, utcnow
 from baton.signals import AnalysisComplete, EvalComplete, SignalFile
 from baton.slurm.states import is_terminal
 
@@ -109,6 +109,14 @@ def evaluation_tasks(ledger: Ledger, experiment: str, trigger: str | None = None
 
 
 def apply_eval_signal(ledger: Ledger, sf: SignalFile) -> int:
+    def once() -> int:
+        with ledger.write() as conn:
+            return apply_eval_signal_in(conn, sf)
+
+    return with_retry(once)
+
+
+def apply_eval_signal_in(conn: Connection, sf: SignalFile) -> int:
     """Mark the tasks an ``.eval_complete``/``.eval_failed`` answers; returns how many.
     A signal at the experiment level answers every task of the current evaluation; a
     task's signal (``tasks/{checkpoint}/``) answers the tasks of its checkpoints."""
@@ -117,32 +125,26 @@ def apply_eval_signal(ledger: Ledger, sf: SignalFile) -> int:
     status = "completed" if sig.status == "complete" and sig.kind == "eval_complete" \
         else "failed"
     ckpts = set(sig.checkpoints_evaluated or [])
-    task_level = "tasks" in sf.path.parts
-
-    def once() -> int:
-        with ledger.write() as conn:
-            trigger = current_trigger(conn, sig.experiment)
-            rows = conn.execute(select(evaluation_jobs).where(
-                evaluation_jobs.c.experiment_name == sig.experiment,
-                evaluation_jobs.c.trigger_key == trigger)).all()
-            if task_level:
-                name = sf.path.parent.name
-                rows = [r for r in rows if r.checkpoint_path in ckpts
-                        or (r.checkpoint_path or "").rstrip("/").endswith("/" + name)]
-            for r in rows:
-                conn.execute(update(evaluation_jobs).where(evaluation_jobs.c.id == r.id).values(
-                    status=status, completed_at=sig.timestamp, error_message=sig.error_message,
-                    mlflow_run_id=sig.mlflow_run_id,
-                    metadata={"signal": sf.idempotency_key,
-                              "datasets": sig.datasets_evaluated,
-                              "duration_s": sig.eval_duration_seconds}))
-                for metric, value in (sig.metrics_summary or {}).items():
-                    conn.execute(insert(evaluation_results).values(
-                        evaluation_job_id=r.id, metric_name=metric, metric_value=value,
-                        evaluated_at=sig.timestamp))
-            return len(rows)
-
-    return with_retry(once)
+    trigger = current_trigger(conn, sig.experiment)
+    rows = conn.execute(select(evaluation_jobs).where(
+        evaluation_jobs.c.experiment_name == sig.experiment,
+        evaluation_jobs.c.trigger_key == trigger)).all()
+    if "tasks" in sf.path.parts:
+        name = sf.path.parent.name
+        rows = [r for r in rows if r.checkpoint_path in ckpts
+                or (r.checkpoint_path or "").rstrip("/").endswith("/" + name)]
+    for r in rows:
+        conn.execute(update(evaluation_jobs).where(evaluation_jobs.c.id == r.id).values(
+            status=status, completed_at=sig.timestamp, error_message=sig.error_message,
+            mlflow_run_id=sig.mlflow_run_id,
+            metadata={"signal": sf.idempotency_key,
+                      "datasets": sig.datasets_evaluated,
+                      "duration_s": sig.eval_duration_seconds}))
+        for metric, value in (sig.metrics_summary or {}).items():
+            conn.execute(insert(evaluation_results).values(
+                evaluation_job_id=r.id, metric_name=metric, metric_value=value,
+                evaluated_at=sig.timestamp))
+    return len(rows)
 
 
 def evaluations_ready(ledger: Ledger) -> list[tuple[str, str]]:
@@ -225,28 +227,43 @@ def current_analysis(ledger: Ledger, experiment: str) -> Row[Any] | None:
 
 
 def apply_analysis_signal(ledger: Ledger, sf: SignalFile) -> bool:
-    sig = sf.signal
-    assert isinstance(sig, AnalysisComplete)
-    row = current_analysis(ledger, sig.experiment)
-    if row is None:
-        return False
-
     def once() -> bool:
         with ledger.write() as conn:
-            conn.execute(update(analysis_jobs).where(analysis_jobs.c.id == row.id).values(
-                status="completed" if sig.status == "complete" else "failed",
-                completed_at=sig.timestamp, error_message=sig.error_message,
-                targets_manifest_path=sig.manifest_path))
-            outputs = [("report", sig.report_path)] if sig.report_path else []
-            outputs += [(_output_type(p), p) for p in sig.outputs or []
-                        if p != sig.report_path]
-            for kind, path in outputs:
-                conn.execute(insert(analysis_outputs).values(
-                    analysis_job_id=row.id, output_type=kind, output_path=path,
-                    created_at=sig.timestamp))
-        return True
+            return apply_analysis_signal_in(conn, sf)
 
     return with_retry(once)
+
+
+def apply_analysis_signal_in(conn: Connection, sf: SignalFile) -> bool:
+    """Record an ``.analysis_complete`` against the experiment's latest analysis; False
+    when there is none to answer."""
+    sig = sf.signal
+    assert isinstance(sig, AnalysisComplete)
+    row = conn.execute(select(analysis_jobs.c.id).where(
+        analysis_jobs.c.experiment_name == sig.experiment).order_by(
+        analysis_jobs.c.id.desc()).limit(1)).first()
+    if row is None:
+        return False
+    conn.execute(update(analysis_jobs).where(analysis_jobs.c.id == row.id).values(
+        status="completed" if sig.status == "complete" else "failed",
+        completed_at=sig.timestamp, error_message=sig.error_message,
+        targets_manifest_path=sig.manifest_path))
+    outputs = [("report", sig.report_path)] if sig.report_path else []
+    outputs += [(_output_type(p), p) for p in sig.outputs or [] if p != sig.report_path]
+    for kind, path in outputs:
+        conn.execute(insert(analysis_outputs).values(
+            analysis_job_id=row.id, output_type=kind, output_path=path,
+            created_at=sig.timestamp))
+    return True
+
+
+# how each kind of accepted signal changes the pipeline's state (see Ledger.accept_signal)
+APPLIERS: dict[str, Applier] = {
+    "training_complete": apply_training_signal,
+    "eval_complete": apply_eval_signal_in,
+    "eval_failed": apply_eval_signal_in,
+    "analysis_complete": apply_analysis_signal_in,
+}
 
 
 def _output_type(path: str) -> str:

@@ -7,7 +7,7 @@ thing.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,6 +27,9 @@ from baton.ledger.schema import (
 )
 from baton.signals import SignalFile, TrainingComplete
 from baton.slurm.states import TERMINAL_STATES, JobStatus
+
+# applies an accepted signal to the pipeline's state inside the accepting transaction
+Applier = Callable[[Connection, SignalFile], Any]
 
 
 def utcnow() -> datetime:
@@ -92,11 +95,29 @@ class Ledger:
 
         return with_retry(once)
 
-    def accept_signal(self, sf: SignalFile) -> bool:
-        return self.record_signal(
-            sf.idempotency_key, sf.kind, str(sf.path), "accepted",
-            experiment=sf.signal.experiment, sha256=sf.sha256,
-            signal_time=sf.signal.timestamp, file_mtime=sf.mtime)
+    def accept_signal(self, sf: SignalFile, apply: Applier | None = None) -> bool:
+        """Record an accepted signal once and, in the same transaction, ``apply`` it to the
+        pipeline's state: a crash between the two cannot leave a signal seen but unacted.
+        Returns False when the signal was already recorded (and applied)."""
+        row = dict(idempotency_key=sf.idempotency_key, kind=sf.kind, path=str(sf.path),
+                   status="accepted", experiment=sf.signal.experiment, sha256=sf.sha256,
+                   signal_time=sf.signal.timestamp, file_mtime=sf.mtime, seen_at=utcnow())
+
+        def once() -> bool:
+            recorded = False
+            try:
+                with self.write() as conn:
+                    conn.execute(insert(signals).values(**row))
+                    recorded = True
+                    if apply is not None:
+                        apply(conn, sf)
+                return True
+            except IntegrityError:
+                if recorded:  # the applier's own constraint, not a duplicate signal
+                    raise
+                return False
+
+        return with_retry(once)
 
     def known_signal_files(self, kind: str) -> dict[str, float | None]:
         """Path -> mtime of every signal file of ``kind`` recorded (for the full rescan)."""
@@ -116,36 +137,9 @@ class Ledger:
     # --- training runs -----------------------------------------------------------------
     def record_training_complete(self, sf: SignalFile) -> int:
         """Upsert the experiment's training run from its signal; returns the run id."""
-        sig = sf.signal
-        assert isinstance(sig, TrainingComplete)
-        values = dict(
-            campaign=sig.campaign, status="completed", completed_at=sig.timestamp,
-            checkpoint_path=sig.checkpoint_path, config_path=sig.config_path,
-            hostname=sig.hostname, user=sig.user, git_commit=sig.git_commit,
-            num_epochs=sig.num_epochs, total_steps=sig.total_steps,
-            final_loss=sig.final_loss, mlflow_run_id=sig.mlflow_run_id,
-            signal_key=sf.idempotency_key,
-            metadata=sig.model_dump(mode="json", exclude_none=True))
-
         def once() -> int:
             with self.write() as conn:
-                run_id = conn.execute(select(training_runs.c.id).where(
-                    training_runs.c.experiment_name == sig.experiment)).scalar()
-                if run_id is None:
-                    run_id = conn.execute(insert(training_runs).values(
-                        experiment_name=sig.experiment, **values)).inserted_primary_key[0]
-                else:
-                    conn.execute(update(training_runs).where(training_runs.c.id == run_id)
-                                 .values(**values))
-                for path in sig.checkpoint_paths():
-                    exists = conn.execute(select(checkpoints.c.id).where(
-                        checkpoints.c.training_run_id == run_id,
-                        checkpoints.c.checkpoint_path == path)).first()
-                    if not exists:
-                        conn.execute(insert(checkpoints).values(
-                            training_run_id=run_id, checkpoint_path=path,
-                            created_at=sig.timestamp))
-                return int(run_id)
+                return apply_training_signal(conn, sf)
 
         return with_retry(once)
 
@@ -309,6 +303,36 @@ class Ledger:
     def heartbeats(self) -> dict[str, datetime]:
         with self.read() as conn:
             return {r.name: r.beat_at for r in conn.execute(select(heartbeats))}
+
+
+def apply_training_signal(conn: Connection, sf: SignalFile) -> int:
+    """Upsert the experiment's training run and its checkpoints from its signal."""
+    sig = sf.signal
+    assert isinstance(sig, TrainingComplete)
+    values = dict(
+        campaign=sig.campaign, status="completed", completed_at=sig.timestamp,
+        checkpoint_path=sig.checkpoint_path, config_path=sig.config_path,
+        hostname=sig.hostname, user=sig.user, git_commit=sig.git_commit,
+        num_epochs=sig.num_epochs, total_steps=sig.total_steps,
+        final_loss=sig.final_loss, mlflow_run_id=sig.mlflow_run_id,
+        signal_key=sf.idempotency_key,
+        metadata=sig.model_dump(mode="json", exclude_none=True))
+    run_id = conn.execute(select(training_runs.c.id).where(
+        training_runs.c.experiment_name == sig.experiment)).scalar()
+    if run_id is None:
+        run_id = conn.execute(insert(training_runs).values(
+            experiment_name=sig.experiment, **values)).inserted_primary_key[0]
+    else:
+        conn.execute(update(training_runs).where(training_runs.c.id == run_id)
+                     .values(**values))
+    for path in sig.checkpoint_paths():
+        exists = conn.execute(select(checkpoints.c.id).where(
+            checkpoints.c.training_run_id == run_id,
+            checkpoints.c.checkpoint_path == path)).first()
+        if not exists:
+            conn.execute(insert(checkpoints).values(
+                training_run_id=run_id, checkpoint_path=path, created_at=sig.timestamp))
+    return int(run_id)
 
 
 def open_ledger(url: str, *, init: bool = True) -> Ledger:
