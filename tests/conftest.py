@@ -45,7 +45,7 @@ def _postgres_url() -> str | None:
     return os.environ.get("BATON_TEST_POSTGRES_URL")
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """The ledger tests run on both: SQLite on local disk and a real PostgreSQL."""
     if request.param == "sqlite":

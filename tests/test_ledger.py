@@ -218,3 +218,31 @@ def test_upgrade_from_an_older_schema_keeps_the_data(ledger_url: str) -> None:
     assert led.signal_seen("old:1").experiment == "e"
     assert led.check().ok
     led.close()
+
+
+def test_a_write_blocked_past_the_busy_timeout_is_retried(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """SQLite's busy timeout covers short waits; a writer held up longer (a long
+    transaction elsewhere) gets SQLITE_BUSY, and the ledger retries instead of failing."""
+    import sqlite3
+
+    from baton.ledger import engine
+
+    monkeypatch.setattr(engine, "BUSY_TIMEOUT_MS", 100)
+    path = tmp_path / "l.db"
+    ledger = open_ledger(f"sqlite:///{path}")
+    blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    blocker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    release = threading.Timer(1.0, blocker.execute, args=("COMMIT",))
+    release.start()
+    try:
+        with caplog.at_level("WARNING", logger="baton.retry"):
+            assert ledger.record_signal("k1", "training_complete", "/d/s", "accepted")
+    finally:
+        release.join()
+        blocker.close()
+    assert ledger.signal_seen("k1") is not None
+    retried = [r.getMessage() for r in caplog.records if "database is locked" in
+               r.getMessage()]
+    assert retried, "the write succeeded without ever meeting the lock"

@@ -145,7 +145,8 @@ def test_job_outlives_the_submitting_process(tmp_path: Path) -> None:
         f"p = Path({str(tmp_path)!r}) / 'j.sh'\n"
         f"p.write_text('#!/bin/bash\\nsleep 2; echo done > {tmp_path}/done\\n')\n"
         f"b = LocalBackend(Path({str(tmp_path)!r}) / 'state')\n"
-        "print(b.submit(JobSpec(name='x', script=p.read_text()), p).job_id)\n"
+        "print(b.submit(JobSpec(name='x', script=p.read_text(),\n"
+        f"                       output={str(tmp_path / 'x-%j.out')!r}), p).job_id)\n"
     )
     job = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=30).stdout.strip()

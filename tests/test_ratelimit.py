@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing
+import time
 from pathlib import Path
 
 from baton.slurm.ratelimit import RateLimiter
@@ -12,7 +13,9 @@ from baton.slurm.ratelimit import RateLimiter
 def _acquire(path: str, out: multiprocessing.Queue) -> None:
     limiter = RateLimiter(Path(path), per_minute=300)  # one every 0.2 s
     for _ in range(3):
-        out.put(limiter.acquire())
+        before = time.time()
+        granted = limiter.acquire()
+        out.put((before, granted, time.time()))
 
 
 def test_submissions_are_spaced_across_processes(tmp_path: Path) -> None:
@@ -23,7 +26,11 @@ def test_submissions_are_spaced_across_processes(tmp_path: Path) -> None:
         p.start()
     for p in procs:
         p.join(60)
-    stamps = sorted(out.get() for _ in range(9))
-    gaps = [b - a for a, b in itertools.pairwise(stamps)]
-    # a lower bound on spacing is the behaviour; nothing here bounds how fast it runs
+    calls = [out.get() for _ in range(9)]
+    grants = sorted(granted for _, granted, _ in calls)
+    gaps = [b - a for a, b in itertools.pairwise(grants)]
     assert min(gaps) >= 0.2 - 1e-6, gaps
+    # and the callers really waited: nine grants at 0.2 s spacing span 1.6 s of wall time
+    # from the first call to the last return (a lower bound; nothing bounds how fast)
+    span = max(after for _, _, after in calls) - min(before for before, _, _ in calls)
+    assert span >= 8 * 0.2 - 0.01, span

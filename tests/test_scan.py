@@ -18,7 +18,7 @@ from baton.ledger import Ledger, open_ledger
 from baton.ledger import stages as st
 from baton.pipeline import submit_evaluations
 from baton.scan import Scanner, checkpoint_problem
-from baton.signals import TrainingComplete, read_signal
+from baton.signals import EvalComplete, TrainingComplete, read_signal
 from baton.slurm.local import LocalBackend
 
 
@@ -134,3 +134,45 @@ def test_ui_launch_racing_the_sensor_submits_once(config: Config, tmp_path: Path
     assert len({tuple(r.job_ids) for r in results}) == 1
     assert len(list((tmp_path / "local" / "local-slurm" / "submissions").iterdir())) == 1
     assert len(st.evaluation_tasks(ledger, "race")) == 1
+
+
+@pytest.mark.parametrize("announced", [True, False])
+def test_a_failure_while_applying_loses_nothing(drive: DriveLayout, ledger: Ledger,
+                                                announced: bool) -> None:
+    """The signal is recorded and applied in one transaction: when applying dies half-way
+    (a crash, a lost database connection), neither stays, and a later tick takes it."""
+    failures = [1]
+
+    def dies_after_writing(conn, sf):  # type: ignore[no-untyped-def]
+        st.APPLIERS["training_complete"](conn, sf)  # the real writes, then the crash
+        if failures:
+            failures.pop()
+            raise ConnectionError("server closed the connection unexpectedly")
+
+    if announced:
+        publish(drive, training(drive, "crash"))
+    else:
+        write_unannounced(drive, "crash")
+    scanner = Scanner(drive, ledger, debounce_seconds=0,
+                      appliers={"training_complete": dies_after_writing})
+    first = scanner.tick(["training_complete"], full=not announced)
+    assert first.accepted == []
+    assert ledger.training_run("crash") is None
+    assert ledger.known_signal_files("training_complete") == {}
+    assert len(pending(drive, "training_complete")) == (1 if announced else 0)
+    second = scanner.tick(["training_complete"], full=True)
+    assert [sf.signal.experiment for sf in second.accepted] == ["crash"]
+    assert ledger.training_run("crash").signal_key == second.accepted[0].idempotency_key
+    assert pending(drive, "training_complete") == []
+    assert [r.experiment_name for r in st.training_awaiting_evaluation(ledger)] == ["crash"]
+
+
+def test_the_scanner_applies_what_it_accepts(drive: DriveLayout, ledger: Ledger) -> None:
+    publish(drive, training(drive, "e1"))
+    tick = Scanner(drive, ledger, debounce_seconds=0).tick(["training_complete"])
+    assert ledger.training_run("e1").signal_key == tick.accepted[0].idempotency_key
+    sig = EvalComplete(timestamp=datetime.now(UTC), experiment="e1", job_id="7",
+                       status="complete")
+    publish(drive, sig)
+    tick = Scanner(drive, ledger, debounce_seconds=0).tick(["eval_complete"])
+    assert tick.unanswered == tick.accepted  # no evaluation job answers it: said so
