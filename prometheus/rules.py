@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 HERE = Path(__file__).parent
+SCRAPE_JOB = "baton"  # the job_name of deploy/prometheus.yml's scrape config
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,8 @@ class Thresholds:
     failure_rate_window: str = "1h"          # ... in this window
     for_duration: str = "5m"                 # how long a warning must hold
     unknown_type_window: str = "1h"          # a signal named an unknown campaign type
+    exporter_down_for: str = "5m"            # Prometheus cannot scrape `baton exporter` ...
+    component_down_for: str = "5m"           # ... or a part of it (ledger, slurm, drive) fails
     # a status report overdue: each job's interval comes from baton.yaml `status`
 
 
@@ -59,6 +62,13 @@ def alert_rules(t: Thresholds) -> dict:
         return rule
 
     return {"name": "baton-alerts", "rules": [
+        alert("BatonExporterDown", f'up{{job="{SCRAPE_JOB}"}} == 0', "critical",
+              "Prometheus cannot scrape baton exporter {{ $labels.instance }}: every baton "
+              "alert is blind until it is back", t.exporter_down_for),
+        alert("BatonExporterComponentDown", "baton_exporter_component_up == 0", "critical",
+              "the {{ $labels.component }} part of baton exporter {{ $labels.instance }} has "
+              "failed for " f"{t.component_down_for}: its metrics are missing and their "
+              "alerts cannot fire (see the exporter's log)", t.component_down_for),
         alert("BatonSensorHeartbeatStale",
               f"time() - baton_sensor_heartbeat_timestamp_seconds > {t.heartbeat_stale_seconds}",
               "critical", "baton sensor {{ $labels.sensor }} has not ticked for "

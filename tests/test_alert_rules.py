@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from prometheus.rules import Thresholds, render
+from prometheus.rules import SCRAPE_JOB, Thresholds, render
 from tests.conftest import require
 
 PROM = Path(__file__).resolve().parents[1] / "prometheus"
@@ -36,17 +36,36 @@ def test_promtool_check_rules() -> None:
 
 def test_promtool_unit_tests_cover_every_alert() -> None:
     tests = yaml.safe_load((PROM / "tests" / "alerts_test.yml").read_text())["tests"]
-    tested = {case["alertname"] for t in tests for case in t["alert_rule_test"]
+    tested = {case["alertname"] for t in tests for case in t.get("alert_rule_test", [])
               if case["exp_alerts"]}
     rules = yaml.safe_load((PROM / "alerts.yml").read_text())["groups"]
     alerts = {r["alert"] for g in rules for r in g["rules"] if "alert" in r}
     assert tested == alerts  # each alert fires in some test ...
     for t in tests:  # ... next to a series of the same metric that must not fire
-        assert len(t["input_series"]) >= 2 or any(not c["exp_alerts"]
-                                                  for c in t["alert_rule_test"]), t["name"]
+        if "alert_rule_test" in t:
+            assert len(t["input_series"]) >= 2 or any(not c["exp_alerts"]
+                                                      for c in t["alert_rule_test"]), t["name"]
+    # an alert with a `for:` is tested not firing before that duration has passed
+    held = {r["alert"] for g in rules for r in g["rules"] if "alert" in r and "for" in r}
+    for name in held:
+        assert any(not c["exp_alerts"] and c["alertname"] == name
+                   for t in tests for c in t.get("alert_rule_test", [])), name
+    # every recording rule has its values checked
+    recorded = {r["record"] for g in rules for r in g["rules"] if "record" in r}
+    checked = {c["expr"] for t in tests for c in t.get("promql_expr_test", [])}
+    assert recorded <= checked, recorded - checked
     proc = subprocess.run([promtool(), "test", "rules", "alerts_test.yml"],
                           cwd=PROM / "tests", capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_exporter_down_alert_names_the_scrape_job() -> None:
+    """BatonExporterDown watches ``up`` of the job deploy/prometheus.yml scrapes baton in."""
+    config = yaml.safe_load((PROM.parent / "deploy" / "prometheus.yml").read_text())
+    assert [c["job_name"] for c in config["scrape_configs"]] == [SCRAPE_JOB]
+    rules = yaml.safe_load(render(Thresholds()))["groups"]
+    down = next(r for g in rules for r in g["rules"] if r.get("alert") == "BatonExporterDown")
+    assert down["expr"] == f'up{{job="{SCRAPE_JOB}"}} == 0'
 
 
 def test_deploy_configs_are_valid() -> None:
