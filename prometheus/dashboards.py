@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from prometheus.rules import SCRAPE_JOB
+
 HERE = Path(__file__).parent
 OUT = HERE / "grafana"
 DATASOURCE = {"type": "prometheus", "uid": "baton-prometheus"}
@@ -25,9 +27,15 @@ def target(expr: str, legend: str = "", fmt: str = "time_series", instant: bool 
             "instant": instant}
 
 
+def not_per_campaign(why: str) -> str:
+    """The description of a panel ``$campaign`` does not filter, and why."""
+    return f"Not per campaign: {why}, so $campaign does not filter this panel."
+
+
 def panel(kind: str, title: str, targets: list[dict], x: int, y: int, w: int, h: int,
           unit: str | None = None, transformations: list[dict] | None = None,
-          overrides: list[dict] | None = None, **options: Any) -> dict[str, Any]:
+          overrides: list[dict] | None = None, description: str = "", **options: Any
+          ) -> dict[str, Any]:
     for i, t in enumerate(targets):
         t["refId"] = chr(ord("A") + i)
     defaults: dict[str, Any] = {"unit": unit} if unit else {}
@@ -35,6 +43,8 @@ def panel(kind: str, title: str, targets: list[dict], x: int, y: int, w: int, h:
            "gridPos": {"x": x, "y": y, "w": w, "h": h}, "targets": targets,
            "fieldConfig": {"defaults": defaults, "overrides": overrides or []},
            "options": options}
+    if description:
+        out["description"] = description
     if transformations:
         out["transformations"] = transformations
     return out
@@ -42,8 +52,8 @@ def panel(kind: str, title: str, targets: list[dict], x: int, y: int, w: int, h:
 
 def joined_table(title: str, columns: dict[str, str], keys: list[str], x: int, y: int,
                  w: int, h: int, sort_by: str | None = None,
-                 units: dict[str, str] | None = None, labels_from: str | None = None
-                 ) -> dict[str, Any]:
+                 units: dict[str, str] | None = None, labels_from: str | None = None,
+                 description: str = "") -> dict[str, Any]:
     """One table row per ``keys``, one column per instant query: the seed's progress
     table. Grafana merges the queries on their labels and names the values;
     ``labels_from`` is a query that only brings labels (its value column is hidden)."""
@@ -65,7 +75,7 @@ def joined_table(title: str, columns: dict[str, str], keys: list[str], x: int, y
                   "properties": [{"id": "unit", "value": unit}]}
                  for col, unit in (units or {}).items()]
     return panel("table", title, targets, x, y, w, h, transformations=transformations,
-                 overrides=overrides)
+                 overrides=overrides, description=description)
 
 
 def progress_column(column: str) -> str:
@@ -99,46 +109,59 @@ def dashboard() -> dict[str, Any]:
     panels = [
         row("Status", 0),
         panel("stat", "Jobs by state", [target(
-            f"sum by (state) (baton_jobs{{{STAGE}}})", "{{state}}")], 0, 1, 10, 5,
-            colorMode="background", graphMode="none"),
+            f"sum by (state) (baton_campaign_jobs{{{CAMPAIGN},{STAGE}}})", "{{state}}")],
+            0, 1, 10, 5, colorMode="background", graphMode="none",
+            description="Slurm jobs of the selected campaigns by dashboard state."),
         panel("bargauge", "Completion per campaign", [target(
             f"100 * baton_campaign_completion_ratio{{{CAMPAIGN}}}", "{{campaign}}")],
             10, 1, 6, 5, unit="percent"),
         panel("stat", "Active jobs", [target(
-            f"sum(baton_jobs{{{STAGE},state=~\"started|running\"}})", "active")],
-            16, 1, 4, 5),
+            f"sum(baton_campaign_jobs{{{CAMPAIGN},{STAGE},state=~\"started|running\"}})",
+            "active")], 16, 1, 4, 5,
+            description="Jobs of the selected campaigns started or running now."),
         panel("stat", "Failure rate (1h)", [target(
             f"100 * sum(baton:jobs_failed:increase1h{{{STAGE}}}) / "
             f"sum(baton:jobs_ended:increase1h{{{STAGE}}})", "failed")], 20, 1, 4, 5,
-            unit="percent"),
+            unit="percent", description=not_per_campaign(
+                "the failure counters (baton_jobs_failed_total, baton_jobs_finished_total) "
+                "are per stage and reason only")),
         row("Progress", 6),
         joined_table("Active campaigns (priority order)", {
             "priority": f"baton_campaign_priority{{{CAMPAIGN}}}",
             "completion": f"100 * baton_campaign_completion_ratio{{{CAMPAIGN}}}",
             "expected": f"baton_campaign_expected_jobs{{{CAMPAIGN}}} and on(campaign, type) "
                         f"baton_campaign_priority"},
-            ["campaign", "type", "display_name", "notes"], 0, 7, 9, 8, sort_by="priority",
-            units={"completion": "percent"}, labels_from=f"baton_campaign_info{{{CAMPAIGN}}}"),
+            ["campaign", "type", "display_name"], 0, 7, 9, 8, sort_by="priority",
+            units={"completion": "percent"}, labels_from=f"baton_campaign_info{{{CAMPAIGN}}}",
+            description="The curators' notes are free text, not metric labels: "
+                        "`baton campaign list` shows them."),
         joined_table("Progress by campaign and stage",
                      {c: progress_column(c) for c in ("expected", "submitted", "running",
                                                       "finished", "failed")},
-                     ["campaign", "experiment", "stage"], 9, 7, 15, 8),
+                     ["campaign", "experiment", "stage"], 9, 7, 15, 8,
+                     description="Experiments of the selected (active) campaigns; the "
+                                 "exporter also exports experiments of other campaigns while "
+                                 "they have unfinished tasks."),
         row("Throughput and resources", 15),
         panel("timeseries", "Jobs finished per hour", [target(
-            f"baton:jobs_finished:rate1h{{{STAGE}}}", "{{stage}}")], 0, 16, 6, 8),
+            f"baton:jobs_finished:rate1h{{{STAGE}}}", "{{stage}}")], 0, 16, 6, 8,
+            description=not_per_campaign("baton_jobs_finished_total is per stage only")),
         panel("timeseries", "Memory used / requested", [
             target(f"histogram_quantile(0.5, sum by (stage, le) "
                    f"(rate(baton_job_memory_used_ratio_bucket{{{STAGE}}}[1h])))",
                    "median {{stage}}"),
             target(f"histogram_quantile(0.95, sum by (stage, le) "
                    f"(rate(baton_job_memory_used_ratio_bucket{{{STAGE}}}[1h])))",
-                   "p95 {{stage}}")], 6, 16, 6, 8, unit="percentunit"),
+                   "p95 {{stage}}")], 6, 16, 6, 8, unit="percentunit",
+            description=not_per_campaign("baton_job_memory_used_ratio is per stage only")),
         panel("timeseries", "CPU per stage", [target(
             f"rate(baton_job_cpu_seconds_total{{{STAGE}}}[1h])", "{{stage}}")],
-            12, 16, 6, 8, unit="s"),
+            12, 16, 6, 8, unit="s",
+            description=not_per_campaign("baton_job_cpu_seconds_total is per stage only")),
         panel("timeseries", "Restarts", [target(
             f"increase(baton_job_restarts_total{{{STAGE}}}[1h])", "{{stage}}")],
-            18, 16, 6, 8),
+            18, 16, 6, 8,
+            description=not_per_campaign("baton_job_restarts_total is per stage only")),
         row("Pipeline latency", 24),
         panel("timeseries", "Latency (p95)", [
             target("histogram_quantile(0.95, sum by (le) "
@@ -152,13 +175,16 @@ def dashboard() -> dict[str, Any]:
                    "evaluation to analysis"),
             target("histogram_quantile(0.95, sum by (le) "
                    "(rate(baton_end_to_end_seconds_bucket[1h])))", "end to end")],
-            0, 25, 12, 8, unit="s"),
+            0, 25, 12, 8, unit="s", description=not_per_campaign(
+                "the latency histograms cover the whole pipeline")),
         panel("timeseries", "Queue wait (p95)", [target(
             f"baton:job_queue_wait_seconds:p95{{{STAGE}}}", "{{stage}}")], 12, 25, 6, 8,
-            unit="s"),
+            unit="s", description=not_per_campaign(
+                "baton_job_queue_wait_seconds is per stage only")),
         panel("stat", "Sensor heartbeat age", [target(
             "time() - baton_sensor_heartbeat_timestamp_seconds", "{{sensor}}")],
-            18, 25, 6, 8, unit="s"),
+            18, 25, 6, 8, unit="s", description=not_per_campaign(
+                "the sensors serve every campaign")),
         row("Status reports", 33),
         joined_table("Last status of every reporting script", {
             "last report": "1000 * baton_status_last_report_timestamp_seconds",
@@ -167,23 +193,34 @@ def dashboard() -> dict[str, Any]:
             "expected every": "baton_status_expected_interval_seconds"},
             ["project", "job_name", "status"], 0, 34, 24, 7,
             units={"last report": "dateTimeAsIso", "silent for": "s", "progress": "percent",
-                   "expected every": "s"}),
+                   "expected every": "s"}, description=not_per_campaign(
+                "status reports belong to a project and a job, not to a campaign")),
         row("Supervision", 41),
         panel("timeseries", "Supervision decisions (1h)", [target(
             f"sum by (reason, action) (increase(baton_supervisions_total{{{STAGE}}}[1h]))",
-            "{{reason}}: {{action}}")], 0, 42, 12, 8),
+            "{{reason}}: {{action}}")], 0, 42, 12, 8,
+            description=not_per_campaign("the supervision metrics are per stage only")),
         panel("stat", "Repairs in flight", [target(
             f"sum(baton_supervision_repairs_in_flight{{{STAGE}}})", "in flight")],
-            12, 42, 4, 8),
+            12, 42, 4, 8,
+            description=not_per_campaign("the supervision metrics are per stage only")),
         panel("stat", "Gave up (open)", [target(
             f"sum(baton_supervision_gave_up_open{{{STAGE}}})", "gave up")], 16, 42, 4, 8,
-            colorMode="background", graphMode="none"),
+            colorMode="background", graphMode="none",
+            description=not_per_campaign("the supervision metrics are per stage only")),
         panel("stat", "Late jobs", [target(
-            f"sum(baton_supervision_late_jobs{{{STAGE}}})", "late")], 20, 42, 4, 8),
+            f"sum(baton_supervision_late_jobs{{{STAGE}}})", "late")], 20, 42, 4, 8,
+            description=not_per_campaign("the supervision metrics are per stage only")),
         row("Alerts", 50),
         panel("table", "Firing alerts", [target(
             'ALERTS{alertstate="firing", alertname=~"Baton.*"}', "", "table", instant=True)],
-            0, 51, 24, 6),
+            0, 51, 18, 6, description=not_per_campaign("alerts are about the whole system")),
+        panel("stat", "Exporter parts up", [
+            target("baton_exporter_component_up", "{{component}}"),
+            target(f'up{{job="{SCRAPE_JOB}"}}', "scrape {{instance}}")], 18, 51, 6, 6,
+            colorMode="background", graphMode="none", description="1: the part answered "
+            "in the last scrape; 0: its metrics are missing (BatonExporterComponentDown, "
+            "BatonExporterDown). " + not_per_campaign("the exporter serves every campaign")),
     ]
     for i, p in enumerate(panels, start=1):
         p["id"] = i

@@ -4,12 +4,19 @@ PromQL query in it parses."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
+from collections import Counter
 from pathlib import Path
 
 import yaml
+from prometheus_client import CollectorRegistry
 
+from baton.config import Config
+from baton.exporter.collector import BatonCollector, QueueSnapshot
+from baton.ledger import open_ledger
+from baton.ledger.campaigns import note_campaign, update_campaign
 from prometheus.dashboards import OUT, dashboard, provisioning, queries
 from tests.conftest import require
 
@@ -64,3 +71,39 @@ def test_every_query_parses(tmp_path: Path) -> None:
     proc = subprocess.run([str(promtool), "check", "rules", str(path)], capture_output=True,
                           text=True, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_campaign_filters_every_panel_it_can(config: Config) -> None:
+    """A panel whose metric has a campaign label filters by ``$campaign``; any other panel
+    says in its description that it is not per campaign. Which metrics have the label is
+    read from a real scrape of the exporter (a ledger with a campaign, activated)."""
+    ledger = open_ledger(config.ledger_url)
+    ledger.claim_submission("c1", stage="evaluation", experiment="e1", backend="local",
+                            campaign="camp")
+    note_campaign(ledger, "camp", None, "test", config.campaigns)
+    update_campaign(ledger, "camp", active=True)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(BatonCollector(config, ledger, QueueSnapshot(lambda: Counter())))
+    with_campaign = {s.name.removesuffix("_bucket") for fam in registry.collect()
+                     for s in fam.samples if "campaign" in s.labels}
+    assert {"baton_campaign_jobs", "baton_progress_tasks", "baton_campaign_info"} <= \
+        with_campaign
+    filtered = 0
+    for p in dashboard()["panels"]:
+        exprs = [t["expr"] for t in p.get("targets", [])]
+        if not exprs:
+            continue
+        names = {n for e in exprs for n in re.findall(r"\b(baton_[a-z_]+)", e)}
+        if names & with_campaign:
+            assert all('campaign=~"$campaign"' in e for e in exprs
+                       if set(re.findall(r"\b(baton_[a-z_]+)", e)) & with_campaign), p["title"]
+            filtered += 1
+        else:
+            assert "Not per campaign:" in p.get("description", ""), p["title"]
+    assert filtered >= 5  # row 1 tiles, completion, the two tables
+
+
+def test_exporter_health_is_on_the_dashboard() -> None:
+    exprs = queries(dashboard())
+    assert "baton_exporter_component_up" in exprs
+    assert 'up{job="baton"}' in exprs
