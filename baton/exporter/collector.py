@@ -9,20 +9,28 @@ import shutil
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
-    HistogramMetricFamily,
     Metric,
 )
 from sqlalchemy import func, select
 
 from baton.config import Config
 from baton.exporter.control import campaign_metrics, status_metrics
+from baton.exporter.families import (  # the buckets are imported from here (bench)
+    LATENCY_BUCKETS,  # noqa: F401
+    RATIO_BUCKETS,
+    WAIT_BUCKETS,
+    histogram,
+    per_stage,
+    seconds,
+)
+from baton.exporter.flows import flow_metrics
 from baton.exporter.states import (
     DASHBOARD_STATES,
     FAILURE_REASONS,
@@ -31,20 +39,9 @@ from baton.exporter.states import (
 )
 from baton.exporter.supervision import supervision_metrics
 from baton.ledger import Ledger
-from baton.ledger.schema import (
-    analysis_jobs,
-    evaluation_jobs,
-    heartbeats,
-    signals,
-    slurm_jobs,
-    training_runs,
-)
+from baton.ledger.schema import heartbeats, signals, slurm_jobs, training_runs
 
 log = logging.getLogger(__name__)
-WAIT_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400,
-                172800)
-LATENCY_BUCKETS = (0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800, 3600)
-RATIO_BUCKETS = (0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.25, 1.5, 2.0)
 
 
 class QueueSnapshot:
@@ -53,14 +50,14 @@ class QueueSnapshot:
     def __init__(self, fetch: Callable[[], Counter[str]], ttl: float = 30) -> None:
         self.fetch, self.ttl = fetch, ttl
         self.lock = threading.Lock()
-        self.at = 0.0
+        self.at: float | None = None  # when the last fetch ended
         self.states: Counter[str] | None = None
         self.error: str | None = None
         self.calls = 0
 
     def get(self) -> tuple[Counter[str] | None, str | None]:
         with self.lock:
-            if time.monotonic() - self.at >= self.ttl:
+            if self.at is None or time.monotonic() - self.at >= self.ttl:
                 self.calls += 1
                 try:
                     self.states, self.error = self.fetch(), None
@@ -71,38 +68,18 @@ class QueueSnapshot:
             return self.states, self.error
 
 
-def _histogram(name: str, doc: str, label: str, values: dict[str, list[float]],
-               buckets: tuple[float, ...]) -> HistogramMetricFamily:
-    fam = HistogramMetricFamily(name, doc, labels=[label] if label else [])
-    for key, vals in sorted(values.items()):
-        counts = [sum(1 for v in vals if v <= b) for b in buckets]
-        bucket_pairs = [(str(b), c) for b, c in zip(buckets, counts, strict=True)]
-        bucket_pairs.append(("+Inf", len(vals)))
-        fam.add_metric([key] if label else [], bucket_pairs, sum(vals))
-    return fam
-
-
-def _per_stage(name: str, doc: str, values: Mapping[str, float], stages: list[str]
-               ) -> CounterMetricFamily:
-    """A counter with one sample per stage, zero where nothing happened yet."""
-    fam = CounterMetricFamily(name, doc, labels=["stage"])
-    for stage in stages:
-        fam.add_metric([stage], values.get(stage, 0))
-    return fam
-
-
-def _seconds(a: datetime | None, b: datetime | None) -> float | None:
-    if a is None or b is None:
-        return None
-    return max(0.0, (b - a).total_seconds())
-
-
 class BatonCollector:
     def __init__(self, config: Config, ledger: Ledger, queue: QueueSnapshot,
                  integrity_every: float = 600) -> None:
         self.config, self.ledger, self.queue = config, ledger, queue
         self.integrity_every = integrity_every
         self._integrity: tuple[float, bool] | None = None
+        # Every submit failure this process has seen, as (row, ended_at) -> stage. Retrying
+        # a claim turns its SUBMIT_FAILED row back into SUBMITTING (and a new failure gives
+        # it a new ended_at), so counting the rows in that state now would make the
+        # counter go down; counting the failures ever seen never does.
+        self._submit_failures: dict[tuple[int, datetime | None], str] = {}
+        self._submit_lock = threading.Lock()
 
     def describe(self) -> list[Metric]:
         return []  # computed at scrape time; nothing to pre-register
@@ -129,7 +106,7 @@ class BatonCollector:
     def _ledger(self) -> Iterator[Metric]:
         with self.ledger.read() as conn:
             jobs = conn.execute(select(
-                slurm_jobs.c.stage, slurm_jobs.c.state, slurm_jobs.c.reason,
+                slurm_jobs.c.id, slurm_jobs.c.stage, slurm_jobs.c.state, slurm_jobs.c.reason,
                 slurm_jobs.c.exit_signal, slurm_jobs.c.max_rss_mb, slurm_jobs.c.req_mem_mb,
                 slurm_jobs.c.submitted_at, slurm_jobs.c.started_at, slurm_jobs.c.ended_at,
                 slurm_jobs.c.restarts, slurm_jobs.c.cpu_seconds, slurm_jobs.c.campaign,
@@ -139,7 +116,7 @@ class BatonCollector:
             beats = conn.execute(select(heartbeats.c.name, heartbeats.c.beat_at)).all()
             campaign_of = dict(conn.execute(select(training_runs.c.experiment_name,
                                                    training_runs.c.campaign)).all())
-            flows = self._flows(conn)
+            flows = flow_metrics(conn)
             supervised = list(supervision_metrics(conn))
         yield from self._job_metrics(jobs)
         yield self._campaign_metric(jobs, campaign_of)
@@ -169,44 +146,50 @@ class BatonCollector:
         runs: defaultdict[str, list[float]] = defaultdict(list)
         ratios: defaultdict[str, list[float]] = defaultdict(list)
         ended: defaultdict[str, list[tuple[datetime, bool]]] = defaultdict(list)
+        submit_failures: dict[tuple[int, datetime | None], str] = {}
         for j in jobs:
             shown = dashboard_state(j.state, j.reason)
             by_state[(j.stage, shown)] += 1
             restarts[j.stage] += j.restarts or 0
             cpu[j.stage] += j.cpu_seconds or 0.0
-            if (w := _seconds(j.submitted_at, j.started_at)) is not None:
+            if (w := seconds(j.submitted_at, j.started_at)) is not None:
                 waits[j.stage].append(w)
-            if j.ended_at is not None and (r := _seconds(j.started_at, j.ended_at)) is not None:
+            if j.ended_at is not None and (r := seconds(j.started_at, j.ended_at)) is not None:
                 runs[j.stage].append(r)
             if j.max_rss_mb and j.req_mem_mb:
                 ratios[j.stage].append(j.max_rss_mb / j.req_mem_mb)
             if shown == "finished":
                 finished[j.stage] += 1
+            elif shown == "failed" and j.state == "SUBMIT_FAILED":
+                submit_failures[(j.id, j.ended_at)] = j.stage
             elif shown == "failed":
                 failed[(j.stage, failure_reason(j.state, j.exit_signal, j.max_rss_mb,
                                                 j.req_mem_mb))] += 1
             if shown in ("finished", "failed") and j.ended_at is not None:
                 ended[j.stage].append((j.ended_at, shown == "finished"))
-        stages = sorted({j.stage for j in jobs} | {"evaluation", "analysis"})
+        for stage, n in self._submit_failures_seen(submit_failures).items():
+            failed[(stage, "submit_failed")] += n
+        stages = sorted({j.stage for j in jobs} | {"evaluation", "analysis"}
+                        | {stage for stage, _ in failed})
         fam = GaugeMetricFamily("baton_jobs", "Slurm jobs by stage and dashboard state",
                                 labels=["stage", "state"])
         for stage in stages:
             for state in DASHBOARD_STATES:
                 fam.add_metric([stage, state], by_state[(stage, state)])
         yield fam
-        yield _per_stage("baton_jobs_finished", "jobs that ended COMPLETED", finished, stages)
+        yield per_stage("baton_jobs_finished", "jobs that ended COMPLETED", finished, stages)
         fam = CounterMetricFamily("baton_jobs_failed", "jobs that ended without success",
                                   labels=["stage", "reason"])
         for stage in stages:  # every reason from zero, so rates and ratios always exist
             for reason in FAILURE_REASONS:
                 fam.add_metric([stage, reason], failed[(stage, reason)])
         yield fam
-        yield _per_stage("baton_job_restarts", "times Slurm restarted a job", restarts, stages)
-        yield _per_stage("baton_job_cpu_seconds", "CPU time used by jobs", cpu, stages)
-        yield _histogram("baton_job_queue_wait_seconds", "submit to start", "stage", waits,
+        yield per_stage("baton_job_restarts", "times Slurm restarted a job", restarts, stages)
+        yield per_stage("baton_job_cpu_seconds", "CPU time used by jobs", cpu, stages)
+        yield histogram("baton_job_queue_wait_seconds", "submit to start", "stage", waits,
                          WAIT_BUCKETS)
-        yield _histogram("baton_job_run_seconds", "start to end", "stage", runs, WAIT_BUCKETS)
-        yield _histogram("baton_job_memory_used_ratio", "MaxRSS over requested memory",
+        yield histogram("baton_job_run_seconds", "start to end", "stage", runs, WAIT_BUCKETS)
+        yield histogram("baton_job_memory_used_ratio", "MaxRSS over requested memory",
                          "stage", ratios, RATIO_BUCKETS)
         consec = GaugeMetricFamily("baton_stage_consecutive_failures",
                                    "failures since the last success, per stage",
@@ -243,6 +226,14 @@ class BatonCollector:
         yield waiting
         yield running
 
+    def _submit_failures_seen(self, now: dict[tuple[int, datetime | None], str]
+                              ) -> Counter[str]:
+        """Submit failures per stage seen by this process (the ones in the ledger now and
+        the ones since retried): a union, so concurrent scrapes agree in any order."""
+        with self._submit_lock:
+            self._submit_failures.update(now)
+            return Counter(self._submit_failures.values())
+
     @staticmethod
     def _campaign_metric(jobs: list[Any], campaign_of: dict[str, str | None]) -> Metric:
         """Jobs per campaign, stage and state (experiments without a campaign: "none")."""
@@ -255,60 +246,6 @@ class BatonCollector:
         for (camp, stage, state), n in sorted(counts.items()):
             fam.add_metric([camp, stage, state], n)
         return fam
-
-    def _flows(self, conn: Any) -> list[Metric]:
-        """Latencies of the pipeline: signal to submission, stage to stage, end to end."""
-        trig = conn.execute(select(
-            training_runs.c.signal_key, training_runs.c.completed_at,
-            signals.c.file_mtime).join(signals, signals.c.idempotency_key ==
-                                       training_runs.c.signal_key, isouter=True)).all()
-        evals = conn.execute(select(
-            evaluation_jobs.c.trigger_key, func.min(evaluation_jobs.c.submitted_at),
-            func.max(evaluation_jobs.c.completed_at),
-            func.sum(func.coalesce(evaluation_jobs.c.completed_at.is_(None), 0)))
-            .group_by(evaluation_jobs.c.trigger_key)).all()
-        analyses = conn.execute(select(analysis_jobs.c.trigger_key,
-                                       func.max(analysis_jobs.c.completed_at))
-                                .where(analysis_jobs.c.status == "completed")
-                                .group_by(analysis_jobs.c.trigger_key)).all()
-        eval_by = {k: (s, e, open_) for k, s, e, open_ in evals}
-        ana_by = dict(analyses)
-        detect, t2e, e2a, end = [], [], [], []
-        for key, trained, mtime in trig:
-            ev = eval_by.get(key)
-            if ev is None:
-                continue
-            submitted, evaluated, still_open = ev
-            if mtime is not None and submitted is not None:
-                detect.append(max(0.0, submitted.timestamp() - mtime))
-            if still_open or evaluated is None:
-                continue
-            if (d := _seconds(trained, evaluated)) is not None:
-                t2e.append(d)
-            analysed = ana_by.get(key)
-            if analysed is not None:
-                e2a.append(_seconds(evaluated, analysed) or 0.0)
-                end.append(_seconds(trained, analysed) or 0.0)
-        unanswered = [trained for key, trained, _ in trig if trained is not None and (
-            key not in eval_by or eval_by[key][2] or eval_by[key][1] is None)]
-        oldest = (max(datetime.now().astimezone() - t for t in unanswered).total_seconds()
-                  if unanswered else 0)
-        return [
-            GaugeMetricFamily("baton_oldest_unanswered_training_seconds",
-                              "age of the oldest trained model without a completed evaluation",
-                              value=oldest),
-            _histogram("baton_signal_detection_latency_seconds",
-                       "training signal written to evaluation submitted", "",
-                       {"": detect}, LATENCY_BUCKETS),
-            _histogram("baton_training_to_evaluation_seconds",
-                       "training complete to evaluation complete", "", {"": t2e},
-                       WAIT_BUCKETS),
-            _histogram("baton_evaluation_to_analysis_seconds",
-                       "evaluation complete to analysis complete", "", {"": e2a},
-                       WAIT_BUCKETS),
-            _histogram("baton_end_to_end_seconds", "training complete to analysis complete",
-                       "", {"": end}, WAIT_BUCKETS),
-        ]
 
     def _integrity_metric(self) -> Metric:
         now = time.monotonic()

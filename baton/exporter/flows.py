@@ -1,0 +1,113 @@
+"""Latencies of the pipeline, from the stage tables: training signal written to evaluation
+submitted, training complete to evaluation complete, evaluation complete to analysis
+complete, end to end; and the age of the oldest trained model without a completed
+evaluation.
+
+An evaluation answers a training signal (its ``trigger_key``) and is complete when every
+task (one per checkpoint) completed, each task counted by its latest attempt: a repair is
+recorded under ``{trigger}#attempt-{n}`` (``baton.ledger.stages.repaired_trigger``) and
+answers the same signal. A failed task nobody repaired leaves the evaluation incomplete.
+The SQL is portable (SQLite and PostgreSQL): no boolean arithmetic."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+from sqlalchemy import case, func, select
+
+from baton.exporter.families import LATENCY_BUCKETS, WAIT_BUCKETS, histogram, seconds
+from baton.ledger.schema import analysis_jobs, evaluation_jobs, signals, training_runs
+
+ATTEMPT = "#attempt-"
+
+
+def split_trigger(key: str) -> tuple[str, int]:
+    """``"k#attempt-3"`` -> ``("k", 3)``; an original submission is attempt 1."""
+    base, sep, n = key.partition(ATTEMPT)
+    return base, int(n) if sep and n.isdigit() else 1
+
+
+def evaluations(conn: Any) -> tuple[dict[str, datetime], dict[str, datetime]]:
+    """Per training signal: when its evaluation was first submitted, and when it completed
+    (only the complete ones)."""
+    ej = evaluation_jobs
+    rows = conn.execute(select(
+        ej.c.trigger_key, ej.c.checkpoint_path, func.min(ej.c.submitted_at),
+        func.max(ej.c.completed_at),
+        func.sum(case((ej.c.status == "completed", 0), else_=1)))
+        .where(ej.c.trigger_key.is_not(None))
+        .group_by(ej.c.trigger_key, ej.c.checkpoint_path)).all()
+    submitted: dict[str, datetime] = {}
+    latest: dict[tuple[str, str | None], tuple[int, datetime | None, bool]] = {}
+    for key, checkpoint, first, done_at, not_completed in rows:
+        base, attempt = split_trigger(key)
+        if first is not None and (base not in submitted or first < submitted[base]):
+            submitted[base] = first
+        task = latest.get((base, checkpoint))
+        if task is None or attempt > task[0]:
+            latest[(base, checkpoint)] = (attempt, done_at, not not_completed)
+    incomplete = {base for (base, _), (_, done_at, ok) in latest.items()
+                  if not ok or done_at is None}
+    completed: dict[str, datetime] = {}
+    for (base, _), (_, done_at, _) in latest.items():
+        if base not in incomplete and done_at is not None:
+            completed[base] = max(done_at, completed.get(base, done_at))
+    return submitted, completed
+
+
+def analyses(conn: Any) -> dict[str, datetime]:
+    """Per training signal: when an analysis of its evaluation (any attempt) completed."""
+    aj = analysis_jobs
+    out: dict[str, datetime] = {}
+    for key, done_at in conn.execute(select(aj.c.trigger_key, func.max(aj.c.completed_at))
+                                     .where(aj.c.status == "completed",
+                                            aj.c.trigger_key.is_not(None),
+                                            aj.c.completed_at.is_not(None))
+                                     .group_by(aj.c.trigger_key)):
+        base, _ = split_trigger(key)
+        out[base] = max(done_at, out.get(base, done_at))
+    return out
+
+
+def flow_metrics(conn: Any, now: datetime | None = None) -> list[Metric]:
+    trig = conn.execute(select(
+        training_runs.c.signal_key, training_runs.c.completed_at,
+        signals.c.file_mtime).join(signals, signals.c.idempotency_key ==
+                                   training_runs.c.signal_key, isouter=True)).all()
+    submitted, evaluated_at = evaluations(conn)
+    analysed_at = analyses(conn)
+    detect, t2e, e2a, end = [], [], [], []
+    unanswered: list[datetime] = []
+    for key, trained, mtime in trig:
+        if mtime is not None and (sub := submitted.get(key)) is not None:
+            detect.append(max(0.0, sub.timestamp() - mtime))
+        evaluated = evaluated_at.get(key)
+        if evaluated is None:
+            if trained is not None:
+                unanswered.append(trained)
+            continue
+        if (d := seconds(trained, evaluated)) is not None:
+            t2e.append(d)
+        analysed = analysed_at.get(key)
+        if analysed is not None:
+            e2a.append(seconds(evaluated, analysed) or 0.0)
+            end.append(seconds(trained, analysed) or 0.0)
+    now = now or datetime.now().astimezone()
+    oldest = max(0.0, max((now - t).total_seconds() for t in unanswered)) if unanswered \
+        else 0.0
+    return [
+        GaugeMetricFamily("baton_oldest_unanswered_training_seconds",
+                          "age of the oldest trained model without a completed evaluation",
+                          value=oldest),
+        histogram("baton_signal_detection_latency_seconds",
+                  "training signal written to evaluation submitted", "", {"": detect},
+                  LATENCY_BUCKETS),
+        histogram("baton_training_to_evaluation_seconds",
+                  "training complete to evaluation complete", "", {"": t2e}, WAIT_BUCKETS),
+        histogram("baton_evaluation_to_analysis_seconds",
+                  "evaluation complete to analysis complete", "", {"": e2a}, WAIT_BUCKETS),
+        histogram("baton_end_to_end_seconds", "training complete to analysis complete", "",
+                  {"": end}, WAIT_BUCKETS),
+    ]
