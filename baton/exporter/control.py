@@ -5,19 +5,24 @@ script that reports one."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from baton.config import Config
-from baton.exporter.states import dashboard_state
+from baton.exporter.states import DASHBOARD_STATES, dashboard_state
 from baton.ledger import Ledger
 from baton.ledger.campaigns import (
+    Progress,
     completion,
     list_campaigns,
     progress,
     unknown_types,
 )
 from baton.status import last_reports
+
+FINISHED_REPORTS_SECONDS = 7 * 86400  # how long a job's last "completed"/"failed" shows
+UNFINISHED = tuple(s for s in DASHBOARD_STATES if s not in ("finished", "failed"))
 
 
 def campaign_metrics(ledger: Ledger) -> Iterator[Metric]:
@@ -34,8 +39,10 @@ def campaign_metrics(ledger: Ledger) -> Iterator[Metric]:
                                  labels=labels)
     ratio = GaugeMetricFamily("baton_campaign_completion_ratio", "finished over expected "
                               "jobs of the active campaigns, 0..1", labels=labels)
-    info = GaugeMetricFamily("baton_campaign_info", "curator's display name and notes of "
-                             "the active campaigns", labels=[*labels, "display_name", "notes"])
+    # display_name only: the curator's free-text notes do not belong in a label (each edit
+    # would start a new series); `baton campaign list` shows them
+    info = GaugeMetricFamily("baton_campaign_info", "curator's display name of the active "
+                             "campaigns", labels=[*labels, "display_name"])
     for r in rows:
         key = [r.tag, r.type]
         finished, want = done[(r.tag, r.type)]
@@ -44,15 +51,18 @@ def campaign_metrics(ledger: Ledger) -> Iterator[Metric]:
         if r.active:
             priority.add_metric(key, r.priority)
             ratio.add_metric(key, finished / want if want else 0)
-            info.add_metric([*key, r.display_name or r.tag, r.notes or ""], 1)
+            info.add_metric([*key, r.display_name or r.tag], 1)
     yield from (active, priority, expected, ratio, info)
     table = GaugeMetricFamily("baton_progress_tasks", "the progress table: tasks (one "
                               "evaluation per checkpoint, one analysis) per campaign, "
-                              "experiment and stage, by column", labels=[
-                                  "campaign", "experiment", "stage", "column"])
+                              "experiment and stage, by column; experiments of active "
+                              "campaigns and experiments with unfinished tasks only",
+                              labels=["campaign", "experiment", "stage", "column"])
+    shown = shown_experiments(prog, {r.tag for r in rows if r.active})
     for (camp, exp, stage), p in sorted(prog.items()):
-        for column, n in p.row().items():
-            table.add_metric([camp, exp, stage, column], n)
+        if exp in shown:
+            for column, n in p.row().items():
+                table.add_metric([camp, exp, stage, column], n)
     yield table
     unknown = CounterMetricFamily("baton_campaign_unknown_type_signals", "signals and jobs "
                                   "that named a campaign type baton.yaml does not know",
@@ -62,6 +72,15 @@ def campaign_metrics(ledger: Ledger) -> Iterator[Metric]:
     yield unknown
 
 
+def shown_experiments(prog: dict[tuple[str, str, str], Progress], active: set[str]
+                      ) -> set[str]:
+    """The experiments the progress table shows: those of active campaigns, and those with
+    a task not yet ended (whatever their campaign). Every experiment ever run would make
+    millions of series on a large ledger; these are what a curator watches."""
+    return {exp for (camp, exp, _), p in prog.items()
+            if camp in active or any(p.states[s] for s in UNFINISHED)}
+
+
 def _sum_by_type(ledger: Ledger) -> dict[str, int]:
     totals: dict[str, int] = {}
     for u in unknown_types(ledger):
@@ -69,10 +88,15 @@ def _sum_by_type(ledger: Ledger) -> dict[str, int]:
     return totals
 
 
-def status_metrics(ledger: Ledger, config: Config) -> Iterator[Metric]:
+def status_metrics(ledger: Ledger, config: Config, now: datetime | None = None
+                   ) -> Iterator[Metric]:
     """Each (project, job)'s last report: when, which status, how far; and how long it may
-    stay silent (the overdue alert compares the two)."""
-    rows = last_reports(ledger)
+    stay silent (the overdue alert compares the two). Jobs that ended (completed, failed)
+    more than ``FINISHED_REPORTS_SECONDS`` ago are left out: job names are identifiers, but
+    a script named per run (``fetch-2026-11-21``) would otherwise add series forever."""
+    now = now or datetime.now(UTC)
+    rows = [r for r in last_reports(ledger) if r.status not in ("completed", "failed")
+            or (now - r.reported_at).total_seconds() <= FINISHED_REPORTS_SECONDS]
     labels = ["project", "job_name"]  # not "job": Prometheus's own target label
     at = GaugeMetricFamily("baton_status_last_report_timestamp_seconds", "when the job last "
                            "reported, labelled with the status it reported",
