@@ -29,6 +29,7 @@ from assets.partitions import campaigns, experiments
 from baton.ledger import Ledger
 from baton.ledger import stages as st
 from baton.ledger.stages import record_fact
+from baton.ledger.window import Window
 from baton.pipeline import short
 from baton.scan import Scanner, TickResult, checkpoint_problem
 from ops_slurm.jobs import (
@@ -44,7 +45,8 @@ INTERVAL = baton_config().sensors.interval_seconds
 
 
 def _tick(context: SensorEvaluationContext, ledger: Ledger, drive: SharedDriveResource,
-          kinds: list[str]) -> tuple[TickResult, dict[str, Any]]:
+          kinds: list[str]) -> tuple[TickResult, dict[str, Any], Window]:
+    """Take new signals; the window bounds this tick's ledger queries (see Window)."""
     cfg = baton_config().sensors
     cursor = json.loads(context.cursor) if context.cursor else {}
     now = time.time()
@@ -57,7 +59,8 @@ def _tick(context: SensorEvaluationContext, ledger: Ledger, drive: SharedDriveRe
         cursor["last_full_rescan"] = now
     for q in result.quarantined:
         context.log.warning(f"quarantined {q.path}: {q.reason}")
-    return result, cursor
+    window = Window() if full else Window.from_cursor(cursor.get("marks"))
+    return result, cursor, window
 
 
 def _new_partitions(context: SensorEvaluationContext, names: set[str], definition: Any
@@ -97,8 +100,9 @@ def _model_reported(context: SensorEvaluationContext, row: Any) -> bool:
 
 def _result(context: SensorEvaluationContext, ledger: Ledger, name: str, tick: TickResult,
             cursor: dict[str, Any], runs: list[RunRequest], events: list,
-            partitions: list) -> SensorResult | SkipReason:
+            partitions: list, window: Window) -> SensorResult | SkipReason:
     runs = requests_once(context, ledger, runs)
+    cursor["marks"] = window.next
     ledger.heartbeat(name, tick.summary())
     if not (runs or events or partitions):
         return SensorResult(skip_reason=SkipReason(f"nothing new: {tick.summary()}"),
@@ -114,11 +118,11 @@ def _result(context: SensorEvaluationContext, ledger: Ledger, name: str, tick: T
 def training_sensor(context: SensorEvaluationContext, ledger: LedgerResource,
                     drive: SharedDriveResource, mlflow: MLflowResource):
     led = ledger.ledger()
-    tick, cursor = _tick(context, led, drive, ["training_complete"])
+    tick, cursor, window = _tick(context, led, drive, ["training_complete"])
     events: list = []
     names: set[str] = set()
     camps: set[str] = set()
-    for row in st.models_unreported(led):
+    for row in st.models_unreported(led, window):
         names.add(row.experiment_name)
         if row.campaign:
             camps.add(row.campaign)
@@ -141,12 +145,13 @@ def training_sensor(context: SensorEvaluationContext, ledger: LedgerResource,
     runs = [RunRequest(run_key=f"evaluation_job:{row.signal_key}",
                        partition_key=row.experiment_name,
                        tags={"baton/experiment": row.experiment_name})
-            for row in st.training_awaiting_evaluation(led)
+            for row in st.training_awaiting_evaluation(led, window)
             if baton_config().sensors.auto_evaluate]
     names |= {r.partition_key for r in runs if r.partition_key}
     partitions = _new_partitions(context, names, experiments) + \
         _new_partitions(context, camps, campaigns)
-    return _result(context, led, "training_sensor", tick, cursor, runs, events, partitions)
+    return _result(context, led, "training_sensor", tick, cursor, runs, events, partitions,
+                   window)
 
 
 @sensor(name="evaluation_sensor", minimum_interval_seconds=INTERVAL,
@@ -157,7 +162,7 @@ def training_sensor(context: SensorEvaluationContext, ledger: LedgerResource,
 def evaluation_sensor(context: SensorEvaluationContext, ledger: LedgerResource,
                       drive: SharedDriveResource):
     led = ledger.ledger()
-    tick, cursor = _tick(context, led, drive, ["eval_complete", "eval_failed"])
+    tick, cursor, window = _tick(context, led, drive, ["eval_complete", "eval_failed"])
     for sf in tick.unanswered:
         context.log.warning(f"{sf.path}: no evaluation of {sf.signal.experiment} in the "
                             "ledger answers it; recorded, nothing to join")
@@ -168,8 +173,8 @@ def evaluation_sensor(context: SensorEvaluationContext, ledger: LedgerResource,
         for q in tick.quarantined if q.experiment and _known(context, q.experiment)]
     runs = [RunRequest(run_key=f"evaluation_metrics:{trigger}", partition_key=exp,
                        tags={"baton/experiment": exp})
-            for exp, trigger in st.evaluations_ready(led)]
-    return _result(context, led, "evaluation_sensor", tick, cursor, runs, events, [])
+            for exp, trigger in st.evaluations_ready(led, window)]
+    return _result(context, led, "evaluation_sensor", tick, cursor, runs, events, [], window)
 
 
 @sensor(name="analysis_sensor", minimum_interval_seconds=INTERVAL,
@@ -180,7 +185,7 @@ def evaluation_sensor(context: SensorEvaluationContext, ledger: LedgerResource,
 def analysis_sensor(context: SensorEvaluationContext, ledger: LedgerResource,
                     drive: SharedDriveResource):
     led = ledger.ledger()
-    tick, cursor = _tick(context, led, drive, ["analysis_complete"])
+    tick, cursor, window = _tick(context, led, drive, ["analysis_complete"])
     for sf in tick.unanswered:
         context.log.warning(f"{sf.path}: no analysis of {sf.signal.experiment} in the "
                             "ledger answers it")
@@ -188,13 +193,13 @@ def analysis_sensor(context: SensorEvaluationContext, ledger: LedgerResource,
                        run_key=f"analysis_report:{row.trigger_key}",
                        partition_key=row.experiment_name,
                        tags={"baton/experiment": row.experiment_name})
-            for row in st.analyses_ready(led)]
+            for row in st.analyses_ready(led, window)]
     if tick.accepted or runs:
         for camp, exps in st.campaigns_ready(led):
             runs.append(RunRequest(job_name=campaign_report_job.name,
                                    run_key=f"campaign_report:{camp}:{short(','.join(exps))}",
                                    partition_key=camp, tags={"baton/campaign": camp}))
-    return _result(context, led, "analysis_sensor", tick, cursor, runs, [], [])
+    return _result(context, led, "analysis_sensor", tick, cursor, runs, [], [], window)
 
 
 def _known(context: SensorEvaluationContext, experiment: str) -> bool:

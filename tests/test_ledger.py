@@ -10,11 +10,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from baton.layout import DriveLayout
 from baton.ledger import Ledger, open_ledger
 from baton.ledger.migrate import head_revision
+from baton.ledger.schema import FINAL_JOB, OPEN_JOB, slurm_jobs
 from baton.signals import read_signal
 from baton.slurm.states import JobStatus
 
@@ -246,3 +247,18 @@ def test_a_write_blocked_past_the_busy_timeout_is_retried(
     retried = [r.getMessage() for r in caplog.records if "database is locked" in
                r.getMessage()]
     assert retried, "the write succeeded without ever meeting the lock"
+
+
+def test_unfinished_jobs_read_only_open_and_lately_ended_rows(tmp_path: Path) -> None:
+    """The tracker asks every tick; its questions go through indexes (a partial one for
+    open jobs), so the cost follows the jobs in flight, not the history."""
+    led = open_ledger(f"sqlite:///{tmp_path / 'l.db'}")
+    with led.read() as conn:
+        plans = [" ".join(str(r[-1]) for r in conn.exec_driver_sql(
+            "EXPLAIN QUERY PLAN " + str(q.compile(conn.engine, compile_kwargs={
+                "literal_binds": True}))).all()) for q in (
+            select(slurm_jobs).where(OPEN_JOB),
+            select(slurm_jobs).where(slurm_jobs.c.ended_at > datetime.now(UTC),
+                                     slurm_jobs.c.cpu_seconds.is_(None), FINAL_JOB))]
+    assert "USING INDEX ix_slurm_jobs_open" in plans[0], plans
+    assert "USING INDEX ix_slurm_jobs_ended_at" in plans[1], plans

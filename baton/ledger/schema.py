@@ -26,7 +26,10 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
+
+from baton.slurm.states import TERMINAL_STATES
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -92,6 +95,12 @@ checkpoints = Table(
 )
 
 # --- every Slurm job, whatever its stage --------------------------------------------------
+# a job not in a final state: the predicate of the partial index ix_slurm_jobs_open (a
+# change to TERMINAL_STATES needs a migration that rebuilds that index)
+OPEN_JOB_SQL = "state NOT IN ({})".format(", ".join(f"'{s}'" for s in sorted(TERMINAL_STATES)))
+OPEN_JOB = text(OPEN_JOB_SQL)
+FINAL_JOB = text(f"NOT ({OPEN_JOB_SQL})")
+
 slurm_jobs = Table(
     "slurm_jobs", metadata,
     Column("id", Integer, primary_key=True),
@@ -129,6 +138,10 @@ slurm_jobs = Table(
     Index("ix_slurm_jobs_state", "state"),
     Index("ix_slurm_jobs_experiment_stage", "experiment", "stage"),
     Index("ix_slurm_jobs_job_id", "job_id"),
+    # the tracker's two questions read only what they need, however long the history:
+    # jobs not in a final state (partial index), and jobs that ended lately
+    Index("ix_slurm_jobs_open", "id", sqlite_where=OPEN_JOB, postgresql_where=OPEN_JOB),
+    Index("ix_slurm_jobs_ended_at", "ended_at"),
 )
 
 # --- evaluation.db ------------------------------------------------------------------------

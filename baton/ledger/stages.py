@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, func, insert, literal, select, update
+from sqlalchemy import Connection, Row, Select, and_, func, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 
 from baton.ledger.engine import with_retry
@@ -19,10 +19,12 @@ from baton.ledger.schema import (
     evaluation_jobs,
     evaluation_results,
     facts,
+    signals,
     slurm_jobs,
     training_runs,
 )
 from baton.ledger.store import Applier, Ledger, apply_training_signal, utcnow
+from baton.ledger.window import Window, since
 from baton.signals import AnalysisComplete, EvalComplete, SignalFile
 from baton.slurm.states import is_terminal
 
@@ -55,23 +57,39 @@ def _no_fact(prefix: str, column: Any) -> Any:
 
 
 # --- training -> evaluation -----------------------------------------------------------------
-def models_unreported(ledger: Ledger) -> Sequence[Row[Any]]:
+def models_unreported(ledger: Ledger, window: Window | None = None) -> Sequence[Row[Any]]:
     """Accepted training signals whose ``model`` event is not confirmed in Dagster yet."""
     with ledger.read() as conn:
-        return conn.execute(select(training_runs).where(
-            training_runs.c.signal_key.is_not(None),
+        top = window.top(conn, signals) if window else None
+        rows = conn.execute(_training_since(window, "models").where(
             _no_fact("model:", training_runs.c.signal_key)).order_by(training_runs.c.id)).all()
+    if window:
+        window.keep("models", (r.signal_row for r in rows), top)
+    return rows
 
 
-def training_awaiting_evaluation(ledger: Ledger) -> Sequence[Row[Any]]:
+def training_awaiting_evaluation(ledger: Ledger, window: Window | None = None
+                                 ) -> Sequence[Row[Any]]:
     """Trained experiments whose latest training signal has no evaluation run yet."""
     answered = select(evaluation_jobs.c.id).where(
         evaluation_jobs.c.trigger_key == training_runs.c.signal_key).exists()
     with ledger.read() as conn:
-        return conn.execute(select(training_runs).where(
-            training_runs.c.status == "completed", training_runs.c.signal_key.is_not(None),
-            ~answered, _no_fact("run:evaluation_job:", training_runs.c.signal_key),
+        top = window.top(conn, signals) if window else None
+        rows = conn.execute(_training_since(window, "awaiting_evaluation").where(
+            training_runs.c.status == "completed", ~answered,
+            _no_fact("run:evaluation_job:", training_runs.c.signal_key),
         ).order_by(training_runs.c.id)).all()
+    if window:
+        window.keep("awaiting_evaluation", (r.signal_row for r in rows), top)
+    return rows
+
+
+def _training_since(window: Window | None, name: str) -> Select[Any]:
+    """Training runs with the ledger row of their latest signal, from the window's mark:
+    a new training signal is a new row of ``signals`` even when the run's row is reused."""
+    return select(training_runs, signals.c.id.label("signal_row")).join(
+        signals, signals.c.idempotency_key == training_runs.c.signal_key).where(
+        signals.c.id >= since(window, name))
 
 
 def record_evaluation_task(ledger: Ledger, *, experiment: str, trigger_key: str,
@@ -147,25 +165,30 @@ def apply_eval_signal_in(conn: Connection, sf: SignalFile) -> int:
     return len(rows)
 
 
-def evaluations_ready(ledger: Ledger) -> list[tuple[str, str]]:
+def evaluations_ready(ledger: Ledger, window: Window | None = None
+                      ) -> list[tuple[str, str]]:
     """(experiment, trigger) of current evaluations whose every task has ended."""
     latest = select(evaluation_jobs.c.experiment_name,
-                    func.max(evaluation_jobs.c.id).label("last")).group_by(
+                    func.max(evaluation_jobs.c.id).label("last")).where(
+        evaluation_jobs.c.id >= since(window, "evaluations")).group_by(
         evaluation_jobs.c.experiment_name).subquery()
     with ledger.read() as conn:
-        current = conn.execute(select(evaluation_jobs.c.experiment_name,
+        top = window.top(conn, evaluation_jobs) if window else None
+        current = conn.execute(select(evaluation_jobs.c.id, evaluation_jobs.c.experiment_name,
                                       evaluation_jobs.c.trigger_key).join(
             latest, evaluation_jobs.c.id == latest.c.last).where(
             _no_fact("run:evaluation_metrics:", evaluation_jobs.c.trigger_key))).all()
         ready = []
-        for exp, trigger in current:
+        for _, exp, trigger in current:
             open_tasks = conn.execute(select(func.count()).select_from(evaluation_jobs).where(
                 evaluation_jobs.c.experiment_name == exp,
                 evaluation_jobs.c.trigger_key == trigger,
                 evaluation_jobs.c.status.not_in(DONE))).scalar_one()
             if open_tasks == 0:
                 ready.append((exp, trigger))
-        return ready
+    if window:
+        window.keep("evaluations", (r.id for r in current), top)
+    return ready
 
 
 # --- Slurm states -> stage rows -------------------------------------------------------------
@@ -281,14 +304,19 @@ def analysis_outputs_of(ledger: Ledger, analysis_id: int) -> list[tuple[str, str
             .order_by(analysis_outputs.c.id))]
 
 
-def analyses_ready(ledger: Ledger) -> Sequence[Row[Any]]:
+def analyses_ready(ledger: Ledger, window: Window | None = None) -> Sequence[Row[Any]]:
     """The latest analysis of each experiment, once it has ended."""
-    latest = select(func.max(analysis_jobs.c.id)).group_by(
+    latest = select(func.max(analysis_jobs.c.id)).where(
+        analysis_jobs.c.id >= since(window, "analyses")).group_by(
         analysis_jobs.c.experiment_name).scalar_subquery()
     with ledger.read() as conn:
-        return conn.execute(select(analysis_jobs).where(
-            analysis_jobs.c.id.in_(latest), analysis_jobs.c.status.in_(DONE),
+        top = window.top(conn, analysis_jobs) if window else None
+        current = conn.execute(select(analysis_jobs).where(
+            analysis_jobs.c.id.in_(latest),
             _no_fact("run:analysis_report:", analysis_jobs.c.trigger_key))).all()
+    if window:
+        window.keep("analyses", (r.id for r in current), top)
+    return [r for r in current if r.status in DONE]
 
 
 def campaigns_ready(ledger: Ledger) -> list[tuple[str, list[str]]]:
