@@ -17,15 +17,15 @@ METRIC_SCHEMA = pa.schema([
 ])
 
 
-def schema_problems(schema: pa.Schema) -> list[str]:
-    """What differs from METRIC_SCHEMA: missing columns, wrong types, extra columns."""
+def schema_problems(schema: pa.Schema, expected: pa.Schema = METRIC_SCHEMA) -> list[str]:
+    """What differs from ``expected``: missing columns, wrong types, extra columns."""
     problems = []
-    for f in METRIC_SCHEMA:
+    for f in expected:
         if f.name not in schema.names:
             problems.append(f"missing column {f.name!r}")
         elif not schema.field(f.name).type.equals(f.type):
             problems.append(f"column {f.name!r} is {schema.field(f.name).type}, "
                             f"expected {f.type}")
-    extra = set(schema.names) - set(METRIC_SCHEMA.names)
+    extra = set(schema.names) - set(expected.names)
     problems += [f"unexpected column {name!r}" for name in sorted(extra)]
     return problems

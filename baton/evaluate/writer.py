@@ -4,12 +4,16 @@ Each (dataset, metric) of one checkpoint goes to its own file
 ``metrics/dataset={d}/metric={m}/part-{checkpoint}-{job}.parquet`` (a new checkpoint
 adds files, never rewrites old ones); predictions go to ``predictions/{d}.parquet/``.
 Files are written under a temporary name and renamed when the dataset is done, so a
-failed dataset leaves nothing half-written behind."""
+failed dataset leaves nothing half-written behind. Evaluating a checkpoint again (a
+resubmission: another job id) replaces that checkpoint's earlier file instead of adding
+a second copy of its rows."""
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,6 +32,51 @@ PREDICTION_SCHEMA = pa.schema([
     ("item_group", pa.string()), ("form", pa.string()), ("metric", pa.string()),
     ("value", pa.float64()), ("detail", pa.string()), ("timestamp", pa.timestamp("us", tz="UTC")),
 ])
+ROW_KEYS = frozenset(Row.__annotations__)  # metric, value, item_group, form, detail
+
+
+def part_name(checkpoint: str, job: str) -> str:
+    return f"part-{checkpoint}-{job}.parquet"
+
+
+def same_checkpoint(checkpoint: str) -> re.Pattern[str]:
+    """Files of ``checkpoint`` written by any job. Job ids (``123``, ``123_4``) have no
+    ``-``, so checkpoint ``a`` never matches the files of checkpoint ``a-7``."""
+    return re.compile(rf"part-{re.escape(checkpoint)}-[^-]+\.parquet")
+
+
+def install(tmp: Path, final: Path, checkpoint: str) -> None:
+    """Move ``tmp`` to ``final``, replacing the checkpoint's files from other jobs so
+    that a reader listing the folder sees the old rows or the new ones, never neither
+    and never both: the new file is renamed over an old one, which then takes its name."""
+    pattern = same_checkpoint(checkpoint)
+    old = sorted(p for p in final.parent.iterdir() if pattern.fullmatch(p.name) and p != final)
+    if not old:
+        os.replace(tmp, final)
+        return
+    os.replace(tmp, old[0])
+    os.replace(old[0], final)
+    for extra in old[1:]:
+        extra.unlink(missing_ok=True)
+
+
+def clean_partial(exp: ExperimentLayout, checkpoint: str, dataset: str, job: str) -> list[Path]:
+    """Remove the temporary files a dataset's writer left (its process died); returns them."""
+    tmp_name = f".{part_name(checkpoint, job)}.tmp"
+    found = [*exp.metrics_dir.glob(f"dataset={dataset}/metric=*/{tmp_name}"),
+             *exp.predictions_dir.glob(f"{dataset}.parquet/{tmp_name}")]
+    for tmp in found:
+        tmp.unlink(missing_ok=True)
+        _remove_empty(tmp)
+    return found
+
+
+def _remove_empty(tmp: Path) -> None:
+    for folder in (tmp.parent, tmp.parent.parent):
+        try:
+            folder.rmdir()
+        except OSError:
+            break  # not empty: other checkpoints' files live there
 
 
 @dataclass
@@ -58,9 +107,17 @@ class DatasetWriter:
 
     def _target(self, metric: str) -> Path:
         folder = self.exp.metrics_dir / f"dataset={self.dataset}" / f"metric={metric}"
-        return folder / f"part-{self.checkpoint}-{self.job}.parquet"
+        return folder / part_name(self.checkpoint, self.job)
 
     def add(self, row: Row) -> None:
+        if not isinstance(row, dict):
+            raise BatonError(f"dataset {self.dataset}: a row must be a dict, got "
+                             f"{type(row).__name__}")
+        unknown = sorted(set(row) - ROW_KEYS, key=str)
+        if unknown:
+            raise BatonError(f"dataset {self.dataset}: row has unknown key(s) "
+                             f"{', '.join(repr(k) for k in unknown)} (a row has "
+                             f"{', '.join(sorted(ROW_KEYS))})")
         metric = validate_name(row.get("metric"), "metric name")
         value = row.get("value")
         if not isinstance(value, int | float) or isinstance(value, bool) or \
@@ -95,28 +152,40 @@ class DatasetWriter:
             "value": [float(r["value"]) for r in rows], "timestamp": [self.stamp] * n,
         }
 
-    def _table(self, rows: list[Row]) -> pa.Table:
-        cols = self._columns(rows)
-        table = pa.table({f.name: cols[f.name] for f in METRIC_SCHEMA}, schema=METRIC_SCHEMA)
-        problems = schema_problems(table.schema)  # validated before anything is written
-        if problems:
-            raise BatonError(f"dataset {self.dataset}: {'; '.join(problems)}")
-        return table
-
     def _flush(self, metric: str) -> None:
         rows = self.buffers.get(metric) or []
         if not rows:
             return
-        self._writer(metric, self._target(metric), METRIC_SCHEMA).write_table(self._table(rows))
+        cols = self._columns(rows)
+        table = pa.table({f.name: cols[f.name] for f in METRIC_SCHEMA}, schema=METRIC_SCHEMA)
+        self._writer(metric, self._target(metric), METRIC_SCHEMA).write_table(table)
         self.buffers[metric] = []
 
     def _writer(self, key: str, final: Path, schema: pa.Schema) -> pq.ParquetWriter:
         """The open writer for ``key``, writing to a temp name beside ``final``."""
         if key not in self.writers:
+            self._check_neighbours(final.parent, schema)
             final.parent.mkdir(parents=True, exist_ok=True)
             tmp = final.with_name(f".{final.name}.tmp")
             self.writers[key] = (pq.ParquetWriter(tmp, schema), tmp, final)
         return self.writers[key][0]
+
+    def _check_neighbours(self, folder: Path, schema: pa.Schema) -> None:
+        """Refuse to add a file the partition's other files would not read together with:
+        one table with two schemas breaks every query over the folder."""
+        mine = same_checkpoint(self.checkpoint)
+        for other in sorted(folder.glob("*.parquet")):
+            if mine.fullmatch(other.name):
+                continue  # replaced by this run's file at commit
+            try:
+                problems = schema_problems(pq.read_schema(other), schema)
+            except (OSError, pa.ArrowException) as exc:
+                problems = [f"unreadable ({exc})"]
+            if problems:
+                raise BatonError(
+                    f"dataset {self.dataset}: not appending to {folder}: the existing "
+                    f"{other.name} has another schema ({'; '.join(problems)}); move it away "
+                    "or rewrite it with the current schema")
 
     def _flush_predictions(self) -> None:
         if not self.predictions:
@@ -127,7 +196,7 @@ class DatasetWriter:
         table = pa.table({f.name: cols[f.name] for f in PREDICTION_SCHEMA},
                          schema=PREDICTION_SCHEMA)
         final = (self.exp.predictions_dir / f"{self.dataset}.parquet" /
-                 f"part-{self.checkpoint}-{self.job}.parquet")
+                 part_name(self.checkpoint, self.job))
         self._writer("__predictions__", final, PREDICTION_SCHEMA).write_table(table)
         self.predictions = []
 
@@ -137,7 +206,7 @@ class DatasetWriter:
         self._flush_predictions()
         for writer, tmp, final in self.writers.values():
             writer.close()
-            tmp.replace(final)
+            install(tmp, final, self.checkpoint)
             self.result.files.append(str(final))
         return self.result
 
@@ -148,8 +217,4 @@ class DatasetWriter:
                 writer.close()
             finally:
                 tmp.unlink(missing_ok=True)
-                for folder in (tmp.parent, tmp.parent.parent):
-                    try:
-                        folder.rmdir()
-                    except OSError:
-                        break  # not empty: other checkpoints' files live there
+                _remove_empty(tmp)
