@@ -1,5 +1,6 @@
-"""MLflow, never in the way: every call is guarded, short timeouts, no retries storm.
-A training script must not fail (or hang) because the tracking server is down."""
+"""MLflow, never in the way: every call is guarded, short timeouts, no retries storm, and
+no call at all after one failed. A training script must not fail (or hang) because the
+tracking server is down."""
 
 from __future__ import annotations
 
@@ -33,14 +34,16 @@ class Tracker:
             log.warning("MLflow unavailable (%s): not tracking", exc)
 
     def _guard(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Call MLflow once; after the first failure of any call, never again: a server
+        that accepts connections but does not answer costs one timeout, not one per
+        metric."""
         if self.client is None:
             return None
         try:
             return fn(*args, **kwargs)
         except Exception as exc:
-            log.warning("MLflow %s failed (%s); carrying on without it", what, exc)
-            if what == "start":
-                self.client = None  # down: do not try every call
+            log.warning("MLflow %s failed (%s); carrying on without MLflow", what, exc)
+            self.client = None
             return None
 
     def start(self, experiment: str, run_name: str, *, parent_run_id: str | None = None,
