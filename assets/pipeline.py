@@ -60,10 +60,13 @@ def evaluation_job(context: AssetExecutionContext, slurm: SlurmResource,
        kinds={"parquet", "duckdb"},
        check_specs=[
            AssetCheckSpec("evaluation_succeeded", asset="evaluation_metrics",
+                          partitions_def=experiments,
                           description="every evaluation task ended with .eval_complete"),
            AssetCheckSpec("schema_valid", asset="evaluation_metrics",
+                          partitions_def=experiments,
                           description="every metrics Parquet file has the spec's schema"),
            AssetCheckSpec("datasets_complete", asset="evaluation_metrics",
+                          partitions_def=experiments,
                           description="the metrics hold every configured dataset"),
        ],
        description="The evaluation's metrics Parquet (dataset=*/metric=*). Recorded when "
@@ -80,17 +83,20 @@ def evaluation_metrics(context: AssetExecutionContext, ledger: LedgerResource,
     wanted = slurm.config.stage("evaluation").datasets
     missing = sorted(set(wanted) - set(summary.datasets)) if wanted else \
         ([] if summary.datasets else ["(any dataset)"])
-    yield AssetCheckResult(check_name="evaluation_succeeded", passed=not failed,
-                           severity=AssetCheckSeverity.ERROR,
-                           metadata={"failed_tasks": MetadataValue.json(errors)})
-    yield AssetCheckResult(check_name="schema_valid",
-                           passed=summary.files > 0 and not summary.schema_problems,
-                           metadata={"files": summary.files,
-                                     "problems": MetadataValue.json(summary.schema_problems)})
-    yield AssetCheckResult(check_name="datasets_complete", passed=not missing,
-                           metadata={"missing": MetadataValue.json(missing),
-                                     "datasets": MetadataValue.json(summary.datasets)})
+    checks = [
+        AssetCheckResult(check_name="evaluation_succeeded", passed=not failed,
+                         severity=AssetCheckSeverity.ERROR,
+                         metadata={"failed_tasks": MetadataValue.json(errors)}),
+        AssetCheckResult(check_name="schema_valid",
+                         passed=summary.files > 0 and not summary.schema_problems,
+                         metadata={"files": summary.files,
+                                   "problems": MetadataValue.json(summary.schema_problems)}),
+        AssetCheckResult(check_name="datasets_complete", passed=not missing,
+                         metadata={"missing": MetadataValue.json(missing),
+                                   "datasets": MetadataValue.json(summary.datasets)}),
+    ]
     if not any(t.status == "completed" for t in tasks) or summary.rows == 0:
+        yield from checks  # recorded against the partition, with no materialization
         raise Failure(description=f"evaluation of {exp} produced no usable metrics: "
                       + ("; ".join(f"{k}: {v}" for k, v in errors.items()) or "no rows"),
                       metadata={"failed_tasks": MetadataValue.json(errors)})
@@ -112,7 +118,8 @@ def evaluation_metrics(context: AssetExecutionContext, ledger: LedgerResource,
         metadata[f"mean {key}"] = value
     if run_ids and (url := mlflow.run_url(run_ids[0])):
         metadata["mlflow"] = MetadataValue.url(url)
-    yield MaterializeResult(metadata=metadata)
+    # the checks evaluate this materialization (not the partition's previous one)
+    yield MaterializeResult(metadata=metadata, check_results=checks)
 
 
 @asset(partitions_def=experiments, deps=[evaluation_metrics], group_name=GROUP,
@@ -126,6 +133,7 @@ def analysis_job(context: AssetExecutionContext, slurm: SlurmResource,
 @asset(partitions_def=experiments, deps=[analysis_job], group_name=GROUP,
        kinds={"html", "csv", "pdf"},
        check_specs=[AssetCheckSpec("report_exists", asset="analysis_report",
+                                   partitions_def=experiments,
                                    description="the report the analysis announced exists")],
        description="Figures, tables and the HTML report of one experiment. Recorded when "
                    ".analysis_complete lands.")
@@ -140,21 +148,25 @@ def analysis_report(context: AssetExecutionContext, ledger: LedgerResource,
     outputs = st.analysis_outputs_of(ledger.ledger(), row.id)
     reports = [p for kind, p in outputs if kind == "report"]
     present = [p for p in reports if Path(p).is_file()]
-    yield AssetCheckResult(check_name="report_exists", passed=bool(reports) and
-                           len(present) == len(reports),
-                           metadata={"reports": MetadataValue.json(reports),
-                                     "missing": MetadataValue.json(
-                                         sorted(set(reports) - set(present)))})
+    missing = sorted(set(reports) - set(present))
+    check = AssetCheckResult(check_name="report_exists", passed=bool(reports) and not missing,
+                             metadata={"reports": MetadataValue.json(reports),
+                                       "missing": MetadataValue.json(missing)})
     if row.status != "completed":
+        yield check
         raise Failure(description=f"analysis of {exp} failed: {row.error_message}")
+    if not check.passed:  # the report is the asset: without it nothing is materialized
+        yield check
+        raise Failure(description=f"analysis of {exp} completed, but its report "
+                      + (f"{', '.join(missing)} does not exist" if missing
+                         else "was not announced in its .analysis_complete"))
     layout = drive.layout().experiment(exp)
     metadata = {
         "reports_dir": MetadataValue.path(str(layout.reports_dir)),
         "outputs": len(outputs),
         "slurm_job_id": row.slurm_job_id or "",
+        "report": MetadataValue.path(present[0]),
     }
-    if present:
-        metadata["report"] = MetadataValue.path(present[0])
     if row.completed_at and row.submitted_at:
         metadata["duration_s"] = (row.completed_at - row.submitted_at).total_seconds()
-    yield MaterializeResult(metadata=metadata)
+    yield MaterializeResult(metadata=metadata, check_results=[check])
