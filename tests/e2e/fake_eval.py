@@ -1,6 +1,13 @@
 """A small evaluation for the end-to-end tests: real Parquet, a real signal, run as a real
-Slurm (or local-backend) job. ``FAKE_EVAL_FAIL=<experiment>`` makes that one fail;
-``FAKE_EVAL_HOG=<experiment>`` makes it use 300 MB while it has less than 400M."""
+Slurm (or local-backend) job. Each variable below holds a comma-separated list of
+``<experiment>`` or ``<experiment>/<checkpoint folder name>`` (one task of a fan-out):
+
+- ``FAKE_EVAL_FAIL``: those tasks fail (``.eval_failed``, exit 1);
+- ``FAKE_EVAL_HOG``: those use 300 MB while they have less than 400M;
+- ``FAKE_EVAL_HOLD``: those wait until the file ``FAKE_EVAL_RELEASE`` exists (at most
+  ten minutes) before they evaluate, so a test can look at the pipeline while one task
+  of an array is still running.
+"""
 
 import os
 import time
@@ -22,13 +29,26 @@ job = os.environ.get("SLURM_JOB_ID", "0")
 start = time.time()
 layout = drive.experiment(exp)
 signal_dir = Path(os.environ["BATON_SIGNAL_DIR"])
+
+
+def chosen(var: str) -> bool:
+    """Whether this task is named in the list ``var``."""
+    names = os.environ.get(var, "").split(",")
+    return exp in names or f"{exp}/{Path(ckpt).name}" in names
+
+
+if chosen("FAKE_EVAL_HOLD"):
+    release = Path(os.environ["FAKE_EVAL_RELEASE"])
+    deadline = time.monotonic() + 600
+    while not release.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
 now = datetime.now(UTC)
-if exp in os.environ.get("FAKE_EVAL_HOG", "").split(",") and \
+if chosen("FAKE_EVAL_HOG") and \
         int(os.environ.get("SLURM_MEM_PER_NODE", "0")) < 400:
     hog = bytearray(300 * 1024 * 1024)
     hog[::4096] = b"x" * len(hog[::4096])  # resident: Slurm kills the job over its --mem
     time.sleep(10)
-if exp in os.environ.get("FAKE_EVAL_FAIL", "").split(","):
+if chosen("FAKE_EVAL_FAIL"):
     publish(drive, EvalFailed(timestamp=now, experiment=exp, job_id=job, status="failed",
                               error_message="dataset toy: simulated failure",
                               checkpoints_evaluated=[ckpt]), signal_dir / ".eval_failed")

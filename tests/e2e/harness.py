@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from baton.config import load_config
 from baton.inbox import publish
@@ -171,3 +172,201 @@ class Webserver:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             self.proc.wait(60)
+
+
+# --- in process: sensors and runs of the code location, without a daemon ------------------
+class InProcess:
+    """baton's code location evaluated in this process, against a temporary Dagster
+    instance: sensors through ``build_sensor_context`` (their asset events, partitions and
+    cursors applied to the instance as the daemon applies them), runs through
+    ``materialize``; the real resources point at a temporary drive, a SQLite ledger and
+    the local Slurm backend. Use as a context manager: it sets ``BATON_CONFIG`` (and
+    ``extra_env``) for its duration."""
+
+    JOB_ASSETS = {
+        "submit_evaluation": ("evaluation_job",),
+        "record_evaluation": ("evaluation_metrics", "analysis_job"),
+        "record_analysis": ("analysis_report",),
+        "campaign_report_job": ("campaign_report",),
+    }
+
+    def __init__(self, tmp: Path, datasets: list[str] | None = None,
+                 extra_env: dict[str, str] | None = None,
+                 sensors: dict[str, object] | None = None) -> None:
+        self.tmp = tmp
+        self.drive = DriveLayout(tmp / "drive")
+        self.drive.create()
+        self.config_file = tmp / "baton.yaml"
+        py = sys.executable
+        sensor_lines = "".join(f"  {k}: {v}\n" for k, v in {
+            "interval_seconds": 1, "debounce_seconds": 0, "full_rescan_seconds": 600,
+            "missing_signal_grace_seconds": 60, **(sensors or {})}.items())
+        self.config_file.write_text(
+            f"shared_drive: {self.drive.root}\nstate_dir: {tmp / 'state'}\n"
+            f"database_url: sqlite:///{tmp / 'state' / 'ledger.db'}\n"
+            "slurm:\n  backend: local\n  local_max_concurrent: 2\n"
+            f"sensors:\n{sensor_lines}"
+            "stages:\n"
+            f"  evaluation:\n    time: '00:05:00'\n    mem: 200M\n    cpus: 1\n"
+            f"    command: {py} {E2E / 'fake_eval.py'}\n"
+            + (f"    datasets: [{', '.join(datasets)}]\n" if datasets else "") +
+            f"  analysis:\n    time: '00:05:00'\n    mem: 200M\n    cpus: 1\n"
+            f"    command: {py} {E2E / 'fake_analysis.py'}\n")
+        self.env = {"BATON_CONFIG": str(self.config_file), **(extra_env or {})}
+        self.cursors: dict[str, str | None] = {}
+
+    def __enter__(self) -> InProcess:
+        from dagster import DagsterInstance
+
+        from resources import (
+            LedgerResource,
+            MLflowResource,
+            SharedDriveResource,
+            SlurmResource,
+            baton_config,
+        )
+
+        self._saved = {k: os.environ.get(k) for k in (
+            *self.env, "SHARED_DRIVE", "BATON_STATE_DIR", "BATON_DATABASE_URL",
+            "BATON_SLURM_BACKEND", "MLFLOW_TRACKING_URI")}
+        for var in self._saved:
+            os.environ.pop(var, None)
+        os.environ.update(self.env)
+        baton_config.cache_clear()
+        self.config = baton_config()
+        self.ledger: Ledger = open_ledger(self.config.ledger_url)
+        self.resources = {
+            "slurm": SlurmResource(backend="local"),
+            "ledger": LedgerResource(url=self.config.ledger_url),
+            "drive": SharedDriveResource(root=str(self.drive.root)),
+            "mlflow": MLflowResource(),
+        }
+        self.instance = DagsterInstance.ephemeral()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        from resources import baton_config
+
+        self.instance.dispose()
+        for var, value in self._saved.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
+        baton_config.cache_clear()
+
+    # --- what a training run does ---------------------------------------------------------
+    def train(self, experiment: str, checkpoints: list[str] | None = None,
+              announce: bool = True) -> Path:
+        layout = self.drive.experiment(experiment)
+        layout.final_dir.mkdir(parents=True, exist_ok=True)
+        (layout.final_dir / "model.safetensors").write_bytes(b"\0" * 1024)
+        signal = TrainingComplete(
+            timestamp=datetime.now(UTC), experiment=experiment, hostname="gpu01",
+            user="tester", checkpoint_path=str(layout.final_dir), final_loss=1.5,
+            total_steps=100, checkpoints=checkpoints)
+        if announce:
+            return publish(self.drive, signal)
+        from baton.signals import write_signal
+
+        return write_signal(layout.training_signal, signal)  # no inbox marker
+
+    def checkpoint(self, experiment: str, step: int) -> str:
+        ckpt = self.drive.experiment(experiment).checkpoint(step)
+        ckpt.mkdir(parents=True, exist_ok=True)
+        (ckpt / "model.safetensors").write_bytes(b"\1" * 64)
+        return str(ckpt)
+
+    # --- sensors, as the daemon evaluates them ---------------------------------------------
+    def tick(self, sensor: Any, cursor: str | None = None) -> Any:
+        """Evaluate ``sensor`` once with its last cursor (or ``cursor``), then apply what
+        it returned to the instance: new partitions and asset events. Returns the result
+        (a SensorResult or SkipReason)."""
+        from dagster import SensorResult, build_sensor_context
+
+        name = sensor.name
+        context = build_sensor_context(
+            instance=self.instance, resources=self.resources,
+            cursor=cursor if cursor is not None else self.cursors.get(name))
+        result = sensor(context)
+        if isinstance(result, SensorResult):
+            for request in result.dynamic_partitions_requests or []:
+                self.instance.add_dynamic_partitions(request.partitions_def_name,
+                                                     list(request.partition_keys or []))
+            for event in result.asset_events or []:
+                self.instance.report_runless_asset_event(event)
+            if result.cursor is not None:
+                self.cursors[name] = result.cursor
+        return result
+
+    def run(self, request: Any, sensor: Any) -> Any:
+        """Execute a run request of ``sensor`` as the daemon would launch it (its run key
+        tag included), with ``materialize`` over the job's assets."""
+        return self.materialize(self.JOB_ASSETS[request.job_name or sensor.job_name],
+                                request.partition_key,
+                                tags={"dagster/run_key": request.run_key, **request.tags})
+
+    def materialize(self, assets: tuple[str, ...] | list[str], partition: str | None,
+                    tags: dict[str, str] | None = None) -> Any:
+        from dagster import materialize
+
+        wanted = [d for name, d in code_location_assets().items() if name in assets]
+        return materialize(wanted, partition_key=partition, instance=self.instance,
+                           resources=self.resources, tags=tags, raise_on_error=False)
+
+    def materialize_checks(self, checks: list[Any], partition: str) -> Any:
+        """Run asset checks on their own for one partition, as the UI's "Execute checks"
+        launches them (the partition as a run tag: a run of checks alone selects no asset
+        whose partitioning Dagster could validate a partition key against)."""
+        from dagster import AssetSelection, materialize
+
+        targets = {key.asset_key.to_user_string() for c in checks for key in c.check_keys}
+        specs = [d for name, d in code_location_assets().items() if name in targets]
+        return materialize([*specs, *checks], selection=AssetSelection.checks(*checks),
+                           tags={"dagster/partition": partition}, instance=self.instance,
+                           resources=self.resources, raise_on_error=False)
+
+    def wait_for(self, what: str, condition: Callable[[], bool], timeout: float = 120,
+                 between: Callable[[], object] | None = None) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}")
+            if between is not None:
+                between()
+            time.sleep(0.3)
+
+    def check(self, asset: str, check: str, partition: str) -> Any:
+        """The latest evaluation of ``asset``'s check ``check`` for ``partition`` stored in
+        the instance (an AssetCheckEvaluation), or None."""
+        return latest_check(self.instance, asset, check, partition)
+
+
+def code_location_assets() -> dict[str, Any]:
+    """The assets of definitions.py by name, before Definitions binds its resources."""
+    from assets.campaign import campaign_report
+    from assets.pipeline import (
+        analysis_job,
+        analysis_report,
+        evaluation_job,
+        evaluation_metrics,
+        model,
+    )
+
+    return {"model": model, "evaluation_job": evaluation_job,
+            "evaluation_metrics": evaluation_metrics, "analysis_job": analysis_job,
+            "analysis_report": analysis_report, "campaign_report": campaign_report}
+
+
+def latest_check(instance: Any, asset: str, check: str, partition: str) -> Any:
+    """The latest stored evaluation of a partition's asset check (AssetCheckEvaluation)."""
+    from dagster import AssetCheckKey, AssetKey
+
+    records = instance.event_log_storage.get_asset_check_execution_history(
+        AssetCheckKey(AssetKey(asset), check), limit=1000)
+    for record in records:  # newest first
+        if record.partition == partition and record.event is not None:
+            evaluation = record.event.asset_check_evaluation
+            if evaluation is not None:
+                return evaluation
+    return None
