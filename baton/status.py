@@ -9,6 +9,7 @@ exactly once (by its id), keeping the history."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import socket
@@ -23,6 +24,7 @@ from typing import Any
 STATUSES = ("started", "running", "completed", "failed")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 DEADLINE = 0.8  # seconds the call may spend on the shared drive
+log = logging.getLogger(__name__)
 
 
 def local_spool() -> Path:
@@ -82,15 +84,45 @@ def _within(deadline: float, fn: Any) -> bool:
 
 
 def _forward(drive: Path) -> None:
-    """Move events kept locally to the drive's spool (oldest first)."""
+    """Move events kept locally to the drive's spool (oldest first). Another call may be
+    forwarding the same files: a file gone is theirs, a copy sent twice is kept once."""
     spool = local_spool()
     if not spool.is_dir():
         return
     target = drive_spool(drive)
     for path in sorted(spool.glob("*.json"))[:500]:
-        event = json.loads(path.read_text())
+        try:
+            event = json.loads(path.read_text())
+        except FileNotFoundError:
+            continue  # forwarded by another call
+        except ValueError:  # never written by report(): keep it aside, keep going
+            path.replace(path.with_suffix(".bad"))
+            continue
         _write(target, event)  # same id: ingestion keeps it once even if sent twice
-        path.unlink()
+        path.unlink(missing_ok=True)
+
+
+class _Handoff:
+    """Who has the event: the drive write may finish after the caller gave up on it and
+    kept the event locally; then the late drive write takes the local copy back, so that
+    the event is not sent twice."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.on_drive = False
+        self.kept: Path | None = None
+
+    def drive_written(self) -> None:
+        with self.lock:
+            self.on_drive = True
+            kept, self.kept = self.kept, None
+        if kept is not None:
+            kept.unlink(missing_ok=True)  # may be forwarded already: same id, kept once
+
+    def keep_locally(self, event: dict[str, Any]) -> None:
+        with self.lock:
+            if not self.on_drive:  # it arrived just now after all
+                self.kept = _write(local_spool(), event)
 
 
 def report(project: str, job: str, status: str, progress: float | None = None,
@@ -102,29 +134,48 @@ def report(project: str, job: str, status: str, progress: float | None = None,
     except (ValueError, TypeError) as exc:
         print(f"baton status: not reported: {exc}", file=sys.stderr)
         return False
-    root = drive or os.environ.get("SHARED_DRIVE")
+    try:
+        _deliver(event, drive or os.environ.get("SHARED_DRIVE"))
+    except Exception as exc:  # a status report never breaks its caller
+        print(f"baton status: could not keep the event anywhere: {exc}", file=sys.stderr)
+    return True
+
+
+def _deliver(event: dict[str, Any], root: str | os.PathLike[str] | None) -> None:
+    """To the drive within DEADLINE, else to the local spool; then forward what was kept
+    locally if there is time left."""
     start = time.monotonic()
+    handoff = _Handoff()
 
     def to_drive() -> None:
         if not root or not Path(root).is_dir():  # unmounted: never create it locally
             raise FileNotFoundError(f"shared drive {root!r} is not there")
         _write(drive_spool(root), event)
+        handoff.drive_written()
 
     if _within(DEADLINE, to_drive):
         left = DEADLINE - (time.monotonic() - start)
         if left > 0.1:
             _within(left, lambda: _forward(Path(str(root))))
-        return True
-    try:
-        _write(local_spool(), event)
-    except OSError as exc:
-        print(f"baton status: could not keep the event anywhere: {exc}", file=sys.stderr)
-    return True
+        return
+    handoff.keep_locally(event)
 
 
 def main(argv: list[str]) -> int:
-    """``baton status report``: always exits 0 unless ``--strict`` and the report was
-    refused; a status report must not break the script that sends it."""
+    """``baton status report``: exits 0 whatever happens, so that a status report never
+    breaks the script that sends it; a refused report (bad arguments, a bad name) is
+    explained on stderr. ``--strict`` makes a refusal exit 2."""
+    strict = "--strict" in argv
+    try:
+        return _main(argv, strict)
+    except SystemExit as exc:  # argparse: --help (0) or an argument error (2, said on stderr)
+        return 2 if strict and exc.code not in (0, None) else 0
+    except Exception as exc:  # never fails
+        print(f"baton status: not reported: {exc}", file=sys.stderr)
+        return 2 if strict else 0
+
+
+def _main(argv: list[str], strict: bool) -> int:
     import argparse
 
     p = argparse.ArgumentParser(prog="baton status report")
@@ -135,18 +186,24 @@ def main(argv: list[str]) -> int:
     p.add_argument("--message")
     p.add_argument("--drive", help="the shared drive (default: $SHARED_DRIVE)")
     p.add_argument("--strict", action="store_true", help="exit 2 when the report is refused")
-    try:
-        args = p.parse_args(argv)
-    except SystemExit:
-        return 0
+    args, unknown = p.parse_known_args(argv)
+    if unknown:
+        if strict:
+            p.error(f"unrecognized arguments: {' '.join(unknown)}")
+        print(f"baton status: ignoring unrecognized arguments: {' '.join(unknown)}",
+              file=sys.stderr)
     ok = report(args.project, args.job, args.status, args.progress, args.message, args.drive)
-    return 0 if ok or not args.strict else 2
+    return 0 if ok or not strict else 2
 
 
 # --- the orchestrator's side -----------------------------------------------------------------
 def ingest(drive: str | os.PathLike[str], ledger: Any, limit: int = 5000) -> int:
-    """Move spooled events into the ledger, each once; returns how many were new. A file
-    that is not a valid event is moved to ``status/rejected/`` with the reason beside it."""
+    """Move spooled events into the ledger, each once; returns how many were new.
+
+    Several ingesters may run at once (the sensor, ``baton status list``): a file another
+    one took is skipped, and the event id keeps each event once. A file that is not a valid
+    event is moved to ``status/rejected/`` with the reason beside it; a file that cannot be
+    read now (a transient network filesystem error) stays for the next call."""
     from sqlalchemy import insert
     from sqlalchemy.exc import IntegrityError
 
@@ -159,25 +216,18 @@ def ingest(drive: str | os.PathLike[str], ledger: Any, limit: int = 5000) -> int
     new = 0
     for path in sorted(p for p in spool.iterdir() if p.suffix == ".json")[:limit]:
         try:
-            raw = json.loads(path.read_text())
-            event = make_event(raw["project"], raw["job"], raw["status"], raw.get("progress"),
-                               raw.get("message"))
-            event_id = str(raw["id"])
-            if not re.fullmatch(r"[0-9a-f]{32}", event_id):
-                raise ValueError(f"event id {event_id!r} is not 32 hex digits")
-            reported = datetime.fromisoformat(raw["time"])
-            if reported.tzinfo is None:
-                raise ValueError("time has no time zone")
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            rejected = Path(drive) / "status" / "rejected"
-            rejected.mkdir(parents=True, exist_ok=True)
-            path.replace(rejected / path.name)
-            (rejected / f"{path.name}.reason").write_text(f"{type(exc).__name__}: {exc}\n")
+            text = path.read_text()
+        except FileNotFoundError:
+            continue  # taken by another ingester
+        except OSError as exc:
+            log.warning("status event %s is not readable now, left for the next ingest: %s",
+                        path, exc)
             continue
-        row = dict(event_id=event_id, project=event["project"], job=event["job"],
-                   status=event["status"], progress=event["progress"],
-                   message=event["message"], reported_at=reported,
-                   host=str(raw.get("host", ""))[:255], ingested_at=datetime.now(UTC))
+        try:
+            row = _event_row(text)
+        except (ValueError, KeyError, TypeError) as exc:
+            _reject(Path(drive), path, exc)
+            continue
 
         def once(row: dict[str, Any] = row) -> bool:
             try:
@@ -185,11 +235,47 @@ def ingest(drive: str | os.PathLike[str], ledger: Any, limit: int = 5000) -> int
                     conn.execute(insert(status_events).values(**row))
                 return True
             except IntegrityError:
-                return False  # seen before (a forwarded copy): once is enough
+                return False  # seen before (a forwarded copy, another ingester): once
 
         new += with_retry(once)
-        path.unlink()
+        path.unlink(missing_ok=True)  # another ingester may have removed it already
     return new
+
+
+def _event_row(text: str) -> dict[str, Any]:
+    """A spooled event as a ``status_events`` row; ValueError, KeyError or TypeError say
+    why it is not one."""
+    raw = json.loads(text)
+    if not isinstance(raw, dict):
+        raise TypeError(f"an event is a JSON object, not {type(raw).__name__}")
+    event = make_event(raw["project"], raw["job"], raw["status"], raw.get("progress"),
+                       raw.get("message"))
+    event_id = str(raw["id"])
+    if not re.fullmatch(r"[0-9a-f]{32}", event_id):
+        raise ValueError(f"event id {event_id!r} is not 32 hex digits")
+    reported = datetime.fromisoformat(raw["time"])
+    if reported.tzinfo is None:
+        raise ValueError("time has no time zone")
+    return dict(event_id=event_id, project=event["project"], job=event["job"],
+                status=event["status"], progress=event["progress"], message=event["message"],
+                reported_at=reported, host=str(raw.get("host", ""))[:255],
+                ingested_at=datetime.now(UTC))
+
+
+def _reject(drive: Path, path: Path, exc: Exception) -> None:
+    rejected = drive / "status" / "rejected"
+    try:
+        rejected.mkdir(parents=True, exist_ok=True)
+        path.replace(rejected / path.name)
+    except FileNotFoundError:
+        return  # another ingester set it aside
+    except OSError as err:
+        log.warning("could not set aside the bad status event %s (%s): %s", path, exc, err)
+        return
+    try:
+        (rejected / f"{path.name}.reason").write_text(f"{type(exc).__name__}: {exc}\n")
+    except OSError as err:
+        log.warning("could not write why %s was rejected: %s", path.name, err)
 
 
 def last_reports(ledger: Any) -> list[Any]:

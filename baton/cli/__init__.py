@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Callable, Sequence
 
@@ -27,12 +28,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def status_report_args(argv: list[str]) -> list[str] | None:
+    """The arguments of ``status report`` when ``argv`` asks for it, after any global
+    options (``--config X``, ``--config=X``, ``-v``, abbreviations argparse accepts); else
+    None. The report takes its drive from ``--drive`` or ``$SHARED_DRIVE`` only: it reads
+    no configuration, so the global options do not change what it does."""
+    i = 0
+    while i < len(argv):
+        name, has_value, _ = argv[i].partition("=")
+        if re.fullmatch(r"-v+", argv[i]) or (len(name) > 2 and not has_value
+                                              and "--verbose".startswith(name)):
+            i += 1
+        elif len(name) > 2 and "--config".startswith(name):
+            i += 1 if has_value else 2
+        else:
+            break
+    return argv[i + 2:] if argv[i:i + 2] == ["status", "report"] else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:2] == ["status", "report"]:  # the fast path: no config, no database
+    report_args = status_report_args(argv)
+    if report_args is not None:  # the fast path: no config, no database; never fails
         from baton.status import main as report_main
 
-        return report_main(argv[2:])
+        return report_main(report_args)
     args = build_parser().parse_args(argv)
     handler: Handler = args.func
     try:
