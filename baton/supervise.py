@@ -78,13 +78,23 @@ def classify(job: JobFacts, now: datetime, policy: SupervisionPolicy,
 def _end_reason(job: JobFacts, now: datetime) -> str | None:
     if over_memory(job.state, job.exit_code, job.exit_signal, job.max_rss_mb, job.req_mem_mb):
         return "oom"
-    if job.state == "FAILED" and job.max_rss_mb is None and job.cpu_seconds is None:
+    if job.state == "FAILED" and job.max_rss_mb is None and (
+            job.cpu_seconds is None or killed(job)):
+        # accounting not in yet (no CPU time), or killed by SIGKILL with no MaxRSS: it may
+        # still turn out over memory, and the decision is permanent, so wait for the step's
+        # MaxRSS until the settle time has passed (sacct's allocation line never has one)
         ended = _age(job.ended_at, now)
         if ended is None or ended < SETTLE_SECONDS:
-            return None  # accounting not in yet: it may still turn out over memory
+            return None
     return {"TIMEOUT": "timeout", "DEADLINE": "timeout", "NODE_FAIL": "node_fail",
             "BOOT_FAIL": "node_fail", "LOST": "node_fail",
             "PREEMPTED": "preempted"}.get(job.state, "failed")
+
+
+def killed(job: JobFacts) -> bool:
+    """Ended by signal 9 (exit 137 where the signal is folded into the code), as an
+    over-memory kill without cgroups is."""
+    return job.exit_signal == 9 or job.exit_code == 137
 
 
 def _age(since: datetime | None, now: datetime) -> float | None:

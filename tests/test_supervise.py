@@ -3,6 +3,7 @@ policy, and the configuration's errors."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -10,7 +11,10 @@ import pytest
 
 from baton.config import StageConfig, SupervisionPolicy, load_config
 from baton.errors import ConfigError
+from baton.slurm.parse import parse_sacct
+from baton.slurm.states import JobStatus
 from baton.supervise import SETTLE_SECONDS, JobFacts, classify, decide, decide_retry
+from tests.conftest import DATA
 
 NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
 AGO = NOW - timedelta(seconds=SETTLE_SECONDS + 1)
@@ -51,6 +55,53 @@ def test_a_failure_waits_for_its_accounting_data() -> None:
     assert classify(early, NOW, POLICY) is None  # MaxRSS may still say over memory
     assert classify(ended("FAILED", exit_signal=9, cpu_seconds=None, ended_at=AGO), NOW,
                     POLICY) == "failed"
+
+
+def facts(status: JobStatus, req_mem_mb: float | None = None) -> JobFacts:
+    """What the ledger holds after the tracker applied ``status`` to a fresh row."""
+    known = {f: getattr(status, f) for f in JobFacts.__dataclass_fields__
+             if hasattr(status, f)}
+    return JobFacts(**{**known, "req_mem_mb": req_mem_mb or status.req_mem_mb})
+
+
+def test_a_sigkill_without_maxrss_waits_for_it_real_job_251() -> None:
+    """Job 251 of tests/data/slurm (``--mem=50M``, 300 MB allocated, killed by
+    OverMemoryKill): ``sacct --allocations`` says FAILED 0:9 with CPU time 00:00:00 and no
+    MaxRSS (the allocation line never has one). It is not classified as a plain failure,
+    a permanent decision, until the settle time has passed without a MaxRSS; once the
+    step's MaxRSS is known, it is over memory."""
+    alloc = parse_sacct((DATA / "slurm" / "sacct_allocations.txt").read_text())["251"]
+    job = facts(alloc)
+    assert (job.state, job.exit_code, job.exit_signal, job.max_rss_mb) == ("FAILED", 0, 9,
+                                                                          None)
+    assert job.cpu_seconds == 0  # accounting has arrived: CPU time alone does not wait
+    end = job.ended_at
+    assert classify(job, end + timedelta(seconds=10), POLICY) is None
+    assert classify(job, end + timedelta(seconds=SETTLE_SECONDS - 1), POLICY) is None
+    assert classify(job, end + timedelta(seconds=SETTLE_SECONDS + 1), POLICY) == "failed"
+    full = parse_sacct((DATA / "slurm" / "sacct_finished.txt").read_text())["251"]
+    assert classify(facts(full), end + timedelta(seconds=10), POLICY) == "oom"
+    # a plain failure (exit 3, job 250) with its accounting in is decided at once
+    plain = facts(parse_sacct((DATA / "slurm" / "sacct_allocations.txt").read_text())["250"])
+    assert classify(plain, plain.ended_at, POLICY) == "failed"
+
+
+def test_node_failure_and_preemption_from_sacct_lines() -> None:
+    """NODE_FAIL, PREEMPTED and BOOT_FAIL in sacct's format (constructed: the single-node
+    cluster cannot fail its node or preempt safely; see tests/data/slurm/README.md), through
+    the parser to the decision: resubmitted with the same resources."""
+    jobs = parse_sacct((DATA / "slurm" / "sacct_constructed_node_fail_preempted.txt")
+                       .read_text())
+    expected = {"270": ("NODE_FAIL", "node_fail"), "271": ("PREEMPTED", "preempted"),
+                "272": ("BOOT_FAIL", "node_fail")}
+    for job_id, (state, reason) in expected.items():
+        job = facts(jobs[job_id])
+        assert job.state == state
+        assert classify(job, job.ended_at, POLICY) == reason  # no wait for accounting
+        d = decide(job, reason, stage())
+        assert (d.action, d.mem_mb, d.time_s) == ("resubmit", 11450, 3600)
+        assert d.note.endswith("resubmitting unchanged")
+        assert decide(replace(job, attempt=3), reason, stage()).action == "gave_up"
 
 
 def test_late_jobs() -> None:
