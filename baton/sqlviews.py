@@ -1,12 +1,15 @@
 """``baton sql``: DuckDB views over the metrics of every experiment and over the ledger.
 
 The same views are written to ``{state_dir}/sql/views.sql`` for the ``duckdb`` CLI
-(``duckdb -init ~/.local/state/baton/sql/views.sql``). The ledger is snapshotted to
-Parquet first (``{state_dir}/sql/ledger/``), so DuckDB needs no database extension and
-never touches the live ledger."""
+(``duckdb -init ~/.local/state/baton/sql/views.sql``). The metrics and predictions views
+are globs, read at each query, so the file never goes stale for them. The ledger is
+snapshotted to Parquet (``{state_dir}/sql/ledger/``), so DuckDB needs no database
+extension and never touches the live ledger; ``baton sql`` takes a fresh snapshot each
+time, the duckdb CLI reads the one taken by the last ``baton sql --views``."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import duckdb
@@ -16,6 +19,7 @@ from sqlalchemy import select
 
 from baton.config import Config
 from baton.evaluate.schema import METRIC_SCHEMA
+from baton.evaluate.writer import PREDICTION_SCHEMA
 from baton.ledger import open_ledger
 from baton.ledger.schema import metadata
 
@@ -74,35 +78,50 @@ def _arrow_type(sql_type: object) -> pa.DataType:
     return pa.string()  # text, and JSON as its text
 
 
+def glob_root(config: Config) -> Path:
+    """``{state_dir}/sql/files``: ``drive`` links to the drive's ``evaluation/`` folder and
+    ``empty`` holds one empty, typed Parquet file for metrics and one for predictions.
+    One glob over both always matches a file, so the views can be created before any
+    metrics exist (DuckDB refuses a glob that matches nothing) and, being globs, they see
+    every file written afterwards, at each query."""
+    root = config.state_dir / "sql" / "files"
+    empty = root / "empty" / "_"
+    for schema, path in ((METRIC_SCHEMA, empty / "metrics" / "dataset=_" / "metric=_"),
+                         (PREDICTION_SCHEMA, empty / "predictions" / "_.parquet")):
+        path.mkdir(parents=True, exist_ok=True)
+        if not (path / "empty.parquet").is_file():
+            tmp = path / ".empty.parquet.tmp"
+            pq.write_table(schema.empty_table(), tmp)
+            tmp.replace(path / "empty.parquet")
+    link = root / "drive"
+    target = config.drive.evaluation
+    if not link.is_symlink() or Path(os.readlink(link)) != target:
+        tmp_link = root / ".drive.tmp"
+        tmp_link.unlink(missing_ok=True)
+        tmp_link.symlink_to(target, target_is_directory=True)
+        tmp_link.replace(link)
+    return root
+
+
 def views_sql(config: Config) -> str:
-    drive = config.drive
+    root = glob_root(config)
+    snapshot = config.state_dir / "sql" / "ledger"
     lines = ["-- baton's views for the duckdb CLI. Made by `baton sql --views`; run",
-             f"--   duckdb -init {config.state_dir / 'sql' / 'views.sql'}"]
-    metrics = drive.evaluation / "*" / "metrics" / "dataset=*" / "metric=*" / "*.parquet"
-    if any(drive.evaluation.glob("*/metrics/dataset=*/metric=*/*.parquet")):
-        lines.append(f"CREATE OR REPLACE VIEW metrics AS SELECT * FROM read_parquet("
-                     f"{_quote(metrics)}, hive_partitioning = true, union_by_name = true);")
-    else:  # no metrics yet: an empty view with the right columns
-        cols = ", ".join(f"NULL::{_duck(f.type)} AS {f.name}" for f in METRIC_SCHEMA) + \
-            ", NULL::VARCHAR AS metric"
-        lines.append(f"CREATE OR REPLACE VIEW metrics AS SELECT {cols} WHERE false;")
-    preds = drive.evaluation / "*" / "predictions" / "*.parquet" / "*.parquet"
-    if any(drive.evaluation.glob("*/predictions/*.parquet/*.parquet")):
-        lines.append(f"CREATE OR REPLACE VIEW predictions AS SELECT * FROM read_parquet("
-                     f"{_quote(preds)}, union_by_name = true);")
-    folder = config.state_dir / "sql" / "ledger"
+             f"--   duckdb -init {config.state_dir / 'sql' / 'views.sql'}",
+             "-- metrics and predictions read the drive's Parquet at each query (files",
+             f"-- {root / 'drive'} -> {config.drive.evaluation});",
+             f"-- the ledger views read the snapshot in {snapshot}, taken when this file was",
+             "-- written: run `baton sql --views` again for a fresh one."]
+    metrics = root / "*" / "*" / "metrics" / "dataset=*" / "metric=*" / "*.parquet"
+    lines.append(f"CREATE OR REPLACE VIEW metrics AS SELECT * FROM read_parquet("
+                 f"{_quote(metrics)}, hive_partitioning = true, union_by_name = true);")
+    preds = root / "*" / "*" / "predictions" / "*.parquet" / "*.parquet"
+    lines.append(f"CREATE OR REPLACE VIEW predictions AS SELECT * FROM read_parquet("
+                 f"{_quote(preds)}, hive_partitioning = false, union_by_name = true);")
     for view, table in LEDGER_VIEWS.items():
         lines.append(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM read_parquet("
-                     f"{_quote(folder / (table + '.parquet'))});")
+                     f"{_quote(snapshot / (table + '.parquet'))});")
     return "\n".join(lines) + "\n"
-
-
-def _duck(t: pa.DataType) -> str:
-    if pa.types.is_floating(t):
-        return "DOUBLE"
-    if pa.types.is_timestamp(t):
-        return "TIMESTAMPTZ"
-    return "VARCHAR"
 
 
 def refresh(config: Config) -> Path:

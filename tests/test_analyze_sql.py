@@ -12,6 +12,7 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from baton.analyze.run import analyze
@@ -105,8 +106,34 @@ def test_baton_sql_and_the_duckdb_views_file(campaign: Config) -> None:
     assert bad.returncode == 1 and "query failed" in bad.stderr
 
 
-def test_readme_queries_run(campaign: Config) -> None:
-    """The three queries the README shows work on real data."""
+def _completed_jobs(config: Config) -> None:
+    """Finished jobs of both stages, with queue wait, run time and memory, in this
+    config's own ledger (so the queries below depend on no other test)."""
+    from datetime import UTC, datetime, timedelta
+
+    from baton.ledger import open_ledger
+    from baton.slurm.states import JobStatus
+
+    led = open_ledger(config.ledger_url)
+    t0 = datetime(2025, 9, 30, 14, 0, tzinfo=UTC)
+    statuses = {}
+    for i, (stage, wait, run, rss) in enumerate([("evaluation", 30, 300, 900.0),
+                                                 ("evaluation", 90, 500, 2500.0),
+                                                 ("analysis", 10, 60, 400.0)]):
+        claim = led.claim_submission(f"readme-{i}", stage=stage, experiment="slow",
+                                     backend="sbatch", req_mem_mb=2048.0)
+        job_id = str(1000 + i)
+        led.mark_submitted(claim.row_id, job_id, submitted_at=t0)
+        statuses[job_id] = JobStatus(
+            job_id=job_id, state="COMPLETED", exit_code=0, submitted_at=t0,
+            started_at=t0 + timedelta(seconds=wait),
+            ended_at=t0 + timedelta(seconds=wait + run), max_rss_mb=rss, cpu_seconds=run)
+    assert led.apply_statuses(statuses) == 3
+    led.close()
+
+
+def test_readme_queries_run(campaign: Config, tmp_path: Path) -> None:
+    """The three queries the README shows work on real data, in any test order."""
     import re
 
     from baton.sqlviews import connect
@@ -115,10 +142,101 @@ def test_readme_queries_run(campaign: Config) -> None:
     section = readme[readme.index("## SQL over everything"):readme.index("## Signals")]
     queries = re.findall(r'baton sql "(.*?)"', section, flags=re.S)
     assert len(queries) == 3
-    con = connect(campaign)
+    own = campaign.model_copy(update={"state_dir": tmp_path / "state"})
+    _completed_jobs(own)
+    con = connect(own)
+    results = []
     for q in queries:
         q = q.replace("exp01", "slow")
-        assert con.sql(" ".join(q.split())).fetchall(), q
+        rows = con.sql(" ".join(q.split())).fetchall()
+        assert rows, q
+        results.append(rows)
+    by_stage = {r[0]: r[1:] for r in results[2]}
+    assert by_stage == {"evaluation": (2, 60.0, 400.0, 1), "analysis": (1, 10.0, 60.0, 0)}
+
+
+def test_views_file_sees_metrics_written_after_it(tmp_path: Path) -> None:
+    """views.sql written before any metrics existed still shows them once they do: the
+    metrics and predictions views are globs read at each query, not a frozen list."""
+    from baton.config import load_config
+    from baton.sqlviews import refresh
+
+    config = load_config(env={"SHARED_DRIVE": str(tmp_path / "drive"),
+                              "BATON_STATE_DIR": str(tmp_path / "state")})
+    config.drive.create()
+    views = refresh(config).read_text()
+    early = duckdb.connect()
+    early.execute(views)  # no metrics yet: the views exist, empty and typed
+    assert early.sql("SELECT count(*) FROM metrics").fetchall() == [(0,)]
+    assert early.sql("SELECT count(*) FROM predictions").fetchall() == [(0,)]
+    types = {r[0]: r[1] for r in early.sql("DESCRIBE metrics").fetchall()}
+    assert types["value"] == "DOUBLE" and types["metric"] == "VARCHAR"
+    train_example(config, "late", Hyper(epochs=1, checkpoint_every=400), "c")
+    assert evaluate(config, "late", str(config.drive.experiment("late").final_dir))[0]
+    assert (config.state_dir / "sql" / "views.sql").read_text() == views  # unchanged
+    files = list(config.drive.evaluation.glob("*/metrics/dataset=*/metric=*/*.parquet"))
+    for con in (duckdb.connect(), early):  # a new session, and one opened before the files
+        if con is not early:
+            con.execute(views)
+        rows, datasets = con.sql("SELECT count(*), count(DISTINCT dataset) FROM metrics "
+                                 "WHERE experiment = 'late'").fetchall()[0]
+        assert rows == sum(pq.read_metadata(f).num_rows for f in files) and datasets == 2
+        assert con.sql("SELECT count(*) FROM predictions").fetchall() == [(400,)]
+
+
+def test_readme_r_targets_block_is_valid_config(tmp_path: Path) -> None:
+    """The README's R targets snippet loads as configuration, renders to a job script that
+    bash accepts, and (with a stand-in Rscript, R is not installed here) ends with the
+    signal that names the report and the targets manifest."""
+    import re
+
+    import yaml
+
+    from baton.config import load_config
+    from baton.slurm.render import render_job
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    after = readme[readme.index("*An R targets pipeline instead*"):]
+    block = re.search(r"```yaml\n(.*?)```", after, flags=re.S).group(1)
+    assert "manifest" in block
+    drive, state = tmp_path / "drive", tmp_path / "state"
+    (tmp_path / "baton.yaml").write_text(block)
+    config = load_config(tmp_path / "baton.yaml", env={"SHARED_DRIVE": str(drive),
+                                                      "BATON_STATE_DIR": str(state)})
+    stage = config.stage("analysis")
+    assert stage.command and "\n" not in stage.command  # one shell line
+    assert stage.command == " ".join(yaml.safe_load(block)["stages"]["analysis"]["command"]
+                                     .split("\n"))
+    config.drive.create()
+    script = render_job(config, "analysis", [("exp1", "")]).script
+    path = tmp_path / "job.sh"
+    path.write_text(script)
+    check = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    assert stage.command in script
+    # run it: "module" and "Rscript" stand in for the cluster's; baton is the real one
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "module").write_text("#!/bin/sh\nexit 0\n")
+    (bindir / "Rscript").write_text(
+        '#!/bin/sh\nmkdir -p "$OUT"\necho "<html>$*</html>" > "$OUT/report.html"\n'
+        'echo "name,command" > "$OUT/manifest.csv"\n')
+    for f in bindir.iterdir():
+        f.chmod(0o755)
+    script = script.replace("module load R/4.4", f"{bindir}/module load R/4.4")
+    path.write_text(script)
+    env = {**os.environ, "PATH": f"{bindir}:{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "BATON_STATE_DIR": str(state), "BATON_CONFIG": "", "SLURM_JOB_ID": "42"}
+    for var in ("BATON_SIGNAL_DIR", "MLFLOW_TRACKING_URI"):
+        env.pop(var, None)
+    run = subprocess.run(["bash", str(path)], env=env, capture_output=True, text=True,
+                         cwd=tmp_path)
+    assert run.returncode == 0, run.stdout + run.stderr
+    reports = config.drive.experiment("exp1").reports_dir
+    sig = read_signal(reports / ".analysis_complete", config.drive).signal
+    assert sig.status == "complete" and sig.job_id == "42"
+    assert sig.report_path == str(reports / "report.html")
+    assert sig.outputs == [str(reports / "manifest.csv")]
 
 
 def test_analysis_complete_from_a_shell(campaign: Config) -> None:
