@@ -40,7 +40,7 @@ import definitions  # noqa: E402
 
 defs = definitions.defs
 for job in defs.jobs or []:
-    defs.get_job_def(job.name)  # resolving a job is where deprecated arguments warn
+    defs.resolve_job_def(job.name)  # resolving a job is where deprecated arguments warn
 defs.resolve_asset_graph()
 print("loaded without warnings")
 """
@@ -109,3 +109,31 @@ def test_instance_on_postgres(tmp_path: Path) -> None:
             else:
                 os.environ[k] = v
 
+
+
+def test_asset_jobs_are_partitioned_by_their_assets(tmp_path: Path) -> None:
+    """No job states its partitions: each takes them from its assets, and a sensor's
+    partitioned run request runs as before (here: the evaluation of one experiment)."""
+    from dagster import SensorResult
+
+    from definitions import defs
+    from sensors.signals import training_sensor
+    from tests.e2e.harness import InProcess
+
+    expected = {"submit_evaluation": "experiments", "record_evaluation": "experiments",
+                "record_analysis": "experiments", "campaign_report_job": "campaigns"}
+    for name, partitions in expected.items():
+        job = defs.resolve_job_def(name)
+        assert job.partitions_def is not None and job.partitions_def.name == partitions, name
+    with InProcess(tmp_path) as site:
+        site.train("p1")
+        result = site.tick(training_sensor)
+        assert isinstance(result, SensorResult)
+        [request] = result.run_requests
+        job = defs.resolve_job_def(training_sensor.job_name)  # its resources from the env
+        run = job.execute_in_process(partition_key=request.partition_key,
+                                     instance=site.instance, tags=request.tags)
+        assert run.success
+        [event] = run.get_asset_materialization_events()
+        assert (event.asset_key.to_user_string(), event.partition) == ("evaluation_job", "p1")
+        assert [j.experiment for j in site.ledger.jobs(stage="evaluation")] == ["p1"]
