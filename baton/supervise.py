@@ -23,6 +23,8 @@ PENDING_STATES = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED"
                             "RESV_DEL_HOLD"})
 # sacct's MaxRSS and CPU time of a finished job lag its state by a few seconds
 SETTLE_SECONDS = 300
+# a running job is late, at the latest, once it has used this share of its time limit
+LIMIT_SHARE = 0.9
 
 
 @dataclass(frozen=True)
@@ -69,10 +71,25 @@ def classify(job: JobFacts, now: datetime, policy: SupervisionPolicy,
         waited = _age(job.submitted_at, now)
         return "late_pending" if limit and waited is not None and waited > limit else None
     ran = _age(job.started_at, now)
-    base = expected_seconds or job.req_time_s
-    if ran is not None and base and ran > policy.late_running_factor * base:
-        return "late_running"
-    return None
+    after = late_running_after(job, policy, expected_seconds)
+    return "late_running" if ran is not None and after and ran > after[0] else None
+
+
+def late_running_after(job: JobFacts, policy: SupervisionPolicy,
+                       expected_seconds: float | None) -> tuple[float, str] | None:
+    """How long ``job`` may run before it is late, and that rule in words: the policy's
+    factor x the stage's expected_seconds, but never later than LIMIT_SHARE of its time
+    limit (Slurm ends it at the limit, so a later mark would never be reached); without
+    expected_seconds, LIMIT_SHARE of its time limit. None: no limit, never late."""
+    rules = []
+    if expected_seconds:
+        rules.append((policy.late_running_factor * expected_seconds,
+                      f"{policy.late_running_factor:g} x expected_seconds "
+                      f"{expected_seconds:g}s (supervision.late_running_factor)"))
+    if job.req_time_s:
+        rules.append((LIMIT_SHARE * job.req_time_s,
+                      f"{LIMIT_SHARE:.0%} of its time limit {format_time(job.req_time_s)}"))
+    return min(rules) if rules else None
 
 
 def _end_reason(job: JobFacts, now: datetime) -> str | None:
@@ -106,7 +123,7 @@ def decide(job: JobFacts, reason: str, stage: StageConfig) -> Decision:
     resubmission that would pass a cap gets the cap, one already at the cap gives up."""
     policy = stage.supervision
     if reason in LATE_REASONS:
-        return Decision(policy.late_action, _late_note(job, reason))
+        return Decision(policy.late_action, _late_note(job, reason, stage))
     what = _describe(job, reason)
     if reason == "failed" and not policy.resubmit_failed:
         return Decision("none", f"{what}: likely a bug, not resubmitted "
@@ -170,9 +187,10 @@ def _describe(job: JobFacts, reason: str) -> str:
         reason, f"failed{code}")
 
 
-def _late_note(job: JobFacts, reason: str) -> str:
+def _late_note(job: JobFacts, reason: str, stage: StageConfig) -> str:
     if reason == "late_pending":
         return f"pending since {job.submitted_at:%Y-%m-%d %H:%M:%S}Z: later than the policy " \
                "allows (supervision.late_pending_seconds)"
-    return f"running since {job.started_at:%Y-%m-%d %H:%M:%S}Z: longer than the policy " \
-           "allows (supervision.late_running_factor)"
+    after = late_running_after(job, stage.supervision, stage.expected_seconds)
+    rule = f"{after[1]}, {format_time(int(after[0]))}" if after else "its limit"
+    return f"running since {job.started_at:%Y-%m-%d %H:%M:%S}Z: longer than {rule}"

@@ -22,13 +22,18 @@ from baton.slurm.backend import SlurmBackend
 from baton.slurm.service import submit_jobs
 from baton.slurm.states import is_terminal
 from baton.slurm.units import format_memory, format_time
-from baton.supervise import Decision, JobFacts, classify, decide, decide_retry
+from baton.supervise import MANUAL, Decision, JobFacts, classify, decide, decide_retry
 
 log = logging.getLogger(__name__)
 SUPERVISOR = "supervisor"
 # a job that ended this long before the supervisor first saw it is not repaired by itself
 # (a ledger from before supervision existed must not resubmit its whole history)
 TOO_OLD = timedelta(days=7)
+# a repair whose dispatch fails (sbatch or scancel refused, the controller down) is tried
+# again on later ticks: this many tries in all, the second DISPATCH_BACKOFF after the
+# first, each wait twice the one before (1, 2, 4, 8 minutes); then dispatch_status "failed"
+DISPATCH_TRIES = 5
+DISPATCH_BACKOFF = timedelta(minutes=1)
 
 
 @dataclass
@@ -54,7 +59,9 @@ def tick(config: Config, ledger: Ledger, backend: SlurmBackend,
         if claimed is not None:
             report.decided.append(claimed)
     for sup in sv.undispatched(ledger):
-        if dispatch(config, ledger, backend, sup):
+        if not due(sup, now):
+            continue
+        if dispatch(config, ledger, backend, sup, now):
             if sup.action == "resubmit":
                 report.dispatched.append(sup.id)
         else:
@@ -104,17 +111,28 @@ def record(ledger: Ledger, row: Any, reason: str, decision: Decision, by: str,
         execution_status=execution)
 
 
-def dispatch(config: Config, ledger: Ledger, backend: SlurmBackend, sup: Any) -> bool:
+def due(sup: Any, now: datetime) -> bool:
+    """Whether the next dispatch try of ``sup`` may happen at ``now`` (its backoff)."""
+    tries, last = sv.failed_tries(sup.dispatch_error)
+    if sup.dispatch_status != "retrying" or last is None:
+        return True
+    return now >= last + DISPATCH_BACKOFF * 2 ** (tries - 1)
+
+
+def dispatch(config: Config, ledger: Ledger, backend: SlurmBackend, sup: Any,
+             now: datetime | None = None) -> bool:
     """Steps 2-3: format the repair and dispatch it. A resubmission goes through the
     submission path under the key ``supervise:{id}``, so a dispatcher that dies midway
-    and a second one racing it submit once. Returns False when the dispatch failed."""
+    and a second one racing it submit once. Returns False when the dispatch failed; it is
+    then tried again on a later tick (``retrying``), up to DISPATCH_TRIES in all."""
     original = ledger.job(sup.job_row)
     assert original is not None
     try:
         if sup.action == "cancel":
             backend.cancel([original.job_id])
             sv.set_values(ledger, sup.id, script=f"scancel {original.job_id}",
-                          dispatch_status="dispatched", dispatched_at=datetime.now(UTC))
+                          dispatch_status="dispatched", dispatch_error=None,
+                          dispatched_at=datetime.now(UTC))
             return True
         outcome = submit_jobs(
             config, ledger, backend, sup.stage, [(sup.experiment, sup.checkpoint or "")],
@@ -122,12 +140,9 @@ def dispatch(config: Config, ledger: Ledger, backend: SlurmBackend, sup: Any) ->
             campaign=original.campaign, mem=format_memory(sup.new_mem_mb),
             time=format_time(sup.new_time_s), parent_id=original.id)[0]
     except (BatonError, OSError) as exc:
-        # a racing dispatcher may have done it (a second scancel fails): keep its word
-        if sv.set_values(ledger, sup.id, only_if={"dispatch_status": "pending"},
-                         dispatch_status="failed", dispatch_error=str(exc),
-                         execution_status="none"):
-            log.error("supervision %s: dispatching the %s failed: %s", sup.id, sup.action,
-                      exc)
+        _failed(ledger, sup, exc, now or datetime.now(UTC))
+        return False
+    if outcome.job_id is None:  # a racing dispatcher held the claim, and its try failed
         return False
     repair = ledger.job(outcome.row_id)
     st.record_repair_task(ledger, stage=sup.stage, original_row=original.id,
@@ -135,9 +150,32 @@ def dispatch(config: Config, ledger: Ledger, backend: SlurmBackend, sup: Any) ->
                           attempt=sup.attempt + 1)
     script = Path(repair.script_path).read_text() if repair and repair.script_path else None
     sv.set_values(ledger, sup.id, script=script, dispatch_status="dispatched",
-                  repair_row=outcome.row_id, repair_job_id=outcome.job_id,
-                  dispatched_at=datetime.now(UTC))
+                  dispatch_error=None, repair_row=outcome.row_id,
+                  repair_job_id=outcome.job_id, dispatched_at=datetime.now(UTC))
+    if sup.reason == MANUAL:  # only now is the give-up it answers handled
+        for give_up in sv.open_give_ups(ledger, sup.job_row):
+            sv.set_values(ledger, give_up.id, only_if={"execution_status": "open"},
+                          execution_status="retried")
     return True
+
+
+def _failed(ledger: Ledger, sup: Any, exc: Exception, now: datetime) -> None:
+    """Record a failed dispatch try: ``retrying`` while tries are left, else ``failed``.
+    Compared and set on the values read, so that racing dispatchers count a try once (and
+    a racing scancel that did the job keeps its word)."""
+    tries = sv.failed_tries(sup.dispatch_error)[0] + 1
+    final = tries >= DISPATCH_TRIES
+    values: dict[str, Any] = dict(
+        dispatch_status="failed" if final else "retrying",
+        dispatch_error=sv.failed_try_text(tries, DISPATCH_TRIES, now, exc))
+    if final:
+        values["execution_status"] = "none"
+    if sv.set_values(ledger, sup.id, only_if={"dispatch_status": sup.dispatch_status,
+                                              "dispatch_error": sup.dispatch_error},
+                     **values):
+        log.error("supervision %s: dispatching the %s failed (try %s of %s%s): %s", sup.id,
+                  sup.action, tries, DISPATCH_TRIES,
+                  ", giving up" if final else ", tried again later", exc)
 
 
 def execution_status(state: str) -> str:
@@ -185,15 +223,12 @@ def retry(config: Config, ledger: Ledger, backend: SlurmBackend, sid: int, *,
     job = JobFacts.from_row(row)
     reason = classify(job, datetime.now(UTC), stage.supervision)
     decision = decide_retry(job, stage, reason, mem_mb, time_s)
-    new, created = record(ledger, row, "manual", decision, whoami(),
-                          key=f"job-{row.id}:manual")
-    if not created:
+    new, created = record(ledger, row, MANUAL, decision, whoami(),
+                          key=f"job-{row.id}:{MANUAL}")
+    if not created and _get(ledger, new).dispatch_status not in ("retrying", "failed"):
         raise BatonError(f"job {row.job_id} was already retried as supervision {new}")
-    for give_up in sv.open_give_ups(ledger, row.id):
-        sv.set_values(ledger, give_up.id, execution_status="retried")
-    if sup.action == "gave_up":
-        sv.set_values(ledger, sid, only_if={"execution_status": "open"},
-                      execution_status="retried")
+    # dispatched now, whatever the backoff; the give-up is marked retried only once the
+    # resubmission is dispatched (a failed dispatch leaves it open, and its alert firing)
     dispatch(config, ledger, backend, _get(ledger, new))
     return new
 
@@ -205,9 +240,10 @@ def cancel(ledger: Ledger, backend: SlurmBackend, sid: int) -> str:
     if sup.action == "gave_up" and sup.execution_status == "open":
         sv.set_values(ledger, sid, execution_status="dismissed", finished_at=datetime.now(UTC))
         return f"supervision {sid} dismissed: job {sup.job_id} stays as it ended"
-    if sup.dispatch_status == "pending" and sv.set_values(
-            ledger, sid, only_if={"dispatch_status": "pending"}, dispatch_status="cancelled",
-            execution_status="cancelled", finished_at=datetime.now(UTC)):
+    if sup.dispatch_status in (*sv.UNDISPATCHED, "failed") and sv.set_values(
+            ledger, sid, only_if={"dispatch_status": sup.dispatch_status},
+            dispatch_status="cancelled", execution_status="cancelled",
+            finished_at=datetime.now(UTC)):
         return f"supervision {sid} cancelled before it was dispatched"
     target = ledger.job(sup.repair_row) if sup.repair_row else ledger.job(sup.job_row)
     if sup.action in ("resubmit", "cancel", "alert") and target is not None \

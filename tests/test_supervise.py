@@ -114,7 +114,27 @@ def test_late_jobs() -> None:
     running = JobFacts("RUNNING", req_time_s=3600, started_at=NOW - timedelta(seconds=400))
     assert classify(running, NOW, policy, expected_seconds=200) == "late_running"
     assert classify(running, NOW, policy, expected_seconds=300) is None
-    assert classify(running, NOW, policy) is None  # 1.5 x its time limit: Slurm ends it first
+    assert classify(running, NOW, policy) is None  # 400 s of a 3600 s limit
+
+
+def test_late_running_without_expected_seconds_is_measured_against_the_time_limit() -> None:
+    """Without the stage's expected_seconds a running job is late once it has used 90% of
+    its time limit (Slurm ends it at the limit: any factor >= 1 of it would never fire)."""
+    policy = SupervisionPolicy(late_running_factor=2.0)
+
+    def ran(seconds: float) -> JobFacts:
+        return JobFacts("RUNNING", req_time_s=3600, started_at=NOW - timedelta(seconds=seconds))
+
+    assert classify(ran(3239), NOW, policy) is None
+    assert classify(ran(3241), NOW, policy) == "late_running"  # before Slurm's 3600
+    assert classify(JobFacts("RUNNING", started_at=NOW - timedelta(days=9)), NOW,
+                    policy) is None  # no time limit, no expected time: never late
+    # with expected_seconds, factor x expected, but never past 90% of the limit
+    assert classify(ran(1300), NOW, policy, expected_seconds=600) == "late_running"
+    assert classify(ran(1100), NOW, policy, expected_seconds=600) is None
+    assert classify(ran(3241), NOW, policy, expected_seconds=3000) == "late_running"
+    d = decide(ran(3241), "late_running", stage())
+    assert d.action == "alert" and "90% of its time limit 01:00:00" in d.note
 
 
 def test_oom_doubles_memory_up_to_the_cap_then_gives_up() -> None:

@@ -87,7 +87,10 @@ def cmd_retry(args: argparse.Namespace) -> int:
                 time_s=parse_time_seconds(args.time) if args.time else None)
     r = sv.get(ledger, new)
     if r.dispatch_status != "dispatched":
-        print(f"supervision {new}: resubmitting job {r.job_id} failed: {r.dispatch_error}")
+        later = ("; the supervisor tries again on a later tick" if r.dispatch_status ==
+                 "retrying" else "")
+        print(f"supervision {new}: resubmitting job {r.job_id} failed: {r.dispatch_error}"
+              f"{later}")
         return 1
     print(f"supervision {new}: job {r.job_id} resubmitted as job {r.repair_job_id} "
           f"(attempt {r.attempt + 1}, {_resources(r)})")
@@ -110,7 +113,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     backend_help = "sbatch or local (default: slurm.backend in baton.yaml, auto)"
     p = sp.add_parser("list", help="supervisions, newest first")
     p.add_argument("--open", action="store_true",
-                   help="only repairs in flight, late jobs and give-ups not handled")
+                   help="only repairs in flight, late jobs, and give-ups and failed "
+                   "dispatches not handled")
     p.add_argument("--stage", choices=["evaluation", "analysis"])
     p.add_argument("--experiment")
     p.add_argument("--limit", type=int, default=50)

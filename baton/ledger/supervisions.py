@@ -3,7 +3,9 @@ job is supervised once per reason however many ticks or daemons see it."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Row, String, and_, cast, insert, literal, select, update
@@ -15,6 +17,12 @@ from baton.ledger.store import Ledger, utcnow
 
 # execution statuses that may still change (the job they follow has not ended)
 LIVE = ("pending", "running")
+# dispatch statuses of a repair not dispatched yet: ``pending`` (not tried) and
+# ``retrying`` (a try failed; the next comes after a backoff). Every try failed: ``failed``.
+UNDISPATCHED = ("pending", "retrying")
+# how a failed try is recorded in dispatch_error, e.g.
+# "try 2 of 5 failed at 2026-11-22T02:19:31+00:00: sbatch: error: ..."
+_FAILED_TRY = re.compile(r"^try (\d+) of \d+ failed at (\S+): ")
 STAGES = ("evaluation", "analysis")
 
 
@@ -38,6 +46,18 @@ def claim(ledger: Ledger, key: str, **values: Any) -> tuple[int, bool]:
     return with_retry(once)
 
 
+def failed_try_text(n: int, of: int, at: datetime, error: object) -> str:
+    return f"try {n} of {of} failed at {at.isoformat(timespec='seconds')}: {error}"
+
+
+def failed_tries(dispatch_error: str | None) -> tuple[int, datetime | None]:
+    """How many dispatch tries have failed so far, and when the last one did."""
+    m = _FAILED_TRY.match(dispatch_error or "")
+    if m is None:
+        return (1 if dispatch_error else 0), None
+    return int(m.group(1)), datetime.fromisoformat(m.group(2))
+
+
 def set_values(ledger: Ledger, sid: int, *, only_if: dict[str, Any] | None = None,
                **values: Any) -> bool:
     """Update supervision ``sid`` (only while its columns match ``only_if``)."""
@@ -58,14 +78,16 @@ def get(ledger: Ledger, sid: int) -> Row[Any] | None:
 
 def listing(ledger: Ledger, *, limit: int = 50, stage: str | None = None,
             experiment: str | None = None, open_only: bool = False) -> Sequence[Row[Any]]:
-    """Newest first. ``open_only``: repairs in flight and give-ups nobody has handled."""
+    """Newest first. ``open_only``: repairs in flight, and give-ups and failed dispatches
+    nobody has handled."""
     q = select(supervisions).order_by(supervisions.c.id.desc()).limit(limit)
     if stage:
         q = q.where(supervisions.c.stage == stage)
     if experiment:
         q = q.where(supervisions.c.experiment == experiment)
     if open_only:
-        q = q.where(supervisions.c.execution_status.in_((*LIVE, "open")))
+        q = q.where(supervisions.c.execution_status.in_((*LIVE, "open"))
+                    | (supervisions.c.dispatch_status == "failed"))
     with ledger.read() as conn:
         return conn.execute(q).all()
 
@@ -87,10 +109,11 @@ def candidates(ledger: Ledger) -> tuple[Sequence[Row[Any]], set[str]]:
 
 
 def undispatched(ledger: Ledger) -> Sequence[Row[Any]]:
-    """Claimed repairs not yet dispatched (their dispatcher died, or they are new)."""
+    """Claimed repairs not yet dispatched (new, their dispatcher died, or a try failed)."""
     with ledger.read() as conn:
         return conn.execute(select(supervisions).where(
-            supervisions.c.dispatch_status == "pending").order_by(supervisions.c.id)).all()
+            supervisions.c.dispatch_status.in_(UNDISPATCHED)).order_by(supervisions.c.id)
+        ).all()
 
 
 def live_with_jobs(ledger: Ledger) -> Sequence[Row[Any]]:
