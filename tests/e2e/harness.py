@@ -1,5 +1,6 @@
 """A real Dagster daemon on baton's code location, with its own DAGSTER_HOME, drive, state
-and baton.yaml, for the end-to-end tests."""
+and baton.yaml, for the end-to-end tests; and the same code location in process
+(``InProcess``: sensors and runs through Dagster's testing API) for the faster ones."""
 
 from __future__ import annotations
 
