@@ -57,9 +57,8 @@ def submit_evaluations(config: Config, ledger: Ledger, backend: SlurmBackend,
         for ckpt in dict.fromkeys(ckpts):
             items.append((exp, ckpt))
             keys.append(f"evaluation:{exp}:{short(run.signal_key)}:{short(ckpt)}")
-    campaign = next((r.campaign for r in runs.values() if r.campaign), None)
     outcomes = submit_jobs(config, ledger, backend, "evaluation", items, keys=keys,
-                           campaign=campaign if len(runs) == 1 else None)
+                           campaign={e: r.campaign for e, r in runs.items()})
     for o in outcomes:
         st.record_evaluation_task(ledger, experiment=o.experiment,
                                   trigger_key=triggers[o.experiment], checkpoint=o.checkpoint,
@@ -78,8 +77,15 @@ def submit_analyses(config: Config, ledger: Ledger, backend: SlurmBackend,
         triggers[exp] = tasks[0].trigger_key
     items = [(e, "") for e in experiments]
     keys = [f"analysis:{e}:{short(triggers[e])}" for e in experiments]
-    outcomes = submit_jobs(config, ledger, backend, "analysis", items, keys=keys)
+    outcomes = submit_jobs(config, ledger, backend, "analysis", items, keys=keys,
+                           campaign={e: _campaign(ledger, e) for e in experiments})
     for o in outcomes:
         st.record_analysis(ledger, experiment=o.experiment, trigger_key=triggers[o.experiment],
                            slurm_row=o.row_id, job_id=o.job_id)
     return _group(experiments, outcomes)
+
+
+def _campaign(ledger: Ledger, experiment: str) -> str | None:
+    """The campaign the experiment's training signal named."""
+    run = ledger.training_run(experiment)
+    return run.campaign if run is not None else None

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.core import CollectorRegistry, Metric
+from sqlalchemy import delete, update
 
 from baton.config import CampaignConfig, Config, load_config
 from baton.errors import BatonError, ConfigError
@@ -26,8 +27,12 @@ from baton.ledger.campaigns import (
     unknown_types,
     update_campaign,
 )
+from baton.ledger.schema import campaigns, evaluation_jobs
+from baton.pipeline import submit_analyses, submit_evaluations
 from baton.scan import Scanner
 from baton.signals import TrainingComplete
+from baton.slurm.local import LocalBackend
+from baton.slurm.service import submit_jobs
 from baton.slurm.states import JobStatus
 from tests.test_cli import baton
 
@@ -225,3 +230,86 @@ def test_a_default_type_that_is_not_declared_is_a_config_error(tmp_path: Path) -
     path.write_text("campaigns:\n  types: [sweep]\n  default_type: other\n")
     with pytest.raises(ConfigError, match=r"campaigns.*default_type 'other' is not one of"):
         load_config(path, env={})
+
+
+# --- a job names its campaign, on every submission path ---------------------------------
+def _quick(config: Config, ledger: Ledger) -> tuple[Config, LocalBackend]:
+    """The stages run ``true`` on the local backend (what they run does not matter)."""
+    stages = {name: s.model_copy(update={"command": "true"})
+              for name, s in config.stages.items()}
+    cfg = config.model_copy(update={"database_url": ledger.url, "stages": stages})
+    return cfg, LocalBackend(cfg.state_dir)
+
+
+def _campaign_of(ledger: Ledger, experiment: str, stage: str) -> list[str | None]:
+    return [j.campaign for j in ledger.jobs(experiment=experiment, stage=stage)]
+
+
+def test_submit_jobs_registers_the_campaign_it_names(config: Config, ledger: Ledger) -> None:
+    cfg, backend = _quick(config, ledger)
+
+    def item(exp: str) -> tuple[str, str]:
+        return exp, str(cfg.drive.experiment(exp).final_dir)
+
+    submit_jobs(cfg, ledger, backend, "evaluation", [item("solo")], campaign="x")
+    assert [(r.tag, r.type, r.active) for r in list_campaigns(ledger)] == [
+        ("x", "default", False)]
+    assert _campaign_of(ledger, "solo", "evaluation") == ["x"]
+    # an array: each experiment's own campaign, each registered
+    submit_jobs(cfg, ledger, backend, "evaluation", [item("a1"), item("b1"), item("n1")],
+                campaign={"a1": "camp-a", "b1": "camp-b", "n1": None})
+    assert {r.tag for r in list_campaigns(ledger)} == {"x", "camp-a", "camp-b"}
+    assert [_campaign_of(ledger, e, "evaluation") for e in ("a1", "b1", "n1")] == [
+        ["camp-a"], ["camp-b"], [None]]
+
+
+def test_evaluations_and_analyses_carry_each_experiment_campaign(
+        drive: DriveLayout, config: Config, ledger: Ledger) -> None:
+    """A backfill of experiments of two campaigns is one array whose tasks keep their own
+    campaigns; so is their analysis."""
+    cfg, backend = _quick(config, ledger)
+    scan(drive, ledger, trained(drive, "e1", "spring"), trained(drive, "e2", "autumn"),
+         trained(drive, "e3", None))
+    subs = submit_evaluations(cfg, ledger, backend, ["e1", "e2", "e3"])
+    assert len({s.job_ids[0].split("_")[0] for s in subs.values()}) == 1  # one array
+    assert [_campaign_of(ledger, e, "evaluation") for e in ("e1", "e2", "e3")] == [
+        ["spring"], ["autumn"], [None]]
+    with ledger.write() as conn:  # what the evaluation sensor records when they end
+        conn.execute(update(evaluation_jobs).values(status="completed"))
+    submit_analyses(cfg, ledger, backend, ["e1", "e2", "e3"])
+    assert [_campaign_of(ledger, e, "analysis") for e in ("e1", "e2", "e3")] == [
+        ["spring"], ["autumn"], [None]]
+
+
+def test_analysis_registers_a_campaign_not_seen_before(drive: DriveLayout, config: Config,
+                                                       ledger: Ledger) -> None:
+    """The campaign comes from the training signal; had its registration been lost (it
+    never blocks the signal), the analysis job registers it."""
+    cfg, backend = _quick(config, ledger)
+    scan(drive, ledger, trained(drive, "late", "recovered"))
+    with ledger.write() as conn:
+        conn.execute(delete(campaigns))
+    st.record_evaluation_task(ledger, experiment="late", trigger_key="sig-late",
+                              checkpoint="", slurm_row=None, job_id=None)
+    with ledger.write() as conn:
+        conn.execute(update(evaluation_jobs).values(status="completed"))
+    submit_analyses(cfg, ledger, backend, ["late"])
+    assert [r.tag for r in list_campaigns(ledger)] == ["recovered"]
+
+
+def test_slurm_submit_campaign(tmp_path: Path, drive: DriveLayout) -> None:
+    env = {"SHARED_DRIVE": str(drive.root), "BATON_STATE_DIR": str(tmp_path / "state"),
+           "BATON_CONFIG": "", "BATON_SLURM_BACKEND": "local"}
+    proc = baton("slurm", "submit", "--stage", "analysis", "--experiment", "cli-exp",
+                 "--campaign", "from-cli", env=env)
+    assert proc.returncode == 0, proc.stderr
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'state' / 'ledger.db'}")
+    assert [r.tag for r in list_campaigns(ledger)] == ["from-cli"]
+    assert _campaign_of(ledger, "cli-exp", "analysis") == ["from-cli"]
+    bad = baton("slurm", "submit", "--stage", "analysis", "--experiment", "cli-exp",
+                "--campaign", "no way", env=env)
+    assert bad.returncode == 2 and "campaign 'no way' is not allowed" in bad.stderr
+    script = tmp_path / "job.sh"
+    script.write_text("#!/bin/bash\ntrue\n")
+    refused = baton("slurm", "submit", str(script), "--campaign", "c", env=env)
+    assert refused.returncode == 1 and "--campaign is for stage jobs" in refused.stderr

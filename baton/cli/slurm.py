@@ -17,13 +17,16 @@ def cmd_slurm_submit(args: argparse.Namespace) -> int:
     config = config_from(args)
     backend = make_backend(config, args.backend)
     if args.script:
+        if args.campaign:
+            raise BatonError("--campaign is for stage jobs (--stage), which the ledger "
+                             "records; a script is submitted as it is")
         return _submit_script(args, config, backend)
     if not args.stage or not args.experiment:
         raise BatonError("give a script, or --stage and --experiment")
     items = [(e, args.checkpoint or "") for e in args.experiment]
     ledger = open_ledger(config.ledger_url)
     outcomes = submit_jobs(config, ledger, backend, args.stage, items, attempt=args.attempt,
-                           mem=args.mem, time=args.time)
+                           campaign=args.campaign, mem=args.mem, time=args.time)
     for o in outcomes:
         verb = "submitted" if o.submitted_now else "already submitted"
         print(f"{o.experiment}: {verb} as job {o.job_id} ({backend.name}, ledger row "
@@ -87,6 +90,15 @@ def cmd_slurm_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def _campaign_tag(value: str) -> str:
+    from baton.layout import validate_name
+
+    try:
+        return validate_name(value, "campaign")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     sl = sub.add_parser("slurm", help="submit, inspect and cancel jobs").add_subparsers(
         dest="slurm_command", required=True, metavar="SUBCOMMAND")
@@ -98,6 +110,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--experiment", action="append", help="repeat for an array job")
     p.add_argument("--checkpoint", help="checkpoint to evaluate (evaluation stage)")
     p.add_argument("--attempt", type=int, default=1)
+    p.add_argument("--campaign", type=_campaign_tag,
+                   help="the campaign the job belongs to (registered, inactive, if new)")
     p.add_argument("--time", help="time limit, e.g. 02:00:00")
     p.add_argument("--mem", help="memory, e.g. 32G")
     p.add_argument("--array", help="array spec for a script, e.g. 0-9%%2")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,14 +54,16 @@ class TaskOutcome:
 
 def submit_jobs(config: Config, ledger: Ledger, backend: SlurmBackend, stage: str,
                 items: list[tuple[str, str]], *, attempt: int = 1,
-                keys: list[str] | None = None, campaign: str | None = None,
+                keys: list[str] | None = None,
+                campaign: str | Mapping[str, str | None] | None = None,
                 mem: str | None = None, time: str | None = None,
                 parent_id: int | None = None) -> list[TaskOutcome]:
     """Submit (experiment, checkpoint) tasks of ``stage``: one job, or one array for many.
 
     Each task has a submission key; a task whose key the ledger already holds is not
-    submitted again (its existing row is returned). Raises BatonError on failure after
-    recording it in the ledger.
+    submitted again (its existing row is returned). ``campaign`` is every task's campaign,
+    or each experiment's (a mapping); each campaign named is registered the first time a
+    job names it. Raises BatonError on failure after recording it in the ledger.
     """
     keys = keys or [submission_key(stage, e, attempt, c if len(items) > 1 else "")
                     for e, c in items]
@@ -69,13 +72,20 @@ def submit_jobs(config: Config, ledger: Ledger, backend: SlurmBackend, stage: st
     stage_cfg = config.stage(stage)
     req = dict(req_cpus=stage_cfg.cpus, req_mem_mb=parse_memory_mb(mem or stage_cfg.mem),
                req_time_s=parse_time_seconds(time or stage_cfg.time))
-    note_campaign(ledger, campaign, None, f"{stage} job of {items[0][0]}", config.campaigns)
+    campaign_of = dict(campaign) if isinstance(campaign, Mapping) else \
+        {e: campaign for e, _ in items}
+    first_job_of: dict[str, str] = {}
+    for experiment, _ in items:
+        if campaign_of.get(experiment):
+            first_job_of.setdefault(campaign_of[experiment], experiment)
+    for tag, experiment in first_job_of.items():
+        note_campaign(ledger, tag, None, f"{stage} job of {experiment}", config.campaigns)
     outcomes: list[TaskOutcome] = []
     mine: list[tuple[int, str, str, str]] = []
     for (experiment, checkpoint), key in zip(items, keys, strict=True):
         claim = ledger.claim_submission(
             key, stage=stage, experiment=experiment, backend=backend.name, attempt=attempt,
-            campaign=campaign, parent_id=parent_id, **req,
+            campaign=campaign_of.get(experiment), parent_id=parent_id, **req,
             metadata={"checkpoint": checkpoint} if checkpoint else None)
         if claim.created:
             mine.append((claim.row_id, experiment, checkpoint, key))
