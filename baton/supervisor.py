@@ -225,8 +225,14 @@ def retry(config: Config, ledger: Ledger, backend: SlurmBackend, sid: int, *,
     decision = decide_retry(job, stage, reason, mem_mb, time_s)
     new, created = record(ledger, row, MANUAL, decision, whoami(),
                           key=f"job-{row.id}:{MANUAL}")
-    if not created and _get(ledger, new).dispatch_status not in ("retrying", "failed"):
-        raise BatonError(f"job {row.job_id} was already retried as supervision {new}")
+    if not created:
+        earlier = _get(ledger, new)
+        if earlier.dispatch_status not in ("retrying", "failed"):
+            raise BatonError(f"job {row.job_id} was already retried as supervision {new}")
+        if earlier.dispatch_status == "failed":  # a person asks again: tries start over
+            sv.set_values(ledger, new, only_if={"dispatch_status": "failed"},
+                          dispatch_status="pending", dispatch_error=None,
+                          execution_status="pending")
     # dispatched now, whatever the backoff; the give-up is marked retried only once the
     # resubmission is dispatched (a failed dispatch leaves it open, and its alert firing)
     dispatch(config, ledger, backend, _get(ledger, new))

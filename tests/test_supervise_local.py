@@ -285,17 +285,27 @@ def test_retry_marks_the_give_up_only_once_dispatched(rig: Any,
     assert code == 1 and f"already retried as supervision {new}" in err
 
 
-def test_a_person_retries_a_failed_dispatch_at_once(rig: Any,
+@pytest.mark.parametrize("every_try_failed", [False, True])
+def test_a_person_retries_a_failed_dispatch_at_once(rig: Any, every_try_failed: bool,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     r = rig(resubmit_failed=True, max_attempts=1)
     _failed_once(r, "again")
     r.tick()
     [gave_up] = sv.listing(r.ledger)
-    new = retry(r.config, r.ledger, Refusing(r.config.state_dir, refusals=1), gave_up.id)
+    refusing = Refusing(r.config.state_dir, refusals=99)
+    new = retry(r.config, r.ledger, refusing, gave_up.id)
     assert sv.get(r.ledger, new).dispatch_status == "retrying"
+    t = datetime.now(UTC)
+    while every_try_failed and refusing.calls < DISPATCH_TRIES:
+        t += timedelta(days=1)
+        r.tick(t, refusing)
+    if every_try_failed:
+        assert (sv.get(r.ledger, new).dispatch_status, refusing.calls) == ("failed",
+                                                                           DISPATCH_TRIES)
     code, out, _ = r.cli(capsys, "supervise", "retry", str(gave_up.id), "--backend", "local")
     manual = sv.get(r.ledger, new)
     assert code == 0 and manual.dispatch_status == "dispatched", out
+    assert manual.execution_status in ("pending", "running")
     assert out.startswith(f"supervision {new}: job {gave_up.job_id} resubmitted as job "
                           f"{manual.repair_job_id} (attempt 2")
     assert sv.get(r.ledger, gave_up.id).execution_status == "retried"
