@@ -78,7 +78,10 @@ def _within(deadline: float, fn: Any) -> bool:
             outcome.append(False)
 
     thread = threading.Thread(target=go, daemon=True)
-    thread.start()
+    try:
+        thread.start()
+    except RuntimeError:  # no thread to spare: do not risk hanging on the drive
+        return False
     thread.join(deadline)
     return bool(outcome and outcome[0])
 
