@@ -15,7 +15,7 @@ from baton.slurm.service import make_backend, submit_jobs
 from bench.common import Result, say
 from bench.context import Context, scancel
 from bench.daemon import Exporter, start_pipeline
-from bench.slurm_held import slurm_available
+from bench.slurm_held import SKIPPED, slurm_available
 from tests.e2e.harness import Webserver
 
 TITLE = "resident memory of daemon, web UI and exporter with 0 and 200 jobs in flight"
@@ -62,7 +62,7 @@ def sample(pids: dict[str, int], exporter: Exporter, seconds: float) -> dict[str
 
 def run(ctx: Context) -> list[Result]:
     if not slurm_available():
-        say("  no sbatch on PATH: skipped")
+        say(f"  {SKIPPED}")
         return []
     settle = ctx.pick(20, 60)
     pipe = start_pipeline(ctx, "footprint", interval=5)

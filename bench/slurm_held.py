@@ -4,6 +4,7 @@ the node stays free for everyone else; the benchmark cancels them afterwards."""
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import yaml
@@ -22,8 +23,20 @@ def held_template(folder: Path) -> Path:
     return path
 
 
+SKIPPED = "no running Slurm (sbatch on PATH and sinfo answering): skipped"
+
+
 def slurm_available() -> bool:
-    return shutil.which("sbatch") is not None
+    """Slurm installed *and* running: ``sbatch`` on PATH and ``sinfo`` reaching the
+    controller (installed but stopped, sinfo fails and the Slurm benchmarks are skipped,
+    as ``./dev bench`` says)."""
+    if shutil.which("sbatch") is None or shutil.which("sinfo") is None:
+        return False
+    try:
+        return subprocess.run(["sinfo"], capture_output=True, timeout=30,
+                              check=False).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
 
 
 def held_config(root: Path, **sensors: float) -> Path:
