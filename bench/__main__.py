@@ -1,5 +1,5 @@
-"""``python -m bench [--quick] [--only N[,N]] [--markdown FILE]``: run the benchmarks and
-print one table (benchmark, figure, value, baseline, ratio)."""
+"""``python -m bench [--quick] [--only N[,N]] [--interval S[,S]] [--markdown FILE]``: run
+the benchmarks and print one table (benchmark, figure, value, baseline, ratio)."""
 
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ MODULES = {1: "latency", 2: "scan", 3: "exporter", 4: "duckdb_metrics", 5: "writ
 def _num(value: float, unit: str) -> str:
     if unit == "s":
         return f"{value * 1000:.3g} ms" if value < 1 else f"{value:.3g} s"
-    if unit in ("calls", "files") and value == 1:
+    if unit in ("calls", "files", "samples") and value == 1:
         return f"1 {unit[:-1]}"
-    if unit in ("rows/s", "reports/s", "calls", "files"):
+    if unit in ("rows/s", "reports/s", "calls", "files", "samples"):
         return f"{value:,.0f} {unit}"
     return f"{value:.4g} {unit}".strip()
 
@@ -69,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", help="comma-separated benchmark numbers (1-8)")
     p.add_argument("--markdown", type=Path, help="also write the table as markdown here, "
                    "with the machine, for bench/RESULTS.md")
+    p.add_argument("--interval", default="5",
+                   help="benchmark 1's sensors.interval_seconds; comma-separated to run it "
+                   "once per value, e.g. 4,9,14 (default 5)")
     p.add_argument("--workdir", type=Path, default=Path("/tmp/baton-bench"),
                    help="where generated data goes; deleted at the end")
     p.add_argument("--keep", action="store_true", help="keep the workdir")
@@ -76,7 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     # stopped by a signal: clean up (stop services, cancel held jobs) as on Ctrl-C
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     chosen = sorted(int(n) for n in args.only.split(",")) if args.only else sorted(MODULES)
-    ctx = Context(quick=args.quick, workdir=args.workdir)
+    try:
+        intervals = [int(s) for s in args.interval.split(",")]
+    except ValueError:
+        intervals = []
+    if not intervals or any(s < 1 for s in intervals):
+        p.error(f"--interval {args.interval}: whole seconds, at least 1, comma-separated")
+    ctx = Context(quick=args.quick, workdir=args.workdir, intervals=intervals)
     results: list[Result] = []
     failed = []
     try:

@@ -15,6 +15,7 @@ from bench.common import say
 class Context:
     quick: bool
     workdir: Path
+    intervals: list[int] = field(default_factory=lambda: [5])  # benchmark 1's sensors
     cleanups: list[Callable[[], None]] = field(default_factory=list)
 
     def dir(self, name: str) -> Path:
