@@ -1,12 +1,13 @@
 """2. Sensor tick cost vs the size of the drive: an idle tick and a tick with one new
 signal, with 100 / 10,000 / 100,000 experiment folders, against a naive scan that globs
 every experiment's signal file. Time, and calls on the drive (each one a round trip on
-NFS)."""
+NFS). Measured twice: ``Scanner.tick`` alone (the part that touches the drive), and the
+whole ``training_sensor`` and ``evaluation_sensor`` tick (bench/sensor_tick.py: the drive,
+the ledger's queries over the experiments' settled history, the Dagster instance)."""
 
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import statistics
 import time
@@ -14,42 +15,19 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import insert
-
 from baton.inbox import publish
-from baton.layout import TRAINING_SIGNAL, DriveLayout
+from baton.layout import DriveLayout
 from baton.ledger import Ledger, open_ledger
-from baton.ledger.schema import signals
-from baton.scan import Scanner, checkpoint_problem
-from baton.signals import TrainingComplete, read_signal, write_signal
+from baton.scan import CANONICAL, Scanner, checkpoint_problem
+from baton.signals import EvalComplete, TrainingComplete, read_signal, write_signal
 from bench.common import FsCalls, Result, say
 from bench.context import Context
+from bench.drive_fill import populate
+from bench.sensor_tick import KINDS, Naive, Site, measure, new_evaluation
 
-TITLE = "sensor tick cost vs drive size (inbox vs naive glob)"
+TITLE = "sensor tick cost vs drive size (inbox, whole sensors vs naive glob)"
 KIND = ["training_complete"]
 VALIDATORS = {"training_complete": checkpoint_problem}
-
-
-def populate(drive: DriveLayout, ledger: Ledger, start: int, stop: int) -> None:
-    """Experiments ``start..stop`` trained and already recorded: a folder, its signal,
-    its ledger row (written directly: setting up is not what is measured)."""
-    rows = []
-    now = datetime.now(UTC)
-    for i in range(start, stop):
-        name = f"exp-{i:06d}"
-        folder = drive.models / name
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / TRAINING_SIGNAL
-        path.write_text(json.dumps({"schema_version": 1, "experiment": name,
-                                    "timestamp": now.isoformat(), "hostname": "gpu01",
-                                    "user": "u", "checkpoint_path": str(folder)}))
-        rows.append(dict(idempotency_key=f"training_complete:{name}:x", kind=KIND[0],
-                         path=str(path), status="accepted", experiment=name,
-                         file_mtime=path.lstat().st_mtime, seen_at=now))
-        if len(rows) == 10_000 or i == stop - 1:
-            with ledger.write() as conn:
-                conn.execute(insert(signals), rows)
-            rows = []
 
 
 def new_signal(drive: DriveLayout, name: str, announce: bool) -> Path:
@@ -66,15 +44,29 @@ def new_signal(drive: DriveLayout, name: str, announce: bool) -> Path:
     return path
 
 
-def naive_tick(drive: DriveLayout, ledger: Ledger) -> int:
-    """The baseline: glob every experiment's signal file, stat it, handle what is new."""
-    known = ledger.known_signal_files(KIND[0])
+def bare_evaluation(drive: DriveLayout, name: str) -> Path:
+    """An ``.eval_complete`` written by any tool (no marker), past the debounce."""
+    path = write_signal(drive.experiment(name).eval_complete_signal, EvalComplete(
+        timestamp=datetime.now(UTC), experiment=name, job_id="999", status="complete"))
+    past = time.time() - 10
+    os.utime(path, (past, past))
+    return path
+
+
+def naive_tick(drive: DriveLayout, ledger: Ledger, kinds: list[str] = KIND) -> int:
+    """The baseline: glob every experiment's signal files of ``kinds`` (where Scanner's
+    full rescan looks), stat each, handle what is new."""
     new = 0
-    for path in drive.models.glob(f"*/{TRAINING_SIGNAL}"):
-        if known.get(str(path)) != path.lstat().st_mtime:
-            sf = read_signal(path, drive, kind=KIND[0])
-            if checkpoint_problem(sf) is None and ledger.accept_signal(sf):
-                new += 1
+    for kind in kinds:
+        known = ledger.known_signal_files(kind)
+        parts, patterns = CANONICAL[kind]
+        for pattern in patterns:
+            for path in drive.root.joinpath(*parts).glob(pattern):
+                if known.get(str(path)) != path.lstat().st_mtime:
+                    sf = read_signal(path, drive, kind=kind)
+                    check = VALIDATORS.get(kind)
+                    if (check is None or check(sf) is None) and ledger.accept_signal(sf):
+                        new += 1
     return new
 
 
@@ -98,7 +90,7 @@ def _counted(drive: DriveLayout, fn: Callable[[], object]) -> FsCalls:
 
 
 def one_size(drive: DriveLayout, ledger: Ledger, n: int, names: Iterator[str]
-             ) -> list[Result]:
+             ) -> tuple[list[Result], Naive]:
     scanner = Scanner(drive, ledger, debounce_seconds=2.0, validators=VALIDATORS)
     repeat = 5 if n >= 100_000 else 9
 
@@ -127,15 +119,33 @@ def one_size(drive: DriveLayout, ledger: Ledger, n: int, names: Iterator[str]
     say(f"  {label}: idle {idle_b * 1000:.2f} ms ({fs_idle_b.total} calls) vs naive "
         f"{idle_n * 1000:.1f} ms ({fs_idle_n.total} calls, {fs_idle_n.entries} entries "
         f"listed); new: {dict(fs_new_b.calls)} vs {dict(fs_new_n.calls)}")
+    bench = "2 sensor tick"
     return [
-        Result("2 sensor tick", f"idle tick, {label}", idle_b, "s", idle_n, base),
-        Result("2 sensor tick", f"idle tick, {label}: drive calls", fs_idle_b.total, "calls",
+        Result(bench, f"Scanner idle tick, {label}", idle_b, "s", idle_n, base),
+        Result(bench, f"Scanner idle tick, {label}: drive calls", fs_idle_b.total, "calls",
                fs_idle_n.total, base),
-        Result("2 sensor tick", f"tick with 1 new signal, {label}", new_b, "s", new_n, base),
-        Result("2 sensor tick", f"tick with 1 new signal, {label}: drive calls",
+        Result(bench, f"Scanner tick with 1 new signal, {label}", new_b, "s", new_n, base),
+        Result(bench, f"Scanner tick with 1 new signal, {label}: drive calls",
                fs_new_b.total, "calls", fs_new_n.total, base),
-        Result("2 sensor tick", f"periodic full rescan, {label}", full, "s", idle_n, base),
-    ]
+        Result(bench, f"Scanner periodic full rescan, {label}", full, "s", idle_n, base),
+    ], Naive(idle_n, fs_idle_n.total, new_n, fs_new_n.total)
+
+
+def naive_evaluation(drive: DriveLayout, ledger: Ledger, n: int, names: Iterator[str]
+                     ) -> Naive:
+    """The naive glob over the evaluation signals (the evaluation sensor's baseline)."""
+    few = 3 if n >= 100_000 else 4
+
+    def naive() -> None:
+        naive_tick(drive, ledger, KINDS["evaluation_sensor"])
+
+    def bare() -> None:
+        bare_evaluation(drive, next(names))
+
+    idle, new = _median_time(naive, few), _median_time(naive, few, bare)
+    fs_idle = _counted(drive, naive)
+    bare()
+    return Naive(idle, fs_idle.total, new, _counted(drive, naive).total)
 
 
 def run(ctx: Context) -> list[Result]:
@@ -144,14 +154,25 @@ def run(ctx: Context) -> list[Result]:
     drive.create()
     ledger = open_ledger(f"sqlite:///{root / 'ledger.db'}")
     names = (f"new-{i:06d}" for i in itertools.count())
+    trained = (f"tick-train-{i:06d}" for i in itertools.count())
+    evaluated = (f"tick-eval-{i:06d}" for i in itertools.count())
     results: list[Result] = []
     have = 0
     try:
+        site = Site(ctx, root, drive, ledger)
         for n in ctx.pick([100, 2_000], [100, 10_000, 100_000]):
-            say(f"  populating {n:,} experiment folders")
+            say(f"  populating {n:,} experiments (drive, ledger history, partitions)")
             populate(drive, ledger, have, n)
+            site.add_partitions(n)
             have = n
-            results += one_size(drive, ledger, n, names)
+            scanner_results, naive_training = one_size(drive, ledger, n, names)
+            results += scanner_results
+            results += measure(site, "training_sensor", n,
+                               lambda name: new_signal(drive, name, announce=True), trained,
+                               naive_training)
+            results += measure(site, "evaluation_sensor", n,
+                               lambda name: new_evaluation(site, name), evaluated,
+                               naive_evaluation(drive, ledger, n, names))
     finally:
         ledger.close()
     return results
