@@ -1,6 +1,10 @@
-"""The one Dagster code location of baton: assets, checks, sensors, jobs and resources."""
+"""The one Dagster code location of baton: assets, checks, sensors, jobs and resources.
 
-from dagster import Definitions
+Every run is short (it submits, records or checks, then returns), so its steps run in the
+run's own process: no step worker process to start per step, which on a loaded head node
+is most of a run's cost."""
+
+from dagster import Definitions, in_process_executor
 
 from assets.campaign import campaign_report
 from assets.checks import checkpoint_complete
@@ -32,6 +36,7 @@ defs = Definitions(
           campaign_report_job, cancel_jobs],
     sensors=[training_sensor, evaluation_sensor, analysis_sensor, slurm_tracker,
              status_reports, supervisor],
+    executor=in_process_executor,
     resources={
         "slurm": SlurmResource(),
         "ledger": LedgerResource(),

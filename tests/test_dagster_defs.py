@@ -76,6 +76,10 @@ def test_definitions_hold_the_asset_graph() -> None:
     sensors = {s.name for s in defs.sensors}
     assert sensors == {"training_sensor", "evaluation_sensor", "analysis_sensor",
                        "slurm_tracker", "status_reports", "supervisor"}
+    # short runs: their steps run in the run's process, UI launches and backfills included
+    for name in ("submit_evaluation", "record_evaluation", "record_analysis",
+                 "campaign_report_job", "cancel_jobs", "__ASSET_JOB"):
+        assert defs.resolve_job_def(name).executor_def.name == "in_process", name
 
 
 @pytest.mark.postgres
