@@ -100,8 +100,8 @@ class SupervisionPolicy(Section):
     resubmit_failed: bool = False
     # a job pending longer than this is late (None: never)
     late_pending_seconds: float | None = Field(default=86400, gt=0)
-    # a job running longer than this factor x the stage's expected_seconds (or, without
-    # one, its time limit) is late
+    # a job running longer than this factor x the stage's expected_seconds is late, and
+    # any job past 90% of its time limit is (see baton.supervise)
     late_running_factor: float = Field(default=2.0, gt=0)
     late_action: Literal["alert", "cancel"] = "alert"
 

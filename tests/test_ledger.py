@@ -205,6 +205,14 @@ def test_final_job_waits_for_accounting_data(ledger: Ledger) -> None:
     assert ledger.unfinished_jobs(settle_seconds=0) == []  # gives up after the window
     ledger.apply_statuses({"7": JobStatus(job_id="7", state="COMPLETED", cpu_seconds=0.2)})
     assert ledger.unfinished_jobs() == []
+    # killed by signal 9: CPU time may come before MaxRSS, which tells over-memory apart
+    claim = ledger.claim_submission("k9", stage="evaluation", experiment="e", backend="sbatch")
+    ledger.mark_submitted(claim.row_id, "9")
+    ledger.apply_statuses({"9": JobStatus(job_id="9", state="FAILED", ended_at=now,
+                                          exit_code=0, exit_signal=9, cpu_seconds=0.0)})
+    assert [r.job_id for r in ledger.unfinished_jobs()] == ["9"]
+    ledger.apply_statuses({"9": JobStatus(job_id="9", state="FAILED", max_rss_mb=900.0)})
+    assert ledger.unfinished_jobs() == []
 
 
 def test_upgrade_from_an_older_schema_keeps_the_data(ledger_url: str) -> None:

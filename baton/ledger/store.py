@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, func, insert, select, update
+from sqlalchemy import Connection, Engine, Row, and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from baton.ledger import migrate
@@ -250,14 +250,17 @@ class Ledger:
     def unfinished_jobs(self, settle_seconds: float = 300) -> Sequence[Row[Any]]:
         """Jobs Slurm still has to tell us about: submitted and not in a final state, or
         final for less than ``settle_seconds`` without accounting data yet (slurmdbd
-        lags the controller; MaxRSS and CPU time arrive a little later). Two indexed
+        lags the controller; MaxRSS and CPU time arrive a little later; a job killed by
+        signal 9 needs its MaxRSS to tell over-memory from a crash). Two indexed
         questions, so the cost follows the jobs in flight, not the history."""
         settled_before = utcnow() - timedelta(seconds=settle_seconds)
+        c = slurm_jobs.c
+        killed = or_(c.exit_signal == 9, c.exit_code == 137)
         with self.read() as conn:
             open_ = conn.execute(select(slurm_jobs).where(OPEN_JOB)).all()
             lagging = conn.execute(select(slurm_jobs).where(
-                slurm_jobs.c.ended_at > settled_before, slurm_jobs.c.cpu_seconds.is_(None),
-                FINAL_JOB)).all()
+                c.ended_at > settled_before, FINAL_JOB,
+                or_(c.cpu_seconds.is_(None), and_(c.max_rss_mb.is_(None), killed)))).all()
         return sorted((r for r in [*open_, *lagging] if r.job_id is not None),
                       key=lambda r: r.id)
 
