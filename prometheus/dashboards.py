@@ -108,16 +108,18 @@ def campaign_variable() -> dict[str, Any]:
 def dashboard() -> dict[str, Any]:
     panels = [
         row("Status", 0),
+        # baton_campaign_jobs has the states that occur; baton_jobs (x 0) brings the others
         panel("stat", "Jobs by state", [target(
-            f"sum by (state) (baton_campaign_jobs{{{CAMPAIGN},{STAGE}}})", "{{state}}")],
+            f"sum by (state) (baton_campaign_jobs{{{CAMPAIGN},{STAGE}}}) "
+            f"or 0 * sum by (state) (baton_jobs{{{STAGE}}})", "{{state}}")],
             0, 1, 10, 5, colorMode="background", graphMode="none",
             description="Slurm jobs of the selected campaigns by dashboard state."),
         panel("bargauge", "Completion per campaign", [target(
             f"100 * baton_campaign_completion_ratio{{{CAMPAIGN}}}", "{{campaign}}")],
             10, 1, 6, 5, unit="percent"),
         panel("stat", "Active jobs", [target(
-            f"sum(baton_campaign_jobs{{{CAMPAIGN},{STAGE},state=~\"started|running\"}})",
-            "active")], 16, 1, 4, 5,
+            f"sum(baton_campaign_jobs{{{CAMPAIGN},{STAGE},state=~\"started|running\"}}) "
+            "or vector(0)", "active")], 16, 1, 4, 5,
             description="Jobs of the selected campaigns started or running now."),
         panel("stat", "Failure rate (1h)", [target(
             f"100 * sum(baton:jobs_failed:increase1h{{{STAGE}}}) / "

@@ -42,6 +42,13 @@ def value(base: str, expr: str) -> float:
     return float(result[0]["value"][1])
 
 
+def alert_states(base: str, name: str) -> list[str]:
+    """The state (pending, firing) of every active alert called ``name``."""
+    with urllib.request.urlopen(f"{base}/api/v1/alerts", timeout=10) as r:
+        alerts = json.loads(r.read())["data"]["alerts"]
+    return [a["state"] for a in alerts if a["labels"]["alertname"] == name]
+
+
 def test_prometheus_sees_the_pipeline(tmp_path: Path) -> None:
     require(shutil.which("prometheus") is not None,
             "prometheus is not installed (apt-get install prometheus)")
@@ -57,8 +64,9 @@ def test_prometheus_sees_the_pipeline(tmp_path: Path) -> None:
     config["scrape_configs"][0]["static_configs"] = [{"targets": [f"127.0.0.1:{exporter_port}"]}]
     config["rule_files"] = [str(tmp_path / "alerts.yml")]
     config.pop("alerting")
-    (tmp_path / "alerts.yml").write_text(render(Thresholds(heartbeat_stale_seconds=8,
-                                                           for_duration="1s")))
+    # a sensor ticks every 5 s at best (Dagster's loop): 20 s of silence means stopped
+    (tmp_path / "alerts.yml").write_text(render(Thresholds(
+        heartbeat_stale_seconds=20, for_duration="1s", exporter_down_for="2s")))
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     prom = subprocess.Popen(
         ["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}",
@@ -109,18 +117,24 @@ def test_prometheus_sees_the_pipeline(tmp_path: Path) -> None:
         assert value(base, f'baton_campaign_completion_ratio{{campaign="{campaign}"}}') == 1
         assert value(base, f'sum(baton_progress_tasks{{campaign="{campaign}",'
                      'column="finished"})') == len(jobs)
+        assert value(base, f'sum(baton_campaign_jobs{{campaign="{campaign}",'
+                     'state="finished"})') == len(jobs)  # the row 1 tiles of the campaign
         assert value(base, 'baton_status_progress_ratio{project="nightly",'
                      'job_name="fetch"}') == 0.25
         p.wait_for("BatonStatusReportOverdue to fire", lambda: any(
             a["labels"]["alertname"] == "BatonStatusReportOverdue" and a["state"] == "firing"
             and a["labels"]["job_name"] == "fetch" for a in json.loads(urllib.request.urlopen(
                 f"{base}/api/v1/alerts", timeout=10).read())["data"]["alerts"]), timeout=60)
-        # stop the daemon: the heartbeat alert fires in the real Prometheus
+        # stop the daemon: the heartbeat alert, silent while the sensors tick, fires in the
+        # real Prometheus
+        assert query(base, "baton_sensor_heartbeat_timestamp_seconds")  # it has data ...
+        assert "firing" not in alert_states(base, "BatonSensorHeartbeatStale")  # ... fresh
+        assert value(base, 'up{job="baton"}') == 1
+        assert not alert_states(base, "BatonExporterDown")
+        assert not alert_states(base, "BatonExporterComponentDown")
         p.stop()
-        p.wait_for("BatonSensorHeartbeatStale to fire", lambda: any(
-            a["labels"]["alertname"] == "BatonSensorHeartbeatStale" and a["state"] == "firing"
-            for a in json.loads(urllib.request.urlopen(f"{base}/api/v1/alerts", timeout=10)
-                                .read())["data"]["alerts"]), timeout=90)
+        p.wait_for("BatonSensorHeartbeatStale to fire", lambda: "firing" in alert_states(
+            base, "BatonSensorHeartbeatStale"), timeout=120)
         # every query of every panel of the generated dashboard returns data
         empty = []
         for expr in queries(dashboard()):
@@ -128,6 +142,11 @@ def test_prometheus_sees_the_pipeline(tmp_path: Path) -> None:
             if not query(base, concrete):
                 empty.append(concrete)
         assert not empty, empty
+        # stop the exporter: Prometheus's own `up` of the scrape job fires BatonExporterDown
+        os.killpg(exporter.pid, signal.SIGTERM)
+        exporter.wait(30)
+        p.wait_for("BatonExporterDown to fire", lambda: "firing" in alert_states(
+            base, "BatonExporterDown"), timeout=60)
     finally:
         p.kill()
         for proc in (exporter, prom):
