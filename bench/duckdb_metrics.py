@@ -1,7 +1,13 @@
 """4. DuckDB over the metrics: the typical ad-hoc queries (mean accuracy per experiment and
 item group; one experiment's learning curve) over 10^7 and 10^8 rows in the Parquet
 layout, through ``baton sql``'s view, against pandas reading the same files. Partition
-pruning: what the ``metric=`` folders and an experiment's own folder save."""
+pruning: what the ``metric=`` folders and an experiment's own folder save.
+
+The experiment's folder (``evaluation/{experiment}/``) is not a ``key=value`` partition,
+so the learning curve through the view opens every experiment's files: its cost grows with
+the number of experiments, not with the experiment's own rows. A third size keeps 10^7
+rows but spreads them over ten times as many experiments (learning-curve figures only;
+quick mode: 10^6 rows, four times the experiments)."""
 
 from __future__ import annotations
 
@@ -96,12 +102,14 @@ def files_read(con, sql: str) -> int | None:  # type: ignore[no-untyped-def]
     return sum(int(n) for n in found) if found else None
 
 
-def one_size(ctx: Context, rows: int) -> list[Result]:
-    root = ctx.dir(f"duckdb-{rows}")
+def one_size(ctx: Context, rows: int, experiments: int = EXPERIMENTS,
+             curve_only: bool = False) -> list[Result]:
+    root = ctx.dir(f"duckdb-{rows}-{experiments}")
     drive = DriveLayout(root)
     t = time.monotonic()
-    nfiles = generate(drive, rows)
-    say(f"  wrote {rows:,} rows in {nfiles} files in {time.monotonic() - t:.0f}s")
+    nfiles = generate(drive, rows, experiments)
+    say(f"  wrote {rows:,} rows of {experiments} experiments in {nfiles} files in "
+        f"{time.monotonic() - t:.0f}s")
     con = connect(Config(shared_drive=root, state_dir=root / "state"))
     exp = "exp-007"
     curve = CURVE.format(exp=exp)
@@ -113,28 +121,32 @@ def one_size(ctx: Context, rows: int) -> list[Result]:
     unpruned = ("SELECT experiment, item_group, avg(value) FILTER (WHERE metric = 'accuracy') "
                 "FROM metrics GROUP BY ALL")
     repeat = 3 if rows >= 10**8 else 5
-    t_q1 = timed(lambda: con.execute(PER_EXPERIMENT).fetchall(), repeat=repeat)
-    t_q1_pd = timed(lambda: pandas_per_experiment(root), repeat=max(1, repeat - 2))
+    size = f"10^{len(str(rows)) - 1} rows" + \
+        ("" if experiments == EXPERIMENTS else f", {experiments} experiments")
+    r: list[Result] = []
+    if not curve_only:
+        t_q1 = timed(lambda: con.execute(PER_EXPERIMENT).fetchall(), repeat=repeat)
+        t_q1_pd = timed(lambda: pandas_per_experiment(root), repeat=max(1, repeat - 2))
+        t_q1_all = timed(lambda: con.execute(unpruned).fetchall(),
+                         repeat=max(1, repeat - 2))
+        read_q1, read_all = files_read(con, PER_EXPERIMENT), files_read(con, unpruned)
+        say(f"  files read: per-experiment {read_q1} (no pruning {read_all}) of {nfiles}")
+        r += [Result("4 DuckDB", f"accuracy per experiment x item group, {size}", t_q1, "s",
+                     t_q1_pd, "pandas"),
+              Result("4 DuckDB", f"pruning: per-experiment query, metric= folders, {size}",
+                     t_q1, "s", t_q1_all, "same, unpruned")]
+        if read_q1 is not None and read_all is not None:
+            r.append(Result("4 DuckDB", f"pruning: files read, per-experiment query, {size}",
+                            read_q1, "files", read_all, "unpruned"))
     t_q2 = timed(lambda: con.execute(curve).fetchall(), repeat=repeat)
     t_q2_pd = timed(lambda: pandas_curve(root, exp), repeat=repeat)
     t_q2_dir = timed(lambda: con.execute(direct).fetchall(), repeat=repeat)
-    t_q1_all = timed(lambda: con.execute(unpruned).fetchall(), repeat=max(1, repeat - 2))
-    read_q1, read_all = files_read(con, PER_EXPERIMENT), files_read(con, unpruned)
     read_q2, read_dir = files_read(con, curve), files_read(con, direct)
-    say(f"  files read: per-experiment {read_q1} (no pruning {read_all}) of {nfiles}; "
-        f"learning curve {read_q2} (own folder {read_dir})")
-    size = f"10^{len(str(rows)) - 1} rows"
-    r = [Result("4 DuckDB", f"accuracy per experiment x item group, {size}", t_q1, "s",
-                t_q1_pd, "pandas"),
-         Result("4 DuckDB", f"one experiment's learning curve, {size}", t_q2, "s", t_q2_pd,
-                "pandas, its files only"),
-         Result("4 DuckDB", f"pruning: per-experiment query, metric= folders, {size}", t_q1,
-                "s", t_q1_all, "same, unpruned"),
-         Result("4 DuckDB", f"pruning: learning curve from its own folder, {size}", t_q2_dir,
-                "s", t_q2, "via the view")]
-    if read_q1 is not None and read_all is not None:
-        r.append(Result("4 DuckDB", f"pruning: files read, per-experiment query, {size}",
-                        read_q1, "files", read_all, "unpruned"))
+    say(f"  files read: learning curve {read_q2} (own folder {read_dir}) of {nfiles}")
+    r += [Result("4 DuckDB", f"one experiment's learning curve, {size}", t_q2, "s", t_q2_pd,
+                 "pandas, its files only"),
+          Result("4 DuckDB", f"pruning: learning curve from its own folder, {size}", t_q2_dir,
+                 "s", t_q2, "via the view")]
     if read_q2 is not None and read_dir is not None:
         r.append(Result("4 DuckDB", f"pruning: files read, learning curve, {size}",
                         read_dir, "files", read_q2, "via the view"))
@@ -147,4 +159,9 @@ def run(ctx: Context) -> list[Result]:
     results = []
     for rows in ctx.pick([10**6], [10**7, 10**8]):
         results += one_size(ctx, rows)
+    # the same rows over ten times the experiments (four in quick mode, to keep its few
+    # minutes): what the learning curve costs grows with the number of experiments (their
+    # folders are not key=value partitions)
+    results += one_size(ctx, ctx.pick(10**6, 10**7), EXPERIMENTS * ctx.pick(4, 10),
+                        curve_only=True)
     return results
