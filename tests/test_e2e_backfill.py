@@ -1,19 +1,23 @@
 """From the Dagster API, as the UI does it: a backfill of evaluation_job over 5 partitions
-is ONE sbatch array; each partition ends in its true state. Fan-out over checkpoints
-joins before evaluation_metrics is recorded. Bad signals are quarantined visibly and do
-not stop the others."""
+is ONE sbatch array (throttled with %K); each partition ends in its true state, its
+checks included. Fan-out over checkpoints joins: evaluation_metrics is recorded only once
+every task has ended, never while one still runs. Bad signals are quarantined visibly
+(a failed checkpoint check) and do not stop the others."""
 
 from __future__ import annotations
 
 import json
+import re
 import secrets
+import time
 from pathlib import Path
 
 import pytest
-from dagster import AssetKey, AssetPartitionStatus, AssetRecordsFilter
+from dagster import AssetKey, AssetPartitionStatus, AssetRecordsFilter, RunsFilter
 
 from assets.partitions import experiments
-from tests.e2e.harness import Pipeline, Webserver
+from baton.ledger import stages as st
+from tests.e2e.harness import Pipeline, Webserver, latest_check
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm, pytest.mark.usefixtures("slurm")]
 
@@ -65,6 +69,9 @@ def test_backfill_is_one_array_and_partitions_end_true(tmp_path: Path) -> None:
     assert len(jobs) == 5
     assert len({j.array_job_id for j in jobs}) == 1 and jobs[0].array_job_id is not None
     assert len({j.script_path for j in jobs}) == 1  # one rendered script, one sbatch
+    # the one script holds the array, throttled: at most K tasks run at once
+    script = Path(jobs[0].script_path).read_text()
+    assert re.search(r"^#SBATCH --array=0-4%\d+$", script, re.MULTILINE), script[:600]
     assert all(statuses(p, "evaluation_job", names)[n] == AssetPartitionStatus.MATERIALIZED
                for n in names)
     final = statuses(p, "evaluation_metrics", names)
@@ -72,12 +79,21 @@ def test_backfill_is_one_array_and_partitions_end_true(tmp_path: Path) -> None:
         set(names) - set(failing)
     assert {n for n, s in final.items() if s == AssetPartitionStatus.FAILED} == set(failing)
     assert not any(p.materialized("analysis_report", n) for n in failing)
+    # the check says why, per partition: failed where the evaluation failed
+    instance = p.instance()
+    succeeded = {n: latest_check(instance, "evaluation_metrics", "evaluation_succeeded", n)
+                 for n in names}
+    assert all(c is not None for c in succeeded.values()), succeeded
+    assert {n for n, c in succeeded.items() if not c.passed} == set(failing)
 
 
 def test_fan_out_joins_and_bad_signals_are_quarantined(tmp_path: Path) -> None:
     token = secrets.token_hex(3)
     fan, ok = f"fan-{token}", f"ok-{token}"
-    p = Pipeline(tmp_path, "sbatch")
+    release = tmp_path / "release-the-held-task"
+    # one task of the fan-out (checkpoint-200) runs until the test releases it
+    p = Pipeline(tmp_path, "sbatch", {"FAKE_EVAL_HOLD": f"{fan}/checkpoint-200",
+                                      "FAKE_EVAL_RELEASE": str(release)})
     layout = p.drive.experiment(fan)
     ckpts = []
     for step in (100, 200):
@@ -101,11 +117,32 @@ def test_fan_out_joins_and_bad_signals_are_quarantined(tmp_path: Path) -> None:
         malformed.write_text('{"experiment": ')
         p.train(ok)
         p.train(fan, checkpoints=ckpts)
+
+        # two of the three tasks end; the held one runs on
+        def two_ended() -> bool:
+            tasks = st.evaluation_tasks(p.ledger, fan)
+            return len(tasks) == 3 and [t.status for t in tasks].count("completed") == 2
+
+        p.wait_for(f"two of the three tasks of {fan}", two_ended)
+        held = [t for t in st.evaluation_tasks(p.ledger, fan) if t.status != "completed"]
+        assert [Path(t.checkpoint_path).name for t in held] == ["checkpoint-200"]
+        # let the evaluation sensor look at the half-finished join for a few ticks (and the
+        # daemon launch whatever they asked for)
+        seen = time.time()
+        p.wait_for("evaluation_sensor ticks", lambda: (
+            p.ledger.heartbeats()["evaluation_sensor"].timestamp() > seen + 10))
+        assert not p.materialized("evaluation_metrics", fan)
+        runs = p.instance().get_run_records(RunsFilter(tags={"baton/experiment": fan}))
+        assert [r.dagster_run.job_name for r in runs] == ["submit_evaluation"]  # no join run
+        [still] = [t for t in st.evaluation_tasks(p.ledger, fan) if t.id == held[0].id]
+        assert still.status in ("queued", "running")  # it was held all along
+        release.touch()
         for exp in (fan, ok):
             p.wait_for(f"analysis_report of {exp}",
                        lambda e=exp: p.materialized("analysis_report", e))
         p.wait_for("three quarantined signals", lambda: len(p.ledger.quarantined()) >= 3)
     finally:
+        release.touch()
         p.stop()
     tasks = [j for j in p.ledger.jobs(stage="evaluation") if j.experiment == fan]
     assert len(tasks) == 3 and len({t.array_job_id for t in tasks}) == 1  # one array
@@ -115,7 +152,11 @@ def test_fan_out_joins_and_bad_signals_are_quarantined(tmp_path: Path) -> None:
                                                   limit=10).records
     fan_mats = [r for r in metrics if r.partition_key == fan]
     assert len(fan_mats) == 1  # recorded once, after the join
-    assert fan_mats[0].asset_materialization.metadata["tasks"].value == 3
+    recorded = fan_mats[0].asset_materialization.metadata
+    assert (recorded["tasks"].value, recorded["failed_tasks"].value) == (3, 0)
+    # every task's rows are in: 3 checkpoints x 2 metrics x 8 rows
+    assert recorded["rows"].value == 48
+    assert recorded["checkpoints"].value == ["checkpoint-100", "checkpoint-200", "final"]
     reasons = {Path(q.path).parent.name: q.reason for q in p.ledger.quarantined()}
     assert "not allowed" in reasons["x; rm -rf ~"]
     assert "does not exist" in reasons[f"nockpt-{token}"]
@@ -125,3 +166,10 @@ def test_fan_out_joins_and_bad_signals_are_quarantined(tmp_path: Path) -> None:
         asset_key=AssetKey("model"), asset_partitions=[f"nockpt-{token}"]), limit=5).records
     assert any("does not exist" in r.asset_observation.metadata["quarantined"].value
                for r in seen)
+    instance = p.instance()
+    nockpt = latest_check(instance, "model", "checkpoint_complete", f"nockpt-{token}")
+    assert nockpt is not None and nockpt.passed is False
+    assert "does not exist" in nockpt.metadata["quarantined"].value
+    for exp in (fan, ok):
+        good = latest_check(instance, "model", "checkpoint_complete", exp)
+        assert good is not None and good.passed is True, exp
