@@ -98,6 +98,10 @@ def alert_rules(t: Thresholds) -> dict:
         alert("BatonSupervisionGaveUp", "baton_supervision_gave_up_open > 0", "critical",
               "{{ $value }} {{ $labels.stage }} job(s) failed every attempt their supervision "
               "policy allows: see `baton supervise list --open`, then retry or cancel"),
+        alert("BatonSupervisionDispatchFailed", "baton_supervision_dispatch_failed > 0",
+              "critical",
+              "{{ $value }} {{ $labels.stage }} repair(s) could not be dispatched after every "
+              "try: see `baton supervise list --open`, then retry or cancel"),
         alert("BatonJobLate", "baton_supervision_late_jobs > 0", "warning",
               "{{ $value }} {{ $labels.stage }} job(s) are later than their supervision policy "
               "allows: see `baton supervise list --open`"),

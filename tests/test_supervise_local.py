@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 import yaml
-from sqlalchemy import func, select
 
 from baton.cli import main as baton_main
 from baton.config import Config, load_config
@@ -25,7 +24,6 @@ from baton.errors import TransientSlurmError
 from baton.exporter.supervision import supervision_metrics
 from baton.ledger import Ledger, open_ledger
 from baton.ledger import supervisions as sv
-from baton.ledger.schema import supervisions
 from baton.slurm.local import LocalBackend
 from baton.slurm.service import make_backend, submit_jobs
 from baton.supervisor import DISPATCH_BACKOFF, DISPATCH_TRIES, retry, tick
@@ -205,11 +203,8 @@ def test_a_failed_dispatch_is_tried_again_with_backoff_then_given_up_loudly(
     assert sup.dispatch_error.startswith(f"try {DISPATCH_TRIES} of {DISPATCH_TRIES} failed")
     assert r.tick(t + timedelta(days=1), refusing).failed == []  # bounded: no more tries
     assert refusing.calls == DISPATCH_TRIES
-    # what the exporter counts: dispatches failing now or for good
-    with r.ledger.read() as conn:
-        assert conn.execute(select(supervisions.c.dispatch_status, func.count()).where(
-            supervisions.c.dispatch_status.in_(("retrying", "failed"))).group_by(
-            supervisions.c.dispatch_status)).all() == [("failed", 1)]
+    # what the exporter shows, and BatonSupervisionDispatchFailed alerts on
+    assert r.gauge("baton_supervision_dispatch_failed") == 1
     # one claim for the repair, tried five times, never a second job row
     assert [(j.attempt, j.state) for j in r.ledger.jobs(experiment="unlucky")] == [
         (1, "FAILED"), (2, "SUBMIT_FAILED")]
@@ -218,6 +213,7 @@ def test_a_failed_dispatch_is_tried_again_with_backoff_then_given_up_loudly(
     code, out, _ = r.cli(capsys, "supervise", "cancel", str(sup.id))
     assert (code, out) == (0, f"supervision {sup.id} cancelled before it was dispatched\n")
     assert r.cli(capsys, "supervise", "list", "--open")[1] == "no supervisions\n"
+    assert r.gauge("baton_supervision_dispatch_failed") == 0
 
 
 def test_a_dispatch_that_succeeds_on_a_later_try_submits_once(rig: Any) -> None:

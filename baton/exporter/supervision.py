@@ -1,6 +1,7 @@
 """Supervision metrics, from the ``supervisions`` table at scrape time (no job-id labels):
 decisions by stage, reason and action; repairs in flight; give-ups nobody has handled (what
-BatonSupervisionGaveUp alerts on); late jobs flagged by an ``alert`` policy."""
+BatonSupervisionGaveUp alerts on); repairs whose every dispatch try failed (what
+BatonSupervisionDispatchFailed alerts on); late jobs flagged by an ``alert`` policy."""
 
 from __future__ import annotations
 
@@ -31,8 +32,11 @@ def supervision_metrics(conn: Any) -> Iterator[Metric]:
     in_flight: Counter[str] = Counter()
     gave_up: Counter[str] = Counter()
     late: Counter[str] = Counter()
+    undispatched: Counter[str] = Counter()
     for stage, reason, action, execution, dispatch, n in rows:
         decided[(stage, reason, action)] += n
+        if dispatch == "failed":
+            undispatched[stage] += n
         if action == "resubmit" and (execution in LIVE or dispatch == "pending"):
             in_flight[stage] += n
         elif action == "gave_up" and execution == "open":
@@ -52,6 +56,8 @@ def supervision_metrics(conn: Any) -> Iterator[Metric]:
          "allows, not yet retried or dismissed", gave_up),
         ("baton_supervision_late_jobs", "jobs flagged late (late_action: alert) and not "
          "ended", late),
+        ("baton_supervision_dispatch_failed", "repairs whose every dispatch try failed, "
+         "not yet retried or cancelled", undispatched),
     ):
         gauge = GaugeMetricFamily(name, doc, labels=["stage"])
         for stage in stages:
