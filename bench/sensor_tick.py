@@ -185,9 +185,16 @@ def measure(site: Site, name: str, n: int, new_signal: Callable[[str], None],
     site.settle_all(name)
     repeat = 5 if n >= 100_000 else 9
     few = max(3, repeat // 2)
-    idle = sorted(site.tick(name)[1] for _ in range(repeat))[repeat // 2]
+
+    def idle_tick(fs: FsCalls | None = None) -> float:
+        result, elapsed = site.tick(name, fs=fs)
+        if result.run_requests or result.asset_events or result.dynamic_partitions_requests:
+            raise RuntimeError(f"{name} was not idle: {result}")
+        return elapsed
+
+    idle = sorted(idle_tick() for _ in range(repeat))[repeat // 2]
     fs_idle = FsCalls(site.drive.root)
-    site.tick(name, fs=fs_idle)
+    idle_tick(fs_idle)
 
     def with_new(fs: FsCalls | None = None) -> float:
         new_signal(next(names))
