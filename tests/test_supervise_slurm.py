@@ -33,8 +33,7 @@ from baton.slurm.service import submit_jobs
 from tests.conftest import require
 from tests.test_exporter import sample
 
-pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm"),
-              pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm")]
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
