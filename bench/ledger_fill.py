@@ -1,12 +1,12 @@
 """A ledger of a lab that has run for a while: ``n`` Slurm job rows (evaluation and
 analysis) with the training runs (one checkpoint each), signals and stage rows they
-answer, a repair decided for each job that ran out of memory or time, scripts' status
-reports, and the campaigns the jobs name. Row 0 is the newest; each further row is older,
-at the pace of a lab that fills 10^6 rows in 180 days (5,500 jobs a day), so a bigger ledger
-holds more history, not more work in flight: jobs of the last two days may still be pending,
-held or running, older ones have all ended, mostly completed, some failed. A campaign is
-500 consecutive jobs; the 8 newest campaigns are active. Written in bulk: setting up is
-not what is measured."""
+answer, a repair decided for each job that ran out of memory or time (and an alert for
+some that run late), scripts' status reports, and the campaigns the jobs name. Row 0 is
+the newest; each further row is older, at the pace of a lab that fills 10^6 rows in 180
+days (5,500 jobs a day), so a bigger ledger holds more history, not more work in flight:
+jobs of the last two days may still be pending, held or running, older ones have all
+ended, mostly completed, some failed. A campaign is 500 consecutive jobs; the 8 newest
+campaigns are active. Written in bulk: setting up is not what is measured."""
 
 from __future__ import annotations
 
@@ -85,17 +85,27 @@ def _campaigns(start: int, stop: int, now: datetime
 
 
 def _supervision(j: dict[str, Any], row: int, i: int) -> dict[str, Any] | None:
-    """The supervisor's decision about a job that ran out of memory or time."""
+    """The supervisor's decision about a job that ran out of memory or time (resubmitted,
+    some repairs still running, some refused by sbatch, some given up), or that runs late
+    (an alert)."""
+    base = dict(experiment=j["experiment"], stage=j["stage"], job_row=row,
+                job_id=j["job_id"], attempt=1, requested_by="supervisor",
+                created_at=j["ended_at"] or j["submitted_at"], dispatched_at=None)
+    if j["state"] == "RUNNING" and i % 7 == 0:
+        return dict(base, key=f"job-{row}:late_running", reason="late_running",
+                    action="alert", dispatch_status="none", execution_status="running")
     reason = {"OUT_OF_MEMORY": "oom", "TIMEOUT": "timeout"}.get(j["state"])
     if reason is None:
         return None
-    gave_up = i % 10 == 0
-    return dict(key=f"job-{row}:{reason}", experiment=j["experiment"], stage=j["stage"],
-                job_row=row, job_id=j["job_id"], attempt=1, reason=reason,
-                action="gave_up" if gave_up else "resubmit", requested_by="supervisor",
-                dispatch_status="none" if gave_up else "dispatched",
-                execution_status="open" if gave_up else "completed",
-                created_at=j["ended_at"], dispatched_at=None if gave_up else j["ended_at"])
+    kind = (i // 5) % 10  # every stage gets each kind
+    action, dispatch, execution = {
+        0: ("gave_up", "none", "open"),
+        3: ("resubmit", "dispatched", "running"),
+        5: ("resubmit", "failed", "none"),  # every sbatch try failed
+    }.get(kind, ("resubmit", "dispatched", "completed"))
+    return dict(base, key=f"job-{row}:{reason}", reason=reason, action=action,
+                dispatch_status=dispatch, execution_status=execution,
+                dispatched_at=j["ended_at"] if dispatch == "dispatched" else None)
 
 
 def _status(j: dict[str, Any], i: int) -> dict[str, Any]:

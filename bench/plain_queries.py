@@ -339,7 +339,8 @@ class PlainQueries:
                 ("baton_supervision_gave_up_open",
                  "action = 'gave_up' AND execution_status = 'open'"),
                 ("baton_supervision_late_jobs",
-                 f"action = 'alert' AND execution_status IN {_in(LIVE)}")):
+                 f"action = 'alert' AND execution_status IN {_in(LIVE)}"),
+                ("baton_supervision_dispatch_failed", "dispatch_status = 'failed'")):
             self._per_stage(q, name, f"SELECT stage, COUNT(*) FROM supervisions WHERE {where} "
                             "GROUP BY stage", stages)
 
