@@ -36,9 +36,9 @@ def _in(values: tuple[str, ...]) -> str:
 SHOWN = ("CASE WHEN state = 'PENDING' AND substr(reason, 1, 7) = 'JobHeld' THEN 'held' "
          + " ".join(f"WHEN state = '{s}' THEN '{d}'" for s, d in _MAP.items())
          + " ELSE 'failed' END")
-# as baton.exporter.states.failure_reason, which passes no exit code to over_memory (the
-# supervisor also counts exit code 137 as killed)
-REASON = ("CASE WHEN state = 'OUT_OF_MEMORY' OR (state = 'FAILED' AND exit_signal = 9 AND "
+# as baton.exporter.states.failure_reason (killed: signal 9 or exit code 137)
+REASON = ("CASE WHEN state = 'OUT_OF_MEMORY' OR (state = 'FAILED' "
+          "AND (exit_signal = 9 OR exit_code = 137) AND "
           "max_rss_mb <> 0 AND req_mem_mb <> 0 AND max_rss_mb >= req_mem_mb) "
           "THEN 'out_of_memory' "
           "WHEN state IN ('TIMEOUT', 'DEADLINE') THEN 'timeout' "

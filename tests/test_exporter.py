@@ -329,3 +329,16 @@ def test_promtool_accepts_the_exposition(config: Config, filled: Ledger) -> None
     promtool_check_metrics(exposition)
     registry, _ = build_registry(config)  # as `baton exporter` builds it
     promtool_check_metrics(generate_latest(registry))
+
+
+def test_failure_reasons_agree_with_the_supervisor() -> None:
+    """A job killed over its memory is out_of_memory however Slurm reports the kill: state
+    OUT_OF_MEMORY (cgroups), signal 9, or exit code 137 (a shell that saw the kill)."""
+    from baton.exporter.states import failure_reason
+
+    cases = [("OUT_OF_MEMORY", 0, None, None), ("FAILED", 0, 9, 900.0),
+             ("FAILED", 137, None, 900.0), ("FAILED", 137, None, 100.0),
+             ("FAILED", 1, None, None), ("TIMEOUT", 0, 15, 10.0)]
+    got = [failure_reason(state, code, sig, rss, 800.0) for state, code, sig, rss in cases]
+    assert got == ["out_of_memory", "out_of_memory", "out_of_memory", "error", "error",
+                   "timeout"]

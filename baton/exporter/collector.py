@@ -107,7 +107,8 @@ class BatonCollector:
         with self.ledger.read() as conn:
             jobs = conn.execute(select(
                 slurm_jobs.c.id, slurm_jobs.c.stage, slurm_jobs.c.state, slurm_jobs.c.reason,
-                slurm_jobs.c.exit_signal, slurm_jobs.c.max_rss_mb, slurm_jobs.c.req_mem_mb,
+                slurm_jobs.c.exit_code, slurm_jobs.c.exit_signal, slurm_jobs.c.max_rss_mb,
+                slurm_jobs.c.req_mem_mb,
                 slurm_jobs.c.submitted_at, slurm_jobs.c.started_at, slurm_jobs.c.ended_at,
                 slurm_jobs.c.restarts, slurm_jobs.c.cpu_seconds, slurm_jobs.c.campaign,
                 slurm_jobs.c.experiment)).all()
@@ -163,7 +164,8 @@ class BatonCollector:
             elif shown == "failed" and j.state == "SUBMIT_FAILED":
                 submit_failures[(j.id, j.ended_at)] = j.stage
             elif shown == "failed":
-                failed[(j.stage, failure_reason(j.state, j.exit_signal, j.max_rss_mb,
+                failed[(j.stage, failure_reason(j.state, j.exit_code, j.exit_signal,
+                                                j.max_rss_mb,
                                                 j.req_mem_mb))] += 1
             if shown in ("finished", "failed") and j.ended_at is not None:
                 ended[j.stage].append((j.ended_at, shown == "finished"))

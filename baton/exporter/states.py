@@ -38,11 +38,12 @@ FAILURE_REASONS = ("out_of_memory", "timeout", "node_fail", "preempted", "cancel
                    "submit_failed", "lost", "error")
 
 
-def failure_reason(state: str, exit_signal: int | None, max_rss_mb: float | None,
-                   req_mem_mb: float | None) -> str:
+def failure_reason(state: str, exit_code: int | None, exit_signal: int | None,
+                   max_rss_mb: float | None, req_mem_mb: float | None) -> str:
     """Why a job failed, for the ``reason`` label: over memory is recognised with or
-    without cgroups (killed by signal 9 with MaxRSS at its request)."""
-    if over_memory(state, None, exit_signal, max_rss_mb, req_mem_mb):
+    without cgroups (killed by signal 9, or exit code 137, with MaxRSS at its request), as
+    the supervisor recognises it."""
+    if over_memory(state, exit_code, exit_signal, max_rss_mb, req_mem_mb):
         return "out_of_memory"
     return {"TIMEOUT": "timeout", "NODE_FAIL": "node_fail", "PREEMPTED": "preempted",
             "CANCELLED": "cancelled", "SUBMIT_FAILED": "submit_failed", "LOST": "lost",
