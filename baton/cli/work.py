@@ -78,7 +78,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from baton.demo import run_demo
 
     return run_demo(Path(args.home) if args.home else None, once=args.once,
-                    backend=args.backend, timeout=args.timeout)
+                    backend=args.backend, timeout=args.timeout, fail_dataset=args.fail_dataset)
 
 
 def cmd_exporter(args: argparse.Namespace) -> int:
@@ -113,14 +113,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="only (re)write views.sql for the duckdb CLI and say where it is")
     p.set_defaults(func=cmd_sql)
 
-    p = sub.add_parser("demo", help="the whole pipeline on this machine: MLflow, Dagster, a "
-                       "small campaign through evaluation and analysis")
+    p = sub.add_parser("demo", help="the whole pipeline on this machine: MLflow, Dagster, the "
+                       "metrics exporter, a small campaign through evaluation and analysis")
     p.add_argument("--once", action="store_true",
                    help="exit when every report is written (non-zero if a stage failed)")
     p.add_argument("--home", help="where the demo keeps its drive, state and logs "
                    "(default: ~/.local/share/baton/demo)")
     p.add_argument("--backend", choices=["auto", "sbatch", "local"], default="auto")
     p.add_argument("--timeout", type=float, default=1800, help="seconds before giving up")
+    p.add_argument("--fail-dataset", choices=["minimal_pairs", "heldout"],
+                   help="for testing: the example evaluator fails on this dataset, to see "
+                   "how a failed stage is shown and reported (exit code 1 with --once)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("exporter", help="serve Prometheus metrics computed from the ledger, "
