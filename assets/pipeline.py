@@ -116,8 +116,10 @@ def evaluation_metrics(context: AssetExecutionContext, ledger: LedgerResource,
     }
     for key, value in list(summary.means.items())[:20]:
         metadata[f"mean {key}"] = value
-    if run_ids and (url := mlflow.run_url(run_ids[0])):
-        metadata["mlflow"] = MetadataValue.url(url)
+    urls = [url for i in run_ids if (url := mlflow.run_url(i))]
+    if urls:  # the first task's run, and every task's
+        metadata["mlflow"] = MetadataValue.url(urls[0])
+        metadata["mlflow_runs"] = MetadataValue.json(urls)
     # the checks evaluate this materialization (not the partition's previous one)
     yield MaterializeResult(metadata=metadata, check_results=checks)
 
@@ -138,7 +140,7 @@ def analysis_job(context: AssetExecutionContext, slurm: SlurmResource,
        description="Figures, tables and the HTML report of one experiment. Recorded when "
                    ".analysis_complete lands.")
 def analysis_report(context: AssetExecutionContext, ledger: LedgerResource,
-                    drive: SharedDriveResource):
+                    drive: SharedDriveResource, mlflow: MLflowResource):
     from pathlib import Path
 
     exp = context.partition_key
@@ -169,4 +171,6 @@ def analysis_report(context: AssetExecutionContext, ledger: LedgerResource,
     }
     if row.completed_at and row.submitted_at:
         metadata["duration_s"] = (row.completed_at - row.submitted_at).total_seconds()
+    if url := mlflow.run_url(row.mlflow_run_id):
+        metadata["mlflow"] = MetadataValue.url(url)
     yield MaterializeResult(metadata=metadata, check_results=[check])

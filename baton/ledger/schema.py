@@ -192,6 +192,7 @@ analysis_jobs = Table(
     Column("targets_manifest_path", String(PATH)),
     Column("error_message", Text),
     Column("trigger_key", String(300)),  # the evaluation join it answers (schema 0002)
+    Column("mlflow_run_id", String(64)),  # the analysis' MLflow run (schema 0007)
     Index("ix_analysis_jobs_experiment", "experiment_name"),
 )
 

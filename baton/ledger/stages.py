@@ -270,7 +270,7 @@ def apply_analysis_signal_in(conn: Connection, sf: SignalFile) -> bool:
     conn.execute(update(analysis_jobs).where(analysis_jobs.c.id == row.id).values(
         status="completed" if sig.status == "complete" else "failed",
         completed_at=sig.timestamp, error_message=sig.error_message,
-        targets_manifest_path=sig.manifest_path))
+        targets_manifest_path=sig.manifest_path, mlflow_run_id=sig.mlflow_run_id))
     outputs = [("report", sig.report_path)] if sig.report_path else []
     outputs += [(_output_type(p), p) for p in sig.outputs or [] if p != sig.report_path]
     for kind, path in outputs:
