@@ -394,6 +394,9 @@ def run_demo(home: Path | None = None, once: bool = False, backend: str = "auto"
     say(f"home {home}; Slurm backend: {backend}"
         + (f"; the evaluator fails on {fail_dataset} (--fail-dataset)" if fail_dataset else ""))
     previous = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+    # Ctrl-C stops the demo even when it was started where SIGINT is ignored (a shell's
+    # background job, nohup): Python then installs no handler of its own
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         demo.start(env, mlflow_port, dagster_port, exporter_port)
         urls(demo)
@@ -422,6 +425,7 @@ def run_demo(home: Path | None = None, once: bool = False, backend: str = "auto"
     finally:
         demo.stop()
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
 
 
 def watch(config: Config, experiments: list[str], campaign: str, timeout: float,
