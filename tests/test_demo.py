@@ -215,14 +215,20 @@ def _metrics(url: str) -> str:
         return r.read().decode()
 
 
-def test_demo_ctrl_c_while_evaluating(tmp_path: Path) -> None:
-    """Ctrl-C mid-pipeline: the services stop, the demo's unfinished Slurm jobs are
-    cancelled, and nothing of the demo is left running."""
+def _start_demo(tmp_path: Path) -> tuple[Path, Path, subprocess.Popen]:
+    """``baton demo`` in the background (not --once), its output in a log file."""
     home = tmp_path / "demo"
     log = tmp_path / "demo.log"
     with open(log, "w") as out:
         proc = subprocess.Popen([*BATON, "demo", "--home", str(home)], env=demo_env(),
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    return home, log, proc
+
+
+def test_demo_ctrl_c_while_evaluating(tmp_path: Path) -> None:
+    """Ctrl-C mid-pipeline: the services stop, the demo's unfinished Slurm jobs are
+    cancelled, and nothing of the demo is left running."""
+    home, log, proc = _start_demo(tmp_path)
     try:
         text = _wait_for(proc, log, r"\] \S+: evaluating \d+/\d+")
         urls = printed_urls(text)
@@ -261,11 +267,7 @@ def check_mlflow_runs(page: str, exps: list[str]) -> None:
 
 
 def test_demo_uis_and_ctrl_c(tmp_path: Path) -> None:
-    home = tmp_path / "demo"
-    log = tmp_path / "demo.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([*BATON, "demo", "--home", str(home)], env=demo_env(),
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    home, log, proc = _start_demo(tmp_path)
     try:
         text = _wait_for(proc, log, "everything is still running")
         urls = printed_urls(text)
