@@ -14,19 +14,16 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy import text
 
-from baton.exporter.collector import (
-    LATENCY_BUCKETS,
-    RATIO_BUCKETS,
-    WAIT_BUCKETS,
-    BatonCollector,
-)
-from baton.exporter.control import FINISHED_REPORTS_SECONDS, UNFINISHED
+from baton.exporter.collector import BatonCollector
+from baton.exporter.control import FINISHED_REPORTS_SECONDS
+from baton.exporter.families import LATENCY_BUCKETS, RATIO_BUCKETS, WAIT_BUCKETS
 from baton.exporter.states import _MAP, DASHBOARD_STATES, FAILURE_REASONS
 from baton.exporter.supervision import POSSIBLE
 from baton.ledger import Ledger
 from baton.ledger.supervisions import LIVE, STAGES
 
 Key = tuple[str, tuple[tuple[str, str], ...]]
+UNFINISHED = tuple(s for s in DASHBOARD_STATES if s not in ("finished", "failed"))
 
 
 def _in(values: tuple[str, ...]) -> str:

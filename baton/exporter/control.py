@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from baton.config import Config
-from baton.exporter.states import DASHBOARD_STATES, dashboard_state
+from baton.exporter.states import dashboard_state
 from baton.ledger import Ledger
 from baton.ledger.campaigns import (
     Progress,
@@ -22,7 +22,6 @@ from baton.ledger.campaigns import (
 from baton.status import last_reports
 
 FINISHED_REPORTS_SECONDS = 7 * 86400  # how long a job's last "completed"/"failed" shows
-UNFINISHED = tuple(s for s in DASHBOARD_STATES if s not in ("finished", "failed"))
 
 
 def campaign_metrics(ledger: Ledger) -> Iterator[Metric]:
@@ -78,7 +77,8 @@ def shown_experiments(prog: dict[tuple[str, str, str], Progress], active: set[st
     a task not yet ended (whatever their campaign). Every experiment ever run would make
     millions of series on a large ledger; these are what a curator watches."""
     return {exp for (camp, exp, _), p in prog.items()
-            if camp in active or any(p.states[s] for s in UNFINISHED)}
+            if camp in active
+            or p.states.total() > p.states["finished"] + p.states["failed"]}
 
 
 def _sum_by_type(ledger: Ledger) -> dict[str, int]:

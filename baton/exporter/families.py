@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections import defaultdict
 from collections.abc import Mapping
 from datetime import datetime
 
@@ -13,14 +15,40 @@ LATENCY_BUCKETS = (0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800, 3600)
 RATIO_BUCKETS = (0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.25, 1.5, 2.0)
 
 
-def histogram(name: str, doc: str, label: str, values: Mapping[str, list[float]],
-              buckets: tuple[float, ...]) -> HistogramMetricFamily:
+class Observations:
+    """Bucket counts, sum and count of observed values: what a histogram sample needs, in
+    memory that does not grow with the values (a scrape may observe millions)."""
+
+    def __init__(self, buckets: tuple[float, ...]) -> None:
+        self.buckets = buckets
+        self.counts = [0] * (len(buckets) + 1)  # per bucket, not cumulative; last: +Inf
+        self.total = 0.0
+        self.n = 0
+
+    def add(self, value: float) -> None:
+        self.counts[bisect_left(self.buckets, value)] += 1  # value <= bucket
+        self.total += value
+        self.n += 1
+
+    def pairs(self) -> list[tuple[str, float]]:
+        out, running = [], 0
+        for b, c in zip(self.buckets, self.counts, strict=False):
+            running += c
+            out.append((str(b), running))
+        out.append(("+Inf", self.n))
+        return out
+
+
+def observations(buckets: tuple[float, ...]) -> defaultdict[str, Observations]:
+    """Observations per label value, created on first use."""
+    return defaultdict(lambda: Observations(buckets))
+
+
+def histogram(name: str, doc: str, label: str, values: Mapping[str, Observations]
+              ) -> HistogramMetricFamily:
     fam = HistogramMetricFamily(name, doc, labels=[label] if label else [])
-    for key, vals in sorted(values.items()):
-        counts = [sum(1 for v in vals if v <= b) for b in buckets]
-        bucket_pairs = [(str(b), c) for b, c in zip(buckets, counts, strict=True)]
-        bucket_pairs.append(("+Inf", len(vals)))
-        fam.add_metric([key] if label else [], bucket_pairs, sum(vals))
+    for key, obs in sorted(values.items()):
+        fam.add_metric([key] if label else [], obs.pairs(), obs.total)
     return fam
 
 

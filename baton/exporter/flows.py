@@ -17,7 +17,13 @@ from typing import Any
 from prometheus_client.core import GaugeMetricFamily, Metric
 from sqlalchemy import case, func, select
 
-from baton.exporter.families import LATENCY_BUCKETS, WAIT_BUCKETS, histogram, seconds
+from baton.exporter.families import (
+    LATENCY_BUCKETS,
+    WAIT_BUCKETS,
+    Observations,
+    histogram,
+    seconds,
+)
 from baton.ledger.schema import analysis_jobs, evaluation_jobs, signals, training_runs
 
 ATTEMPT = "#attempt-"
@@ -72,42 +78,42 @@ def analyses(conn: Any) -> dict[str, datetime]:
 
 
 def flow_metrics(conn: Any, now: datetime | None = None) -> list[Metric]:
-    trig = conn.execute(select(
-        training_runs.c.signal_key, training_runs.c.completed_at,
-        signals.c.file_mtime).join(signals, signals.c.idempotency_key ==
-                                   training_runs.c.signal_key, isouter=True)).all()
     submitted, evaluated_at = evaluations(conn)
     analysed_at = analyses(conn)
-    detect, t2e, e2a, end = [], [], [], []
-    unanswered: list[datetime] = []
-    for key, trained, mtime in trig:
+    detect, t2e, e2a, end = (Observations(b) for b in (LATENCY_BUCKETS, WAIT_BUCKETS,
+                                                       WAIT_BUCKETS, WAIT_BUCKETS))
+    oldest_unanswered: datetime | None = None
+    for key, trained, mtime in conn.execution_options(yield_per=10_000).execute(select(
+            training_runs.c.signal_key, training_runs.c.completed_at, signals.c.file_mtime)
+            .join(signals, signals.c.idempotency_key == training_runs.c.signal_key,
+                  isouter=True)):
         if mtime is not None and (sub := submitted.get(key)) is not None:
-            detect.append(max(0.0, sub.timestamp() - mtime))
+            detect.add(max(0.0, sub.timestamp() - mtime))
         evaluated = evaluated_at.get(key)
         if evaluated is None:
-            if trained is not None:
-                unanswered.append(trained)
+            if trained is not None and (oldest_unanswered is None
+                                        or trained < oldest_unanswered):
+                oldest_unanswered = trained
             continue
         if (d := seconds(trained, evaluated)) is not None:
-            t2e.append(d)
+            t2e.add(d)
         analysed = analysed_at.get(key)
         if analysed is not None:
-            e2a.append(seconds(evaluated, analysed) or 0.0)
-            end.append(seconds(trained, analysed) or 0.0)
+            e2a.add(seconds(evaluated, analysed) or 0.0)
+            end.add(seconds(trained, analysed) or 0.0)
     now = now or datetime.now().astimezone()
-    oldest = max(0.0, max((now - t).total_seconds() for t in unanswered)) if unanswered \
+    oldest = max(0.0, (now - oldest_unanswered).total_seconds()) if oldest_unanswered \
         else 0.0
     return [
         GaugeMetricFamily("baton_oldest_unanswered_training_seconds",
                           "age of the oldest trained model without a completed evaluation",
                           value=oldest),
         histogram("baton_signal_detection_latency_seconds",
-                  "training signal written to evaluation submitted", "", {"": detect},
-                  LATENCY_BUCKETS),
+                  "training signal written to evaluation submitted", "", {"": detect}),
         histogram("baton_training_to_evaluation_seconds",
-                  "training complete to evaluation complete", "", {"": t2e}, WAIT_BUCKETS),
+                  "training complete to evaluation complete", "", {"": t2e}),
         histogram("baton_evaluation_to_analysis_seconds",
-                  "evaluation complete to analysis complete", "", {"": e2a}, WAIT_BUCKETS),
+                  "evaluation complete to analysis complete", "", {"": e2a}),
         histogram("baton_end_to_end_seconds", "training complete to analysis complete", "",
-                  {"": end}, WAIT_BUCKETS),
+                  {"": end}),
     ]

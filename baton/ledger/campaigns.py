@@ -159,28 +159,30 @@ def progress(ledger: Ledger, shown_state: Any) -> dict[tuple[str, str, str], Pro
 
     ``shown_state(state, reason)`` maps a Slurm state to the dashboard's states (passed in
     so that the ledger does not depend on the exporter)."""
+    j = slurm_jobs.c
+    # the latest attempt of each task: (attempt, row id, state, reason, the job's campaign)
+    latest: dict[tuple[str, str, str], tuple[int, int, str, str | None, str | None]] = {}
     with ledger.read() as conn:
         runs = conn.execute(select(training_runs.c.id, training_runs.c.experiment_name,
                                    training_runs.c.campaign)).all()
         ckpts = Counter(conn.execute(select(checkpoints.c.training_run_id)).scalars())
-        jobs = conn.execute(select(
-            slurm_jobs.c.stage, slurm_jobs.c.experiment, slurm_jobs.c.campaign,
-            slurm_jobs.c.attempt, slurm_jobs.c.id, slurm_jobs.c.state, slurm_jobs.c.reason,
-            slurm_jobs.c.metadata)).all()
+        for stage, experiment, checkpoint, attempt, row, state, reason, camp in \
+                conn.execution_options(yield_per=10_000).execute(select(
+                    j.stage, j.experiment, j.metadata["checkpoint"].as_string(), j.attempt,
+                    j.id, j.state, j.reason, j.campaign)):
+            task = (stage, experiment, checkpoint or "")
+            seen = latest.get(task)
+            if seen is None or (attempt, row) > seen[:2]:
+                latest[task] = (attempt, row, state, reason, camp)
     campaign_of = {r.experiment_name: r.campaign or NO_CAMPAIGN for r in runs}
     out: defaultdict[tuple[str, str, str], Progress] = defaultdict(Progress)
     for r in runs:
         camp = campaign_of[r.experiment_name]
         out[(camp, r.experiment_name, "evaluation")].expected = max(1, ckpts[r.id])
         out[(camp, r.experiment_name, "analysis")].expected = 1
-    latest: dict[tuple[str, str, str], Any] = {}
-    for j in jobs:
-        task = (j.stage, j.experiment, (j.metadata or {}).get("checkpoint", ""))
-        if task not in latest or (j.attempt, j.id) > (latest[task].attempt, latest[task].id):
-            latest[task] = j
-    for (stage, experiment, _), j in latest.items():
-        camp = campaign_of.get(experiment) or j.campaign or NO_CAMPAIGN
-        out[(camp, experiment, stage)].states[shown_state(j.state, j.reason)] += 1
+    for (stage, experiment, _), (_, _, state, reason, job_campaign) in latest.items():
+        camp = campaign_of.get(experiment) or job_campaign or NO_CAMPAIGN
+        out[(camp, experiment, stage)].states[shown_state(state, reason)] += 1
     return dict(out)
 
 
