@@ -142,11 +142,11 @@ def test_progress_counts_tasks_by_their_latest_attempt(drive: DriveLayout,
     _job(ledger, "p2", "evaluation", 1, "COMPLETED", 5)
     _job(ledger, "p2", "analysis", 1, "PENDING", 6)
     prog = progress(ledger, dashboard_state)
-    assert prog[("camp", "p1", "evaluation")].row() == {
+    assert prog.tasks[("camp", "p1", "evaluation")].row() == {
         "expected": 3, "submitted": 3, "running": 1, "finished": 1, "failed": 1}
-    assert prog[("camp", "p1", "analysis")].row() == {
+    assert prog.tasks[("camp", "p1", "analysis")].row() == {
         "expected": 1, "submitted": 0, "running": 0, "finished": 0, "failed": 0}
-    assert prog[("camp", "p2", "analysis")].row()["submitted"] == 1
+    assert prog.tasks[("camp", "p2", "analysis")].row()["submitted"] == 1
     rows = list_campaigns(ledger)
     assert completion(rows, prog) == {("camp", "default"): (2, 3 + 1 + 1 + 1)}
     [row] = update_campaign(ledger, "camp", expected_jobs=4, active=True)

@@ -44,7 +44,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         print("no active campaigns (see all with --all; activate with `baton campaign "
               "activate TAG`)" if not args.all else "no campaigns registered yet")
         return 0
-    done = completion(rows, progress(ledger, dashboard_state))
+    done = completion(rows, progress(ledger, dashboard_state, keep=lambda _: False))
     print(f"{'PRI':>4}  {'CAMPAIGN':<24} {'TYPE':<10} {'ACTIVE':<7} {'DONE':>11} "
           f"{'%':>5}  {'STARTED':<10} {'END':<10}  NAME / NOTES")
     for r in rows:

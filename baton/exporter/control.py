@@ -13,7 +13,7 @@ from baton.config import Config
 from baton.exporter.states import dashboard_state
 from baton.ledger import Ledger
 from baton.ledger.campaigns import (
-    Progress,
+    Entries,
     completion,
     list_campaigns,
     progress,
@@ -26,10 +26,11 @@ FINISHED_REPORTS_SECONDS = 7 * 86400  # how long a job's last "completed"/"faile
 
 def campaign_metrics(ledger: Ledger) -> Iterator[Metric]:
     rows = list_campaigns(ledger)
-    prog = progress(ledger, dashboard_state)
+    active = {r.tag for r in rows if r.active}
+    prog = progress(ledger, dashboard_state, keep=lambda entries: shown(entries, active))
     done = completion(rows, prog)
     labels = ["campaign", "type"]
-    active = GaugeMetricFamily("baton_campaign_active", "1 if curators show the campaign on "
+    is_active = GaugeMetricFamily("baton_campaign_active", "1 if curators show the campaign on "
                                "the dashboards (baton campaign activate)", labels=labels)
     priority = GaugeMetricFamily("baton_campaign_priority", "display order of the active "
                                  "campaigns, lower first", labels=labels)
@@ -45,23 +46,21 @@ def campaign_metrics(ledger: Ledger) -> Iterator[Metric]:
     for r in rows:
         key = [r.tag, r.type]
         finished, want = done[(r.tag, r.type)]
-        active.add_metric(key, 1 if r.active else 0)
+        is_active.add_metric(key, 1 if r.active else 0)
         expected.add_metric(key, want)
         if r.active:
             priority.add_metric(key, r.priority)
             ratio.add_metric(key, finished / want if want else 0)
             info.add_metric([*key, r.display_name or r.tag], 1)
-    yield from (active, priority, expected, ratio, info)
+    yield from (is_active, priority, expected, ratio, info)
     table = GaugeMetricFamily("baton_progress_tasks", "the progress table: tasks (one "
                               "evaluation per checkpoint, one analysis) per campaign, "
                               "experiment and stage, by column; experiments of active "
                               "campaigns and experiments with unfinished tasks only",
                               labels=["campaign", "experiment", "stage", "column"])
-    shown = shown_experiments(prog, {r.tag for r in rows if r.active})
-    for (camp, exp, stage), p in sorted(prog.items()):
-        if exp in shown:
-            for column, n in p.row().items():
-                table.add_metric([camp, exp, stage, column], n)
+    for (camp, exp, stage), p in sorted(prog.tasks.items()):
+        for column, n in p.row().items():
+            table.add_metric([camp, exp, stage, column], n)
     yield table
     unknown = CounterMetricFamily("baton_campaign_unknown_type_signals", "signals and jobs "
                                   "that named a campaign type baton.yaml does not know",
@@ -71,14 +70,12 @@ def campaign_metrics(ledger: Ledger) -> Iterator[Metric]:
     yield unknown
 
 
-def shown_experiments(prog: dict[tuple[str, str, str], Progress], active: set[str]
-                      ) -> set[str]:
-    """The experiments the progress table shows: those of active campaigns, and those with
-    a task not yet ended (whatever their campaign). Every experiment ever run would make
+def shown(entries: Entries, active: set[str]) -> bool:
+    """Whether the progress table shows an experiment: one of an active campaign, or with
+    a task not yet ended (whatever its campaign). Every experiment ever run would make
     millions of series on a large ledger; these are what a curator watches."""
-    return {exp for (camp, exp, _), p in prog.items()
-            if camp in active
-            or p.states.total() > p.states["finished"] + p.states["failed"]}
+    return any(camp in active or p.states.total() > p.states["finished"] + p.states["failed"]
+               for (camp, _), p in entries.items())
 
 
 def _sum_by_type(ledger: Ledger) -> dict[str, int]:

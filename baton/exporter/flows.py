@@ -7,7 +7,9 @@ An evaluation answers a training signal (its ``trigger_key``) and is complete wh
 task (one per checkpoint) completed, each task counted by its latest attempt: a repair is
 recorded under ``{trigger}#attempt-{n}`` (``baton.ledger.stages.repaired_trigger``) and
 answers the same signal. A failed task nobody repaired leaves the evaluation incomplete.
-The SQL is portable (SQLite and PostgreSQL): no boolean arithmetic."""
+The database aggregates the signals without a repair (almost all of them) and the rows
+stream through one at a time; the few with a repair are followed attempt by attempt in
+Python. The SQL is portable (SQLite and PostgreSQL): no boolean arithmetic."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily, Metric
-from sqlalchemy import case, func, select
+from sqlalchemy import case, func, or_, select
 
 from baton.exporter.families import (
     LATENCY_BUCKETS,
@@ -27,6 +29,7 @@ from baton.exporter.families import (
 from baton.ledger.schema import analysis_jobs, evaluation_jobs, signals, training_runs
 
 ATTEMPT = "#attempt-"
+CHUNK = 500  # keys per IN list
 
 
 def split_trigger(key: str) -> tuple[str, int]:
@@ -35,16 +38,19 @@ def split_trigger(key: str) -> tuple[str, int]:
     return base, int(n) if sep and n.isdigit() else 1
 
 
-def evaluations(conn: Any) -> tuple[dict[str, datetime], dict[str, datetime]]:
-    """Per training signal: when its evaluation was first submitted, and when it completed
-    (only the complete ones)."""
+def evaluations(conn: Any, keys: list[str]
+                ) -> tuple[dict[str, datetime], dict[str, datetime]]:
+    """Per training signal among ``keys`` (signal keys and their repairs' keys): when its
+    evaluation was first submitted, and when it completed (only the complete ones)."""
     ej = evaluation_jobs
-    rows = conn.execute(select(
-        ej.c.trigger_key, ej.c.checkpoint_path, func.min(ej.c.submitted_at),
-        func.max(ej.c.completed_at),
-        func.sum(case((ej.c.status == "completed", 0), else_=1)))
-        .where(ej.c.trigger_key.is_not(None))
-        .group_by(ej.c.trigger_key, ej.c.checkpoint_path)).all()
+    rows = []
+    for i in range(0, len(keys), CHUNK):
+        rows += conn.execute(select(
+            ej.c.trigger_key, ej.c.checkpoint_path, func.min(ej.c.submitted_at),
+            func.max(ej.c.completed_at),
+            func.sum(case((ej.c.status == "completed", 0), else_=1)))
+            .where(ej.c.trigger_key.in_(keys[i:i + CHUNK]))
+            .group_by(ej.c.trigger_key, ej.c.checkpoint_path)).all()
     submitted: dict[str, datetime] = {}
     latest: dict[tuple[str, str | None], tuple[int, datetime | None, bool]] = {}
     for key, checkpoint, first, done_at, not_completed in rows:
@@ -63,33 +69,74 @@ def evaluations(conn: Any) -> tuple[dict[str, datetime], dict[str, datetime]]:
     return submitted, completed
 
 
-def analyses(conn: Any) -> dict[str, datetime]:
-    """Per training signal: when an analysis of its evaluation (any attempt) completed."""
+def analyses(conn: Any, keys: list[str]) -> dict[str, datetime]:
+    """Per training signal among ``keys``: when an analysis of its evaluation (any
+    attempt) completed."""
     aj = analysis_jobs
     out: dict[str, datetime] = {}
-    for key, done_at in conn.execute(select(aj.c.trigger_key, func.max(aj.c.completed_at))
-                                     .where(aj.c.status == "completed",
-                                            aj.c.trigger_key.is_not(None),
-                                            aj.c.completed_at.is_not(None))
-                                     .group_by(aj.c.trigger_key)):
-        base, _ = split_trigger(key)
-        out[base] = max(done_at, out.get(base, done_at))
+    for i in range(0, len(keys), CHUNK):
+        for key, done_at in conn.execute(
+                select(aj.c.trigger_key, func.max(aj.c.completed_at))
+                .where(aj.c.status == "completed", aj.c.trigger_key.in_(keys[i:i + CHUNK]),
+                       aj.c.completed_at.is_not(None))
+                .group_by(aj.c.trigger_key)):
+            base, _ = split_trigger(key)
+            out[base] = max(done_at, out.get(base, done_at))
     return out
 
 
+def repaired(conn: Any) -> tuple[set[str], list[str]]:
+    """The training signals a repair answered (few), and every key their stage rows carry:
+    these are followed attempt by attempt; the rest, one attempt each, in the database."""
+    attempts = set()
+    for table in (evaluation_jobs, analysis_jobs):
+        attempts |= set(conn.execute(select(table.c.trigger_key).distinct().where(
+            table.c.trigger_key.like(f"%{ATTEMPT}%"))).scalars())
+    bases = {split_trigger(k)[0] for k in attempts}
+    return bases, sorted(bases | attempts)
+
+
+def per_signal() -> Any:
+    """Per training run, in the database: its signal's mtime, when its evaluation was first
+    submitted, when it completed (if every checkpoint's task completed), when an analysis
+    completed. Right for every signal without a repair (keys equal to the signal's)."""
+    ej, aj, t = evaluation_jobs.c, analysis_jobs.c, training_runs.c
+    task = (select(ej.trigger_key.label("key"), func.min(ej.submitted_at).label("first"),
+                   func.max(ej.completed_at).label("done"),
+                   func.sum(case((ej.status == "completed", 0), else_=1)).label("open"))
+            .where(ej.trigger_key.is_not(None))
+            .group_by(ej.trigger_key, ej.checkpoint_path).subquery())
+    ev = (select(task.c.key, func.min(task.c.first).label("sub"),
+                 func.max(task.c.done).label("done"),
+                 func.sum(case((or_(task.c.open > 0, task.c.done.is_(None)), 1), else_=0))
+                 .label("open"))
+          .group_by(task.c.key).subquery())
+    an = (select(aj.trigger_key.label("key"), func.max(aj.completed_at).label("at"))
+          .where(aj.status == "completed", aj.trigger_key.is_not(None),
+                 aj.completed_at.is_not(None))
+          .group_by(aj.trigger_key).subquery())
+    return (select(t.signal_key, t.completed_at, signals.c.file_mtime, ev.c.sub,
+                   case((ev.c.open == 0, ev.c.done), else_=None), an.c.at)
+            .select_from(training_runs
+                         .outerjoin(signals, signals.c.idempotency_key == t.signal_key)
+                         .outerjoin(ev, ev.c.key == t.signal_key)
+                         .outerjoin(an, an.c.key == t.signal_key)))
+
+
 def flow_metrics(conn: Any, now: datetime | None = None) -> list[Metric]:
-    submitted, evaluated_at = evaluations(conn)
-    analysed_at = analyses(conn)
+    bases, keys = repaired(conn)
+    submitted, evaluated_at = evaluations(conn, keys)
+    analysed_at = analyses(conn, keys)
     detect, t2e, e2a, end = (Observations(b) for b in (LATENCY_BUCKETS, WAIT_BUCKETS,
                                                        WAIT_BUCKETS, WAIT_BUCKETS))
     oldest_unanswered: datetime | None = None
-    for key, trained, mtime in conn.execution_options(yield_per=10_000).execute(select(
-            training_runs.c.signal_key, training_runs.c.completed_at, signals.c.file_mtime)
-            .join(signals, signals.c.idempotency_key == training_runs.c.signal_key,
-                  isouter=True)):
-        if mtime is not None and (sub := submitted.get(key)) is not None:
+    for key, trained, mtime, sub, evaluated, analysed in conn.execution_options(
+            yield_per=10_000).execute(per_signal()):
+        if key in bases:
+            sub, evaluated, analysed = (submitted.get(key), evaluated_at.get(key),
+                                        analysed_at.get(key))
+        if mtime is not None and sub is not None:
             detect.add(max(0.0, sub.timestamp() - mtime))
-        evaluated = evaluated_at.get(key)
         if evaluated is None:
             if trained is not None and (oldest_unanswered is None
                                         or trained < oldest_unanswered):
@@ -97,7 +144,6 @@ def flow_metrics(conn: Any, now: datetime | None = None) -> list[Metric]:
             continue
         if (d := seconds(trained, evaluated)) is not None:
             t2e.add(d)
-        analysed = analysed_at.get(key)
         if analysed is not None:
             e2a.add(seconds(evaluated, analysed) or 0.0)
             end.add(seconds(trained, analysed) or 0.0)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import groupby
 from typing import Any
 
-from sqlalchemy import Row, insert, select, update
+from sqlalchemy import Row, case, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from baton.config import CampaignConfig
@@ -154,47 +155,82 @@ class Progress:
                 "failed": s["failed"]}
 
 
-def progress(ledger: Ledger, shown_state: Any) -> dict[tuple[str, str, str], Progress]:
-    """(campaign, experiment, stage) -> Progress, from one pass over the ledger.
+Entries = dict[tuple[str, str], Progress]  # one experiment's (campaign, stage) -> Progress
 
-    ``shown_state(state, reason)`` maps a Slurm state to the dashboard's states (passed in
-    so that the ledger does not depend on the exporter)."""
-    j = slurm_jobs.c
-    # the latest attempt of each task: (attempt, row id, state, reason, the job's campaign)
-    latest: dict[tuple[str, str, str], tuple[int, int, str, str | None, str | None]] = {}
+
+@dataclass
+class CampaignProgress:
+    """The progress table's rows that were kept, and every campaign's totals."""
+
+    tasks: dict[tuple[str, str, str], Progress] = field(default_factory=dict)
+    finished: Counter[str] = field(default_factory=Counter)
+    implied: Counter[str] = field(default_factory=Counter)  # tasks its experiments imply
+
+    def add(self, experiment: str, entries: Entries, keep: bool) -> None:
+        for (camp, stage), p in entries.items():
+            self.finished[camp] += p.states["finished"]
+            self.implied[camp] += max(p.expected, p.states.total())
+            if keep:
+                self.tasks[(camp, experiment, stage)] = p
+
+
+def progress(ledger: Ledger, shown_state: Any,
+             keep: Callable[[Entries], bool] = lambda _: True) -> CampaignProgress:
+    """Every experiment's tasks by (campaign, stage), added to the campaigns' totals; the
+    rows of the experiments ``keep`` wants are kept (a large ledger holds a million).
+
+    The database picks each task's latest attempt and counts them; the experiments stream
+    in one at a time, so memory follows the rows kept, not the history. ``shown_state
+    (state, reason)`` maps a Slurm state to the dashboard's states (passed in so that the
+    ledger does not depend on the exporter)."""
+    out = CampaignProgress()
+    j, t = slurm_jobs.c, training_runs.c
+    checkpoint = func.coalesce(j.metadata["checkpoint"].as_string(), "")
+    ranked = select(j.stage, j.experiment, j.campaign, j.state, case(
+        (func.substr(j.reason, 1, 7) == "JobHeld", "JobHeld"), else_=None).label("held"),
+        func.row_number().over(partition_by=[j.stage, j.experiment, checkpoint],
+                               order_by=[j.attempt.desc(), j.id.desc()]).label("n"),
+    ).subquery()
+    ckpts = select(checkpoints.c.training_run_id.label("run"),
+                   func.count().label("n")).group_by(checkpoints.c.training_run_id).subquery()
+    r = ranked.c
+    tasks = (select(r.experiment, r.stage, t.id, t.campaign, ckpts.c.n, r.campaign, r.state,
+                    r.held, func.count())
+             .select_from(ranked.outerjoin(training_runs, t.experiment_name == r.experiment)
+                          .outerjoin(ckpts, ckpts.c.run == t.id))
+             .where(r.n == 1)
+             .group_by(r.experiment, r.stage, t.id, t.campaign, ckpts.c.n, r.campaign,
+                       r.state, r.held)
+             .order_by(r.experiment))
+    idle = (select(t.experiment_name, t.campaign, ckpts.c.n)
+            .select_from(training_runs.outerjoin(ckpts, ckpts.c.run == t.id))
+            .where(~select(j.id).where(j.experiment == t.experiment_name).exists()))
     with ledger.read() as conn:
-        runs = conn.execute(select(training_runs.c.id, training_runs.c.experiment_name,
-                                   training_runs.c.campaign)).all()
-        ckpts = Counter(conn.execute(select(checkpoints.c.training_run_id)).scalars())
-        for stage, experiment, checkpoint, attempt, row, state, reason, camp in \
-                conn.execution_options(yield_per=10_000).execute(select(
-                    j.stage, j.experiment, j.metadata["checkpoint"].as_string(), j.attempt,
-                    j.id, j.state, j.reason, j.campaign)):
-            task = (stage, experiment, checkpoint or "")
-            seen = latest.get(task)
-            if seen is None or (attempt, row) > seen[:2]:
-                latest[task] = (attempt, row, state, reason, camp)
-    campaign_of = {r.experiment_name: r.campaign or NO_CAMPAIGN for r in runs}
-    out: defaultdict[tuple[str, str, str], Progress] = defaultdict(Progress)
-    for r in runs:
-        camp = campaign_of[r.experiment_name]
-        out[(camp, r.experiment_name, "evaluation")].expected = max(1, ckpts[r.id])
-        out[(camp, r.experiment_name, "analysis")].expected = 1
-    for (stage, experiment, _), (_, _, state, reason, job_campaign) in latest.items():
-        camp = campaign_of.get(experiment) or job_campaign or NO_CAMPAIGN
-        out[(camp, experiment, stage)].states[shown_state(state, reason)] += 1
-    return dict(out)
+        stream = conn.execution_options(yield_per=10_000).execute(tasks)
+        for experiment, rows in groupby(stream, key=lambda row: row[0]):
+            entries: Entries = defaultdict(Progress)
+            for _, stage, run, run_camp, n_ckpts, job_camp, state, held, n in rows:
+                if run is not None:
+                    camp = run_camp or NO_CAMPAIGN
+                    entries[(camp, "evaluation")].expected = max(1, n_ckpts or 0)
+                    entries[(camp, "analysis")].expected = 1
+                else:
+                    camp = job_camp or NO_CAMPAIGN
+                entries[(camp, stage)].states[shown_state(state, held)] += n
+            out.add(experiment, entries, keep(entries))
+        for experiment, run_camp, n_ckpts in conn.execution_options(
+                yield_per=10_000).execute(idle):  # trained, nothing submitted yet
+            camp = run_camp or NO_CAMPAIGN
+            entries = {(camp, "evaluation"): Progress(expected=max(1, n_ckpts or 0)),
+                       (camp, "analysis"): Progress(expected=1)}
+            out.add(experiment, entries, keep(entries))
+    return out
 
 
-def completion(rows: Sequence[Row[Any]], prog: dict[tuple[str, str, str], Progress]
+def completion(rows: Sequence[Row[Any]], prog: CampaignProgress
                ) -> dict[tuple[str, str], tuple[int, int]]:
     """(tag, type) -> (finished, expected) for each registered campaign; expected is the
     curator's job count when set, else the tasks its experiments imply."""
-    finished: Counter[str] = Counter()
-    implied: Counter[str] = Counter()
-    for (camp, _, _), p in prog.items():
-        finished[camp] += p.states["finished"]
-        implied[camp] += max(p.expected, sum(p.states.values()))
-    return {(r.tag, r.type): (finished[r.tag], r.expected_jobs if r.expected_jobs is not None
-                              else implied[r.tag]) for r in rows}
-
+    return {(r.tag, r.type): (prog.finished[r.tag], r.expected_jobs
+                              if r.expected_jobs is not None else prog.implied[r.tag])
+            for r in rows}
