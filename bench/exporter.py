@@ -8,7 +8,6 @@ and the scrape as Prometheus waits for it (against the baseline's whole scrape).
 
 from __future__ import annotations
 
-import contextlib
 import math
 import shutil
 import subprocess
@@ -22,7 +21,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from baton.config import Config
 from baton.exporter.collector import BatonCollector, QueueSnapshot
-from baton.exporter.snapshot import Stale
 from baton.ledger import open_ledger
 from bench.common import Result, say, timed
 from bench.context import Context
@@ -123,8 +121,7 @@ def served_scrape(collector: BatonCollector) -> float:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
     snap = collector.snapshot
-    with contextlib.suppress(Stale):
-        snap.get()  # starts the first computation, as a running exporter has done
+    snap.start()  # the first computation, as a running exporter has done
     with snap.cond:
         snap.cond.wait_for(lambda: snap.generation >= 1)
     return timed(registry_scrape(registry), repeat=10, warmup=0)

@@ -48,7 +48,8 @@ def build_registry(config: Config, queue_ttl: float = 30) -> tuple[CollectorRegi
 
 
 def serve(config: Config, host: str, port: int, queue_ttl: float) -> None:
-    registry, _ = build_registry(config, queue_ttl)
+    registry, collector = build_registry(config, queue_ttl)
+    collector.snapshot.start()
     server, thread = start_http_server(port, addr=host, registry=registry)
     log.info("baton exporter on http://%s:%d/metrics", host, port)
     print(f"serving http://{host}:{port}/metrics (Ctrl-C stops)", flush=True)

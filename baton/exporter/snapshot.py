@@ -39,14 +39,17 @@ class Snapshot(Generic[T]):
         self.running = False
         self.generation = 0  # computations finished
 
+    def start(self) -> None:
+        """Start a computation if one is due (an exporter starting computes before the
+        first scrape comes)."""
+        with self.cond:
+            self._start_if_due(time.monotonic())
+
     def get(self) -> tuple[T, float]:
         """The freshest result a scrape can have now, and its age in seconds."""
         with self.cond:
             start = time.monotonic()
-            if not self.running and self._due(start):
-                self.running = True
-                threading.Thread(target=self._run, name="baton-ledger-snapshot",
-                                 daemon=True).start()
+            self._start_if_due(start)
             if self.running and self.took <= self.wait:  # else it would not end in time
                 want = self.generation + 1
                 self.cond.wait_for(lambda: self.generation >= want, timeout=self.wait)
@@ -55,6 +58,12 @@ class Snapshot(Generic[T]):
                             f"for the first time ({time.monotonic() - start:.0f} s so far)")
             assert self.done_at is not None
             return self.result, max(0.0, time.monotonic() - self.done_at)
+
+    def _start_if_due(self, now: float) -> None:
+        if not self.running and self._due(now):
+            self.running = True
+            threading.Thread(target=self._run, name="baton-ledger-snapshot",
+                             daemon=True).start()
 
     def _due(self, now: float) -> bool:
         if self.done_at is None or self.took < self.quick:
