@@ -31,6 +31,7 @@ class Thresholds:
     unknown_type_window: str = "1h"          # a signal named an unknown campaign type
     exporter_down_for: str = "5m"            # Prometheus cannot scrape `baton exporter` ...
     component_down_for: str = "5m"           # ... or a part of it (ledger, slurm, drive) fails
+    ledger_stale_seconds: int = 1800         # the ledger's numbers served older than this
     # a status report overdue: each job's interval comes from baton.yaml `status`
 
 
@@ -69,6 +70,11 @@ def alert_rules(t: Thresholds) -> dict:
               "the {{ $labels.component }} part of baton exporter {{ $labels.instance }} has "
               "failed for " f"{t.component_down_for}: its metrics are missing and their "
               "alerts cannot fire (see the exporter's log)", t.component_down_for),
+        alert("BatonExporterLedgerStale",
+              f"baton_exporter_ledger_age_seconds > {t.ledger_stale_seconds}", "warning",
+              "baton exporter {{ $labels.instance }} serves ledger numbers {{ $value | "
+              "humanizeDuration }} old: its computation is stuck or slower than "
+              f"{t.ledger_stale_seconds}s (see the exporter's log)", t.for_duration),
         alert("BatonSensorHeartbeatStale",
               f"time() - baton_sensor_heartbeat_timestamp_seconds > {t.heartbeat_stale_seconds}",
               "critical", "baton sensor {{ $labels.sensor }} has not ticked for "
