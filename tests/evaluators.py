@@ -42,6 +42,15 @@ class NotANumber(Counting):
         yield {"metric": "accuracy", "value": "high"}
 
 
+class BadMetricName(Counting):
+    """Good rows, then a metric name that is not a safe folder name."""
+
+    def evaluate(self, model: str, dataset: str) -> Iterator[dict]:
+        for _ in range(3):
+            yield {"metric": "accuracy", "value": 1.0}
+        yield {"metric": "../escape", "value": 1.0}
+
+
 class Typo(Counting):
     """A row with a misspelt key, which used to vanish silently."""
 

@@ -88,6 +88,16 @@ def test_values_are_checked_before_writing(config: Config, ckpt: Path, tmp_path:
     assert not list(config.drive.experiment("exp1").metrics_dir.rglob("*.parquet"))
 
 
+def test_every_new_metric_name_is_checked(config: Config, ckpt: Path, tmp_path: Path) -> None:
+    # names already seen are not checked again (benchmark 5): a new one still is
+    ok, signal = evaluate(config, "exp1", str(ckpt),
+                          eval_config(tmp_path, evaluator="tests.evaluators:BadMetricName"))
+    assert not ok
+    assert "metric name '../escape' is not allowed" in read_signal(
+        signal, config.drive).signal.error_message
+    assert not list(config.drive.experiment("exp1").metrics_dir.rglob("*.parquet"))
+
+
 def _max_concurrent(intervals: list[tuple[float, float]]) -> int:
     events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals],
                     key=lambda ev: (ev[0], ev[1]))  # an end before a start at the same time

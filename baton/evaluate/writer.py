@@ -100,6 +100,7 @@ class DatasetWriter:
         self.dataset = validate_name(dataset, "dataset name")
         self.batch_rows = batch_rows
         self.buffers: dict[str, list[Row]] = {}
+        self.names: set[str] = set()  # metric names already validated
         self.writers: dict[str, tuple[pq.ParquetWriter, Path, Path]] = {}
         self.predictions: list[Row] = []
         self.result = DatasetResult(dataset)
@@ -113,12 +114,15 @@ class DatasetWriter:
         if not isinstance(row, dict):
             raise BatonError(f"dataset {self.dataset}: a row must be a dict, got "
                              f"{type(row).__name__}")
-        unknown = sorted(set(row) - ROW_KEYS, key=str)
-        if unknown:
+        if not ROW_KEYS.issuperset(row):
+            unknown = sorted(set(row) - ROW_KEYS, key=str)
             raise BatonError(f"dataset {self.dataset}: row has unknown key(s) "
                              f"{', '.join(repr(k) for k in unknown)} (a row has "
                              f"{', '.join(sorted(ROW_KEYS))})")
-        metric = validate_name(row.get("metric"), "metric name")
+        metric = row.get("metric")
+        if type(metric) is not str or metric not in self.names:  # each name checked once
+            metric = validate_name(metric, "metric name")
+            self.names.add(metric)
         value = row.get("value")
         if not isinstance(value, int | float) or isinstance(value, bool) or \
                 not math.isfinite(float(value)):
