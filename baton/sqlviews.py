@@ -115,6 +115,12 @@ def views_sql(config: Config) -> str:
     metrics = root / "*" / "*" / "metrics" / "dataset=*" / "metric=*" / "*.parquet"
     lines.append(f"CREATE OR REPLACE VIEW metrics AS SELECT * FROM read_parquet("
                  f"{_quote(metrics)}, hive_partitioning = true, union_by_name = true);")
+    # one experiment's metrics from its own folder: the view cannot prune on the experiment
+    # (its folder is not key=value), so through it a query opens every experiment's files
+    own = (f"{_quote(str(root / 'drive') + '/')} || name || "
+           f"{_quote('/metrics/dataset=*/metric=*/*.parquet')}")
+    lines.append(f"CREATE OR REPLACE MACRO experiment_metrics(name) AS TABLE SELECT * FROM "
+                 f"read_parquet({own}, hive_partitioning = true, union_by_name = true);")
     preds = root / "*" / "*" / "predictions" / "*.parquet" / "*.parquet"
     lines.append(f"CREATE OR REPLACE VIEW predictions AS SELECT * FROM read_parquet("
                  f"{_quote(preds)}, hive_partitioning = false, union_by_name = true);")

@@ -101,6 +101,11 @@ def test_baton_sql_and_the_duckdb_views_file(campaign: Config) -> None:
     con.execute(views.read_text())
     assert con.sql("SELECT count(DISTINCT experiment), count(DISTINCT dataset) FROM metrics"
                    ).fetchall() == [(2, 2)]
+    # one experiment from its own folder: the same rows as the view's, and only them
+    own = "SELECT * FROM experiment_metrics('slow') ORDER BY ALL"
+    via_view = ("SELECT * FROM metrics WHERE experiment = 'slow' "
+                "ORDER BY ALL")
+    assert con.sql(own).fetchall() == con.sql(via_view).fetchall() != []
     bad = subprocess.run([sys.executable, "-m", "baton", "sql", "SELEC nonsense"], env=env,
                          capture_output=True, text=True, check=False)
     assert bad.returncode == 1 and "query failed" in bad.stderr
