@@ -28,7 +28,7 @@ def test_a_slow_computation_never_holds_the_scrape() -> None:
         gates[i].wait()
         return i
 
-    snap = Snapshot(compute, wait=0.05)
+    snap = Snapshot(compute, wait=0.05, rest_factor=0)  # no rest: the next one starts at once
     with pytest.raises(Stale, match="still being computed for the first time"):
         snap.get()  # the first computation is still running: nothing to serve yet
     gates[0].set()
@@ -44,9 +44,21 @@ def test_a_slow_computation_never_holds_the_scrape() -> None:
 
 
 def test_a_heavy_computation_is_not_repeated_before_the_rest() -> None:
+    gate = threading.Event()
     calls = []
-    # every computation counts as heavy (quick=0); the rest is a million times its time
-    snap = Snapshot(lambda: calls.append(1) or len(calls), rest_factor=1e6, quick=0)
+
+    def compute() -> int:
+        calls.append(1)
+        gate.wait()
+        return len(calls)
+
+    # longer than the wait: heavy; the rest is a million times as long as it took
+    snap = Snapshot(compute, wait=0.01, rest_factor=1e6)
+    with pytest.raises(Stale):
+        snap.get()
+    gate.set()
+    with snap.cond:
+        assert snap.cond.wait_for(lambda: snap.generation == 1, timeout=30)
     assert [snap.get()[0] for _ in range(3)] == [1, 1, 1]
     assert len(calls) == 1
 

@@ -5,9 +5,10 @@ ledger it has it in milliseconds, as if computed inline. On a ledger so large th
 computation outlasts the wait, the scrape is answered from the last result (its age is
 exported) while the computation finishes in the background, so Prometheus never times out;
 once a computation has taken longer than the wait, scrapes no longer wait at all.
-Between two computations the exporter rests at least ``rest_factor`` times as long as the
-last one took, if that was more than a second: at any ledger size it uses at most
-1 / (1 + rest_factor) of a core, which is what a shared login node can spare."""
+Once a computation takes longer than the wait, the exporter rests at least ``rest_factor``
+times as long as the last one took before the next: at any ledger size it uses at most
+1 / (1 + rest_factor) of a core, which is what a shared login node can spare (below that,
+a computation of at most ``wait`` seconds per scrape interval of 30 s)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ from typing import Generic, TypeVar
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-QUICK = 1.0  # seconds: a computation this quick is repeated for every scrape
 
 
 class Stale(RuntimeError):
@@ -27,10 +27,9 @@ class Stale(RuntimeError):
 
 
 class Snapshot(Generic[T]):
-    def __init__(self, compute: Callable[[], T], wait: float = 5.0, rest_factor: float = 2.0,
-                 quick: float = QUICK) -> None:
-        self.compute, self.wait = compute, wait
-        self.rest_factor, self.quick = rest_factor, quick
+    def __init__(self, compute: Callable[[], T], wait: float = 5.0, rest_factor: float = 2.0
+                 ) -> None:
+        self.compute, self.wait, self.rest_factor = compute, wait, rest_factor
         self.cond = threading.Condition()
         self.result: T | None = None
         self.done_at: float | None = None  # monotonic time the result was computed
@@ -66,7 +65,7 @@ class Snapshot(Generic[T]):
                              daemon=True).start()
 
     def _due(self, now: float) -> bool:
-        if self.done_at is None or self.took < self.quick:
+        if self.done_at is None or self.took <= self.wait:  # a scrape may wait for it
             return True
         return now - self.done_at >= self.rest_factor * self.took
 
