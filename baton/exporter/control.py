@@ -30,8 +30,8 @@ def campaign_metrics(ledger: Ledger) -> Iterator[Metric]:
     prog = progress(ledger, dashboard_state, keep=lambda entries: shown(entries, active))
     done = completion(rows, prog)
     labels = ["campaign", "type"]
-    is_active = GaugeMetricFamily("baton_campaign_active", "1 if curators show the campaign on "
-                               "the dashboards (baton campaign activate)", labels=labels)
+    is_active = GaugeMetricFamily("baton_campaign_active", "1 if curators show the campaign "
+                                  "on the dashboards (baton campaign activate)", labels=labels)
     priority = GaugeMetricFamily("baton_campaign_priority", "display order of the active "
                                  "campaigns, lower first", labels=labels)
     expected = GaugeMetricFamily("baton_campaign_expected_jobs", "jobs the campaign should "
