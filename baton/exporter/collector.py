@@ -27,9 +27,8 @@ from baton.exporter.jobs import JobTally, SubmitFailure, job_rows
 from baton.exporter.snapshot import Snapshot
 from baton.exporter.supervision import supervision_metrics
 from baton.ledger import Ledger
+from baton.ledger.engine import STREAM_ROWS
 from baton.ledger.schema import heartbeats, signals
-
-STREAM = 10_000  # job rows fetched at a time
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +104,7 @@ class BatonCollector:
     def compute_ledger(self) -> list[Metric]:
         """Every family computed from the ledger, now."""
         with self.ledger.read() as conn:
-            tally = JobTally().add_all(conn.execution_options(yield_per=STREAM)
+            tally = JobTally().add_all(conn.execution_options(yield_per=STREAM_ROWS)
                                        .execute(job_rows()))
             sigs = conn.execute(select(signals.c.kind, signals.c.status, func.count())
                                 .group_by(signals.c.kind, signals.c.status)).all()

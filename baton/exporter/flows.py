@@ -26,6 +26,7 @@ from baton.exporter.families import (
     histogram,
     seconds,
 )
+from baton.ledger.engine import STREAM_ROWS
 from baton.ledger.schema import analysis_jobs, evaluation_jobs, signals, training_runs
 
 ATTEMPT = "#attempt-"
@@ -38,22 +39,37 @@ def split_trigger(key: str) -> tuple[str, int]:
     return base, int(n) if sep and n.isdigit() else 1
 
 
+def eval_tasks() -> Any:
+    """Per (trigger key, checkpoint): first submitted, last completed, rows not completed."""
+    ej = evaluation_jobs.c
+    return (select(ej.trigger_key.label("key"), func.min(ej.submitted_at).label("first"),
+                   func.max(ej.completed_at).label("done"),
+                   func.sum(case((ej.status == "completed", 0), else_=1)).label("open"))
+            .where(ej.trigger_key.is_not(None))
+            .group_by(ej.trigger_key, ej.checkpoint_path))
+
+
+def analyses_done() -> Any:
+    """Per trigger key: when an analysis of it last completed."""
+    aj = analysis_jobs.c
+    return (select(aj.trigger_key.label("key"), func.max(aj.completed_at).label("at"))
+            .where(aj.status == "completed", aj.trigger_key.is_not(None),
+                   aj.completed_at.is_not(None))
+            .group_by(aj.trigger_key))
+
+
 def evaluations(conn: Any, keys: list[str]
                 ) -> tuple[dict[str, datetime], dict[str, datetime]]:
     """Per training signal among ``keys`` (signal keys and their repairs' keys): when its
     evaluation was first submitted, and when it completed (only the complete ones)."""
-    ej = evaluation_jobs
+    tasks = eval_tasks().add_columns(evaluation_jobs.c.checkpoint_path)
     rows = []
     for i in range(0, len(keys), CHUNK):
-        rows += conn.execute(select(
-            ej.c.trigger_key, ej.c.checkpoint_path, func.min(ej.c.submitted_at),
-            func.max(ej.c.completed_at),
-            func.sum(case((ej.c.status == "completed", 0), else_=1)))
-            .where(ej.c.trigger_key.in_(keys[i:i + CHUNK]))
-            .group_by(ej.c.trigger_key, ej.c.checkpoint_path)).all()
+        rows += conn.execute(tasks.where(
+            evaluation_jobs.c.trigger_key.in_(keys[i:i + CHUNK]))).all()
     submitted: dict[str, datetime] = {}
     latest: dict[tuple[str, str | None], tuple[int, datetime | None, bool]] = {}
-    for key, checkpoint, first, done_at, not_completed in rows:
+    for key, first, done_at, not_completed, checkpoint in rows:
         base, attempt = split_trigger(key)
         if first is not None and (base not in submitted or first < submitted[base]):
             submitted[base] = first
@@ -72,14 +88,10 @@ def evaluations(conn: Any, keys: list[str]
 def analyses(conn: Any, keys: list[str]) -> dict[str, datetime]:
     """Per training signal among ``keys``: when an analysis of its evaluation (any
     attempt) completed."""
-    aj = analysis_jobs
     out: dict[str, datetime] = {}
     for i in range(0, len(keys), CHUNK):
-        for key, done_at in conn.execute(
-                select(aj.c.trigger_key, func.max(aj.c.completed_at))
-                .where(aj.c.status == "completed", aj.c.trigger_key.in_(keys[i:i + CHUNK]),
-                       aj.c.completed_at.is_not(None))
-                .group_by(aj.c.trigger_key)):
+        for key, done_at in conn.execute(analyses_done().where(
+                analysis_jobs.c.trigger_key.in_(keys[i:i + CHUNK]))):
             base, _ = split_trigger(key)
             out[base] = max(done_at, out.get(base, done_at))
     return out
@@ -100,21 +112,14 @@ def per_signal() -> Any:
     """Per training run, in the database: its signal's mtime, when its evaluation was first
     submitted, when it completed (if every checkpoint's task completed), when an analysis
     completed. Right for every signal without a repair (keys equal to the signal's)."""
-    ej, aj, t = evaluation_jobs.c, analysis_jobs.c, training_runs.c
-    task = (select(ej.trigger_key.label("key"), func.min(ej.submitted_at).label("first"),
-                   func.max(ej.completed_at).label("done"),
-                   func.sum(case((ej.status == "completed", 0), else_=1)).label("open"))
-            .where(ej.trigger_key.is_not(None))
-            .group_by(ej.trigger_key, ej.checkpoint_path).subquery())
+    t = training_runs.c
+    task = eval_tasks().subquery()
     ev = (select(task.c.key, func.min(task.c.first).label("sub"),
                  func.max(task.c.done).label("done"),
                  func.sum(case((or_(task.c.open > 0, task.c.done.is_(None)), 1), else_=0))
                  .label("open"))
           .group_by(task.c.key).subquery())
-    an = (select(aj.trigger_key.label("key"), func.max(aj.completed_at).label("at"))
-          .where(aj.status == "completed", aj.trigger_key.is_not(None),
-                 aj.completed_at.is_not(None))
-          .group_by(aj.trigger_key).subquery())
+    an = analyses_done().subquery()
     return (select(t.signal_key, t.completed_at, signals.c.file_mtime, ev.c.sub,
                    case((ev.c.open == 0, ev.c.done), else_=None), an.c.at)
             .select_from(training_runs
@@ -131,7 +136,7 @@ def flow_metrics(conn: Any, now: datetime | None = None) -> list[Metric]:
                                                        WAIT_BUCKETS, WAIT_BUCKETS))
     oldest_unanswered: datetime | None = None
     for key, trained, mtime, sub, evaluated, analysed in conn.execution_options(
-            yield_per=10_000).execute(per_signal()):
+            yield_per=STREAM_ROWS).execute(per_signal()):
         if key in bases:
             sub, evaluated, analysed = (submitted.get(key), evaluated_at.get(key),
                                         analysed_at.get(key))

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from baton.config import CampaignConfig
 from baton.errors import BatonError
-from baton.ledger.engine import with_retry
+from baton.ledger.engine import STREAM_ROWS, with_retry
 from baton.ledger.schema import (
     campaigns,
     checkpoints,
@@ -206,7 +206,7 @@ def progress(ledger: Ledger, shown_state: Any,
             .select_from(training_runs.outerjoin(ckpts, ckpts.c.run == t.id))
             .where(~select(j.id).where(j.experiment == t.experiment_name).exists()))
     with ledger.read() as conn:
-        stream = conn.execution_options(yield_per=10_000).execute(tasks)
+        stream = conn.execution_options(yield_per=STREAM_ROWS).execute(tasks)
         for experiment, rows in groupby(stream, key=lambda row: row[0]):
             entries: Entries = defaultdict(Progress)
             for _, stage, run, run_camp, n_ckpts, job_camp, state, held, n in rows:
@@ -219,7 +219,7 @@ def progress(ledger: Ledger, shown_state: Any,
                 entries[(camp, stage)].states[shown_state(state, held)] += n
             out.add(experiment, entries, keep(entries))
         for experiment, run_camp, n_ckpts in conn.execution_options(
-                yield_per=10_000).execute(idle):  # trained, nothing submitted yet
+                yield_per=STREAM_ROWS).execute(idle):  # trained, nothing submitted yet
             camp = run_camp or NO_CAMPAIGN
             entries = {(camp, "evaluation"): Progress(expected=max(1, n_ckpts or 0)),
                        (camp, "analysis"): Progress(expected=1)}

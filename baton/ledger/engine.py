@@ -18,6 +18,7 @@ from baton.retry import retry
 
 T = TypeVar("T")
 BUSY_TIMEOUT_MS = 30_000
+STREAM_ROWS = 10_000  # rows fetched at a time by a query that streams (yield_per)
 
 
 def normalize_url(url: str) -> str:
