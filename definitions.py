@@ -8,24 +8,24 @@ from dagster import Definitions, in_process_executor
 
 from assets.campaign import campaign_report
 from assets.checks import checkpoint_complete
-from assets.pipeline import (
+from assets.experiment import (
     analysis_job,
     analysis_report,
     evaluation_job,
     evaluation_metrics,
     model,
 )
-from ops_slurm.jobs import (
+from ops_slurm.asset_jobs import (
     campaign_report_job,
-    cancel_jobs,
     record_analysis_job,
     record_evaluation_job,
     submit_evaluation_job,
 )
+from ops_slurm.cancel import cancel_jobs
 from resources import LedgerResource, MLflowResource, SharedDriveResource, SlurmResource
-from sensors.signals import analysis_sensor, evaluation_sensor, training_sensor
-from sensors.status import status_reports
-from sensors.supervisor import supervisor
+from sensors.signal_sensors import analysis_sensor, evaluation_sensor, training_sensor
+from sensors.status_sensor import status_reports
+from sensors.supervision_sensor import supervisor
 from sensors.tracker import slurm_tracker
 
 defs = Definitions(

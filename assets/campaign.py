@@ -13,11 +13,11 @@ from dagster import (
     asset,
 )
 
+from assets.experiment import GROUP, analysis_report
 from assets.partitions import campaigns
-from assets.pipeline import GROUP, analysis_report
+from baton.analyze.summary import summarize
+from baton.fsio import atomic_write
 from baton.ledger import stages as st
-from baton.metrics import summarize
-from baton.signals import atomic_write
 from resources import LedgerResource, SharedDriveResource
 
 

@@ -4,7 +4,7 @@
 from dagster import AssetCheckExecutionContext, AssetCheckResult, asset_check
 
 from assets.partitions import experiments
-from baton.scan import checkpoint_problem
+from baton.pipeline.scan import checkpoint_problem
 from baton.signals import read_signal
 from resources import SharedDriveResource
 

@@ -25,7 +25,7 @@ from pydantic import (
 
 from baton.errors import ConfigError, InvalidName
 from baton.layout import DriveLayout, validate_name
-from baton.slurm.units import parse_memory_mb, parse_time_seconds
+from baton.units import parse_memory_mb, parse_time_seconds
 
 # Environment variables that override a key, as the spec's Appendix A names them.
 ENV_KEYS: dict[str, tuple[str, ...]] = {
@@ -101,7 +101,7 @@ class SupervisionPolicy(Section):
     # a job pending longer than this is late (None: never)
     late_pending_seconds: float | None = Field(default=86400, gt=0)
     # a job running longer than this factor x the stage's expected_seconds is late, and
-    # any job past 90% of its time limit is (see baton.supervise)
+    # any job past 90% of its time limit is (see baton.supervision.policy)
     late_running_factor: float = Field(default=2.0, gt=0)
     late_action: Literal["alert", "cancel"] = "alert"
 

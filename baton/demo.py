@@ -263,7 +263,7 @@ def demo_processes(home: Path) -> dict[int, str]:
 def cancel_unfinished(config: Config, timeout: float = 60) -> list[str]:
     """Cancel, through the Slurm backend, the jobs the ledger still has as unfinished, and
     wait (at most ``timeout``) until the backend says they ended. Returns their ids."""
-    from baton.slurm.service import make_backend
+    from baton.slurm.factory import make_backend
 
     try:
         ledger = open_ledger(config.ledger_url)

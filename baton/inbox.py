@@ -15,8 +15,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from baton.fsio import atomic_write, is_temp_name
 from baton.layout import SIGNAL_KINDS, DriveLayout
-from baton.signals import Signal, atomic_write, is_temp_name, write_signal
+from baton.signals import Signal, write_signal
 
 log = logging.getLogger(__name__)
 MAX_MARKER_BYTES = 8192

@@ -12,7 +12,6 @@ import hashlib
 import json
 import math
 import os
-import secrets
 import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +29,7 @@ from pydantic import (
 )
 
 from baton.errors import BatonError, SignalError
+from baton.fsio import atomic_write
 from baton.layout import (
     ANALYSIS_SIGNAL,
     EVAL_COMPLETE_SIGNAL,
@@ -38,7 +38,6 @@ from baton.layout import (
     DriveLayout,
     validate_name,
 )
-from baton.retry import is_transient_oserror, retry
 
 MAX_SIGNAL_BYTES = 1024 * 1024
 SCHEMA_VERSION = 1
@@ -349,49 +348,6 @@ def encode_signal(signal: Signal | dict[str, Any]) -> bytes:
     if len(data) > MAX_SIGNAL_BYTES:
         raise BatonError(f"signal is {len(data)} bytes; at most {MAX_SIGNAL_BYTES} allowed")
     return data
-
-
-def is_temp_name(name: str) -> bool:
-    """Temp files of :func:`atomic_write`, which scanners must ignore."""
-    return name.startswith(".") and name.endswith(".tmp")
-
-
-def atomic_write(path: Path | str, data: bytes, *, attempts: int = 5, base_delay: float = 0.2
-                 ) -> Path:
-    """Write ``data`` to ``path`` via temp file + fsync + rename, retrying transient I/O
-    errors of a network filesystem. Readers see the old file or the new, never a part."""
-    path = Path(path)
-
-    def once() -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-        try:
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        _fsync_dir(path.parent)
-        return path
-
-    return retry(once, should_retry=is_transient_oserror, attempts=attempts, base=base_delay,
-                 what=f"writing {path}")
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some network filesystems refuse fsync on a directory; the rename stands
-    finally:
-        os.close(fd)
 
 
 def write_signal(path: Path | str, signal: Signal, **kwargs: Any) -> Path:

@@ -21,9 +21,10 @@ from sqlalchemy import insert
 from baton.config import Config
 from baton.ledger import Ledger, open_ledger
 from baton.ledger.schema import training_runs
-from baton.pipeline import submit_evaluations
+from baton.pipeline.steps import submit_evaluations
+from baton.pipeline.submission import submit_jobs
+from baton.slurm.factory import make_backend
 from baton.slurm.sbatch import SbatchBackend
-from baton.slurm.service import make_backend, submit_jobs
 from bench.common import Result, say
 from bench.context import Context, scancel
 from bench.slurm_held import SKIPPED, held_config, load, slurm_available

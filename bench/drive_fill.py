@@ -19,7 +19,7 @@ from baton.ledger.schema import analysis_jobs, evaluation_jobs, facts, signals, 
 
 CHUNK = 10_000
 # the facts that close an experiment's history: its model event confirmed in Dagster, and
-# the runs the sensors asked for (see sensors/signals.py and sensors/once.py)
+# the runs the sensors asked for (see sensors/signal_sensors.py and sensors/once.py)
 FACTS = (("model:", "model_reported"), ("run:evaluation_job:", "run_requested"),
          ("run:evaluation_metrics:", "run_requested"), ("run:analysis_report:", "run_requested"))
 

@@ -23,10 +23,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from baton.analyze.sqlviews import connect
 from baton.config import Config
-from baton.evaluate.schema import METRIC_SCHEMA
+from baton.evaluate.metric_schema import METRIC_SCHEMA
 from baton.layout import DriveLayout
-from baton.sqlviews import connect
 from bench.common import Result, say, timed
 from bench.context import Context
 

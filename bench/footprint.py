@@ -11,7 +11,8 @@ import statistics
 import time
 
 from baton.ledger import open_ledger
-from baton.slurm.service import make_backend, submit_jobs
+from baton.pipeline.submission import submit_jobs
+from baton.slurm.factory import make_backend
 from bench.common import Result, say
 from bench.context import Context, scancel
 from bench.daemon import Exporter, start_pipeline

@@ -16,9 +16,9 @@ from sqlalchemy import text
 
 from baton.exporter.collector import BatonCollector
 from baton.exporter.control import FINISHED_REPORTS_SECONDS
+from baton.exporter.dashboard import _MAP, DASHBOARD_STATES, FAILURE_REASONS
 from baton.exporter.families import LATENCY_BUCKETS, RATIO_BUCKETS, WAIT_BUCKETS
-from baton.exporter.states import _MAP, DASHBOARD_STATES, FAILURE_REASONS
-from baton.exporter.supervision import POSSIBLE
+from baton.exporter.repairs import POSSIBLE
 from baton.ledger import Ledger
 from baton.ledger.supervisions import LIVE, STAGES
 
@@ -33,7 +33,7 @@ def _in(values: tuple[str, ...]) -> str:
 SHOWN = ("CASE WHEN state = 'PENDING' AND substr(reason, 1, 7) = 'JobHeld' THEN 'held' "
          + " ".join(f"WHEN state = '{s}' THEN '{d}'" for s, d in _MAP.items())
          + " ELSE 'failed' END")
-# as baton.exporter.states.failure_reason (killed: signal 9 or exit code 137)
+# as baton.exporter.dashboard.failure_reason (killed: signal 9 or exit code 137)
 REASON = ("CASE WHEN state = 'OUT_OF_MEMORY' OR (state = 'FAILED' "
           "AND (exit_signal = 9 OR exit_code = 137) AND "
           "max_rss_mb <> 0 AND req_mem_mb <> 0 AND max_rss_mb >= req_mem_mb) "

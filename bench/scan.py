@@ -18,7 +18,7 @@ from pathlib import Path
 from baton.inbox import publish
 from baton.layout import DriveLayout
 from baton.ledger import Ledger, open_ledger
-from baton.scan import CANONICAL, Scanner, checkpoint_problem
+from baton.pipeline.scan import CANONICAL, Scanner, checkpoint_problem
 from baton.signals import EvalComplete, TrainingComplete, read_signal, write_signal
 from bench.common import FsCalls, Result, say
 from bench.context import Context

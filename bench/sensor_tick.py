@@ -1,5 +1,5 @@
 """Benchmark 2's whole-sensor figures: ``training_sensor`` and ``evaluation_sensor`` from
-sensors/signals.py, called as the daemon calls them (``build_sensor_context`` with a
+sensors/signal_sensors.py, called as the daemon calls them (``build_sensor_context`` with a
 temporary Dagster instance holding the experiments' partitions, the cursor of the previous
 tick and baton's resources) over the drive and ledger of bench/drive_fill.py. Timed: the
 sensor function (drive, ledger queries, Dagster instance calls, heartbeat); not timed:
@@ -87,7 +87,7 @@ class Site:
             baton_config.cache_clear()
 
         ctx.at_exit(restore)
-        from sensors.signals import evaluation_sensor, training_sensor
+        from sensors.signal_sensors import evaluation_sensor, training_sensor
 
         self.sensors = {"training_sensor": training_sensor,
                         "evaluation_sensor": evaluation_sensor}

@@ -10,7 +10,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from baton.status import report
+from baton.jobstatus.report import report
 from bench.common import Result, percentile, say
 from bench.context import Context
 

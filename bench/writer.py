@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from baton.evaluate.schema import METRIC_SCHEMA
+from baton.evaluate.metric_schema import METRIC_SCHEMA
 from baton.evaluate.writer import DatasetWriter
 from baton.layout import DriveLayout
 from bench.common import Result, say

@@ -10,7 +10,7 @@ from baton.config import Config, load_config
 from baton.layout import DriveLayout
 from baton.ledger import Ledger, open_ledger
 from baton.slurm.backend import SlurmBackend
-from baton.slurm.service import make_backend
+from baton.slurm.factory import make_backend
 
 
 @cache

@@ -5,7 +5,7 @@ from dagster import DefaultSensorStatus, SensorEvaluationContext, SkipReason, se
 
 from baton.errors import BatonError
 from baton.ledger import stages as st
-from baton.slurm.service import reconcile_stale
+from baton.pipeline.submission import reconcile_stale
 from resources import LedgerResource, SlurmResource, baton_config
 
 

@@ -138,13 +138,14 @@ def _completed_jobs(config: Config) -> None:
 
 
 def test_readme_queries_run(campaign: Config, tmp_path: Path) -> None:
-    """The three queries the README shows work on real data, in any test order."""
+    """The three queries docs/user/sql.md shows work on real data, in any test order."""
     import re
 
-    from baton.sqlviews import connect
+    from baton.analyze.sqlviews import connect
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme[readme.index("## SQL over everything"):readme.index("## Signals")]
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "user" / "sql.md").read_text()
+    start = readme.index("<!-- example: sql -->")
+    section = readme[start:readme.index("```\n", readme.index("```bash\n", start) + 8)]
     queries = re.findall(r'baton sql "(.*?)"', section, flags=re.S)
     assert len(queries) == 3
     own = campaign.model_copy(update={"state_dir": tmp_path / "state"})
@@ -163,8 +164,8 @@ def test_readme_queries_run(campaign: Config, tmp_path: Path) -> None:
 def test_views_file_sees_metrics_written_after_it(tmp_path: Path) -> None:
     """views.sql written before any metrics existed still shows them once they do: the
     metrics and predictions views are globs read at each query, not a frozen list."""
+    from baton.analyze.sqlviews import refresh
     from baton.config import load_config
-    from baton.sqlviews import refresh
 
     config = load_config(env={"SHARED_DRIVE": str(tmp_path / "drive"),
                               "BATON_STATE_DIR": str(tmp_path / "state")})
@@ -190,7 +191,7 @@ def test_views_file_sees_metrics_written_after_it(tmp_path: Path) -> None:
 
 
 def test_readme_r_targets_block_is_valid_config(tmp_path: Path) -> None:
-    """The README's R targets snippet loads as configuration, renders to a job script that
+    """The docs' R targets snippet loads as configuration, renders to a job script that
     bash accepts, and (with a stand-in Rscript, R is not installed here) ends with the
     signal that names the report and the targets manifest."""
     import re
@@ -200,8 +201,9 @@ def test_readme_r_targets_block_is_valid_config(tmp_path: Path) -> None:
     from baton.config import load_config
     from baton.slurm.render import render_job
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    after = readme[readme.index("*An R targets pipeline instead*"):]
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "user" / "analysis.md"
+              ).read_text()
+    after = readme[readme.index("## An R targets pipeline instead"):]
     block = re.search(r"```yaml\n(.*?)```", after, flags=re.S).group(1)
     assert "manifest" in block
     drive, state = tmp_path / "drive", tmp_path / "state"

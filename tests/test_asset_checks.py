@@ -23,8 +23,8 @@ from dagster import (
 )
 
 from assets.checks import checkpoint_complete
-from baton.metrics import summarize
-from sensors.signals import analysis_sensor, evaluation_sensor, training_sensor
+from baton.analyze.summary import summarize
+from sensors.signal_sensors import analysis_sensor, evaluation_sensor, training_sensor
 from sensors.tracker import slurm_tracker
 from tests.e2e.harness import InProcess
 

@@ -14,7 +14,7 @@ from sqlalchemy import delete, update
 from baton.config import CampaignConfig, Config, load_config
 from baton.errors import BatonError, ConfigError
 from baton.exporter.control import campaign_metrics
-from baton.exporter.states import dashboard_state
+from baton.exporter.dashboard import dashboard_state
 from baton.inbox import publish
 from baton.layout import DriveLayout
 from baton.ledger import Ledger, open_ledger
@@ -28,11 +28,11 @@ from baton.ledger.campaigns import (
     update_campaign,
 )
 from baton.ledger.schema import campaigns, evaluation_jobs
-from baton.pipeline import submit_analyses, submit_evaluations
-from baton.scan import Scanner
+from baton.pipeline.scan import Scanner
+from baton.pipeline.steps import submit_analyses, submit_evaluations
+from baton.pipeline.submission import submit_jobs
 from baton.signals import TrainingComplete
 from baton.slurm.local import LocalBackend
-from baton.slurm.service import submit_jobs
 from baton.slurm.states import JobStatus
 from tests.test_cli import baton
 

@@ -24,6 +24,7 @@ def test_no_module_of_the_core_imports_dagster() -> None:
     out = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True,
                          check=True, timeout=300).stdout
     result = json.loads(out)
-    assert {"baton.hook", "baton.status", "baton.evaluate.harness", "baton.exporter.server",
-            "baton.cli", "baton.scan", "baton.supervisor"} <= set(result["imported"])
+    assert {"baton.hook", "baton.jobstatus.report", "baton.evaluate.harness",
+            "baton.exporter.server", "baton.cli", "baton.pipeline.scan",
+            "baton.supervision.actions"} <= set(result["imported"])
     assert result["dagster"] == []

@@ -121,7 +121,7 @@ def test_asset_jobs_are_partitioned_by_their_assets(tmp_path: Path) -> None:
     from dagster import SensorResult
 
     from definitions import defs
-    from sensors.signals import training_sensor
+    from sensors.signal_sensors import training_sensor
     from tests.e2e.harness import InProcess
 
     expected = {"submit_evaluation": "experiments", "record_evaluation": "experiments",

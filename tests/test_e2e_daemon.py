@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from baton.jobstatus.ingest import last_reports
+from baton.jobstatus.report import drive_spool, report
 from baton.ledger.campaigns import list_campaigns
-from baton.status import drive_spool, last_reports, report
 from tests.e2e.harness import Pipeline
 
 pytestmark = pytest.mark.slow

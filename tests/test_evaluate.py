@@ -14,7 +14,7 @@ import pytest
 
 from baton.config import Config
 from baton.evaluate.harness import evaluate
-from baton.evaluate.schema import METRIC_SCHEMA
+from baton.evaluate.metric_schema import METRIC_SCHEMA
 from baton.signals import read_signal
 
 

@@ -334,7 +334,7 @@ def test_promtool_accepts_the_exposition(config: Config, filled: Ledger) -> None
 def test_failure_reasons_agree_with_the_supervisor() -> None:
     """A job killed over its memory is out_of_memory however Slurm reports the kill: state
     OUT_OF_MEMORY (cgroups), signal 9, or exit code 137 (a shell that saw the kill)."""
-    from baton.exporter.states import failure_reason
+    from baton.exporter.dashboard import failure_reason
 
     cases = [("OUT_OF_MEMORY", 0, None, None), ("FAILED", 0, 9, 900.0),
              ("FAILED", 137, None, 900.0), ("FAILED", 137, None, 100.0),

@@ -16,8 +16,8 @@ from baton.inbox import pending, publish
 from baton.layout import DriveLayout
 from baton.ledger import Ledger, open_ledger
 from baton.ledger import stages as st
-from baton.pipeline import submit_evaluations
-from baton.scan import Scanner, checkpoint_problem
+from baton.pipeline.scan import Scanner, checkpoint_problem
+from baton.pipeline.steps import submit_evaluations
 from baton.signals import EvalComplete, TrainingComplete, read_signal
 from baton.slurm.local import LocalBackend
 

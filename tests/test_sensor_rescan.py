@@ -14,7 +14,7 @@ import pytest
 from dagster import SensorResult, SkipReason
 
 from baton.inbox import pending
-from sensors.signals import training_sensor
+from sensors.signal_sensors import training_sensor
 from tests.e2e.harness import InProcess
 
 RESCAN_S = 600

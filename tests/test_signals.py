@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 
 from baton.errors import SignalError
+from baton.fsio import atomic_write
 from baton.layout import DriveLayout
 from baton.signals import (
     MAX_SIGNAL_BYTES,
     EvalComplete,
     EvalFailed,
     TrainingComplete,
-    atomic_write,
     read_signal,
     utcnow,
     write_signal,

@@ -15,8 +15,8 @@ import pytest
 
 from baton.config import Config
 from baton.ledger import open_ledger
+from baton.pipeline.submission import submit_jobs
 from baton.slurm.sbatch import SbatchBackend, run_command
-from baton.slurm.service import submit_jobs
 from baton.slurm.spec import JobSpec
 from baton.slurm.states import JobStatus
 
@@ -235,7 +235,7 @@ def test_stage_jobs_through_the_ledger(config: Config, tmp_path: Path) -> None:
 def test_a_dead_submitter_is_reconciled(config: Config, workdir: Path) -> None:
     """A claim whose submitter died after sbatch but before recording the id is adopted
     from the queue (by its comment token), never submitted twice."""
-    from baton.slurm.service import comment_token, reconcile_stale
+    from baton.pipeline.submission import comment_token, reconcile_stale
 
     ledger = open_ledger(config.ledger_url)
     backend = SbatchBackend(base_delay=0.5)

@@ -11,7 +11,7 @@ from baton.config import Config
 from baton.errors import InvalidName, PathEscape
 from baton.slurm.render import keep_for_audit, render_job
 from baton.slurm.spec import JobSpec, spec_from_script
-from baton.slurm.units import format_memory, format_time, parse_memory_mb, parse_time_seconds
+from baton.units import format_memory, format_time, parse_memory_mb, parse_time_seconds
 
 SCRIPT = "#!/bin/bash\ntrue\n"
 

@@ -13,14 +13,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from baton.jobstatus.ingest import ingest
+from baton.jobstatus.report import drive_spool, local_spool, report
 from baton.ledger import open_ledger
 from baton.ledger.schema import status_events
-from baton.status import drive_spool, ingest, local_spool, report
 from tests.conftest import require
 
 REPORTER = """
 import sys
-from baton.status import report
+from baton.jobstatus.report import report
 for i in range(100):
     assert report("proj", f"job{sys.argv[1]}", "running", progress=i, message=f"step {i}")
 """
@@ -107,7 +108,7 @@ def test_read_only_drive_loses_nothing(tmp_path: Path, env: dict[str, str]) -> N
 READ_ONLY_REPORTER = """
 import errno, json, sys, time
 from pathlib import Path
-from baton.status import report
+from baton.jobstatus.report import report
 drive = Path(sys.argv[1])
 try:
     (drive / "status" / "spool" / "probe").write_text("x")

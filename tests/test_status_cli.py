@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from baton.cli import main
-from baton.status import _write, drive_spool, local_spool, make_event
+from baton.jobstatus.report import _write, drive_spool, local_spool, make_event
 
 
 @pytest.fixture

@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-import baton.status as status
+import baton.jobstatus.report as status
+from baton.jobstatus.ingest import ingest
+from baton.jobstatus.report import drive_spool, local_spool, report
 from baton.ledger import open_ledger
 from baton.ledger.schema import status_events
-from baton.status import drive_spool, ingest, local_spool, report
 
 BOUND = 2.0  # seconds: the documented "within a second", with margin for a loaded machine
 HANG = 5.0  # seconds a hanging drive write takes

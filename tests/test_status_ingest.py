@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from baton.jobstatus.ingest import ingest
+from baton.jobstatus.report import _write, drive_spool, make_event
 from baton.ledger import open_ledger
 from baton.ledger.schema import status_events
-from baton.status import _write, drive_spool, ingest, make_event
 
 
 def spool_events(drive: Path, n: int) -> None:

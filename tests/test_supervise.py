@@ -13,7 +13,7 @@ from baton.config import StageConfig, SupervisionPolicy, load_config
 from baton.errors import ConfigError
 from baton.slurm.parse import parse_sacct
 from baton.slurm.states import JobStatus
-from baton.supervise import SETTLE_SECONDS, JobFacts, classify, decide, decide_retry
+from baton.supervision.policy import SETTLE_SECONDS, JobFacts, classify, decide, decide_retry
 from tests.conftest import DATA
 
 NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
@@ -215,7 +215,8 @@ def test_default_policy() -> None:
 
 
 def test_readme_policy_example_is_valid(tmp_path: Path) -> None:
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "operator" / "supervision.md"
+              ).read_text()
     start = readme.index("# baton.yaml: the per-stage policy")
     path = tmp_path / "baton.yaml"
     path.write_text(readme[start:readme.index("```", start)])

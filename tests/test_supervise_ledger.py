@@ -11,9 +11,9 @@ from pathlib import Path
 from baton.config import Config
 from baton.ledger import Ledger, open_ledger
 from baton.ledger import supervisions as sv
+from baton.pipeline.submission import submit_jobs
 from baton.slurm.local import LocalBackend
-from baton.slurm.service import submit_jobs
-from baton.supervisor import TickReport, tick
+from baton.supervision.actions import TickReport, tick
 
 
 def _config(config: Config, ledger_url: str) -> Config:

@@ -21,12 +21,13 @@ import yaml
 from baton.cli import main as baton_main
 from baton.config import Config, load_config
 from baton.errors import TransientSlurmError
-from baton.exporter.supervision import supervision_metrics
+from baton.exporter.repairs import supervision_metrics
 from baton.ledger import Ledger, open_ledger
 from baton.ledger import supervisions as sv
+from baton.pipeline.submission import submit_jobs
+from baton.slurm.factory import make_backend
 from baton.slurm.local import LocalBackend
-from baton.slurm.service import make_backend, submit_jobs
-from baton.supervisor import DISPATCH_BACKOFF, DISPATCH_TRIES, retry, tick
+from baton.supervision.actions import DISPATCH_BACKOFF, DISPATCH_TRIES, retry, tick
 
 REFUSED = ("sbatch: error: Batch job submission failed: Unable to contact slurm controller "
            "(connect failure)")

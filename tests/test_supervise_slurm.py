@@ -28,8 +28,8 @@ from baton.ledger import Ledger, open_ledger
 from baton.ledger import stages as st
 from baton.ledger import supervisions as sv
 from baton.ledger.schema import evaluation_jobs
+from baton.pipeline.submission import submit_jobs
 from baton.slurm.sbatch import SbatchBackend
-from baton.slurm.service import submit_jobs
 from tests.conftest import require
 from tests.test_exporter import sample
 
@@ -92,7 +92,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             mp.delenv(var, raising=False)
         mp.setenv("BATON_CONFIG", str(config_file))
         import resources
-        from sensors.supervisor import supervisor
+        from sensors.supervision_sensor import supervisor
         from sensors.tracker import slurm_tracker
 
         resources.baton_config.cache_clear()

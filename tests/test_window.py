@@ -17,7 +17,7 @@ from baton.ledger import Ledger, open_ledger
 from baton.ledger import stages as st
 from baton.ledger.schema import evaluation_jobs, signals
 from baton.ledger.window import Window
-from baton.scan import Scanner
+from baton.pipeline.scan import Scanner
 from baton.signals import AnalysisComplete, EvalComplete, TrainingComplete
 
 KINDS = ["training_complete", "eval_complete", "eval_failed", "analysis_complete"]

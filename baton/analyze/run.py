@@ -25,9 +25,10 @@ from baton.analyze.stats import bootstrap_ci
 from baton.config import Config
 from baton.errors import BatonError
 from baton.evaluate.harness import job_tag
+from baton.fsio import atomic_write
 from baton.inbox import publish
 from baton.layout import DriveLayout
-from baton.signals import AnalysisComplete, TrainingComplete, atomic_write, read_signal, utcnow
+from baton.signals import AnalysisComplete, TrainingComplete, read_signal, utcnow
 from baton.tracking import Tracker
 
 log = logging.getLogger(__name__)

@@ -8,11 +8,21 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 
-from baton.cli import campaign, config, db, signal, slurm, status, supervise, work
+from baton.cli import (
+    campaign_cmd,
+    config_cmd,
+    db_cmd,
+    signal_cmd,
+    slurm_cmd,
+    status_cmd,
+    supervise_cmd,
+    work_cmd,
+)
 from baton.errors import BatonError
 
 Handler = Callable[[argparse.Namespace], int]
-GROUPS = (signal, work, status, campaign, db, slurm, supervise, config)
+GROUPS = (signal_cmd, work_cmd, status_cmd, campaign_cmd, db_cmd, slurm_cmd, supervise_cmd,
+          config_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     report_args = status_report_args(argv)
     if report_args is not None:  # the fast path: no config, no database; never fails
-        from baton.status import main as report_main
+        from baton.jobstatus.report import main as report_main
 
         return report_main(report_args)
     args = build_parser().parse_args(argv)

@@ -23,8 +23,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from baton.errors import BatonError
+from baton.evaluate.metric_schema import METRIC_SCHEMA, schema_problems
 from baton.evaluate.protocol import Row
-from baton.evaluate.schema import METRIC_SCHEMA, schema_problems
 from baton.layout import ExperimentLayout, validate_name
 
 PREDICTION_SCHEMA = pa.schema([

@@ -23,9 +23,9 @@ from sqlalchemy import func, select
 from baton.config import Config
 from baton.exporter.control import campaign_metrics, status_metrics
 from baton.exporter.flows import flow_metrics
-from baton.exporter.jobs import JobTally, SubmitFailure, job_rows
+from baton.exporter.job_tally import JobTally, SubmitFailure, job_rows
+from baton.exporter.repairs import supervision_metrics
 from baton.exporter.snapshot import Snapshot
-from baton.exporter.supervision import supervision_metrics
 from baton.ledger import Ledger
 from baton.ledger.engine import STREAM_ROWS
 from baton.ledger.schema import heartbeats, signals

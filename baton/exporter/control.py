@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from baton.config import Config
-from baton.exporter.states import dashboard_state
+from baton.exporter.dashboard import dashboard_state
+from baton.jobstatus.ingest import last_reports
 from baton.ledger import Ledger
 from baton.ledger.campaigns import (
     Entries,
@@ -19,7 +20,6 @@ from baton.ledger.campaigns import (
     progress,
     unknown_types,
 )
-from baton.status import last_reports
 
 FINISHED_REPORTS_SECONDS = 7 * 86400  # how long a job's last "completed"/"failed" shows
 

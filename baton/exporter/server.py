@@ -14,8 +14,8 @@ from baton.config import Config
 from baton.exporter.collector import BatonCollector, QueueSnapshot
 from baton.ledger import open_ledger
 from baton.slurm.backend import SlurmBackend
+from baton.slurm.factory import make_backend
 from baton.slurm.local import LocalBackend
-from baton.slurm.service import make_backend
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from baton.signals import atomic_write
+from baton.fsio import atomic_write
 from baton.slurm.backend import Submitted, task_ids
 from baton.slurm.spec import JobSpec
 from baton.slurm.states import JobStatus

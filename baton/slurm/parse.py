@@ -8,7 +8,7 @@ from collections import defaultdict
 from datetime import UTC, datetime
 
 from baton.slurm.states import JobStatus, is_terminal, normalize_state
-from baton.slurm.units import parse_cpu_seconds, parse_memory_mb, parse_time_seconds
+from baton.units import parse_cpu_seconds, parse_memory_mb, parse_time_seconds
 
 SACCT_FIELDS = (
     "JobID", "JobIDRaw", "JobName", "State", "ExitCode", "Submit", "Start", "End",

@@ -18,8 +18,8 @@ import jinja2
 from baton import __version__
 from baton.config import Config
 from baton.errors import InvalidName
+from baton.fsio import atomic_write
 from baton.layout import DriveLayout
-from baton.signals import atomic_write
 from baton.slurm.spec import JobSpec
 
 STAGE_PREFIX = {"evaluation": "eval", "analysis": "analysis"}

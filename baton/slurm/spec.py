@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 
 from baton.errors import InvalidName
 from baton.slurm.parse import expand_array_spec
-from baton.slurm.units import parse_memory_mb, parse_time_seconds
+from baton.units import parse_memory_mb, parse_time_seconds
 
 _WORD = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 _JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")

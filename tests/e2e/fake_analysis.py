@@ -4,9 +4,10 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
+from baton.fsio import atomic_write
 from baton.inbox import publish
 from baton.layout import DriveLayout
-from baton.signals import AnalysisComplete, atomic_write
+from baton.signals import AnalysisComplete
 
 drive = DriveLayout(Path(os.environ["SHARED_DRIVE"]))
 exp = os.environ["BATON_EXPERIMENT"]

@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from baton.evaluate.schema import METRIC_SCHEMA
+from baton.evaluate.metric_schema import METRIC_SCHEMA
 from baton.inbox import publish
 from baton.layout import DriveLayout
 from baton.signals import EvalComplete, EvalFailed

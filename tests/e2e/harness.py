@@ -346,7 +346,7 @@ class InProcess:
 def code_location_assets() -> dict[str, Any]:
     """The assets of definitions.py by name, before Definitions binds its resources."""
     from assets.campaign import campaign_report
-    from assets.pipeline import (
+    from assets.experiment import (
         analysis_job,
         analysis_report,
         evaluation_job,

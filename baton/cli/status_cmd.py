@@ -11,9 +11,9 @@ from baton.cli.common import config_from
 def cmd_status(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
+    from baton.jobstatus.ingest import ingest, last_reports
     from baton.ledger import open_ledger
     from baton.ledger.schema import status_events as ev
-    from baton.status import ingest, last_reports
 
     config = config_from(args)
     ledger = open_ledger(config.ledger_url)

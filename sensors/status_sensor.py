@@ -1,10 +1,10 @@
 """Status reports from any script: the spool on the shared drive goes into the ledger every
-tick, each event once (``baton.status.ingest``)."""
+tick, each event once (``baton.jobstatus.report.ingest``)."""
 
 
 from dagster import DefaultSensorStatus, SensorEvaluationContext, SkipReason, sensor
 
-from baton.status import ingest
+from baton.jobstatus.ingest import ingest
 from resources import LedgerResource, SharedDriveResource, baton_config
 
 

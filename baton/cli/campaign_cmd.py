@@ -26,7 +26,7 @@ def _day(when: datetime | None) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from baton.exporter.states import dashboard_state
+    from baton.exporter.dashboard import dashboard_state
     from baton.ledger import open_ledger
     from baton.ledger.campaigns import completion, list_campaigns, progress, unknown_types
 

@@ -12,7 +12,8 @@ from baton.errors import BatonError
 
 def cmd_slurm_submit(args: argparse.Namespace) -> int:
     from baton.ledger import open_ledger
-    from baton.slurm.service import make_backend, submit_jobs
+    from baton.pipeline.submission import submit_jobs
+    from baton.slurm.factory import make_backend
 
     config = config_from(args)
     backend = make_backend(config, args.backend)
@@ -52,7 +53,7 @@ def _submit_script(args: argparse.Namespace, config, backend) -> int:
 
 def cmd_slurm_status(args: argparse.Namespace) -> int:
     from baton.ledger import open_ledger
-    from baton.slurm.service import make_backend
+    from baton.slurm.factory import make_backend
 
     config = config_from(args)
     backend = make_backend(config, args.backend)
@@ -82,7 +83,7 @@ def _status_doc(status) -> dict:
 
 
 def cmd_slurm_cancel(args: argparse.Namespace) -> int:
-    from baton.slurm.service import make_backend
+    from baton.slurm.factory import make_backend
 
     backend = make_backend(config_from(args), args.backend)
     backend.cancel(args.job_ids)

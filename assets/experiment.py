@@ -17,9 +17,9 @@ from dagster import (
 )
 
 from assets.partitions import experiments
+from baton.analyze.summary import summarize
 from baton.ledger import stages as st
-from baton.metrics import summarize
-from baton.pipeline import Submission, submit_analyses, submit_evaluations
+from baton.pipeline.steps import Submission, submit_analyses, submit_evaluations
 from resources import LedgerResource, MLflowResource, SharedDriveResource, SlurmResource
 
 GROUP = "pipeline"

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from sqlalchemy import select
 
 from baton.config import Config
-from baton.evaluate.schema import METRIC_SCHEMA
+from baton.evaluate.metric_schema import METRIC_SCHEMA
 from baton.evaluate.writer import PREDICTION_SCHEMA
 from baton.ledger import open_ledger
 from baton.ledger.schema import metadata

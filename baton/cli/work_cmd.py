@@ -44,7 +44,7 @@ def cmd_example_train(args: argparse.Namespace) -> int:
 def cmd_sql(args: argparse.Namespace) -> int:
     import duckdb
 
-    from baton.sqlviews import connect, refresh
+    from baton.analyze.sqlviews import connect, refresh
 
     config = config_from(args)
     if args.views:

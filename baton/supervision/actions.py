@@ -18,11 +18,11 @@ from baton.errors import BatonError
 from baton.ledger import Ledger
 from baton.ledger import stages as st
 from baton.ledger import supervisions as sv
+from baton.pipeline.submission import submit_jobs
 from baton.slurm.backend import SlurmBackend
-from baton.slurm.service import submit_jobs
 from baton.slurm.states import is_terminal
-from baton.slurm.units import format_memory, format_time
-from baton.supervise import MANUAL, Decision, JobFacts, classify, decide, decide_retry
+from baton.supervision.policy import MANUAL, Decision, JobFacts, classify, decide, decide_retry
+from baton.units import format_memory, format_time
 
 log = logging.getLogger(__name__)
 SUPERVISOR = "supervisor"

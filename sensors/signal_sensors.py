@@ -30,9 +30,9 @@ from baton.ledger import Ledger
 from baton.ledger import stages as st
 from baton.ledger.stages import record_fact
 from baton.ledger.window import Window
-from baton.pipeline import short
-from baton.scan import Scanner, TickResult, checkpoint_problem
-from ops_slurm.jobs import (
+from baton.pipeline.scan import Scanner, TickResult, checkpoint_problem
+from baton.pipeline.steps import short
+from ops_slurm.asset_jobs import (
     campaign_report_job,
     record_analysis_job,
     record_evaluation_job,

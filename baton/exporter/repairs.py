@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from baton.ledger.schema import supervisions
 from baton.ledger.supervisions import LIVE, STAGES
-from baton.supervise import END_REASONS, LATE_REASONS, MANUAL
+from baton.supervision.policy import END_REASONS, LATE_REASONS, MANUAL
 
 # every (reason, action) a decision can take, from zero: increase() sees the first one
 POSSIBLE = ([(r, a) for r in END_REASONS for a in ("resubmit", "gave_up", "none")]

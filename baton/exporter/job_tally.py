@@ -12,6 +12,12 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from sqlalchemy import Select, func, select
 
+from baton.exporter.dashboard import (
+    DASHBOARD_STATES,
+    FAILURE_REASONS,
+    dashboard_state,
+    failure_reason,
+)
 from baton.exporter.families import (
     RATIO_BUCKETS,
     WAIT_BUCKETS,
@@ -19,12 +25,6 @@ from baton.exporter.families import (
     observations,
     per_stage,
     seconds,
-)
-from baton.exporter.states import (
-    DASHBOARD_STATES,
-    FAILURE_REASONS,
-    dashboard_state,
-    failure_reason,
 )
 from baton.ledger.schema import slurm_jobs, training_runs
 

@@ -1,5 +1,5 @@
 """The supervision sensor: each tick detects failed and late jobs, decides by the stage's
-policy, dispatches the repair and follows it (baton.supervisor). A resubmission shows in
+policy, dispatches the repair and follows it (baton.supervision.actions). A resubmission shows in
 Dagster as a new attempt of the job asset: a materialization of ``evaluation_job`` (or
 ``analysis_job``) for the experiment, with the attempt and why."""
 
@@ -23,8 +23,8 @@ from baton.errors import BatonError
 from baton.ledger import Ledger
 from baton.ledger import supervisions as sv
 from baton.ledger.stages import record_fact
-from baton.slurm.units import format_memory, format_time
-from baton.supervisor import tick
+from baton.supervision.actions import tick
+from baton.units import format_memory, format_time
 from resources import LedgerResource, SlurmResource, baton_config
 
 NAME = "supervisor"

@@ -1,6 +1,6 @@
 """Supervision decisions: why a job needs a repair, and what the stage's policy does about
 it. Pure functions over a job's ledger facts, so every rule is tested without Slurm; the
-effects (recording, dispatching, following) live in :mod:`baton.supervisor`."""
+effects (recording, dispatching, following) live in :mod:`baton.supervision.actions`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 from baton.config import StageConfig, SupervisionPolicy
 from baton.slurm.states import TERMINAL_STATES, over_memory
-from baton.slurm.units import format_memory, format_time, parse_memory_mb, parse_time_seconds
+from baton.units import format_memory, format_time, parse_memory_mb, parse_time_seconds
 
 # reasons a job ended that the policy can repair, and the reasons a live job is late
 END_REASONS = ("oom", "timeout", "node_fail", "preempted", "failed")

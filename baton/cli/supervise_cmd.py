@@ -14,7 +14,7 @@ def _when(at: datetime | None) -> str:
 
 
 def _resources(sup: Any) -> str:
-    from baton.slurm.units import format_memory, format_time
+    from baton.units import format_memory, format_time
 
     if sup.new_mem_mb is None:
         return "-"
@@ -77,9 +77,9 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_retry(args: argparse.Namespace) -> int:
     from baton.ledger import supervisions as sv
-    from baton.slurm.service import make_backend
-    from baton.slurm.units import parse_memory_mb, parse_time_seconds
-    from baton.supervisor import retry
+    from baton.slurm.factory import make_backend
+    from baton.supervision.actions import retry
+    from baton.units import parse_memory_mb, parse_time_seconds
 
     config, ledger = _open(args)
     new = retry(config, ledger, make_backend(config, args.backend), args.id,
@@ -98,8 +98,8 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    from baton.slurm.service import make_backend
-    from baton.supervisor import cancel
+    from baton.slurm.factory import make_backend
+    from baton.supervision.actions import cancel
 
     config, ledger = _open(args)
     print(cancel(ledger, make_backend(config, args.backend), args.id))

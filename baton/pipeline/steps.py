@@ -12,8 +12,8 @@ from baton.config import Config
 from baton.errors import BatonError
 from baton.ledger import Ledger
 from baton.ledger import stages as st
+from baton.pipeline.submission import TaskOutcome, submit_jobs
 from baton.slurm.backend import SlurmBackend
-from baton.slurm.service import TaskOutcome, submit_jobs
 
 log = logging.getLogger(__name__)
 

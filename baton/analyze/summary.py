@@ -8,7 +8,7 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 
-from baton.evaluate.schema import schema_problems
+from baton.evaluate.metric_schema import schema_problems
 from baton.layout import ExperimentLayout
 
 

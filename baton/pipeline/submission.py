@@ -14,23 +14,11 @@ from baton.config import Config
 from baton.errors import BatonError
 from baton.ledger import Ledger
 from baton.ledger.campaigns import note_campaign
-from baton.slurm.backend import SlurmBackend, Submitted, choose_backend_name
-from baton.slurm.local import LocalBackend
-from baton.slurm.ratelimit import RateLimiter
+from baton.slurm.backend import SlurmBackend, Submitted
 from baton.slurm.render import keep_for_audit, render_job
-from baton.slurm.sbatch import SbatchBackend
-from baton.slurm.units import parse_memory_mb, parse_time_seconds
+from baton.units import parse_memory_mb, parse_time_seconds
 
 log = logging.getLogger(__name__)
-
-
-def make_backend(config: Config, name: str | None = None) -> SlurmBackend:
-    chosen = choose_backend_name(name or config.slurm.backend)
-    if chosen == "local":
-        return LocalBackend(config.state_dir, config.slurm.local_max_concurrent)
-    limiter = RateLimiter(config.state_dir / "sbatch.rate", config.slurm.submit_per_minute)
-    return SbatchBackend(rate_limiter=limiter, attempts=config.slurm.retries,
-                         base_delay=config.slurm.retry_base_seconds)
 
 
 def submission_key(stage: str, experiment: str, attempt: int = 1, checkpoint: str = "") -> str:

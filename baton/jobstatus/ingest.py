@@ -1,0 +1,112 @@
+"""Ingestion of status reports: the spool on the shared drive into the ledger, each event
+exactly once (by its id), keeping the history. Runs in the orchestrator only."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from baton.jobstatus.report import drive_spool, make_event
+
+log = logging.getLogger(__name__)
+
+
+def ingest(drive: str | os.PathLike[str], ledger: Any, limit: int = 5000) -> int:
+    """Move spooled events into the ledger, each once; returns how many were new.
+
+    Several ingesters may run at once (the sensor, ``baton status list``): a file another
+    one took is skipped, and the event id keeps each event once. A file that is not a valid
+    event is moved to ``status/rejected/`` with the reason beside it; a file that cannot be
+    read now (a transient network filesystem error) stays for the next call."""
+    from sqlalchemy import insert
+    from sqlalchemy.exc import IntegrityError
+
+    from baton.ledger.engine import with_retry
+    from baton.ledger.schema import status_events
+
+    spool = drive_spool(drive)
+    if not spool.is_dir():
+        return 0
+    new = 0
+    for path in sorted(p for p in spool.iterdir() if p.suffix == ".json")[:limit]:
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            continue  # taken by another ingester
+        except OSError as exc:
+            log.warning("status event %s is not readable now, left for the next ingest: %s",
+                        path, exc)
+            continue
+        try:
+            row = _event_row(text)
+        except (ValueError, KeyError, TypeError) as exc:
+            _reject(Path(drive), path, exc)
+            continue
+
+        def once(row: dict[str, Any] = row) -> bool:
+            try:
+                with ledger.write() as conn:
+                    conn.execute(insert(status_events).values(**row))
+                return True
+            except IntegrityError:
+                return False  # seen before (a forwarded copy, another ingester): once
+
+        new += with_retry(once)
+        path.unlink(missing_ok=True)  # another ingester may have removed it already
+    return new
+
+
+def _event_row(text: str) -> dict[str, Any]:
+    """A spooled event as a ``status_events`` row; ValueError, KeyError or TypeError say
+    why it is not one."""
+    raw = json.loads(text)
+    if not isinstance(raw, dict):
+        raise TypeError(f"an event is a JSON object, not {type(raw).__name__}")
+    event = make_event(raw["project"], raw["job"], raw["status"], raw.get("progress"),
+                       raw.get("message"))
+    event_id = str(raw["id"])
+    if not re.fullmatch(r"[0-9a-f]{32}", event_id):
+        raise ValueError(f"event id {event_id!r} is not 32 hex digits")
+    reported = datetime.fromisoformat(raw["time"])
+    if reported.tzinfo is None:
+        raise ValueError("time has no time zone")
+    return dict(event_id=event_id, project=event["project"], job=event["job"],
+                status=event["status"], progress=event["progress"], message=event["message"],
+                reported_at=reported, host=str(raw.get("host", ""))[:255],
+                ingested_at=datetime.now(UTC))
+
+
+def _reject(drive: Path, path: Path, exc: Exception) -> None:
+    rejected = drive / "status" / "rejected"
+    try:
+        rejected.mkdir(parents=True, exist_ok=True)
+        path.replace(rejected / path.name)
+    except FileNotFoundError:
+        return  # another ingester set it aside
+    except OSError as err:
+        log.warning("could not set aside the bad status event %s (%s): %s", path, exc, err)
+        return
+    try:
+        (rejected / f"{path.name}.reason").write_text(f"{type(exc).__name__}: {exc}\n")
+    except OSError as err:
+        log.warning("could not write why %s was rejected: %s", path.name, err)
+
+
+def last_reports(ledger: Any) -> list[Any]:
+    """Each (project, job)'s latest report by the time it was made (a forwarded event can
+    arrive after a newer one)."""
+    from sqlalchemy import func, select
+
+    from baton.ledger.schema import status_events as ev
+
+    ranked = select(ev, func.row_number().over(
+        partition_by=(ev.c.project, ev.c.job),
+        order_by=(ev.c.reported_at.desc(), ev.c.id.desc())).label("n")).subquery()
+    with ledger.read() as conn:
+        return list(conn.execute(select(ranked).where(ranked.c.n == 1).order_by(
+            ranked.c.project, ranked.c.job)).all())

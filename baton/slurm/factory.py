@@ -1,0 +1,18 @@
+"""The backend baton.yaml asks for: sbatch on a cluster, the local runner on a laptop."""
+
+from __future__ import annotations
+
+from baton.config import Config
+from baton.slurm.backend import SlurmBackend, choose_backend_name
+from baton.slurm.local import LocalBackend
+from baton.slurm.ratelimit import RateLimiter
+from baton.slurm.sbatch import SbatchBackend
+
+
+def make_backend(config: Config, name: str | None = None) -> SlurmBackend:
+    chosen = choose_backend_name(name or config.slurm.backend)
+    if chosen == "local":
+        return LocalBackend(config.state_dir, config.slurm.local_max_concurrent)
+    limiter = RateLimiter(config.state_dir / "sbatch.rate", config.slurm.submit_per_minute)
+    return SbatchBackend(rate_limiter=limiter, attempts=config.slurm.retries,
+                         base_delay=config.slurm.retry_base_seconds)
