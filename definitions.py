@@ -1,10 +1,14 @@
 """The one Dagster code location of baton: assets, checks, sensors, jobs and resources.
 
+Importing this module reads nothing: Dagster calls ``defs`` when it loads the code location
+(the webserver's and the daemon's code servers, and every run's process), and that reads
+baton.yaml and the environment once, into the resources and the sensors built here.
+
 Every run is short (it submits, records or checks, then returns), so its steps run in the
 run's own process: no step worker process to start per step, which on a loaded head node
 is most of a run's cost."""
 
-from dagster import Definitions, in_process_executor
+from dagster import Definitions, definitions, in_process_executor
 
 from assets.campaign import campaign_report
 from assets.checks import checkpoint_complete
@@ -15,6 +19,7 @@ from assets.experiment import (
     evaluation_metrics,
     model,
 )
+from baton.config import Config, load_config
 from ops_slurm.asset_jobs import (
     campaign_report_job,
     record_analysis_job,
@@ -22,25 +27,27 @@ from ops_slurm.asset_jobs import (
     submit_evaluation_job,
 )
 from ops_slurm.cancel import cancel_jobs
-from resources import LedgerResource, MLflowResource, SharedDriveResource, SlurmResource
-from sensors.signal_sensors import analysis_sensor, evaluation_sensor, training_sensor
-from sensors.status_sensor import status_reports
-from sensors.supervision_sensor import supervisor
-from sensors.tracker import slurm_tracker
+from resources import build_resources
+from sensors import build_sensors
 
-defs = Definitions(
-    assets=[model, evaluation_job, evaluation_metrics, analysis_job, analysis_report,
-            campaign_report],
-    asset_checks=[checkpoint_complete],
-    jobs=[submit_evaluation_job, record_evaluation_job, record_analysis_job,
-          campaign_report_job, cancel_jobs],
-    sensors=[training_sensor, evaluation_sensor, analysis_sensor, slurm_tracker,
-             status_reports, supervisor],
-    executor=in_process_executor,
-    resources={
-        "slurm": SlurmResource(),
-        "ledger": LedgerResource(),
-        "drive": SharedDriveResource(),
-        "mlflow": MLflowResource(),
-    },
-)
+
+def build_definitions(config: Config) -> Definitions:
+    """The code location as ``config`` sets it: the sensors' intervals and settings, and the
+    resources every asset, check and job runs with."""
+    return Definitions(
+        assets=[model, evaluation_job, evaluation_metrics, analysis_job, analysis_report,
+                campaign_report],
+        asset_checks=[checkpoint_complete],
+        jobs=[submit_evaluation_job, record_evaluation_job, record_analysis_job,
+              campaign_report_job, cancel_jobs],
+        sensors=build_sensors(config),
+        executor=in_process_executor,
+        resources=build_resources(config),
+    )
+
+
+@definitions
+def defs() -> Definitions:
+    """What Dagster loads: the definitions of baton.yaml ($BATON_CONFIG, else ./baton.yaml)
+    and the environment as they are now."""
+    return build_definitions(load_config())

@@ -34,7 +34,7 @@ def _submit(context: AssetExecutionContext, slurm: SlurmResource, ledger: Ledger
             submit: Callable[..., dict[str, Submission]]) -> None:
     """Submit the run's partitions (one job, or one array) and record each partition's jobs."""
     backend = slurm.client()
-    subs = submit(slurm.config, ledger.ledger(), backend, context.partition_keys)
+    subs = submit(slurm.settings, ledger.ledger(), backend, context.partition_keys)
     for exp, sub in subs.items():
         context.add_asset_metadata({
             "slurm_job_ids": ", ".join(sub.job_ids),
@@ -80,7 +80,7 @@ def evaluation_metrics(context: AssetExecutionContext, ledger: LedgerResource,
     summary = summarize(layout)
     failed = [t for t in tasks if t.status == "failed"]
     errors = {t.checkpoint_path or str(t.id): t.error_message or "failed" for t in failed}
-    wanted = slurm.config.stage("evaluation").datasets
+    wanted = slurm.settings.stage("evaluation").datasets
     missing = sorted(set(wanted) - set(summary.datasets)) if wanted else \
         ([] if summary.datasets else ["(any dataset)"])
     checks = [

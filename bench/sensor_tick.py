@@ -67,14 +67,11 @@ class Site:
         for var in saved:
             os.environ.pop(var, None)
         os.environ["BATON_CONFIG"] = str(config)
-        from resources import (
-            LedgerResource,
-            MLflowResource,
-            SharedDriveResource,
-            baton_config,
-        )
+        from baton.config import load_config
+        from resources import LedgerResource, MLflowResource, SharedDriveResource
+        from sensors.signal_sensors import build_signal_sensors
 
-        baton_config.cache_clear()
+        settings = load_config(config)
         (root / "dagster").mkdir(exist_ok=True)
         self.instance = DagsterInstance.local_temp(tempdir=str(root / "dagster"))
 
@@ -84,16 +81,14 @@ class Site:
                 os.environ.pop(var, None)
                 if value is not None:
                     os.environ[var] = value
-            baton_config.cache_clear()
 
         ctx.at_exit(restore)
-        from sensors.signal_sensors import evaluation_sensor, training_sensor
-
-        self.sensors = {"training_sensor": training_sensor,
-                        "evaluation_sensor": evaluation_sensor}
-        self.resources = {"ledger": LedgerResource(url=ledger.url),
-                          "drive": SharedDriveResource(root=str(drive.root)),
-                          "mlflow": MLflowResource()}
+        self.sensors = {s.name: s for s in build_signal_sensors(settings)
+                        if s.name in ("training_sensor", "evaluation_sensor")}
+        self.resources = {"ledger": LedgerResource(settings=settings, url=ledger.url),
+                          "drive": SharedDriveResource(settings=settings,
+                                                       root=str(drive.root)),
+                          "mlflow": MLflowResource(settings=settings)}
         self.cursors: dict[str, str | None] = dict.fromkeys(self.sensors)
         self.partitions = 0
 
@@ -110,10 +105,10 @@ class Site:
         the seconds the sensor function took. The cursor it returns is kept."""
         from dagster import build_sensor_context
 
-        context = build_sensor_context(
-            instance=self.instance, resources=self.resources,
-            cursor=cursor if cursor is not None else self.cursors[name])
-        with fs.active() if fs else contextlib.nullcontext():
+        with build_sensor_context(  # the resources' nested settings live in its scope
+                instance=self.instance, resources=self.resources,
+                cursor=cursor if cursor is not None else self.cursors[name]) as context, \
+                fs.active() if fs else contextlib.nullcontext():
             t = time.perf_counter()
             result = self.sensors[name](context)
             elapsed = time.perf_counter() - t

@@ -18,6 +18,7 @@ from dagster import (
     DefaultSensorStatus,
     MetadataValue,
     RunRequest,
+    SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
@@ -26,6 +27,7 @@ from dagster import (
 
 from assets.checks import CHECKPOINT_CHECK
 from assets.partitions import campaigns, experiments
+from baton.config import Config
 from baton.ledger import Ledger
 from baton.ledger import stages as st
 from baton.ledger.stages import record_fact
@@ -38,22 +40,20 @@ from ops_slurm.asset_jobs import (
     record_evaluation_job,
     submit_evaluation_job,
 )
-from resources import LedgerResource, MLflowResource, SharedDriveResource, baton_config
+from resources import LedgerResource, MLflowResource, SharedDriveResource
 from sensors.once import requests_once
-
-INTERVAL = baton_config().sensors.interval_seconds
 
 
 def _tick(context: SensorEvaluationContext, ledger: Ledger, drive: SharedDriveResource,
-          kinds: list[str]) -> tuple[TickResult, dict[str, Any], Window]:
+          kinds: list[str], config: Config) -> tuple[TickResult, dict[str, Any], Window]:
     """Take new signals; the window bounds this tick's ledger queries (see Window)."""
-    cfg = baton_config().sensors
+    cfg = config.sensors
     cursor = json.loads(context.cursor) if context.cursor else {}
     now = time.time()
     full = now - cursor.get("last_full_rescan", 0) >= cfg.full_rescan_seconds
     validators = {"training_complete": checkpoint_problem}
     scanner = Scanner(drive.layout(), ledger, cfg.debounce_seconds, validators,
-                      campaigns=baton_config().campaigns)
+                      campaigns=config.campaigns)
     result = scanner.tick(kinds, full=full)
     if full:
         cursor["last_full_rescan"] = now
@@ -110,14 +110,46 @@ def _result(context: SensorEvaluationContext, ledger: Ledger, name: str, tick: T
                         dynamic_partitions_requests=partitions, cursor=json.dumps(cursor))
 
 
-@sensor(name="training_sensor", minimum_interval_seconds=INTERVAL, jobs=[submit_evaluation_job],
-        default_status=DefaultSensorStatus.RUNNING,
-        description="Reports `model` when .training_complete lands and validates, registers the "
-                    "experiment (and its campaign), and requests its evaluation.")
-def training_sensor(context: SensorEvaluationContext, ledger: LedgerResource,
-                    drive: SharedDriveResource, mlflow: MLflowResource):
+def build_signal_sensors(config: Config) -> list[SensorDefinition]:
+    """The training, evaluation and analysis sensors, ticking every
+    ``sensors.interval_seconds``; their scans follow ``sensors`` and ``campaigns`` of
+    ``config``."""
+    interval = config.sensors.interval_seconds
+
+    @sensor(name="training_sensor", minimum_interval_seconds=interval,
+            jobs=[submit_evaluation_job], default_status=DefaultSensorStatus.RUNNING,
+            description="Reports `model` when .training_complete lands and validates, "
+                        "registers the experiment (and its campaign), and requests its "
+                        "evaluation.")
+    def training_sensor(context: SensorEvaluationContext, ledger: LedgerResource,
+                        drive: SharedDriveResource, mlflow: MLflowResource):
+        return training_tick(context, ledger, drive, mlflow, config)
+
+    @sensor(name="evaluation_sensor", minimum_interval_seconds=interval,
+            jobs=[record_evaluation_job], default_status=DefaultSensorStatus.RUNNING,
+            description="Records each .eval_complete/.eval_failed against its evaluation task "
+                        "and, once every task of an evaluation has ended, records "
+                        "`evaluation_metrics` and requests the analysis.")
+    def evaluation_sensor(context: SensorEvaluationContext, ledger: LedgerResource,
+                          drive: SharedDriveResource):
+        return evaluation_tick(context, ledger, drive, config)
+
+    @sensor(name="analysis_sensor", minimum_interval_seconds=interval,
+            jobs=[record_analysis_job, campaign_report_job],
+            default_status=DefaultSensorStatus.RUNNING,
+            description="Records `analysis_report` when .analysis_complete lands, and "
+                        "`campaign_report` once every experiment of a campaign has its report.")
+    def analysis_sensor(context: SensorEvaluationContext, ledger: LedgerResource,
+                        drive: SharedDriveResource):
+        return analysis_tick(context, ledger, drive, config)
+
+    return [training_sensor, evaluation_sensor, analysis_sensor]
+
+
+def training_tick(context: SensorEvaluationContext, ledger: LedgerResource,
+                  drive: SharedDriveResource, mlflow: MLflowResource, config: Config):
     led = ledger.ledger()
-    tick, cursor, window = _tick(context, led, drive, ["training_complete"])
+    tick, cursor, window = _tick(context, led, drive, ["training_complete"], config)
     events: list = []
     names: set[str] = set()
     camps: set[str] = set()
@@ -145,7 +177,7 @@ def training_sensor(context: SensorEvaluationContext, ledger: LedgerResource,
                        partition_key=row.experiment_name,
                        tags={"baton/experiment": row.experiment_name})
             for row in st.training_awaiting_evaluation(led, window)
-            if baton_config().sensors.auto_evaluate]
+            if config.sensors.auto_evaluate]
     names |= {r.partition_key for r in runs if r.partition_key}
     partitions = _new_partitions(context, names, experiments) + \
         _new_partitions(context, camps, campaigns)
@@ -153,15 +185,10 @@ def training_sensor(context: SensorEvaluationContext, ledger: LedgerResource,
                    window)
 
 
-@sensor(name="evaluation_sensor", minimum_interval_seconds=INTERVAL,
-        jobs=[record_evaluation_job], default_status=DefaultSensorStatus.RUNNING,
-        description="Records each .eval_complete/.eval_failed against its evaluation task and, "
-                    "once every task of an evaluation has ended, records `evaluation_metrics` "
-                    "and requests the analysis.")
-def evaluation_sensor(context: SensorEvaluationContext, ledger: LedgerResource,
-                      drive: SharedDriveResource):
+def evaluation_tick(context: SensorEvaluationContext, ledger: LedgerResource,
+                    drive: SharedDriveResource, config: Config):
     led = ledger.ledger()
-    tick, cursor, window = _tick(context, led, drive, ["eval_complete", "eval_failed"])
+    tick, cursor, window = _tick(context, led, drive, ["eval_complete", "eval_failed"], config)
     for sf in tick.unanswered:
         context.log.warning(f"{sf.path}: no evaluation of {sf.signal.experiment} in the "
                             "ledger answers it; recorded, nothing to join")
@@ -176,15 +203,10 @@ def evaluation_sensor(context: SensorEvaluationContext, ledger: LedgerResource,
     return _result(context, led, "evaluation_sensor", tick, cursor, runs, events, [], window)
 
 
-@sensor(name="analysis_sensor", minimum_interval_seconds=INTERVAL,
-        jobs=[record_analysis_job, campaign_report_job],
-        default_status=DefaultSensorStatus.RUNNING,
-        description="Records `analysis_report` when .analysis_complete lands, and "
-                    "`campaign_report` once every experiment of a campaign has its report.")
-def analysis_sensor(context: SensorEvaluationContext, ledger: LedgerResource,
-                    drive: SharedDriveResource):
+def analysis_tick(context: SensorEvaluationContext, ledger: LedgerResource,
+                  drive: SharedDriveResource, config: Config):
     led = ledger.ledger()
-    tick, cursor, window = _tick(context, led, drive, ["analysis_complete"])
+    tick, cursor, window = _tick(context, led, drive, ["analysis_complete"], config)
     for sf in tick.unanswered:
         context.log.warning(f"{sf.path}: no analysis of {sf.signal.experiment} in the "
                             "ledger answers it")

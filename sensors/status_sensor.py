@@ -2,18 +2,36 @@
 tick, each event once (``baton.jobstatus.report.ingest``)."""
 
 
-from dagster import DefaultSensorStatus, SensorEvaluationContext, SkipReason, sensor
+from dagster import (
+    DefaultSensorStatus,
+    SensorDefinition,
+    SensorEvaluationContext,
+    SkipReason,
+    sensor,
+)
 
+from baton.config import Config
 from baton.jobstatus.ingest import ingest
-from resources import LedgerResource, SharedDriveResource, baton_config
+from resources import LedgerResource, SharedDriveResource
 
 
-@sensor(name="status_reports", minimum_interval_seconds=baton_config().sensors.interval_seconds,
-        default_status=DefaultSensorStatus.RUNNING,
-        description="Ingests the status reports scripts spool on the shared drive "
-                    "(`baton status report`) into the ledger, each event exactly once.")
-def status_reports(context: SensorEvaluationContext, drive: SharedDriveResource,
+def build_status_sensor(config: Config) -> SensorDefinition:
+    """The status-report sensor, ticking every ``sensors.interval_seconds`` of ``config``."""
+
+    @sensor(name="status_reports", minimum_interval_seconds=config.sensors.interval_seconds,
+            default_status=DefaultSensorStatus.RUNNING,
+            description="Ingests the status reports scripts spool on the shared drive "
+                        "(`baton status report`) into the ledger, each event exactly once.")
+    def status_reports(context: SensorEvaluationContext, drive: SharedDriveResource,
+                       ledger: LedgerResource) -> SkipReason:
+        return ingest_reports(context, drive, ledger)
+
+    return status_reports
+
+
+def ingest_reports(context: SensorEvaluationContext, drive: SharedDriveResource,
                    ledger: LedgerResource) -> SkipReason:
+    """One tick of the status-report sensor."""
     led = ledger.ledger()
     new = ingest(drive.layout().root, led)
     detail = f"{new} status report(s) ingested"

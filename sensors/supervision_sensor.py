@@ -12,6 +12,7 @@ from dagster import (
     AssetRecordsFilter,
     DefaultSensorStatus,
     MetadataValue,
+    SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
@@ -19,13 +20,14 @@ from dagster import (
 )
 
 from assets.partitions import experiments
+from baton.config import Config
 from baton.errors import BatonError
 from baton.ledger import Ledger
 from baton.ledger import supervisions as sv
 from baton.ledger.stages import record_fact
 from baton.supervision.actions import tick
 from baton.units import format_memory, format_time
-from resources import LedgerResource, SlurmResource, baton_config
+from resources import LedgerResource, SlurmResource
 
 NAME = "supervisor"
 
@@ -69,17 +71,30 @@ def repair_events(context: SensorEvaluationContext, ledger: Ledger, backend: str
     return events
 
 
-@sensor(name=NAME, minimum_interval_seconds=baton_config().sensors.interval_seconds,
-        default_status=DefaultSensorStatus.RUNNING,
-        description="Supervises Slurm jobs: resubmits those that ran out of memory or time "
-                    "(more of it, up to a cap), failed nodes and preemptions, cancels or "
-                    "flags late jobs, gives up after the policy's attempts; every step is "
-                    "recorded (`baton supervise list`).")
-def supervisor(context: SensorEvaluationContext, slurm: SlurmResource, ledger: LedgerResource):
+def build_supervisor(config: Config) -> SensorDefinition:
+    """The supervisor, ticking every ``sensors.interval_seconds``, deciding by the stages'
+    policies (``stages.*.supervision``) of ``config``."""
+
+    @sensor(name=NAME, minimum_interval_seconds=config.sensors.interval_seconds,
+            default_status=DefaultSensorStatus.RUNNING,
+            description="Supervises Slurm jobs: resubmits those that ran out of memory or time "
+                        "(more of it, up to a cap), failed nodes and preemptions, cancels or "
+                        "flags late jobs, gives up after the policy's attempts; every step is "
+                        "recorded (`baton supervise list`).")
+    def supervisor(context: SensorEvaluationContext, slurm: SlurmResource,
+                   ledger: LedgerResource):
+        return supervise(context, slurm, ledger, config)
+
+    return supervisor
+
+
+def supervise(context: SensorEvaluationContext, slurm: SlurmResource, ledger: LedgerResource,
+              config: Config) -> SensorResult | SkipReason:
+    """One tick of the supervisor."""
     led = ledger.ledger()
     backend = slurm.client()
     try:
-        report = tick(baton_config(), led, backend)
+        report = tick(config, led, backend)
     except BatonError as exc:
         led.heartbeat(NAME, f"failed: {exc}")
         raise

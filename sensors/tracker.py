@@ -1,21 +1,41 @@
 """The Slurm job tracker: one batched status call per tick for every unfinished job."""
 
 
-from dagster import DefaultSensorStatus, SensorEvaluationContext, SkipReason, sensor
+from dagster import (
+    DefaultSensorStatus,
+    SensorDefinition,
+    SensorEvaluationContext,
+    SkipReason,
+    sensor,
+)
 
+from baton.config import Config
 from baton.errors import BatonError
 from baton.ledger import stages as st
 from baton.pipeline.submission import reconcile_stale
-from resources import LedgerResource, SlurmResource, baton_config
+from resources import LedgerResource, SlurmResource
 
 
-@sensor(name="slurm_tracker", minimum_interval_seconds=baton_config().sensors.interval_seconds,
-        default_status=DefaultSensorStatus.RUNNING,
-        description="Updates the ledger for all unfinished Slurm jobs in one batched call "
-                    "(state, times, exit code, MaxRSS, CPU, node) and fails evaluation and "
-                    "analysis tasks whose job failed.")
-def slurm_tracker(context: SensorEvaluationContext, slurm: SlurmResource,
-                  ledger: LedgerResource) -> SkipReason:
+def build_tracker(config: Config) -> SensorDefinition:
+    """The tracker, ticking every ``sensors.interval_seconds``; a task whose job ended
+    without its signal fails after ``sensors.missing_signal_grace_seconds`` (of ``config``)."""
+    grace = config.sensors.missing_signal_grace_seconds
+
+    @sensor(name="slurm_tracker", minimum_interval_seconds=config.sensors.interval_seconds,
+            default_status=DefaultSensorStatus.RUNNING,
+            description="Updates the ledger for all unfinished Slurm jobs in one batched call "
+                        "(state, times, exit code, MaxRSS, CPU, node) and fails evaluation and "
+                        "analysis tasks whose job failed.")
+    def slurm_tracker(context: SensorEvaluationContext, slurm: SlurmResource,
+                      ledger: LedgerResource) -> SkipReason:
+        return track(context, slurm, ledger, grace)
+
+    return slurm_tracker
+
+
+def track(context: SensorEvaluationContext, slurm: SlurmResource, ledger: LedgerResource,
+          grace_seconds: float) -> SkipReason:
+    """One tick of the tracker."""
     led = ledger.ledger()
     unfinished = led.unfinished_jobs()
     changed = 0
@@ -31,6 +51,6 @@ def slurm_tracker(context: SensorEvaluationContext, slurm: SlurmResource,
     settled = reconcile_stale(led, slurm.client())
     if settled:
         context.log.warning(f"settled {settled} submission(s) whose submitter died")
-    stage_changes = st.sync_stage_rows(led, baton_config().sensors.missing_signal_grace_seconds)
+    stage_changes = st.sync_stage_rows(led, grace_seconds)
     led.heartbeat("slurm_tracker", detail)
     return SkipReason(f"{detail}; {stage_changes} task(s) moved on")

@@ -24,11 +24,13 @@ from dagster import (
 
 from assets.checks import checkpoint_complete
 from baton.analyze.summary import summarize
-from sensors.signal_sensors import analysis_sensor, evaluation_sensor, training_sensor
-from sensors.tracker import slurm_tracker
 from tests.e2e.harness import InProcess
 
 pytestmark = pytest.mark.slow
+
+# the code location's sensors, by name: InProcess builds them from its baton.yaml
+training_sensor, evaluation_sensor, analysis_sensor, slurm_tracker = (
+    "training_sensor", "evaluation_sensor", "analysis_sensor", "slurm_tracker")
 
 
 @pytest.fixture

@@ -14,10 +14,10 @@ import pytest
 from dagster import SensorResult, SkipReason
 
 from baton.inbox import pending
-from sensors.signal_sensors import training_sensor
 from tests.e2e.harness import InProcess
 
 RESCAN_S = 600
+training_sensor = "training_sensor"  # InProcess builds it from its baton.yaml
 
 
 @pytest.fixture

@@ -92,11 +92,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             mp.delenv(var, raising=False)
         mp.setenv("BATON_CONFIG", str(config_file))
         import resources
-        from sensors.supervision_sensor import supervisor
-        from sensors.tracker import slurm_tracker
+        from sensors.supervision_sensor import build_supervisor
+        from sensors.tracker import build_tracker
 
-        resources.baton_config.cache_clear()
         config = load_config(config_file)
+        slurm_tracker, supervisor = build_tracker(config), build_supervisor(config)
         config.drive.create()
         ledger = open_ledger(config.ledger_url)
         instance = DagsterInstance.ephemeral()
@@ -111,8 +111,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             st.record_evaluation_task(ledger, experiment=exp, trigger_key=f"sig-{exp}",
                                       checkpoint=ckpt, slurm_row=out.row_id, job_id=out.job_id)
             jobs[scenario] = out.row_id
-        res = {"slurm": resources.SlurmResource(backend="sbatch"),
-               "ledger": resources.LedgerResource(url=config.ledger_url)}
+        res = {"slurm": resources.SlurmResource(settings=config, backend="sbatch"),
+               "ledger": resources.LedgerResource(settings=config, url=config.ledger_url)}
         w = World(config, ledger, instance, jobs, names, config_file)
         deadline = time.monotonic() + 300
         while not _settled(w):  # what the daemon does: both sensors, once a second
@@ -124,7 +124,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                     instance.report_runless_asset_event(event)  # as the daemon would
             time.sleep(1)
         yield w
-        resources.baton_config.cache_clear()
         unfinished = [r.job_id for r in ledger.unfinished_jobs(settle_seconds=0)]
         if unfinished:
             backend.cancel(unfinished)

@@ -182,7 +182,8 @@ class InProcess:
     cursors applied to the instance as the daemon applies them), runs through
     ``materialize``; the real resources point at a temporary drive, a SQLite ledger and
     the local Slurm backend. Use as a context manager: it sets ``BATON_CONFIG`` (and
-    ``extra_env``) for its duration."""
+    ``extra_env``) for its duration, and builds the sensors and resources from that
+    baton.yaml, as the code location does (``sensors``: by name)."""
 
     JOB_ASSETS = {
         "submit_evaluation": ("evaluation_job",),
@@ -224,8 +225,8 @@ class InProcess:
             MLflowResource,
             SharedDriveResource,
             SlurmResource,
-            baton_config,
         )
+        from sensors import build_sensors
 
         self._saved = {k: os.environ.get(k) for k in (
             *self.env, "SHARED_DRIVE", "BATON_STATE_DIR", "BATON_DATABASE_URL",
@@ -233,28 +234,25 @@ class InProcess:
         for var in self._saved:
             os.environ.pop(var, None)
         os.environ.update(self.env)
-        baton_config.cache_clear()
-        self.config = baton_config()
+        self.config = load_config()
         self.ledger: Ledger = open_ledger(self.config.ledger_url)
         self.resources = {
-            "slurm": SlurmResource(backend="local"),
-            "ledger": LedgerResource(url=self.config.ledger_url),
-            "drive": SharedDriveResource(root=str(self.drive.root)),
-            "mlflow": MLflowResource(),
+            "slurm": SlurmResource(settings=self.config, backend="local"),
+            "ledger": LedgerResource(settings=self.config, url=self.config.ledger_url),
+            "drive": SharedDriveResource(settings=self.config, root=str(self.drive.root)),
+            "mlflow": MLflowResource(settings=self.config),
         }
+        self.sensors = {s.name: s for s in build_sensors(self.config)}
         self.instance = DagsterInstance.ephemeral()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        from resources import baton_config
-
         self.instance.dispose()
         for var, value in self._saved.items():
             if value is None:
                 os.environ.pop(var, None)
             else:
                 os.environ[var] = value
-        baton_config.cache_clear()
 
     # --- what a training run does ---------------------------------------------------------
     def train(self, experiment: str, checkpoints: list[str] | None = None,
@@ -280,16 +278,17 @@ class InProcess:
 
     # --- sensors, as the daemon evaluates them ---------------------------------------------
     def tick(self, sensor: Any, cursor: str | None = None) -> Any:
-        """Evaluate ``sensor`` once with its last cursor (or ``cursor``), then apply what
-        it returned to the instance: new partitions and asset events. Returns the result
-        (a SensorResult or SkipReason)."""
+        """Evaluate ``sensor`` (a sensor or its name) once with its last cursor (or
+        ``cursor``), then apply what it returned to the instance: new partitions and asset
+        events. Returns the result (a SensorResult or SkipReason)."""
         from dagster import SensorResult, build_sensor_context
 
+        sensor = self.sensors[sensor] if isinstance(sensor, str) else sensor
         name = sensor.name
-        context = build_sensor_context(
-            instance=self.instance, resources=self.resources,
-            cursor=cursor if cursor is not None else self.cursors.get(name))
-        result = sensor(context)
+        with build_sensor_context(  # the resources' nested settings live in its scope
+                instance=self.instance, resources=self.resources,
+                cursor=cursor if cursor is not None else self.cursors.get(name)) as context:
+            result = sensor(context)
         if isinstance(result, SensorResult):
             for request in result.dynamic_partitions_requests or []:
                 self.instance.add_dynamic_partitions(request.partitions_def_name,
@@ -301,8 +300,9 @@ class InProcess:
         return result
 
     def run(self, request: Any, sensor: Any) -> Any:
-        """Execute a run request of ``sensor`` as the daemon would launch it (its run key
-        tag included), with ``materialize`` over the job's assets."""
+        """Execute a run request of ``sensor`` (a sensor or its name) as the daemon would
+        launch it (its run key tag included), with ``materialize`` over the job's assets."""
+        sensor = self.sensors[sensor] if isinstance(sensor, str) else sensor
         return self.materialize(self.JOB_ASSETS[request.job_name or sensor.job_name],
                                 request.partition_key,
                                 tags={"dagster/run_key": request.run_key, **request.tags})
