@@ -17,7 +17,6 @@ from assets.experiment import GROUP, analysis_report
 from assets.partitions import campaigns
 from baton.analyze.summary import summarize
 from baton.fsio import atomic_write
-from baton.ledger import stages as st
 from resources import LedgerResource, SharedDriveResource
 
 
@@ -29,7 +28,7 @@ def campaign_report(context: AssetExecutionContext, ledger: LedgerResource,
                     drive: SharedDriveResource) -> MaterializeResult:
     campaign = context.partition_key
     layout = drive.layout()
-    exps = st.campaign_experiments(ledger.ledger(), campaign)
+    exps = ledger.ledger().campaign_experiments(campaign)
     rows = []
     for exp in exps:
         summary = summarize(layout.experiment(exp))

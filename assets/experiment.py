@@ -18,7 +18,6 @@ from dagster import (
 
 from assets.partitions import experiments
 from baton.analyze.summary import summarize
-from baton.ledger import stages as st
 from baton.pipeline.steps import Submission, submit_analyses, submit_evaluations
 from resources import LedgerResource, MLflowResource, SharedDriveResource, SlurmResource
 
@@ -75,7 +74,7 @@ def evaluation_metrics(context: AssetExecutionContext, ledger: LedgerResource,
                        drive: SharedDriveResource, slurm: SlurmResource,
                        mlflow: MLflowResource):
     exp = context.partition_key
-    tasks = st.evaluation_tasks(ledger.ledger(), exp)
+    tasks = ledger.ledger().evaluation_tasks(exp)
     layout = drive.layout().experiment(exp)
     summary = summarize(layout)
     failed = [t for t in tasks if t.status == "failed"]
@@ -144,10 +143,10 @@ def analysis_report(context: AssetExecutionContext, ledger: LedgerResource,
     from pathlib import Path
 
     exp = context.partition_key
-    row = st.current_analysis(ledger.ledger(), exp)
+    row = ledger.ledger().current_analysis(exp)
     if row is None:
         raise Failure(description=f"no analysis of {exp} in the ledger")
-    outputs = st.analysis_outputs_of(ledger.ledger(), row.id)
+    outputs = ledger.ledger().analysis_outputs_of(row.id)
     reports = [p for kind, p in outputs if kind == "report"]
     present = [p for p in reports if Path(p).is_file()]
     missing = sorted(set(reports) - set(present))

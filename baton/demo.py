@@ -26,7 +26,6 @@ from baton.errors import BatonError
 from baton.example.model import Hyper
 from baton.example.train import train_example
 from baton.ledger import open_ledger
-from baton.ledger import stages as st
 from baton.slurm.backend import choose_backend_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -348,8 +347,8 @@ def progress(config: Config, experiments: list[str]) -> dict[str, Progress]:
     out = {}
     try:
         for exp in experiments:
-            tasks = st.evaluation_tasks(ledger, exp)
-            analysis = st.current_analysis(ledger, exp)
+            tasks = ledger.evaluation_tasks(exp)
+            analysis = ledger.current_analysis(exp)
             p = Progress(tasks=len(tasks),
                          done=sum(t.status in ("completed", "failed") for t in tasks),
                          failed=[Failed(f"evaluation of {Path(t.checkpoint_path or '?').name}",
@@ -360,8 +359,8 @@ def progress(config: Config, experiments: list[str]) -> dict[str, Progress]:
                 p.analysis = analysis.status
                 if analysis.status == "failed":
                     p.failed.append(Failed("analysis", _short(analysis.error_message)))
-            if analysis is not None and analysis.status == "completed" and st.has_fact(
-                    ledger, f"run:analysis_report:{analysis.trigger_key}"):
+            if analysis is not None and analysis.status == "completed" and ledger.has_fact(
+                    f"run:analysis_report:{analysis.trigger_key}"):
                 p.phase = "reported"
             elif analysis is not None:
                 p.phase = "analysis"

@@ -26,7 +26,6 @@ from baton.inbox import publish
 from baton.layout import DriveLayout
 from baton.ledger import Ledger
 from baton.ledger.schema import evaluation_jobs, facts, signals, training_runs
-from baton.ledger.stages import record_fact
 from baton.signals import EvalComplete
 from bench.common import FsCalls, Result, say
 from bench.context import Context
@@ -124,14 +123,14 @@ class Site:
             self.instance.add_dynamic_partitions(request.partitions_def_name,
                                                  list(request.partition_keys or []))
         for request in result.run_requests or []:
-            record_fact(self.ledger, f"run:{request.run_key}", "run_requested")
+            self.ledger.record_fact(f"run:{request.run_key}", "run_requested")
         from dagster import AssetMaterialization
 
         for event in result.asset_events or []:
             if isinstance(event, AssetMaterialization):
                 value = event.metadata.get("signal_key")
                 key = getattr(value, "value", value)
-                record_fact(self.ledger, f"model:{key}", "model_reported", event.partition)
+                self.ledger.record_fact(f"model:{key}", "model_reported", event.partition)
 
     def settle_all(self, name: str) -> None:
         """Tick (a full pass first) until nothing is left to ask: what the benchmark's

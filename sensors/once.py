@@ -9,7 +9,6 @@ until the run exists, so the next tick asks again."""
 from dagster import RunRequest, RunsFilter, SensorEvaluationContext
 
 from baton.ledger import Ledger
-from baton.ledger.stages import record_fact
 
 RUN_KEY_TAG = "dagster/run_key"
 
@@ -28,8 +27,8 @@ def requests_once(context: SensorEvaluationContext, ledger: Ledger,
         key = request.run_key
         assert key, "every baton run request has a run key"
         if run_exists(context, key):
-            record_fact(ledger, f"run:{key}", "run_requested",
-                        detail={"partition": request.partition_key})
+            ledger.record_fact(f"run:{key}", "run_requested",
+                               detail={"partition": request.partition_key})
         else:
             out.append(request)
     return out

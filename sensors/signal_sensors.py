@@ -29,8 +29,6 @@ from assets.checks import CHECKPOINT_CHECK
 from assets.partitions import campaigns, experiments
 from baton.config import Config
 from baton.ledger import Ledger
-from baton.ledger import stages as st
-from baton.ledger.stages import record_fact
 from baton.ledger.window import Window
 from baton.pipeline.scan import Scanner, TickResult, checkpoint_problem
 from baton.pipeline.steps import short
@@ -153,12 +151,12 @@ def training_tick(context: SensorEvaluationContext, ledger: LedgerResource,
     events: list = []
     names: set[str] = set()
     camps: set[str] = set()
-    for row in st.models_unreported(led, window):
+    for row in led.models_unreported(window):
         names.add(row.experiment_name)
         if row.campaign:
             camps.add(row.campaign)
         if _model_reported(context, row):
-            record_fact(led, f"model:{row.signal_key}", "model_reported", row.experiment_name)
+            led.record_fact(f"model:{row.signal_key}", "model_reported", row.experiment_name)
             continue
         events.append(_model_event(row, mlflow))
         events.append(AssetCheckEvaluation(
@@ -176,7 +174,7 @@ def training_tick(context: SensorEvaluationContext, ledger: LedgerResource,
     runs = [RunRequest(run_key=f"evaluation_job:{row.signal_key}",
                        partition_key=row.experiment_name,
                        tags={"baton/experiment": row.experiment_name})
-            for row in st.training_awaiting_evaluation(led, window)
+            for row in led.training_awaiting_evaluation(window)
             if config.sensors.auto_evaluate]
     names |= {r.partition_key for r in runs if r.partition_key}
     partitions = _new_partitions(context, names, experiments) + \
@@ -199,7 +197,7 @@ def evaluation_tick(context: SensorEvaluationContext, ledger: LedgerResource,
         for q in tick.quarantined if q.experiment and _known(context, q.experiment)]
     runs = [RunRequest(run_key=f"evaluation_metrics:{trigger}", partition_key=exp,
                        tags={"baton/experiment": exp})
-            for exp, trigger in st.evaluations_ready(led, window)]
+            for exp, trigger in led.evaluations_ready(window)]
     return _result(context, led, "evaluation_sensor", tick, cursor, runs, events, [], window)
 
 
@@ -214,9 +212,9 @@ def analysis_tick(context: SensorEvaluationContext, ledger: LedgerResource,
                        run_key=f"analysis_report:{row.trigger_key}",
                        partition_key=row.experiment_name,
                        tags={"baton/experiment": row.experiment_name})
-            for row in st.analyses_ready(led, window)]
+            for row in led.analyses_ready(window)]
     if tick.accepted or runs:
-        for camp, exps in st.campaigns_ready(led):
+        for camp, exps in led.campaigns_ready():
             runs.append(RunRequest(job_name=campaign_report_job.name,
                                    run_key=f"campaign_report:{camp}:{short(','.join(exps))}",
                                    partition_key=camp, tags={"baton/campaign": camp}))

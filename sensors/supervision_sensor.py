@@ -23,8 +23,6 @@ from assets.partitions import experiments
 from baton.config import Config
 from baton.errors import BatonError
 from baton.ledger import Ledger
-from baton.ledger import supervisions as sv
-from baton.ledger.stages import record_fact
 from baton.supervision.actions import tick
 from baton.units import format_memory, format_time
 from resources import LedgerResource, SlurmResource
@@ -62,10 +60,10 @@ def repair_events(context: SensorEvaluationContext, ledger: Ledger, backend: str
     """An event for each dispatched repair Dagster does not hold yet; a repair whose event
     Dagster holds (or whose experiment is no partition) is confirmed once, as a fact."""
     events = []
-    for sup in sv.unreported_repairs(ledger):
+    for sup in ledger.unreported_repairs():
         known = context.instance.has_dynamic_partition(experiments.name, sup.experiment)
         if not known or _reported(context, sup):
-            record_fact(ledger, f"supervision:{sup.id}", "repair_reported", sup.experiment)
+            ledger.record_fact(f"supervision:{sup.id}", "repair_reported", sup.experiment)
         else:
             events.append(_event(sup, backend))
     return events

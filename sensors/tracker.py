@@ -11,7 +11,6 @@ from dagster import (
 
 from baton.config import Config
 from baton.errors import BatonError
-from baton.ledger import stages as st
 from baton.pipeline.submission import reconcile_stale
 from resources import LedgerResource, SlurmResource
 
@@ -51,6 +50,6 @@ def track(context: SensorEvaluationContext, slurm: SlurmResource, ledger: Ledger
     settled = reconcile_stale(led, slurm.client())
     if settled:
         context.log.warning(f"settled {settled} submission(s) whose submitter died")
-    stage_changes = st.sync_stage_rows(led, grace_seconds)
+    stage_changes = led.sync_stage_rows(grace_seconds)
     led.heartbeat("slurm_tracker", detail)
     return SkipReason(f"{detail}; {stage_changes} task(s) moved on")

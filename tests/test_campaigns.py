@@ -18,15 +18,7 @@ from baton.exporter.dashboard import dashboard_state
 from baton.inbox import publish
 from baton.layout import DriveLayout
 from baton.ledger import Ledger, open_ledger
-from baton.ledger import stages as st
-from baton.ledger.campaigns import (
-    completion,
-    list_campaigns,
-    note_campaign,
-    progress,
-    unknown_types,
-    update_campaign,
-)
+from baton.ledger.campaigns import completion
 from baton.ledger.schema import campaigns, evaluation_jobs
 from baton.pipeline.scan import Scanner
 from baton.pipeline.steps import submit_analyses, submit_evaluations
@@ -62,8 +54,6 @@ def scan(drive: DriveLayout, ledger: Ledger, *signals: TrainingComplete) -> list
     for s in signals:
         publish(drive, s)
     tick = Scanner(drive, ledger, debounce_seconds=0).tick(["training_complete"])
-    for sf in tick.accepted:  # what the training sensor does next
-        ledger.record_training_complete(sf)
     return [sf.signal.experiment for sf in tick.accepted]
 
 
@@ -72,11 +62,11 @@ def test_a_campaign_registers_once_inactive_on_its_first_signal(
     assert scan(drive, ledger, trained(drive, "a1", "lr-sweep"),
                 trained(drive, "a2", "lr-sweep"), trained(drive, "b1", None)) == [
         "a1", "a2", "b1"]
-    rows = list_campaigns(ledger)
+    rows = ledger.list_campaigns()
     assert [(r.tag, r.type, r.active, r.priority) for r in rows] == [
         ("lr-sweep", "default", False, 0)]
     assert "a1" in rows[0].registered_by  # the signal that named it first
-    assert list_campaigns(ledger, active_only=True) == []
+    assert ledger.list_campaigns(active_only=True) == []
 
 
 def test_an_unknown_type_is_recorded_counted_and_blocks_nothing(
@@ -84,43 +74,43 @@ def test_an_unknown_type_is_recorded_counted_and_blocks_nothing(
     accepted = scan(drive, ledger, trained(drive, "x1", "moonshot", "exotic"),
                     trained(drive, "x2", "moonshot", "exotic"))
     assert accepted == ["x1", "x2"]  # the signals went through ...
-    assert sorted(r.experiment_name for r in st.training_awaiting_evaluation(ledger)) == [
+    assert sorted(r.experiment_name for r in ledger.training_awaiting_evaluation()) == [
         "x1", "x2"]  # ... on to their evaluation
-    assert list_campaigns(ledger) == []  # not registered under a type nobody declared
-    [u] = unknown_types(ledger)
+    assert ledger.list_campaigns() == []  # not registered under a type nobody declared
+    [u] = ledger.unknown_types_seen()
     assert (u.type, u.tag, u.occurrences) == ("exotic", "moonshot", 2)
     assert "x2" in (u.source or "")
     # once the type is declared, the next signal registers it
     cfg = CampaignConfig(types=["default", "exotic"])
-    assert note_campaign(ledger, "moonshot", "exotic", "signal x3", cfg) == "registered"
-    assert [(r.tag, r.type) for r in list_campaigns(ledger)] == [("moonshot", "exotic")]
+    assert ledger.note_campaign("moonshot", "exotic", "signal x3", cfg) == "registered"
+    assert [(r.tag, r.type) for r in ledger.list_campaigns()] == [("moonshot", "exotic")]
 
 
 def test_a_job_registers_its_campaign_under_its_known_type(ledger: Ledger) -> None:
     cfg = CampaignConfig()
-    assert note_campaign(ledger, "abl", "ablation", "signal s", cfg) == "registered"
-    assert note_campaign(ledger, "abl", None, "evaluation job of e", cfg) == "known"
-    assert note_campaign(ledger, "new", None, "evaluation job of f", cfg) == "registered"
-    assert note_campaign(ledger, None, None, "job without campaign", cfg) == "none"
-    assert {(r.tag, r.type) for r in list_campaigns(ledger)} == {("abl", "ablation"),
+    assert ledger.note_campaign("abl", "ablation", "signal s", cfg) == "registered"
+    assert ledger.note_campaign("abl", None, "evaluation job of e", cfg) == "known"
+    assert ledger.note_campaign("new", None, "evaluation job of f", cfg) == "registered"
+    assert ledger.note_campaign(None, None, "job without campaign", cfg) == "none"
+    assert {(r.tag, r.type) for r in ledger.list_campaigns()} == {("abl", "ablation"),
                                                                 ("new", "default")}
 
 
 def test_curators_activate_order_and_describe(ledger: Ledger) -> None:
     cfg = CampaignConfig()
     for tag in ("c-low", "c-high", "c-off"):
-        note_campaign(ledger, tag, None, "test", cfg)
-    update_campaign(ledger, "c-low", active=True, priority=5)
-    update_campaign(ledger, "c-high", active=True, priority=1, display_name="Run 3",
-                    notes="pass 1", expected_jobs=10)
-    assert [r.tag for r in list_campaigns(ledger, active_only=True)] == ["c-high", "c-low"]
-    assert [r.tag for r in list_campaigns(ledger)] == ["c-high", "c-low", "c-off"]
+        ledger.note_campaign(tag, None, "test", cfg)
+    ledger.update_campaign("c-low", active=True, priority=5)
+    ledger.update_campaign("c-high", active=True, priority=1, display_name="Run 3",
+                           notes="pass 1", expected_jobs=10)
+    assert [r.tag for r in ledger.list_campaigns(active_only=True)] == ["c-high", "c-low"]
+    assert [r.tag for r in ledger.list_campaigns()] == ["c-high", "c-low", "c-off"]
     with pytest.raises(BatonError, match="no campaign 'nope' is registered"):
-        update_campaign(ledger, "nope", active=True)
+        ledger.update_campaign("nope", active=True)
     with pytest.raises(BatonError, match="has no type 'sweep'; it has: default"):
-        update_campaign(ledger, "c-low", "sweep", active=True)
+        ledger.update_campaign("c-low", "sweep", active=True)
     with pytest.raises(ValueError, match="not editable: registered_at"):
-        update_campaign(ledger, "c-low", registered_at=datetime.now(UTC))
+        ledger.update_campaign("c-low", registered_at=datetime.now(UTC))
 
 
 def _job(ledger: Ledger, exp: str, stage: str, attempt: int, state: str, n: int,
@@ -141,15 +131,15 @@ def test_progress_counts_tasks_by_their_latest_attempt(drive: DriveLayout,
     _job(ledger, "p1", "evaluation", 1, "FAILED", 4, "ck-c")
     _job(ledger, "p2", "evaluation", 1, "COMPLETED", 5)
     _job(ledger, "p2", "analysis", 1, "PENDING", 6)
-    prog = progress(ledger, dashboard_state)
+    prog = ledger.campaign_progress(dashboard_state)
     assert prog.tasks[("camp", "p1", "evaluation")].row() == {
         "expected": 3, "submitted": 3, "running": 1, "finished": 1, "failed": 1}
     assert prog.tasks[("camp", "p1", "analysis")].row() == {
         "expected": 1, "submitted": 0, "running": 0, "finished": 0, "failed": 0}
     assert prog.tasks[("camp", "p2", "analysis")].row()["submitted"] == 1
-    rows = list_campaigns(ledger)
+    rows = ledger.list_campaigns()
     assert completion(rows, prog) == {("camp", "default"): (2, 3 + 1 + 1 + 1)}
-    [row] = update_campaign(ledger, "camp", expected_jobs=4, active=True)
+    [row] = ledger.update_campaign("camp", expected_jobs=4, active=True)
     assert completion([row], prog) == {("camp", "default"): (2, 4)}  # the curator's count
 
 
@@ -170,7 +160,7 @@ def test_metrics_show_active_campaigns_with_priority_and_completion(
     scan(drive, ledger, trained(drive, "m1", "shown"), trained(drive, "m2", "hidden"),
          trained(drive, "m3", "odd", "exotic"))
     _job(ledger, "m1", "evaluation", 1, "COMPLETED", 11)
-    update_campaign(ledger, "shown", active=True, priority=2, display_name="Shown")
+    ledger.update_campaign("shown", active=True, priority=2, display_name="Shown")
     s = _samples(ledger)
     key = (("campaign", "shown"), ("type", "default"))
     assert s[("baton_campaign_active", key)] == 1
@@ -252,13 +242,13 @@ def test_submit_jobs_registers_the_campaign_it_names(config: Config, ledger: Led
         return exp, str(cfg.drive.experiment(exp).final_dir)
 
     submit_jobs(cfg, ledger, backend, "evaluation", [item("solo")], campaign="x")
-    assert [(r.tag, r.type, r.active) for r in list_campaigns(ledger)] == [
+    assert [(r.tag, r.type, r.active) for r in ledger.list_campaigns()] == [
         ("x", "default", False)]
     assert _campaign_of(ledger, "solo", "evaluation") == ["x"]
     # an array: each experiment's own campaign, each registered
     submit_jobs(cfg, ledger, backend, "evaluation", [item("a1"), item("b1"), item("n1")],
                 campaign={"a1": "camp-a", "b1": "camp-b", "n1": None})
-    assert {r.tag for r in list_campaigns(ledger)} == {"x", "camp-a", "camp-b"}
+    assert {r.tag for r in ledger.list_campaigns()} == {"x", "camp-a", "camp-b"}
     assert [_campaign_of(ledger, e, "evaluation") for e in ("a1", "b1", "n1")] == [
         ["camp-a"], ["camp-b"], [None]]
 
@@ -289,12 +279,12 @@ def test_analysis_registers_a_campaign_not_seen_before(drive: DriveLayout, confi
     scan(drive, ledger, trained(drive, "late", "recovered"))
     with ledger.write() as conn:
         conn.execute(delete(campaigns))
-    st.record_evaluation_task(ledger, experiment="late", trigger_key="sig-late",
-                              checkpoint="", slurm_row=None, job_id=None)
+    ledger.record_evaluation_task(experiment="late", trigger_key="sig-late",
+                                  checkpoint="", slurm_row=None, job_id=None)
     with ledger.write() as conn:
         conn.execute(update(evaluation_jobs).values(status="completed"))
     submit_analyses(cfg, ledger, backend, ["late"])
-    assert [r.tag for r in list_campaigns(ledger)] == ["recovered"]
+    assert [r.tag for r in ledger.list_campaigns()] == ["recovered"]
 
 
 def test_slurm_submit_campaign(tmp_path: Path, drive: DriveLayout) -> None:
@@ -304,7 +294,7 @@ def test_slurm_submit_campaign(tmp_path: Path, drive: DriveLayout) -> None:
                  "--campaign", "from-cli", env=env)
     assert proc.returncode == 0, proc.stderr
     ledger = open_ledger(f"sqlite:///{tmp_path / 'state' / 'ledger.db'}")
-    assert [r.tag for r in list_campaigns(ledger)] == ["from-cli"]
+    assert [r.tag for r in ledger.list_campaigns()] == ["from-cli"]
     assert _campaign_of(ledger, "cli-exp", "analysis") == ["from-cli"]
     bad = baton("slurm", "submit", "--stage", "analysis", "--experiment", "cli-exp",
                 "--campaign", "no way", env=env)

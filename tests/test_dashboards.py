@@ -16,7 +16,6 @@ from prometheus_client import CollectorRegistry
 from baton.config import Config
 from baton.exporter.collector import BatonCollector, QueueSnapshot
 from baton.ledger import open_ledger
-from baton.ledger.campaigns import note_campaign, update_campaign
 from prometheus.dashboards import OUT, dashboard, provisioning, queries
 from tests.conftest import require
 
@@ -80,8 +79,8 @@ def test_campaign_filters_every_panel_it_can(config: Config) -> None:
     ledger = open_ledger(config.ledger_url)
     ledger.claim_submission("c1", stage="evaluation", experiment="e1", backend="local",
                             campaign="camp")
-    note_campaign(ledger, "camp", None, "test", config.campaigns)
-    update_campaign(ledger, "camp", active=True)
+    ledger.note_campaign("camp", None, "test", config.campaigns)
+    ledger.update_campaign("camp", active=True)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(BatonCollector(config, ledger, QueueSnapshot(lambda: Counter())))
     with_campaign = {s.name.removesuffix("_bucket") for fam in registry.collect()

@@ -16,7 +16,6 @@ import pytest
 from dagster import AssetKey, AssetPartitionStatus, AssetRecordsFilter, RunsFilter
 
 from assets.partitions import experiments
-from baton.ledger import stages as st
 from tests.e2e.harness import Pipeline, Webserver, latest_check
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm, pytest.mark.usefixtures("slurm")]
@@ -120,11 +119,11 @@ def test_fan_out_joins_and_bad_signals_are_quarantined(tmp_path: Path) -> None:
 
         # two of the three tasks end; the held one runs on
         def two_ended() -> bool:
-            tasks = st.evaluation_tasks(p.ledger, fan)
+            tasks = p.ledger.evaluation_tasks(fan)
             return len(tasks) == 3 and [t.status for t in tasks].count("completed") == 2
 
         p.wait_for(f"two of the three tasks of {fan}", two_ended)
-        held = [t for t in st.evaluation_tasks(p.ledger, fan) if t.status != "completed"]
+        held = [t for t in p.ledger.evaluation_tasks(fan) if t.status != "completed"]
         assert [Path(t.checkpoint_path).name for t in held] == ["checkpoint-200"]
         # let the evaluation sensor look at the half-finished join for a few ticks (and the
         # daemon launch whatever they asked for)
@@ -134,7 +133,7 @@ def test_fan_out_joins_and_bad_signals_are_quarantined(tmp_path: Path) -> None:
         assert not p.materialized("evaluation_metrics", fan)
         runs = p.instance().get_run_records(RunsFilter(tags={"baton/experiment": fan}))
         assert [r.dagster_run.job_name for r in runs] == ["submit_evaluation"]  # no join run
-        [still] = [t for t in st.evaluation_tasks(p.ledger, fan) if t.id == held[0].id]
+        [still] = [t for t in p.ledger.evaluation_tasks(fan) if t.id == held[0].id]
         assert still.status in ("queued", "running")  # it was held all along
         release.touch()
         for exp in (fan, ok):

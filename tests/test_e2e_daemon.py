@@ -11,9 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from baton.jobstatus.ingest import last_reports
 from baton.jobstatus.report import drive_spool, report
-from baton.ledger.campaigns import list_campaigns
 from tests.e2e.harness import Pipeline
 
 pytestmark = pytest.mark.slow
@@ -52,10 +50,10 @@ def run_pipeline(p: Pipeline, kill_midway: bool = False) -> list[str]:
                                           "analysis_sensor", "slurm_tracker", "status_reports"}
     # the status report was ingested by the daemon's sensor, once; the campaign registered
     # itself from the training signals, inactive until a curator activates it
-    assert [(r.project, r.job, r.status, r.progress) for r in last_reports(p.ledger)] == [
+    assert [(r.project, r.job, r.status, r.progress) for r in p.ledger.last_reports()] == [
         ("nightly", f"fetch-{token}", "running", 40.0)]
     assert not list(drive_spool(p.drive.root).glob("*.json"))
-    assert [(c.tag, c.type, c.active) for c in list_campaigns(p.ledger)] == [
+    assert [(c.tag, c.type, c.active) for c in p.ledger.list_campaigns()] == [
         ("sweep", "default", False)]
     return EXPERIMENTS
 
@@ -95,9 +93,8 @@ def test_over_memory_evaluation_is_repaired_by_the_daemon(tmp_path: Path) -> Non
     evals = p.ledger.jobs(experiment=exp, stage="evaluation")
     assert [(j.attempt, j.req_mem_mb, j.state) for j in evals] == [
         (1, 200, "FAILED"), (2, 400, "COMPLETED")], [j._asdict() for j in evals]
-    from baton.ledger import supervisions as sv
 
-    [sup] = sv.listing(p.ledger, experiment=exp)
+    [sup] = p.ledger.list_supervisions(experiment=exp)
     assert (sup.reason, sup.action, sup.repair_job_id, sup.execution_status) == (
         "oom", "resubmit", evals[1].job_id, "completed")
     from dagster import AssetKey, AssetRecordsFilter

@@ -14,7 +14,6 @@ from sqlalchemy import insert
 from baton.config import Config
 from baton.exporter.collector import BatonCollector, QueueSnapshot
 from baton.ledger import Ledger, open_ledger
-from baton.ledger.campaigns import note_campaign, update_campaign
 from baton.ledger.schema import status_events, training_runs
 from baton.slurm.states import JobStatus
 
@@ -24,7 +23,7 @@ def trained(ledger: Ledger, config: Config, experiment: str, campaign: str | Non
         conn.execute(insert(training_runs).values(
             experiment_name=experiment, campaign=campaign, status="completed",
             completed_at=datetime.now(UTC), signal_key=f"sig-{experiment}"))
-    note_campaign(ledger, campaign, None, experiment, config.campaigns)
+    ledger.note_campaign(campaign, None, experiment, config.campaigns)
 
 
 def ran(ledger: Ledger, experiment: str, stage: str, state: str,
@@ -63,9 +62,9 @@ def test_progress_table_covers_active_campaigns_and_unfinished_work(config: Conf
     ran(ledger, "old-busy", "evaluation", "RUNNING", "old")
     ran(ledger, "loose-done", "evaluation", "COMPLETED", None)
     ran(ledger, "loose-waiting", "evaluation", "PENDING", None)
-    update_campaign(ledger, "live", active=True, notes="known issue: node vm is slow\n"
-                    "see the logbook", display_name="Live pass 1")
-    update_campaign(ledger, "old", notes="done")
+    ledger.update_campaign("live", active=True, notes="known issue: node vm is slow\n"
+                           "see the logbook", display_name="Live pass 1")
+    ledger.update_campaign("old", notes="done")
     got = samples(config, ledger)
     table = [(labels, v) for name, labels, v in got if name == "baton_progress_tasks"]
     shown = {(labels["campaign"], labels["experiment"]) for labels, _ in table}

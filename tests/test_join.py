@@ -14,7 +14,8 @@ import pytest
 from baton.inbox import publish
 from baton.layout import DriveLayout
 from baton.ledger import Ledger, open_ledger
-from baton.ledger import stages as st
+from baton.ledger.stages import apply_eval_signal
+from baton.ledger.training import apply_training_signal
 from baton.signals import EvalComplete, EvalFailed, SignalFile, TrainingComplete, read_signal
 from baton.slurm.states import JobStatus
 
@@ -46,8 +47,7 @@ class Evaluation:
             timestamp=datetime.now(UTC), experiment=self.name, hostname="gpu01", user="u",
             checkpoint_path=self.checkpoints[0], checkpoints=self.checkpoints[1:] or None))
         sf = read_signal(path, self.drive)
-        assert self.ledger.accept_signal(sf)
-        self.ledger.record_training_complete(sf)
+        assert self.ledger.accept_signal(sf, apply_training_signal)
         self.trigger = sf.idempotency_key
 
     def job_id(self, task: int) -> str:
@@ -61,9 +61,9 @@ class Evaluation:
         assert claim.created
         self.ledger.mark_submitted(claim.row_id, self.job_id(task),
                                    array_job_id=self.array_id, array_task_id=task)
-        st.record_evaluation_task(self.ledger, experiment=self.name, trigger_key=self.trigger,
-                                  checkpoint=self.checkpoints[task], slurm_row=claim.row_id,
-                                  job_id=self.job_id(task))
+        self.ledger.record_evaluation_task(experiment=self.name, trigger_key=self.trigger,
+                                           checkpoint=self.checkpoints[task],
+                                           slurm_row=claim.row_id, job_id=self.job_id(task))
 
     def signal(self, task: int, ok: bool = True) -> SignalFile:
         """The task's worker writes its ``.eval_complete`` (or ``.eval_failed``) and the
@@ -80,7 +80,8 @@ class Evaluation:
                              **common)
         path = publish(self.drive, sig, folder / sig.filename)
         sf = read_signal(path, self.drive)
-        assert st.apply_eval_signal(self.ledger, sf) == 1
+        with self.ledger.write() as conn:
+            assert apply_eval_signal(conn, sf) == 1
         return sf
 
     def slurm_says(self, task: int, state: str, ended_ago_s: float = 0) -> None:
@@ -90,16 +91,16 @@ class Evaluation:
             job_id=self.job_id(task), state=state, array_job_id=self.array_id,
             array_task_id=task, exit_code=1 if state == "FAILED" else 0,
             started_at=ended - timedelta(seconds=5), ended_at=ended)})
-        st.sync_stage_rows(self.ledger, missing_signal_grace_s=60)
+        self.ledger.sync_stage_rows(missing_signal_grace_s=60)
 
     def joined(self) -> None:
         """What the evaluation sensor records once Dagster holds the join's run."""
-        assert st.record_fact(self.ledger, f"run:evaluation_metrics:{self.trigger}",
-                              "run_requested", self.name)
+        assert self.ledger.record_fact(f"run:evaluation_metrics:{self.trigger}",
+                                       "run_requested", self.name)
 
 
 def ready(ledger: Ledger) -> dict[str, str]:
-    got = st.evaluations_ready(ledger)
+    got = ledger.evaluations_ready()
     assert len(got) == len({e for e, _ in got}), got  # one join per experiment
     return dict(got)
 
@@ -131,7 +132,7 @@ def test_a_join_waits_for_every_task_across_interleaved_evaluations(
     assert ready(ledger) == {"exp-b": b.trigger, "exp-c": c.trigger}
     a.signal(1)  # a: 3/3
     assert ready(ledger) == {"exp-a": a.trigger, "exp-b": b.trigger, "exp-c": c.trigger}
-    assert {t.status for t in st.evaluation_tasks(ledger, "exp-a")} == {"completed"}
+    assert {t.status for t in ledger.evaluation_tasks("exp-a")} == {"completed"}
 
 
 def test_a_failed_task_counts_as_ended(drive: DriveLayout, ledger: Ledger) -> None:
@@ -141,7 +142,7 @@ def test_a_failed_task_counts_as_ended(drive: DriveLayout, ledger: Ledger) -> No
     a.signal(0)
     a.slurm_says(1, "FAILED")  # killed before it could write any signal
     assert ready(ledger) == {}
-    tasks = st.evaluation_tasks(ledger, "exp-a")
+    tasks = ledger.evaluation_tasks("exp-a")
     assert [t.status for t in tasks] == ["completed", "failed", "queued"]
     assert "601_1 ended FAILED" in (tasks[1].error_message or "")
     a.signal(2, ok=False)  # the worker's own .eval_failed
@@ -157,7 +158,7 @@ def test_a_task_that_completed_without_its_signal_ends_after_the_grace(
     a.slurm_says(1, "COMPLETED", ended_ago_s=5)  # its signal may still be on its way
     assert ready(ledger) == {}
     a.slurm_says(1, "COMPLETED", ended_ago_s=120)  # past the grace: failed, ended
-    assert [t.status for t in st.evaluation_tasks(ledger, "exp-a")] == ["completed", "failed"]
+    assert [t.status for t in ledger.evaluation_tasks("exp-a")] == ["completed", "failed"]
     assert ready(ledger) == {"exp-a": a.trigger}
 
 

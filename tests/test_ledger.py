@@ -8,6 +8,7 @@ import multiprocessing
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select, text
@@ -15,7 +16,8 @@ from sqlalchemy import select, text
 from baton.layout import DriveLayout
 from baton.ledger import Ledger, open_ledger
 from baton.ledger.migrate import head_revision
-from baton.ledger.schema import FINAL_JOB, OPEN_JOB, slurm_jobs
+from baton.ledger.schema import FINAL_JOB, OPEN_JOB, signals, slurm_jobs
+from baton.ledger.training import apply_training_signal
 from baton.signals import read_signal
 from baton.slurm.states import JobStatus
 
@@ -74,6 +76,11 @@ def test_sqlite_integrity_check_catches_corruption(tmp_path: Path) -> None:
     assert report.problems, report.lines()
 
 
+def _signal(ledger: Ledger, key: str) -> Any:
+    with ledger.read() as conn:
+        return conn.execute(select(signals).where(signals.c.idempotency_key == key)).first()
+
+
 def test_signal_recorded_once(ledger: Ledger) -> None:
     assert ledger.record_signal("training_complete:e:abc", "training_complete", "/d/x",
                                 "accepted", experiment="e")
@@ -81,7 +88,7 @@ def test_signal_recorded_once(ledger: Ledger) -> None:
                                     "accepted", experiment="e")
     assert ledger.record_signal("bad:1", "training_complete", "/d/y", "quarantined",
                                 reason="malformed JSON")
-    row = ledger.signal_seen("bad:1")
+    row = _signal(ledger, "bad:1")
     assert row.status == "quarantined" and row.reason == "malformed JSON"
 
 
@@ -93,10 +100,12 @@ def test_training_run_upsert_and_checkpoints(ledger: Ledger, drive: DriveLayout)
            "final_loss": 2.5, "campaign": "sweep",
            "checkpoints": [str(exp.checkpoint(100)), str(exp.checkpoint(200))]}
     exp.training_signal.write_text(json.dumps(doc))
-    run_id = ledger.record_training_complete(read_signal(exp.training_signal, drive))
+    assert ledger.accept_signal(read_signal(exp.training_signal, drive), apply_training_signal)
+    run_id = ledger.training_run("exp1").id
     doc["final_loss"] = 2.0  # the experiment is trained again
     exp.training_signal.write_text(json.dumps(doc))
-    assert ledger.record_training_complete(read_signal(exp.training_signal, drive)) == run_id
+    assert ledger.accept_signal(read_signal(exp.training_signal, drive), apply_training_signal)
+    assert ledger.training_run("exp1").id == run_id
     row = ledger.training_run("exp1")
     assert (row.status, row.final_loss, row.campaign, row.user) == ("completed", 2.0, "sweep",
                                                                     "alice")
@@ -119,7 +128,7 @@ def test_claim_is_exclusive_under_concurrency(ledger: Ledger) -> None:
         t.join()
     assert sum(c.created for c in results) == 1
     assert len({c.row_id for c in results}) == 1
-    assert ledger.count_jobs() == 1
+    assert len(ledger.jobs()) == 1
 
 
 def _claim_in_process(url: str, n: int, queue: multiprocessing.Queue) -> None:
@@ -143,7 +152,7 @@ def test_claims_across_processes(ledger: Ledger) -> None:
         p.join(120)
     assert [p.exitcode for p in procs] == [0, 0, 0, 0]
     assert sum(queue.get() for _ in procs) == 40
-    assert ledger.count_jobs() == 40
+    assert len(ledger.jobs()) == 40
 
 
 def test_job_lifecycle(ledger: Ledger) -> None:
@@ -224,7 +233,7 @@ def test_upgrade_from_an_older_schema_keeps_the_data(ledger_url: str) -> None:
     assert led.check().problems[0].startswith("schema is at 0001")
     before, after = led.init()
     assert (before, after) == ("0001", head_revision())
-    assert led.signal_seen("old:1").experiment == "e"
+    assert _signal(led, "old:1").experiment == "e"
     assert led.check().ok
     led.close()
 
@@ -251,7 +260,7 @@ def test_a_write_blocked_past_the_busy_timeout_is_retried(
     finally:
         release.join()
         blocker.close()
-    assert ledger.signal_seen("k1") is not None
+    assert _signal(ledger, "k1") is not None
     retried = [r.getMessage() for r in caplog.records if "database is locked" in
                r.getMessage()]
     assert retried, "the write succeeded without ever meeting the lock"

@@ -15,7 +15,8 @@ from baton.config import Config
 from baton.inbox import pending, publish
 from baton.layout import DriveLayout
 from baton.ledger import Ledger, open_ledger
-from baton.ledger import stages as st
+from baton.ledger.stages import APPLIERS
+from baton.ledger.training import apply_training_signal
 from baton.pipeline.scan import Scanner, checkpoint_problem
 from baton.pipeline.steps import submit_evaluations
 from baton.signals import EvalComplete, TrainingComplete, read_signal
@@ -118,7 +119,7 @@ def test_ui_launch_racing_the_sensor_submits_once(config: Config, tmp_path: Path
                             config.stage("evaluation").model_copy(update={
                                 "mem": "10M", "cpus": 1, "command": "true"})}})
     sf = read_signal(publish(cfg.drive, training(cfg.drive, "race")), cfg.drive)
-    ledger.record_training_complete(sf)
+    ledger.accept_signal(sf, apply_training_signal)
     backend = LocalBackend(tmp_path / "local")
     results = []
 
@@ -133,7 +134,7 @@ def test_ui_launch_racing_the_sensor_submits_once(config: Config, tmp_path: Path
     assert sum(r.submitted_now for r in results) == 1
     assert len({tuple(r.job_ids) for r in results}) == 1
     assert len(list((tmp_path / "local" / "local-slurm" / "submissions").iterdir())) == 1
-    assert len(st.evaluation_tasks(ledger, "race")) == 1
+    assert len(ledger.evaluation_tasks("race")) == 1
 
 
 @pytest.mark.parametrize("announced", [True, False])
@@ -144,7 +145,7 @@ def test_a_failure_while_applying_loses_nothing(drive: DriveLayout, ledger: Ledg
     failures = [1]
 
     def dies_after_writing(conn, sf):  # type: ignore[no-untyped-def]
-        st.APPLIERS["training_complete"](conn, sf)  # the real writes, then the crash
+        APPLIERS["training_complete"](conn, sf)  # the real writes, then the crash
         if failures:
             failures.pop()
             raise ConnectionError("server closed the connection unexpectedly")
@@ -164,7 +165,7 @@ def test_a_failure_while_applying_loses_nothing(drive: DriveLayout, ledger: Ledg
     assert [sf.signal.experiment for sf in second.accepted] == ["crash"]
     assert ledger.training_run("crash").signal_key == second.accepted[0].idempotency_key
     assert pending(drive, "training_complete") == []
-    assert [r.experiment_name for r in st.training_awaiting_evaluation(ledger)] == ["crash"]
+    assert [r.experiment_name for r in ledger.training_awaiting_evaluation()] == ["crash"]
 
 
 def test_the_scanner_applies_what_it_accepts(drive: DriveLayout, ledger: Ledger) -> None:

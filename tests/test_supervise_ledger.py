@@ -10,7 +10,6 @@ from pathlib import Path
 
 from baton.config import Config
 from baton.ledger import Ledger, open_ledger
-from baton.ledger import supervisions as sv
 from baton.pipeline.submission import submit_jobs
 from baton.slurm.local import LocalBackend
 from baton.supervision.actions import TickReport, tick
@@ -48,7 +47,7 @@ def test_concurrent_ticks_supervise_once_and_follow(config: Config, ledger_url: 
         t.start()
     for t in threads:
         t.join()
-    rows = sv.listing(ledger)
+    rows = ledger.list_supervisions()
     assert len(rows) == 1 and sum(len(r.decided) for r in reports) == 1
     sup = rows[0]
     assert (sup.reason, sup.action, sup.new_time_s, sup.dispatch_status) == \
@@ -60,7 +59,7 @@ def test_concurrent_ticks_supervise_once_and_follow(config: Config, ledger_url: 
 
     _poll_until(ledger, backend, sup.repair_row, {"COMPLETED"})
     assert tick(cfg, ledger, backend).followed == 1
-    done = sv.get(ledger, sup.id)
+    done = ledger.supervision(sup.id)
     assert (done.execution_status, done.finished_at) == (
         "completed", ledger.job(sup.repair_row).ended_at)
     assert tick(cfg, ledger, backend).decided == []  # nothing left to supervise
@@ -80,7 +79,7 @@ def test_disabled_policy_records_why_once(config: Config, ledger_url: str,
     _poll_until(ledger, backend, first.row_id, {"TIMEOUT"})
     tick(cfg, ledger, backend)
     tick(cfg, ledger, backend)
-    [sup] = sv.listing(ledger)
+    [sup] = ledger.list_supervisions()
     assert (sup.action, sup.note, sup.dispatch_status) == (
         "none", "supervision of evaluation is disabled", "not_needed")
     assert len(ledger.jobs(experiment="off")) == 1

@@ -23,7 +23,6 @@ from baton.config import Config, load_config
 from baton.errors import TransientSlurmError
 from baton.exporter.repairs import supervision_metrics
 from baton.ledger import Ledger, open_ledger
-from baton.ledger import supervisions as sv
 from baton.pipeline.submission import submit_jobs
 from baton.slurm.factory import make_backend
 from baton.slurm.local import LocalBackend
@@ -85,11 +84,10 @@ class Rig:
         return code, out.out, out.err
 
     def gauge(self, name: str) -> float:
-        with self.ledger.read() as conn:
-            for family in supervision_metrics(conn):
-                if family.name == name:
-                    return next(s.value for s in family.samples
-                                if s.labels == {"stage": "evaluation"})
+        for family in supervision_metrics(self.ledger):
+            if family.name == name:
+                return next(s.value for s in family.samples
+                            if s.labels == {"stage": "evaluation"})
         raise KeyError(name)
 
 
@@ -136,7 +134,7 @@ def test_late_running_alert_is_recorded_followed_and_counted(rig: Any) -> None:
     assert r.tick(job.started_at + timedelta(seconds=0.85 * limit)).decided == []
     late = job.started_at + timedelta(seconds=0.95 * limit)
     report = r.tick(late)
-    [sup] = sv.listing(r.ledger)
+    [sup] = r.ledger.list_supervisions()
     assert report.decided == [sup.id]
     assert (sup.reason, sup.action, sup.dispatch_status, sup.execution_status) == (
         "late_running", "alert", "not_needed", "running")
@@ -146,7 +144,7 @@ def test_late_running_alert_is_recorded_followed_and_counted(rig: Any) -> None:
     r.finish(row, 0)
     ended = r.poll_until(row, {"COMPLETED"})
     assert r.tick().followed == 1
-    sup = sv.get(r.ledger, sup.id)
+    sup = r.ledger.supervision(sup.id)
     assert (sup.execution_status, sup.finished_at) == ("completed", ended.ended_at)
     assert r.gauge("baton_supervision_late_jobs") == 0
     assert len(r.ledger.jobs(experiment="dawdler")) == 1  # an alert resubmits nothing
@@ -161,7 +159,7 @@ def test_plain_failure_under_the_default_policy_is_recorded_not_resubmitted(
     assert (job.exit_code, job.exit_signal) == (3, 0)
     assert job.max_rss_mb is not None  # its accounting is in: decided at once
     report = r.tick()
-    [sup] = sv.listing(r.ledger)
+    [sup] = r.ledger.list_supervisions()
     assert report.decided == [sup.id] and report.dispatched == []
     assert (sup.reason, sup.action, sup.dispatch_status, sup.execution_status) == (
         "failed", "none", "not_needed", "none")
@@ -186,7 +184,7 @@ def test_a_failed_dispatch_is_tried_again_with_backoff_then_given_up_loudly(
     refusing = Refusing(r.config.state_dir, refusals=99)
     t = datetime.now(UTC)
     report = r.tick(t, refusing)
-    [sup] = sv.listing(r.ledger)
+    [sup] = r.ledger.list_supervisions()
     assert report.failed == [sup.id] and refusing.calls == 1
     assert (sup.dispatch_status, sup.execution_status) == ("retrying", "pending")
     assert sup.dispatch_error.startswith(f"try 1 of {DISPATCH_TRIES} failed at ")
@@ -199,7 +197,7 @@ def test_a_failed_dispatch_is_tried_again_with_backoff_then_given_up_loudly(
         assert r.tick(t, refusing).failed == [sup.id]
         assert refusing.calls == n
         wait *= 2
-    sup = sv.get(r.ledger, sup.id)
+    sup = r.ledger.supervision(sup.id)
     assert (sup.dispatch_status, sup.execution_status) == ("failed", "none")
     assert sup.dispatch_error.startswith(f"try {DISPATCH_TRIES} of {DISPATCH_TRIES} failed")
     assert r.tick(t + timedelta(days=1), refusing).failed == []  # bounded: no more tries
@@ -225,7 +223,7 @@ def test_a_dispatch_that_succeeds_on_a_later_try_submits_once(rig: Any) -> None:
     assert r.tick(t, refusing).dispatched == []
     assert r.tick(t + DISPATCH_BACKOFF + timedelta(seconds=1), refusing).dispatched == []
     report = r.tick(t + 3 * DISPATCH_BACKOFF + timedelta(seconds=2), refusing)
-    [sup] = sv.listing(r.ledger)
+    [sup] = r.ledger.list_supervisions()
     assert report.dispatched == [sup.id] and refusing.calls == 3
     assert (sup.dispatch_status, sup.dispatch_error) == ("dispatched", None)
     jobs = r.ledger.jobs(experiment="flaky")
@@ -234,7 +232,7 @@ def test_a_dispatch_that_succeeds_on_a_later_try_submits_once(rig: Any) -> None:
     r.finish(sup.repair_row, 0)
     r.poll_until(sup.repair_row, {"COMPLETED"})
     r.tick()
-    assert sv.get(r.ledger, sup.id).execution_status == "completed"
+    assert r.ledger.supervision(sup.id).execution_status == "completed"
 
 
 def test_cancel_scancels_a_running_repair(rig: Any, capsys: pytest.CaptureFixture[str]
@@ -242,17 +240,17 @@ def test_cancel_scancels_a_running_repair(rig: Any, capsys: pytest.CaptureFixtur
     r = rig(resubmit_failed=True)
     _failed_once(r, "stuck")
     r.tick()
-    [sup] = sv.listing(r.ledger)
+    [sup] = r.ledger.list_supervisions()
     assert sup.dispatch_status == "dispatched"
     r.poll_until(sup.repair_row, {"RUNNING"})
     code, out, _ = r.cli(capsys, "supervise", "cancel", str(sup.id), "--backend", "local")
     assert (code, out) == (0, f"job {sup.repair_job_id} cancelled (supervision {sup.id})\n")
-    sup = sv.get(r.ledger, sup.id)
+    sup = r.ledger.supervision(sup.id)
     assert sup.execution_status == "cancelled" and sup.finished_at is not None
     repair = r.poll_until(sup.repair_row, {"CANCELLED"})  # really stopped: never let go
     assert not (r.gates / f"go-{repair.job_id}").exists()
     assert r.tick().decided == []  # a person's cancel is final: not repaired
-    assert sv.get(r.ledger, sup.id).execution_status == "cancelled"
+    assert r.ledger.supervision(sup.id).execution_status == "cancelled"
     code, _, err = r.cli(capsys, "supervise", "cancel", str(sup.id), "--backend", "local")
     assert code == 1 and "nothing to cancel" in err and "CANCELLED" in err
 
@@ -263,20 +261,20 @@ def test_retry_marks_the_give_up_only_once_dispatched(rig: Any,
     r = rig(resubmit_failed=True, max_attempts=1)
     _failed_once(r, "stubborn")
     r.tick()
-    [gave_up] = sv.listing(r.ledger)
+    [gave_up] = r.ledger.list_supervisions()
     assert (gave_up.action, gave_up.execution_status) == ("gave_up", "open")
     assert r.gauge("baton_supervision_gave_up_open") == 1
     refusing = Refusing(r.config.state_dir, refusals=1)
     new = retry(r.config, r.ledger, refusing, gave_up.id)
-    manual = sv.get(r.ledger, new)
+    manual = r.ledger.supervision(new)
     assert (manual.reason, manual.dispatch_status) == ("manual", "retrying")
-    assert sv.get(r.ledger, gave_up.id).execution_status == "open"  # nothing runs yet
+    assert r.ledger.supervision(gave_up.id).execution_status == "open"  # nothing runs yet
     assert r.gauge("baton_supervision_gave_up_open") == 1  # ... so the alert still fires
     t = datetime.now(UTC) + DISPATCH_BACKOFF + timedelta(seconds=1)
     assert r.tick(t, refusing).dispatched == [new]  # the supervisor's next try
-    manual = sv.get(r.ledger, new)
+    manual = r.ledger.supervision(new)
     assert manual.dispatch_status == "dispatched" and manual.repair_job_id
-    assert sv.get(r.ledger, gave_up.id).execution_status == "retried"
+    assert r.ledger.supervision(gave_up.id).execution_status == "retried"
     assert r.gauge("baton_supervision_gave_up_open") == 0
     code, _, err = r.cli(capsys, "supervise", "retry", str(gave_up.id), "--backend", "local")
     assert code == 1 and f"already retried as supervision {new}" in err
@@ -288,21 +286,21 @@ def test_a_person_retries_a_failed_dispatch_at_once(rig: Any, every_try_failed: 
     r = rig(resubmit_failed=True, max_attempts=1)
     _failed_once(r, "again")
     r.tick()
-    [gave_up] = sv.listing(r.ledger)
+    [gave_up] = r.ledger.list_supervisions()
     refusing = Refusing(r.config.state_dir, refusals=99)
     new = retry(r.config, r.ledger, refusing, gave_up.id)
-    assert sv.get(r.ledger, new).dispatch_status == "retrying"
+    assert r.ledger.supervision(new).dispatch_status == "retrying"
     t = datetime.now(UTC)
     while every_try_failed and refusing.calls < DISPATCH_TRIES:
         t += timedelta(days=1)
         r.tick(t, refusing)
     if every_try_failed:
-        assert (sv.get(r.ledger, new).dispatch_status, refusing.calls) == ("failed",
-                                                                           DISPATCH_TRIES)
+        assert (r.ledger.supervision(new).dispatch_status, refusing.calls) == ("failed",
+                                                                               DISPATCH_TRIES)
     code, out, _ = r.cli(capsys, "supervise", "retry", str(gave_up.id), "--backend", "local")
-    manual = sv.get(r.ledger, new)
+    manual = r.ledger.supervision(new)
     assert code == 0 and manual.dispatch_status == "dispatched", out
     assert manual.execution_status in ("pending", "running")
     assert out.startswith(f"supervision {new}: job {gave_up.job_id} resubmitted as job "
                           f"{manual.repair_job_id} (attempt 2")
-    assert sv.get(r.ledger, gave_up.id).execution_status == "retried"
+    assert r.ledger.supervision(gave_up.id).execution_status == "retried"

@@ -25,8 +25,6 @@ from baton.cli import main as baton_main
 from baton.config import Config, load_config
 from baton.exporter.collector import BatonCollector, QueueSnapshot
 from baton.ledger import Ledger, open_ledger
-from baton.ledger import stages as st
-from baton.ledger import supervisions as sv
 from baton.ledger.schema import evaluation_jobs
 from baton.pipeline.submission import submit_jobs
 from baton.slurm.sbatch import SbatchBackend
@@ -49,7 +47,7 @@ class World:
 
     def chain(self, scenario: str) -> list[Any]:
         """Supervisions of a scenario, oldest first."""
-        return sorted(sv.listing(self.ledger, experiment=self.names[scenario]),
+        return sorted(self.ledger.list_supervisions(experiment=self.names[scenario]),
                       key=lambda r: r.id)
 
     def cli(self, capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -108,15 +106,15 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         for scenario, exp in names.items():
             ckpt = str(config.drive.experiment(exp).final_dir)
             out = submit_jobs(config, ledger, backend, "evaluation", [(exp, ckpt)])[0]
-            st.record_evaluation_task(ledger, experiment=exp, trigger_key=f"sig-{exp}",
-                                      checkpoint=ckpt, slurm_row=out.row_id, job_id=out.job_id)
+            ledger.record_evaluation_task(experiment=exp, trigger_key=f"sig-{exp}",
+                                          checkpoint=ckpt, slurm_row=out.row_id, job_id=out.job_id)
             jobs[scenario] = out.row_id
         res = {"slurm": resources.SlurmResource(settings=config, backend="sbatch"),
                "ledger": resources.LedgerResource(settings=config, url=config.ledger_url)}
         w = World(config, ledger, instance, jobs, names, config_file)
         deadline = time.monotonic() + 300
         while not _settled(w):  # what the daemon does: both sensors, once a second
-            assert time.monotonic() < deadline, [r._asdict() for r in sv.listing(ledger)]
+            assert time.monotonic() < deadline, [r._asdict() for r in ledger.list_supervisions()]
             for sensor in (slurm_tracker, supervisor):
                 with build_sensor_context(instance=instance, resources=res) as ctx:
                     result = sensor(ctx)
@@ -163,7 +161,7 @@ def test_the_repair_is_a_new_attempt_of_the_job_asset(world: World) -> None:
     meta = records[0].asset_materialization.metadata
     assert meta["attempt"].value == 2 and meta["supervision_id"].value == sup.id
     assert meta["slurm_job_ids"].value == sup.repair_job_id and meta["mem"].value == "200M"
-    assert st.has_fact(world.ledger, f"supervision:{sup.id}")
+    assert world.ledger.has_fact(f"supervision:{sup.id}")
 
 
 def test_failing_every_attempt_gives_up_with_a_clear_record(world: World) -> None:

@@ -14,7 +14,6 @@ from sqlalchemy import select
 from baton.inbox import publish
 from baton.layout import DriveLayout
 from baton.ledger import Ledger, open_ledger
-from baton.ledger import stages as st
 from baton.ledger.schema import evaluation_jobs, signals
 from baton.ledger.window import Window
 from baton.pipeline.scan import Scanner
@@ -63,11 +62,11 @@ class Pipeline:
     def evaluate(self, exp: str, tasks: int = 2) -> None:
         for i in range(tasks):
             row, job_id = self._job("evaluation", exp)
-            st.record_evaluation_task(self.ledger, experiment=exp,
-                                      trigger_key=self.trigger(exp),
-                                      checkpoint=f"/ckpt/{exp}/{i}", slurm_row=row,
-                                      job_id=job_id)
-        st.record_fact(self.ledger, f"run:evaluation_job:{self.trigger(exp)}", "run")
+            self.ledger.record_evaluation_task(experiment=exp,
+                                               trigger_key=self.trigger(exp),
+                                               checkpoint=f"/ckpt/{exp}/{i}", slurm_row=row,
+                                               job_id=job_id)
+        self.ledger.record_fact(f"run:evaluation_job:{self.trigger(exp)}", "run")
 
     def evaluated(self, exp: str) -> None:
         publish(self.drive, EvalComplete(timestamp=datetime.now(UTC), experiment=exp,
@@ -76,8 +75,8 @@ class Pipeline:
 
     def analyse(self, exp: str) -> None:
         row, job_id = self._job("analysis", exp)
-        st.record_analysis(self.ledger, experiment=exp, trigger_key=self.trigger(exp),
-                           slurm_row=row, job_id=job_id)
+        self.ledger.record_analysis(experiment=exp, trigger_key=self.trigger(exp),
+                                    slurm_row=row, job_id=job_id)
 
     def analysed(self, exp: str) -> None:
         publish(self.drive, AnalysisComplete(timestamp=datetime.now(UTC), experiment=exp,
@@ -88,16 +87,16 @@ class Pipeline:
         """One idle tick with the carried marks, checked against the whole history."""
         led, w = self.ledger, self.window
         got = {
-            "models": [r.experiment_name for r in st.models_unreported(led, w)],
-            "awaiting": [r.experiment_name for r in st.training_awaiting_evaluation(led, w)],
-            "evaluations": st.evaluations_ready(led, w),
-            "analyses": [r.experiment_name for r in st.analyses_ready(led, w)],
+            "models": [r.experiment_name for r in led.models_unreported(w)],
+            "awaiting": [r.experiment_name for r in led.training_awaiting_evaluation(w)],
+            "evaluations": led.evaluations_ready(w),
+            "analyses": [r.experiment_name for r in led.analyses_ready(w)],
         }
         full = {
-            "models": [r.experiment_name for r in st.models_unreported(led)],
-            "awaiting": [r.experiment_name for r in st.training_awaiting_evaluation(led)],
-            "evaluations": st.evaluations_ready(led),
-            "analyses": [r.experiment_name for r in st.analyses_ready(led)],
+            "models": [r.experiment_name for r in led.models_unreported()],
+            "awaiting": [r.experiment_name for r in led.training_awaiting_evaluation()],
+            "evaluations": led.evaluations_ready(),
+            "analyses": [r.experiment_name for r in led.analyses_ready()],
         }
         assert got == full
         self.window = Window(low=dict(w.next))
@@ -111,24 +110,24 @@ def test_windowed_ticks_answer_what_the_whole_history_answers(
         p.train(exp)
     assert p.tick()["models"] == ["a", "b", "c"]
     for exp in ("a", "b", "c"):  # the sensor confirms each model event
-        st.record_fact(ledger, f"model:{p.trigger(exp)}", "model_reported", exp)
+        ledger.record_fact(f"model:{p.trigger(exp)}", "model_reported", exp)
     p.evaluate("a")
     p.evaluate("b")
     assert p.tick() == {"models": [], "awaiting": ["c"], "evaluations": [], "analyses": []}
     p.evaluated("b")
     assert p.tick()["evaluations"] == [("b", p.trigger("b"))]
-    st.record_fact(ledger, f"run:evaluation_metrics:{p.trigger('b')}", "run")
+    ledger.record_fact(f"run:evaluation_metrics:{p.trigger('b')}", "run")
     p.analyse("b")
     assert p.tick()["analyses"] == []
     p.analysed("b")
     assert p.tick()["analyses"] == ["b"]
-    st.record_fact(ledger, f"run:analysis_report:{p.trigger('b')}", "run")
+    ledger.record_fact(f"run:analysis_report:{p.trigger('b')}", "run")
     p.evaluated("a")  # an experiment that waited a long time, below later rows
     assert p.tick()["evaluations"] == [("a", p.trigger("a"))]
-    st.record_fact(ledger, f"run:evaluation_metrics:{p.trigger('a')}", "run")
+    ledger.record_fact(f"run:evaluation_metrics:{p.trigger('a')}", "run")
     p.train("b")  # retrained: the run's row is reused, its signal is a new row
     assert p.tick()["models"] == ["b"]
-    st.record_fact(ledger, f"model:{p.trigger('b')}", "model_reported", "b")
+    ledger.record_fact(f"model:{p.trigger('b')}", "model_reported", "b")
     p.evaluate("b", tasks=3)
     p.evaluate("c")
     p.tick()
@@ -142,10 +141,10 @@ def test_marks_move_past_what_is_settled(drive: DriveLayout, ledger: Ledger) -> 
     p = Pipeline(drive, ledger)
     for exp in ("a", "b"):
         p.train(exp)
-        st.record_fact(ledger, f"model:{p.trigger(exp)}", "model_reported", exp)
+        ledger.record_fact(f"model:{p.trigger(exp)}", "model_reported", exp)
         p.evaluate(exp)
         p.evaluated(exp)
-        st.record_fact(ledger, f"run:evaluation_metrics:{p.trigger(exp)}", "run")
+        ledger.record_fact(f"run:evaluation_metrics:{p.trigger(exp)}", "run")
     p.tick()
     p.tick()
     with ledger.read() as conn:

@@ -15,13 +15,12 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
-from sqlalchemy import select
 
 from baton.config import Config
 from baton.evaluate.metric_schema import METRIC_SCHEMA
 from baton.evaluate.writer import PREDICTION_SCHEMA
+from baton.fsio import atomic_path
 from baton.ledger import open_ledger
-from baton.ledger.schema import metadata
 
 LEDGER_VIEWS = {"jobs": "slurm_jobs", "signals": "signals", "training_runs": "training_runs",
                 "evaluation_jobs": "evaluation_jobs", "evaluation_results": "evaluation_results",
@@ -35,47 +34,24 @@ def _quote(path: Path | str) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
 
+ARROW = {"timestamp": pa.timestamp("us", tz="UTC"), "integer": pa.int64(),
+         "float": pa.float64(), "boolean": pa.bool_(), "text": pa.string()}
+
+
 def snapshot_ledger(config: Config) -> Path:
     """Every ledger table to Parquet (JSON columns as text)."""
     folder = config.state_dir / "sql" / "ledger"
     folder.mkdir(parents=True, exist_ok=True)
     ledger = open_ledger(config.ledger_url)
     try:
-        with ledger.read() as conn:
-            for table in LEDGER_VIEWS.values():
-                t = metadata.tables[table]
-                rows = conn.execute(select(t)).mappings().all()
-                schema = pa.schema([(c.name, _arrow_type(c.type)) for c in t.columns])
-                data = {c.name: [_plain(r[c.name]) for r in rows] for c in t.columns}
-                tmp = folder / f".{table}.parquet.tmp"
-                pq.write_table(pa.table(data, schema=schema), tmp)
-                tmp.replace(folder / f"{table}.parquet")
+        for table in LEDGER_VIEWS.values():
+            schema = pa.schema([(name, ARROW[kind])
+                                for name, kind in ledger.table_columns(table)])
+            with atomic_path(folder / f"{table}.parquet") as tmp:
+                pq.write_table(pa.table(ledger.table_data(table), schema=schema), tmp)
     finally:
         ledger.close()
     return folder
-
-
-def _plain(value: object) -> object:
-    import json
-
-    return json.dumps(value) if isinstance(value, dict | list) else value
-
-
-def _arrow_type(sql_type: object) -> pa.DataType:
-    """The ledger's column types in Arrow, so even an empty table has typed columns."""
-    from sqlalchemy import BigInteger, Boolean, DateTime, Float, Integer
-
-    from baton.ledger.schema import UTCDateTime
-
-    if isinstance(sql_type, UTCDateTime | DateTime):
-        return pa.timestamp("us", tz="UTC")
-    if isinstance(sql_type, Integer | BigInteger):
-        return pa.int64()
-    if isinstance(sql_type, Float):
-        return pa.float64()
-    if isinstance(sql_type, Boolean):
-        return pa.bool_()
-    return pa.string()  # text, and JSON as its text
 
 
 def glob_root(config: Config) -> Path:
@@ -90,9 +66,8 @@ def glob_root(config: Config) -> Path:
                          (PREDICTION_SCHEMA, empty / "predictions" / "_.parquet")):
         path.mkdir(parents=True, exist_ok=True)
         if not (path / "empty.parquet").is_file():
-            tmp = path / ".empty.parquet.tmp"
-            pq.write_table(schema.empty_table(), tmp)
-            tmp.replace(path / "empty.parquet")
+            with atomic_path(path / "empty.parquet") as tmp:
+                pq.write_table(schema.empty_table(), tmp)
     link = root / "drive"
     target = config.drive.evaluation
     if not link.is_symlink() or Path(os.readlink(link)) != target:

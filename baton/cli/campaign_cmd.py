@@ -28,23 +28,23 @@ def _day(when: datetime | None) -> str:
 def cmd_list(args: argparse.Namespace) -> int:
     from baton.exporter.dashboard import dashboard_state
     from baton.ledger import open_ledger
-    from baton.ledger.campaigns import completion, list_campaigns, progress, unknown_types
+    from baton.ledger.campaigns import completion
 
     ledger = open_ledger(config_from(args).ledger_url)
     if args.unknown:
-        rows = unknown_types(ledger)
+        rows = ledger.unknown_types_seen()
         if not rows:
             print("no unknown campaign types")
         for u in rows:
             print(f"{u.type:<16} campaign {u.tag:<24} seen {u.occurrences}x, last "
                   f"{u.last_seen:%Y-%m-%dT%H:%M:%SZ}  ({u.source})")
         return 0
-    rows = list_campaigns(ledger, active_only=not args.all)
+    rows = ledger.list_campaigns(active_only=not args.all)
     if not rows:
         print("no active campaigns (see all with --all; activate with `baton campaign "
               "activate TAG`)" if not args.all else "no campaigns registered yet")
         return 0
-    done = completion(rows, progress(ledger, dashboard_state, keep=lambda _: False))
+    done = completion(rows, ledger.campaign_progress(dashboard_state, keep=lambda _: False))
     print(f"{'PRI':>4}  {'CAMPAIGN':<24} {'TYPE':<10} {'ACTIVE':<7} {'DONE':>11} "
           f"{'%':>5}  {'STARTED':<10} {'END':<10}  NAME / NOTES")
     for r in rows:
@@ -59,7 +59,6 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_set(args: argparse.Namespace) -> int:
     from baton.ledger import open_ledger
-    from baton.ledger.campaigns import update_campaign
 
     values: dict[str, Any] = {}
     if args.campaign_command == "activate":
@@ -77,7 +76,7 @@ def cmd_set(args: argparse.Namespace) -> int:
             raise BatonError("nothing to set: give --display-name, --priority, --note, "
                              "--started, --expected-end or --expected-jobs")
     ledger = open_ledger(config_from(args).ledger_url)
-    for r in update_campaign(ledger, args.tag, args.type, **values):
+    for r in ledger.update_campaign(args.tag, args.type, **values):
         print(f"campaign {r.tag} ({r.type}): {'active' if r.active else 'inactive'}, "
               f"priority {r.priority}"
               + (f", expected jobs {r.expected_jobs}" if r.expected_jobs is not None else "")

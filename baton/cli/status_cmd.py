@@ -9,24 +9,16 @@ from baton.cli.common import config_from
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from sqlalchemy import select
-
-    from baton.jobstatus.ingest import ingest, last_reports
+    from baton.jobstatus.ingest import ingest
     from baton.ledger import open_ledger
-    from baton.ledger.schema import status_events as ev
 
     config = config_from(args)
     ledger = open_ledger(config.ledger_url)
     ingest(config.shared_drive, ledger)
-    if args.status_command == "history":  # the latest ``limit`` reports, oldest first
-        q = select(ev).where(ev.c.project == args.project).order_by(
-            ev.c.reported_at.desc(), ev.c.id.desc())
-        if args.job:
-            q = q.where(ev.c.job == args.job)
-        with ledger.read() as conn:
-            rows = conn.execute(q.limit(args.limit)).all()[::-1]
+    if args.status_command == "history":
+        rows = ledger.status_history(args.project, args.job, args.limit)
     else:
-        rows = last_reports(ledger)
+        rows = ledger.last_reports()
     if not rows:
         print("no status reports")
     for r in rows:

@@ -29,11 +29,10 @@ def _open(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from baton.ledger import supervisions as sv
 
     _, ledger = _open(args)
-    rows = sv.listing(ledger, limit=args.limit, stage=args.stage, experiment=args.experiment,
-                      open_only=args.open)
+    rows = ledger.list_supervisions(limit=args.limit, stage=args.stage, experiment=args.experiment,
+                                    open_only=args.open)
     if not rows:
         print("no supervisions")
         return 0
@@ -49,10 +48,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     from baton.errors import BatonError
-    from baton.ledger import supervisions as sv
 
     _, ledger = _open(args)
-    r = sv.get(ledger, args.id)
+    r = ledger.supervision(args.id)
     if r is None:
         raise BatonError(f"no supervision {args.id} (baton supervise list shows them)")
     fields = [
@@ -76,7 +74,6 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
-    from baton.ledger import supervisions as sv
     from baton.slurm.factory import make_backend
     from baton.supervision.actions import retry
     from baton.units import parse_memory_mb, parse_time_seconds
@@ -85,7 +82,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
     new = retry(config, ledger, make_backend(config, args.backend), args.id,
                 mem_mb=parse_memory_mb(args.mem) if args.mem else None,
                 time_s=parse_time_seconds(args.time) if args.time else None)
-    r = sv.get(ledger, new)
+    r = ledger.supervision(new)
     if r.dispatch_status != "dispatched":
         later = ("; the supervisor tries again on a later tick" if r.dispatch_status ==
                  "retrying" else "")

@@ -18,17 +18,14 @@ from prometheus_client.core import (
     GaugeMetricFamily,
     Metric,
 )
-from sqlalchemy import func, select
 
 from baton.config import Config
 from baton.exporter.control import campaign_metrics, status_metrics
 from baton.exporter.flows import flow_metrics
-from baton.exporter.job_tally import JobTally, SubmitFailure, job_rows
+from baton.exporter.job_tally import JobTally, SubmitFailure
 from baton.exporter.repairs import supervision_metrics
 from baton.exporter.snapshot import Snapshot
 from baton.ledger import Ledger
-from baton.ledger.engine import STREAM_ROWS
-from baton.ledger.schema import heartbeats, signals
 
 log = logging.getLogger(__name__)
 
@@ -103,14 +100,11 @@ class BatonCollector:
 
     def compute_ledger(self) -> list[Metric]:
         """Every family computed from the ledger, now."""
-        with self.ledger.read() as conn:
-            tally = JobTally().add_all(conn.execution_options(yield_per=STREAM_ROWS)
-                                       .execute(job_rows()))
-            sigs = conn.execute(select(signals.c.kind, signals.c.status, func.count())
-                                .group_by(signals.c.kind, signals.c.status)).all()
-            beats = conn.execute(select(heartbeats.c.name, heartbeats.c.beat_at)).all()
-            out = flow_metrics(conn)
-            out += supervision_metrics(conn)
+        tally = JobTally().add_all(self.ledger.stream_job_rows())
+        sigs = self.ledger.signal_counts()
+        beats = self.ledger.heartbeats()
+        out = flow_metrics(self.ledger)
+        out += supervision_metrics(self.ledger)
         out += tally.families(self._submit_failures_seen(tally.submit_failures),
                               datetime.now().astimezone())
         fam = CounterMetricFamily("baton_signals", "signals seen, by kind and outcome",
@@ -120,7 +114,7 @@ class BatonCollector:
         out.append(fam)
         fam = GaugeMetricFamily("baton_sensor_heartbeat_timestamp_seconds",
                                 "when each sensor last ticked", labels=["sensor"])
-        for name, at in beats:
+        for name, at in beats.items():
             fam.add_metric([name], at.timestamp())
         out.append(fam)
         out += campaign_metrics(self.ledger)

@@ -11,23 +11,16 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from baton.config import Config
 from baton.exporter.dashboard import dashboard_state
-from baton.jobstatus.ingest import last_reports
 from baton.ledger import Ledger
-from baton.ledger.campaigns import (
-    Entries,
-    completion,
-    list_campaigns,
-    progress,
-    unknown_types,
-)
+from baton.ledger.campaigns import Entries, completion
 
 FINISHED_REPORTS_SECONDS = 7 * 86400  # how long a job's last "completed"/"failed" shows
 
 
 def campaign_metrics(ledger: Ledger) -> Iterator[Metric]:
-    rows = list_campaigns(ledger)
+    rows = ledger.list_campaigns()
     active = {r.tag for r in rows if r.active}
-    prog = progress(ledger, dashboard_state, keep=lambda entries: shown(entries, active))
+    prog = ledger.campaign_progress(dashboard_state, keep=lambda entries: shown(entries, active))
     done = completion(rows, prog)
     labels = ["campaign", "type"]
     is_active = GaugeMetricFamily("baton_campaign_active", "1 if curators show the campaign "
@@ -80,7 +73,7 @@ def shown(entries: Entries, active: set[str]) -> bool:
 
 def _sum_by_type(ledger: Ledger) -> dict[str, int]:
     totals: dict[str, int] = {}
-    for u in unknown_types(ledger):
+    for u in ledger.unknown_types_seen():
         totals[u.type] = totals.get(u.type, 0) + u.occurrences
     return totals
 
@@ -92,7 +85,7 @@ def status_metrics(ledger: Ledger, config: Config, now: datetime | None = None
     more than ``FINISHED_REPORTS_SECONDS`` ago are left out: job names are identifiers, but
     a script named per run (``fetch-2026-11-21``) would otherwise add series forever."""
     now = now or datetime.now(UTC)
-    rows = [r for r in last_reports(ledger) if r.status not in ("completed", "failed")
+    rows = [r for r in ledger.last_reports() if r.status not in ("completed", "failed")
             or (now - r.reported_at).total_seconds() <= FINISHED_REPORTS_SECONDS]
     labels = ["project", "job_name"]  # not "job": Prometheus's own target label
     at = GaugeMetricFamily("baton_status_last_report_timestamp_seconds", "when the job last "

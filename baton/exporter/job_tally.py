@@ -1,6 +1,7 @@
 """The families of the ``slurm_jobs`` table, from one pass over its rows as they stream
-from the database: a row is counted and dropped, so a scrape holds counters and bucket
-counts, not the ledger's history (a lab's ledger holds millions of job rows)."""
+from the database (``Ledger.stream_job_rows``): a row is counted and dropped, so a scrape
+holds counters and bucket counts, not the ledger's history (a lab's ledger holds millions
+of job rows)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from datetime import datetime
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from sqlalchemy import Select, func, select
 
 from baton.exporter.dashboard import (
     DASHBOARD_STATES,
@@ -26,19 +26,8 @@ from baton.exporter.families import (
     per_stage,
     seconds,
 )
-from baton.ledger.schema import slurm_jobs, training_runs
 
 SubmitFailure = tuple[int, datetime | None]  # (row, ended_at): one failed submit try
-j = slurm_jobs.c
-
-
-def job_rows() -> Select[Any]:
-    """Every job row, with its training run's campaign (for jobs that name none)."""
-    return select(
-        j.id, j.stage, j.state, j.reason, j.exit_code, j.exit_signal, j.max_rss_mb,
-        j.req_mem_mb, j.submitted_at, j.started_at, j.ended_at, j.restarts, j.cpu_seconds,
-        func.coalesce(j.campaign, training_runs.c.campaign).label("campaign"),
-    ).outerjoin(training_runs, training_runs.c.experiment_name == j.experiment)
 
 
 class JobTally:

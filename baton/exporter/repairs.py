@@ -1,4 +1,4 @@
-"""Supervision metrics, from the ``supervisions`` table at scrape time (no job-id labels):
+"""Supervision metrics, from the ``supervisions`` table (no job-id labels):
 decisions by stage, reason and action; repairs in flight; give-ups nobody has handled (what
 BatonSupervisionGaveUp alerts on); repairs whose every dispatch try failed (what
 BatonSupervisionDispatchFailed alerts on); late jobs flagged by an ``alert`` policy."""
@@ -7,12 +7,10 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from sqlalchemy import func, select
 
-from baton.ledger.schema import supervisions
+from baton.ledger import Ledger
 from baton.ledger.supervisions import LIVE, STAGES
 from baton.supervision.policy import END_REASONS, LATE_REASONS, MANUAL
 
@@ -22,12 +20,8 @@ POSSIBLE = ([(r, a) for r in END_REASONS for a in ("resubmit", "gave_up", "none"
             + [(MANUAL, "resubmit")])
 
 
-def supervision_metrics(conn: Any) -> Iterator[Metric]:
-    rows = conn.execute(select(
-        supervisions.c.stage, supervisions.c.reason, supervisions.c.action,
-        supervisions.c.execution_status, supervisions.c.dispatch_status, func.count(),
-    ).group_by(supervisions.c.stage, supervisions.c.reason, supervisions.c.action,
-               supervisions.c.execution_status, supervisions.c.dispatch_status)).all()
+def supervision_metrics(ledger: Ledger) -> Iterator[Metric]:
+    rows = ledger.supervision_counts()
     decided: Counter[tuple[str, str, str]] = Counter()
     in_flight: Counter[str] = Counter()
     gave_up: Counter[str] = Counter()

@@ -23,12 +23,6 @@ def ingest(drive: str | os.PathLike[str], ledger: Any, limit: int = 5000) -> int
     one took is skipped, and the event id keeps each event once. A file that is not a valid
     event is moved to ``status/rejected/`` with the reason beside it; a file that cannot be
     read now (a transient network filesystem error) stays for the next call."""
-    from sqlalchemy import insert
-    from sqlalchemy.exc import IntegrityError
-
-    from baton.ledger.engine import with_retry
-    from baton.ledger.schema import status_events
-
     spool = drive_spool(drive)
     if not spool.is_dir():
         return 0
@@ -47,16 +41,7 @@ def ingest(drive: str | os.PathLike[str], ledger: Any, limit: int = 5000) -> int
         except (ValueError, KeyError, TypeError) as exc:
             _reject(Path(drive), path, exc)
             continue
-
-        def once(row: dict[str, Any] = row) -> bool:
-            try:
-                with ledger.write() as conn:
-                    conn.execute(insert(status_events).values(**row))
-                return True
-            except IntegrityError:
-                return False  # seen before (a forwarded copy, another ingester): once
-
-        new += with_retry(once)
+        new += ledger.add_status_event(row)  # seen before (a copy, another ingester): once
         path.unlink(missing_ok=True)  # another ingester may have removed it already
     return new
 
@@ -95,18 +80,3 @@ def _reject(drive: Path, path: Path, exc: Exception) -> None:
         (rejected / f"{path.name}.reason").write_text(f"{type(exc).__name__}: {exc}\n")
     except OSError as err:
         log.warning("could not write why %s was rejected: %s", path.name, err)
-
-
-def last_reports(ledger: Any) -> list[Any]:
-    """Each (project, job)'s latest report by the time it was made (a forwarded event can
-    arrive after a newer one)."""
-    from sqlalchemy import func, select
-
-    from baton.ledger.schema import status_events as ev
-
-    ranked = select(ev, func.row_number().over(
-        partition_by=(ev.c.project, ev.c.job),
-        order_by=(ev.c.reported_at.desc(), ev.c.id.desc())).label("n")).subquery()
-    with ledger.read() as conn:
-        return list(conn.execute(select(ranked).where(ranked.c.n == 1).order_by(
-            ranked.c.project, ranked.c.job)).all())

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Any
 
-from sqlalchemy import Row, case, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, Row, case, func, insert, select, update
 
 from baton.config import CampaignConfig
 from baton.errors import BatonError
-from baton.ledger.engine import STREAM_ROWS, with_retry
+from baton.ledger.base import LedgerBase, transaction, utcnow
+from baton.ledger.engine import STREAM_ROWS
 from baton.ledger.schema import (
     campaigns,
     checkpoints,
@@ -27,7 +27,6 @@ from baton.ledger.schema import (
     training_runs,
     unknown_campaign_types,
 )
-from baton.ledger.store import Ledger, utcnow
 
 log = logging.getLogger(__name__)
 NO_CAMPAIGN = "none"
@@ -35,108 +34,7 @@ EDITABLE = ("display_name", "priority", "notes", "started_at", "expected_end",
             "expected_jobs", "active")
 
 
-def note_campaign(ledger: Ledger, tag: str | None, type_: str | None, source: str,
-                  cfg: CampaignConfig) -> str:
-    """Register ``tag`` (of ``type_``, else its known or the default type) if it is new.
-
-    Returns "registered", "known", "unknown-type" or "none"; never raises, so a ledger
-    hiccup here cannot stop a signal or a submission."""
-    if not tag:
-        return "none"
-    try:
-        if type_ is None:
-            if _types_of(ledger, tag):
-                return "known"
-            type_ = cfg.default_type
-        if type_ not in cfg.types:
-            _record_unknown(ledger, tag, type_, source)
-            log.warning("campaign %s names the unknown type %r (%s); known types: %s. "
-                        "Recorded in unknown_campaign_types; the work goes on", tag, type_,
-                        source, ", ".join(cfg.types))
-            return "unknown-type"
-        return "registered" if _register(ledger, tag, type_, source) else "known"
-    except Exception as exc:  # the control plane must never block the pipeline
-        log.error("could not register campaign %s (%s): %s", tag, source, exc)
-        return "error"
-
-
-def _types_of(ledger: Ledger, tag: str) -> list[str]:
-    with ledger.read() as conn:
-        return list(conn.execute(select(campaigns.c.type).where(campaigns.c.tag == tag))
-                    .scalars())
-
-
-def _register(ledger: Ledger, tag: str, type_: str, source: str) -> bool:
-    def once() -> bool:
-        try:
-            with ledger.write() as conn:
-                conn.execute(insert(campaigns).values(
-                    tag=tag, type=type_, active=False, priority=0, registered_at=utcnow(),
-                    registered_by=source[:4096]))
-            log.info("campaign %s (%s) registered, inactive until a curator activates it",
-                     tag, type_)
-            return True
-        except IntegrityError:
-            return False
-
-    return with_retry(once)
-
-
-def _record_unknown(ledger: Ledger, tag: str, type_: str, source: str) -> None:
-    def once() -> None:
-        now = utcnow()
-        with ledger.write() as conn:
-            done = conn.execute(update(unknown_campaign_types).where(
-                unknown_campaign_types.c.type == type_, unknown_campaign_types.c.tag == tag)
-                .values(occurrences=unknown_campaign_types.c.occurrences + 1, last_seen=now,
-                        source=source[:4096])).rowcount
-            if not done:
-                conn.execute(insert(unknown_campaign_types).values(
-                    type=type_, tag=tag, occurrences=1, first_seen=now, last_seen=now,
-                    source=source[:4096]))
-
-    with_retry(once)
-
-
 # --- curators ------------------------------------------------------------------------------
-def list_campaigns(ledger: Ledger, active_only: bool = False) -> Sequence[Row[Any]]:
-    """Active campaigns first, in priority order (lower first), then the rest."""
-    q = select(campaigns).order_by(campaigns.c.active.desc(), campaigns.c.priority,
-                                   campaigns.c.tag, campaigns.c.type)
-    if active_only:
-        q = q.where(campaigns.c.active.is_(True))
-    with ledger.read() as conn:
-        return conn.execute(q).all()
-
-
-def unknown_types(ledger: Ledger) -> Sequence[Row[Any]]:
-    with ledger.read() as conn:
-        return conn.execute(select(unknown_campaign_types).order_by(
-            unknown_campaign_types.c.last_seen.desc())).all()
-
-
-def update_campaign(ledger: Ledger, tag: str, type_: str | None = None, **values: Any
-                    ) -> list[Row[Any]]:
-    """Set curator fields of ``tag`` (all its types, or ``type_``); returns the rows."""
-    unknown = set(values) - set(EDITABLE)
-    if unknown:
-        raise ValueError(f"not editable: {', '.join(sorted(unknown))}")
-    types = _types_of(ledger, tag)
-    if not types:
-        raise BatonError(f"no campaign {tag!r} is registered (campaigns register themselves "
-                         "when a signal or a job first names them; see `baton campaign list "
-                         "--all`)")
-    if type_ is not None and type_ not in types:
-        raise BatonError(f"campaign {tag!r} has no type {type_!r}; it has: {', '.join(types)}")
-    where = [campaigns.c.tag == tag] + ([campaigns.c.type == type_] if type_ else [])
-
-    def once() -> None:
-        with ledger.write() as conn:
-            conn.execute(update(campaigns).where(*where).values(**values))
-
-    with_retry(once)
-    with ledger.read() as conn:
-        return list(conn.execute(select(campaigns).where(*where)).all())
 
 
 # --- progress ------------------------------------------------------------------------------
@@ -174,59 +72,6 @@ class CampaignProgress:
                 self.tasks[(camp, experiment, stage)] = p
 
 
-def progress(ledger: Ledger, shown_state: Any,
-             keep: Callable[[Entries], bool] = lambda _: True) -> CampaignProgress:
-    """Every experiment's tasks by (campaign, stage), added to the campaigns' totals; the
-    rows of the experiments ``keep`` wants are kept (a large ledger holds a million).
-
-    The database picks each task's latest attempt and counts them; the experiments stream
-    in one at a time, so memory follows the rows kept, not the history. ``shown_state
-    (state, reason)`` maps a Slurm state to the dashboard's states (passed in so that the
-    ledger does not depend on the exporter)."""
-    out = CampaignProgress()
-    j, t = slurm_jobs.c, training_runs.c
-    checkpoint = func.coalesce(j.metadata["checkpoint"].as_string(), "")
-    ranked = select(j.stage, j.experiment, j.campaign, j.state, case(
-        (func.substr(j.reason, 1, 7) == "JobHeld", "JobHeld"), else_=None).label("held"),
-        func.row_number().over(partition_by=[j.stage, j.experiment, checkpoint],
-                               order_by=[j.attempt.desc(), j.id.desc()]).label("n"),
-    ).subquery()
-    ckpts = select(checkpoints.c.training_run_id.label("run"),
-                   func.count().label("n")).group_by(checkpoints.c.training_run_id).subquery()
-    r = ranked.c
-    tasks = (select(r.experiment, r.stage, t.id, t.campaign, ckpts.c.n, r.campaign, r.state,
-                    r.held, func.count())
-             .select_from(ranked.outerjoin(training_runs, t.experiment_name == r.experiment)
-                          .outerjoin(ckpts, ckpts.c.run == t.id))
-             .where(r.n == 1)
-             .group_by(r.experiment, r.stage, t.id, t.campaign, ckpts.c.n, r.campaign,
-                       r.state, r.held)
-             .order_by(r.experiment))
-    idle = (select(t.experiment_name, t.campaign, ckpts.c.n)
-            .select_from(training_runs.outerjoin(ckpts, ckpts.c.run == t.id))
-            .where(~select(j.id).where(j.experiment == t.experiment_name).exists()))
-    with ledger.read() as conn:
-        stream = conn.execution_options(yield_per=STREAM_ROWS).execute(tasks)
-        for experiment, rows in groupby(stream, key=lambda row: row[0]):
-            entries: Entries = defaultdict(Progress)
-            for _, stage, run, run_camp, n_ckpts, job_camp, state, held, n in rows:
-                if run is not None:
-                    camp = run_camp or NO_CAMPAIGN
-                    entries[(camp, "evaluation")].expected = max(1, n_ckpts or 0)
-                    entries[(camp, "analysis")].expected = 1
-                else:
-                    camp = job_camp or NO_CAMPAIGN
-                entries[(camp, stage)].states[shown_state(state, held)] += n
-            out.add(experiment, entries, keep(entries))
-        for experiment, run_camp, n_ckpts in conn.execution_options(
-                yield_per=STREAM_ROWS).execute(idle):  # trained, nothing submitted yet
-            camp = run_camp or NO_CAMPAIGN
-            entries = {(camp, "evaluation"): Progress(expected=max(1, n_ckpts or 0)),
-                       (camp, "analysis"): Progress(expected=1)}
-            out.add(experiment, entries, keep(entries))
-    return out
-
-
 def completion(rows: Sequence[Row[Any]], prog: CampaignProgress
                ) -> dict[tuple[str, str], tuple[int, int]]:
     """(tag, type) -> (finished, expected) for each registered campaign; expected is the
@@ -234,3 +79,149 @@ def completion(rows: Sequence[Row[Any]], prog: CampaignProgress
     return {(r.tag, r.type): (prog.finished[r.tag], r.expected_jobs
                               if r.expected_jobs is not None else prog.implied[r.tag])
             for r in rows}
+
+
+class Campaigns(LedgerBase):
+    """The campaign control plane: registration, curators' fields, progress."""
+
+    def note_campaign(self, tag: str | None, type_: str | None, source: str,
+                      cfg: CampaignConfig) -> str:
+        """Register ``tag`` (of ``type_``, else its known or the default type) if it is new.
+
+        Returns "registered", "known", "unknown-type" or "none"; never raises, so a ledger
+        hiccup here cannot stop a signal or a submission."""
+        if not tag:
+            return "none"
+        try:
+            if type_ is None:
+                if self._campaign_types(tag):
+                    return "known"
+                type_ = cfg.default_type
+            if type_ not in cfg.types:
+                self._record_unknown_type(tag, type_, source)
+                log.warning("campaign %s names the unknown type %r (%s); known types: %s. "
+                            "Recorded in unknown_campaign_types; the work goes on", tag, type_,
+                            source, ", ".join(cfg.types))
+                return "unknown-type"
+            return "registered" if self._register_campaign(tag, type_, source) else "known"
+        except Exception as exc:  # the control plane must never block the pipeline
+            log.error("could not register campaign %s (%s): %s", tag, source, exc)
+            return "error"
+
+    def _campaign_types(self, tag: str) -> list[str]:
+        with self.read() as conn:
+            return list(conn.execute(select(campaigns.c.type).where(campaigns.c.tag == tag))
+                        .scalars())
+
+    def _register_campaign(self, tag: str, type_: str, source: str) -> bool:
+        if not self._insert_campaign(tag, type_, source):
+            return False
+        log.info("campaign %s (%s) registered, inactive until a curator activates it",
+                 tag, type_)
+        return True
+
+    @transaction(duplicate=False)
+    def _insert_campaign(self, conn: Connection, tag: str, type_: str, source: str) -> bool:
+        conn.execute(insert(campaigns).values(
+            tag=tag, type=type_, active=False, priority=0, registered_at=utcnow(),
+            registered_by=source[:4096]))
+        return True
+
+    @transaction()
+    def _record_unknown_type(self, conn: Connection, tag: str, type_: str, source: str
+                             ) -> None:
+        now = utcnow()
+        u = unknown_campaign_types
+        done = conn.execute(update(u).where(u.c.type == type_, u.c.tag == tag).values(
+            occurrences=u.c.occurrences + 1, last_seen=now, source=source[:4096])).rowcount
+        if not done:
+            conn.execute(insert(u).values(type=type_, tag=tag, occurrences=1, first_seen=now,
+                                          last_seen=now, source=source[:4096]))
+
+    def list_campaigns(self, active_only: bool = False) -> Sequence[Row[Any]]:
+        """Active campaigns first, in priority order (lower first), then the rest."""
+        q = select(campaigns).order_by(campaigns.c.active.desc(), campaigns.c.priority,
+                                       campaigns.c.tag, campaigns.c.type)
+        if active_only:
+            q = q.where(campaigns.c.active.is_(True))
+        with self.read() as conn:
+            return conn.execute(q).all()
+
+    def unknown_types_seen(self) -> Sequence[Row[Any]]:
+        with self.read() as conn:
+            return conn.execute(select(unknown_campaign_types).order_by(
+                unknown_campaign_types.c.last_seen.desc())).all()
+
+    def update_campaign(self, tag: str, type_: str | None = None, **values: Any
+                        ) -> list[Row[Any]]:
+        """Set curator fields of ``tag`` (all its types, or ``type_``); returns the rows."""
+        unknown = set(values) - set(EDITABLE)
+        if unknown:
+            raise ValueError(f"not editable: {', '.join(sorted(unknown))}")
+        types = self._campaign_types(tag)
+        if not types:
+            raise BatonError(f"no campaign {tag!r} is registered (campaigns register themselves "
+                             "when a signal or a job first names them; see `baton campaign list "
+                             "--all`)")
+        if type_ is not None and type_ not in types:
+            raise BatonError(f"campaign {tag!r} has no type {type_!r}; it has: {', '.join(types)}")
+        return self._update_campaign(tag, type_, values)
+
+    @transaction()
+    def _update_campaign(self, conn: Connection, tag: str, type_: str | None,
+                         values: dict[str, Any]) -> list[Row[Any]]:
+        where = [campaigns.c.tag == tag] + ([campaigns.c.type == type_] if type_ else [])
+        conn.execute(update(campaigns).where(*where).values(**values))
+        return list(conn.execute(select(campaigns).where(*where)).all())
+
+    def campaign_progress(self, shown_state: Any,
+                 keep: Callable[[Entries], bool] = lambda _: True) -> CampaignProgress:
+        """Every experiment's tasks by (campaign, stage), added to the campaigns' totals; the
+        rows of the experiments ``keep`` wants are kept (a large ledger holds a million).
+
+        The database picks each task's latest attempt and counts them; the experiments stream
+        in one at a time, so memory follows the rows kept, not the history. ``shown_state
+        (state, reason)`` maps a Slurm state to the dashboard's states (passed in so that the
+        ledger does not depend on the exporter)."""
+        out = CampaignProgress()
+        j, t = slurm_jobs.c, training_runs.c
+        checkpoint = func.coalesce(j.metadata["checkpoint"].as_string(), "")
+        ranked = select(j.stage, j.experiment, j.campaign, j.state, case(
+            (func.substr(j.reason, 1, 7) == "JobHeld", "JobHeld"), else_=None).label("held"),
+            func.row_number().over(partition_by=[j.stage, j.experiment, checkpoint],
+                                   order_by=[j.attempt.desc(), j.id.desc()]).label("n"),
+        ).subquery()
+        ckpts = select(checkpoints.c.training_run_id.label("run"),
+                       func.count().label("n")).group_by(checkpoints.c.training_run_id).subquery()
+        r = ranked.c
+        tasks = (select(r.experiment, r.stage, t.id, t.campaign, ckpts.c.n, r.campaign, r.state,
+                        r.held, func.count())
+                 .select_from(ranked.outerjoin(training_runs, t.experiment_name == r.experiment)
+                              .outerjoin(ckpts, ckpts.c.run == t.id))
+                 .where(r.n == 1)
+                 .group_by(r.experiment, r.stage, t.id, t.campaign, ckpts.c.n, r.campaign,
+                           r.state, r.held)
+                 .order_by(r.experiment))
+        idle = (select(t.experiment_name, t.campaign, ckpts.c.n)
+                .select_from(training_runs.outerjoin(ckpts, ckpts.c.run == t.id))
+                .where(~select(j.id).where(j.experiment == t.experiment_name).exists()))
+        with self.read() as conn:
+            stream = conn.execution_options(yield_per=STREAM_ROWS).execute(tasks)
+            for experiment, rows in groupby(stream, key=lambda row: row[0]):
+                entries: Entries = defaultdict(Progress)
+                for _, stage, run, run_camp, n_ckpts, job_camp, state, held, n in rows:
+                    if run is not None:
+                        camp = run_camp or NO_CAMPAIGN
+                        entries[(camp, "evaluation")].expected = max(1, n_ckpts or 0)
+                        entries[(camp, "analysis")].expected = 1
+                    else:
+                        camp = job_camp or NO_CAMPAIGN
+                    entries[(camp, stage)].states[shown_state(state, held)] += n
+                out.add(experiment, entries, keep(entries))
+            for experiment, run_camp, n_ckpts in conn.execution_options(
+                    yield_per=STREAM_ROWS).execute(idle):  # trained, nothing submitted yet
+                camp = run_camp or NO_CAMPAIGN
+                entries = {(camp, "evaluation"): Progress(expected=max(1, n_ckpts or 0)),
+                           (camp, "analysis"): Progress(expected=1)}
+                out.add(experiment, entries, keep(entries))
+        return out

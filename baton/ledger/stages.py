@@ -6,13 +6,12 @@ structure)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, Select, and_, func, insert, literal, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, Row, Select, Table, and_, func, insert, literal, select, update
 
-from baton.ledger.engine import with_retry
+from baton.ledger.base import LedgerBase, transaction, utcnow
 from baton.ledger.schema import (
     analysis_jobs,
     analysis_outputs,
@@ -23,32 +22,13 @@ from baton.ledger.schema import (
     slurm_jobs,
     training_runs,
 )
-from baton.ledger.store import Applier, Ledger, apply_training_signal, utcnow
+from baton.ledger.signal_log import Applier
+from baton.ledger.training import apply_training_signal
 from baton.ledger.window import Window, since
 from baton.signals import AnalysisComplete, EvalComplete, SignalFile
 from baton.slurm.states import is_terminal
 
 DONE = ("completed", "failed")
-
-
-def record_fact(ledger: Ledger, key: str, kind: str, experiment: str | None = None,
-                detail: dict[str, Any] | None = None) -> bool:
-    """Record a once-only fact; False when it was already recorded."""
-    def once() -> bool:
-        try:
-            with ledger.write() as conn:
-                conn.execute(insert(facts).values(key=key, kind=kind, experiment=experiment,
-                                                  created_at=utcnow(), detail=detail))
-            return True
-        except IntegrityError:
-            return False
-
-    return with_retry(once)
-
-
-def has_fact(ledger: Ledger, key: str) -> bool:
-    with ledger.read() as conn:
-        return conn.execute(select(facts.c.id).where(facts.c.key == key)).first() is not None
 
 
 def _no_fact(prefix: str, column: Any) -> Any:
@@ -57,31 +37,6 @@ def _no_fact(prefix: str, column: Any) -> Any:
 
 
 # --- training -> evaluation -----------------------------------------------------------------
-def models_unreported(ledger: Ledger, window: Window | None = None) -> Sequence[Row[Any]]:
-    """Accepted training signals whose ``model`` event is not confirmed in Dagster yet."""
-    with ledger.read() as conn:
-        top = window.top(conn, signals) if window else None
-        rows = conn.execute(_training_since(window, "models").where(
-            _no_fact("model:", training_runs.c.signal_key)).order_by(training_runs.c.id)).all()
-    if window:
-        window.keep("models", (r.signal_row for r in rows), top)
-    return rows
-
-
-def training_awaiting_evaluation(ledger: Ledger, window: Window | None = None
-                                 ) -> Sequence[Row[Any]]:
-    """Trained experiments whose latest training signal has no evaluation run yet."""
-    answered = select(evaluation_jobs.c.id).where(
-        evaluation_jobs.c.trigger_key == training_runs.c.signal_key).exists()
-    with ledger.read() as conn:
-        top = window.top(conn, signals) if window else None
-        rows = conn.execute(_training_since(window, "awaiting_evaluation").where(
-            training_runs.c.status == "completed", ~answered,
-            _no_fact("run:evaluation_job:", training_runs.c.signal_key),
-        ).order_by(training_runs.c.id)).all()
-    if window:
-        window.keep("awaiting_evaluation", (r.signal_row for r in rows), top)
-    return rows
 
 
 def _training_since(window: Window | None, name: str) -> Select[Any]:
@@ -92,49 +47,13 @@ def _training_since(window: Window | None, name: str) -> Select[Any]:
         signals.c.id >= since(window, name))
 
 
-def record_evaluation_task(ledger: Ledger, *, experiment: str, trigger_key: str,
-                           checkpoint: str, slurm_row: int, job_id: str | None) -> None:
-    """One evaluation task (one checkpoint of one training signal); once per slurm row."""
-    def once() -> None:
-        with ledger.write() as conn:
-            if conn.execute(select(evaluation_jobs.c.id).where(
-                    evaluation_jobs.c.slurm_job_row == slurm_row)).first():
-                return
-            run = conn.execute(select(training_runs.c.id).where(
-                training_runs.c.experiment_name == experiment)).scalar()
-            conn.execute(insert(evaluation_jobs).values(
-                experiment_name=experiment, training_run_id=run, slurm_job_row=slurm_row,
-                status="queued", slurm_job_id=job_id, submitted_at=utcnow(),
-                checkpoint_path=checkpoint, trigger_key=trigger_key))
-
-    with_retry(once)
-
-
 def current_trigger(conn: Any, experiment: str) -> str | None:
     return conn.execute(select(evaluation_jobs.c.trigger_key).where(
         evaluation_jobs.c.experiment_name == experiment).order_by(
         evaluation_jobs.c.id.desc()).limit(1)).scalar()
 
 
-def evaluation_tasks(ledger: Ledger, experiment: str, trigger: str | None = None
-                     ) -> Sequence[Row[Any]]:
-    """The tasks of the experiment's current (or given) evaluation."""
-    with ledger.read() as conn:
-        trigger = trigger or current_trigger(conn, experiment)
-        return conn.execute(select(evaluation_jobs).where(
-            evaluation_jobs.c.experiment_name == experiment,
-            evaluation_jobs.c.trigger_key == trigger).order_by(evaluation_jobs.c.id)).all()
-
-
-def apply_eval_signal(ledger: Ledger, sf: SignalFile) -> int:
-    def once() -> int:
-        with ledger.write() as conn:
-            return apply_eval_signal_in(conn, sf)
-
-    return with_retry(once)
-
-
-def apply_eval_signal_in(conn: Connection, sf: SignalFile) -> int:
+def apply_eval_signal(conn: Connection, sf: SignalFile) -> int:
     """Mark the tasks an ``.eval_complete``/``.eval_failed`` answers; returns how many.
     A signal at the experiment level answers every task of the current evaluation; a
     task's signal (``tasks/{checkpoint}/``) answers the tasks of its checkpoints."""
@@ -165,99 +84,13 @@ def apply_eval_signal_in(conn: Connection, sf: SignalFile) -> int:
     return len(rows)
 
 
-def evaluations_ready(ledger: Ledger, window: Window | None = None
-                      ) -> list[tuple[str, str]]:
-    """(experiment, trigger) of current evaluations whose every task has ended."""
-    latest = select(evaluation_jobs.c.experiment_name,
-                    func.max(evaluation_jobs.c.id).label("last")).where(
-        evaluation_jobs.c.id >= since(window, "evaluations")).group_by(
-        evaluation_jobs.c.experiment_name).subquery()
-    with ledger.read() as conn:
-        top = window.top(conn, evaluation_jobs) if window else None
-        current = conn.execute(select(evaluation_jobs.c.id, evaluation_jobs.c.experiment_name,
-                                      evaluation_jobs.c.trigger_key).join(
-            latest, evaluation_jobs.c.id == latest.c.last).where(
-            _no_fact("run:evaluation_metrics:", evaluation_jobs.c.trigger_key))).all()
-        ready = []
-        for _, exp, trigger in current:
-            open_tasks = conn.execute(select(func.count()).select_from(evaluation_jobs).where(
-                evaluation_jobs.c.experiment_name == exp,
-                evaluation_jobs.c.trigger_key == trigger,
-                evaluation_jobs.c.status.not_in(DONE))).scalar_one()
-            if open_tasks == 0:
-                ready.append((exp, trigger))
-    if window:
-        window.keep("evaluations", (r.id for r in current), top)
-    return ready
-
-
 # --- Slurm states -> stage rows -------------------------------------------------------------
-def sync_stage_rows(ledger: Ledger, missing_signal_grace_s: float = 300) -> int:
-    """Carry Slurm's word into the stage tables: running; failed when the job failed, or
-    finished but never wrote its signal within the grace period."""
-    changed = 0
-    cutoff = utcnow() - timedelta(seconds=missing_signal_grace_s)
-    for table in (evaluation_jobs, analysis_jobs):
-        def once(table: Any = table) -> int:
-            n = 0
-            with ledger.write() as conn:
-                rows = conn.execute(select(table.c.id, table.c.status, slurm_jobs).join(
-                    slurm_jobs, slurm_jobs.c.id == table.c.slurm_job_row).where(
-                    table.c.status.not_in(DONE))).all()
-                for r in rows:
-                    values: dict[str, Any] = {}
-                    if r.state == "RUNNING" and r.status == "queued":
-                        values = {"status": "running", "started_at": r.started_at}
-                    elif r.state in ("COMPLETED",) and r.ended_at and r.ended_at < cutoff:
-                        values = {"status": "failed", "completed_at": r.ended_at,
-                                  "error_message": f"Slurm job {r.job_id} completed but "
-                                  "never wrote its completion signal"}
-                    elif r.state != "COMPLETED" and is_terminal(r.state):
-                        code = "" if r.exit_code is None else \
-                            f" (exit {r.exit_code}:{r.exit_signal or 0})"
-                        values = {"status": "failed", "completed_at": r.ended_at or utcnow(),
-                                  "error_message": f"Slurm job {r.job_id} ended {r.state}"
-                                  f"{code}" + (f": {r.reason}" if r.reason else "")}
-                    if values:
-                        conn.execute(update(table).where(table.c.id == r.id).values(**values))
-                        n += 1
-            return n
-
-        changed += with_retry(once)
-    return changed
 
 
 # --- evaluation -> analysis -------------------------------------------------------------------
-def record_analysis(ledger: Ledger, *, experiment: str, trigger_key: str, slurm_row: int,
-                    job_id: str | None) -> None:
-    def once() -> None:
-        with ledger.write() as conn:
-            if conn.execute(select(analysis_jobs.c.id).where(
-                    analysis_jobs.c.slurm_job_row == slurm_row)).first():
-                return
-            conn.execute(insert(analysis_jobs).values(
-                experiment_name=experiment, slurm_job_row=slurm_row, status="queued",
-                slurm_job_id=job_id, submitted_at=utcnow(), trigger_key=trigger_key))
-
-    with_retry(once)
 
 
-def current_analysis(ledger: Ledger, experiment: str) -> Row[Any] | None:
-    with ledger.read() as conn:
-        return conn.execute(select(analysis_jobs).where(
-            analysis_jobs.c.experiment_name == experiment).order_by(
-            analysis_jobs.c.id.desc()).limit(1)).first()
-
-
-def apply_analysis_signal(ledger: Ledger, sf: SignalFile) -> bool:
-    def once() -> bool:
-        with ledger.write() as conn:
-            return apply_analysis_signal_in(conn, sf)
-
-    return with_retry(once)
-
-
-def apply_analysis_signal_in(conn: Connection, sf: SignalFile) -> bool:
+def apply_analysis_signal(conn: Connection, sf: SignalFile) -> bool:
     """Record an ``.analysis_complete`` against the experiment's latest analysis; False
     when there is none to answer."""
     sig = sf.signal
@@ -283,9 +116,9 @@ def apply_analysis_signal_in(conn: Connection, sf: SignalFile) -> bool:
 # how each kind of accepted signal changes the pipeline's state (see Ledger.accept_signal)
 APPLIERS: dict[str, Applier] = {
     "training_complete": apply_training_signal,
-    "eval_complete": apply_eval_signal_in,
-    "eval_failed": apply_eval_signal_in,
-    "analysis_complete": apply_analysis_signal_in,
+    "eval_complete": apply_eval_signal,
+    "eval_failed": apply_eval_signal,
+    "analysis_complete": apply_analysis_signal,
 }
 
 
@@ -297,50 +130,6 @@ def _output_type(path: str) -> str:
     return "table"
 
 
-def analysis_outputs_of(ledger: Ledger, analysis_id: int) -> list[tuple[str, str]]:
-    with ledger.read() as conn:
-        return [(r.output_type, r.output_path) for r in conn.execute(
-            select(analysis_outputs).where(analysis_outputs.c.analysis_job_id == analysis_id)
-            .order_by(analysis_outputs.c.id))]
-
-
-def analyses_ready(ledger: Ledger, window: Window | None = None) -> Sequence[Row[Any]]:
-    """The latest analysis of each experiment, once it has ended."""
-    latest = select(func.max(analysis_jobs.c.id)).where(
-        analysis_jobs.c.id >= since(window, "analyses")).group_by(
-        analysis_jobs.c.experiment_name).scalar_subquery()
-    with ledger.read() as conn:
-        top = window.top(conn, analysis_jobs) if window else None
-        current = conn.execute(select(analysis_jobs).where(
-            analysis_jobs.c.id.in_(latest),
-            _no_fact("run:analysis_report:", analysis_jobs.c.trigger_key))).all()
-    if window:
-        window.keep("analyses", (r.id for r in current), top)
-    return [r for r in current if r.status in DONE]
-
-
-def campaigns_ready(ledger: Ledger) -> list[tuple[str, list[str]]]:
-    """Campaigns whose every experiment's latest analysis completed."""
-    latest = select(func.max(analysis_jobs.c.id)).group_by(
-        analysis_jobs.c.experiment_name).scalar_subquery()
-    with ledger.read() as conn:
-        members: dict[str, list[str]] = {}
-        for camp, exp in conn.execute(select(training_runs.c.campaign,
-                                             training_runs.c.experiment_name).where(
-                training_runs.c.campaign.is_not(None))):
-            members.setdefault(camp, []).append(exp)
-        done = {r[0] for r in conn.execute(select(analysis_jobs.c.experiment_name).where(
-            analysis_jobs.c.id.in_(latest), analysis_jobs.c.status == "completed"))}
-    return [(c, sorted(exps)) for c, exps in sorted(members.items())
-            if all(e in done for e in exps)]
-
-
-def campaign_experiments(ledger: Ledger, campaign: str) -> list[str]:
-    with ledger.read() as conn:
-        return sorted(r[0] for r in conn.execute(select(training_runs.c.experiment_name).where(
-            and_(training_runs.c.campaign == campaign))))
-
-
 # --- supervision: a repair is a new task of the stage ---------------------------------------
 def repaired_trigger(trigger: str, attempt: int) -> str:
     """The join key of a repair: its own, so the stage's join (and the Dagster run keyed
@@ -348,21 +137,199 @@ def repaired_trigger(trigger: str, attempt: int) -> str:
     return f"{trigger.split('#attempt-')[0]}#attempt-{attempt}"
 
 
-def record_repair_task(ledger: Ledger, *, stage: str, original_row: int, slurm_row: int,
-                       job_id: str | None, attempt: int) -> bool:
-    """Record a resubmitted job as a new task of the stage row the original job had;
-    False when the original had none (a job submitted by hand)."""
-    table = evaluation_jobs if stage == "evaluation" else analysis_jobs
-    with ledger.read() as conn:
-        old = conn.execute(select(table).where(table.c.slurm_job_row == original_row)).first()
-    if old is None or old.trigger_key is None:
-        return False
-    trigger = repaired_trigger(old.trigger_key, attempt)
-    if stage == "evaluation":
-        record_evaluation_task(ledger, experiment=old.experiment_name, trigger_key=trigger,
-                               checkpoint=old.checkpoint_path, slurm_row=slurm_row,
-                               job_id=job_id)
-    else:
-        record_analysis(ledger, experiment=old.experiment_name, trigger_key=trigger,
-                        slurm_row=slurm_row, job_id=job_id)
-    return True
+class Stages(LedgerBase):
+    """The pipeline's state per experiment: what the sensors ask and record."""
+
+    @transaction(duplicate=False)
+    def record_fact(self, conn: Connection, key: str, kind: str,
+                    experiment: str | None = None, detail: dict[str, Any] | None = None
+                    ) -> bool:
+        """Record a once-only fact; False when it was already recorded."""
+        conn.execute(insert(facts).values(key=key, kind=kind, experiment=experiment,
+                                          created_at=utcnow(), detail=detail))
+        return True
+
+    def has_fact(self, key: str) -> bool:
+        with self.read() as conn:
+            return conn.execute(select(facts.c.id).where(facts.c.key == key)).first() is not None
+
+    def models_unreported(self, window: Window | None = None) -> Sequence[Row[Any]]:
+        """Accepted training signals whose ``model`` event is not confirmed in Dagster yet."""
+        with self.read() as conn:
+            top = window.top(conn, signals) if window else None
+            rows = conn.execute(_training_since(window, "models").where(
+                _no_fact("model:", training_runs.c.signal_key)).order_by(training_runs.c.id)).all()
+        if window:
+            window.keep("models", (r.signal_row for r in rows), top)
+        return rows
+
+    def training_awaiting_evaluation(self, window: Window | None = None
+                                     ) -> Sequence[Row[Any]]:
+        """Trained experiments whose latest training signal has no evaluation run yet."""
+        answered = select(evaluation_jobs.c.id).where(
+            evaluation_jobs.c.trigger_key == training_runs.c.signal_key).exists()
+        with self.read() as conn:
+            top = window.top(conn, signals) if window else None
+            rows = conn.execute(_training_since(window, "awaiting_evaluation").where(
+                training_runs.c.status == "completed", ~answered,
+                _no_fact("run:evaluation_job:", training_runs.c.signal_key),
+            ).order_by(training_runs.c.id)).all()
+        if window:
+            window.keep("awaiting_evaluation", (r.signal_row for r in rows), top)
+        return rows
+
+    @transaction()
+    def record_evaluation_task(self, conn: Connection, *, experiment: str, trigger_key: str,
+                               checkpoint: str, slurm_row: int, job_id: str | None) -> None:
+        """One evaluation task (one checkpoint of one training signal); once per slurm row."""
+        if conn.execute(select(evaluation_jobs.c.id).where(
+                evaluation_jobs.c.slurm_job_row == slurm_row)).first():
+            return
+        run = conn.execute(select(training_runs.c.id).where(
+            training_runs.c.experiment_name == experiment)).scalar()
+        conn.execute(insert(evaluation_jobs).values(
+            experiment_name=experiment, training_run_id=run, slurm_job_row=slurm_row,
+            status="queued", slurm_job_id=job_id, submitted_at=utcnow(),
+            checkpoint_path=checkpoint, trigger_key=trigger_key))
+
+    def evaluation_tasks(self, experiment: str, trigger: str | None = None
+                         ) -> Sequence[Row[Any]]:
+        """The tasks of the experiment's current (or given) evaluation."""
+        with self.read() as conn:
+            trigger = trigger or current_trigger(conn, experiment)
+            return conn.execute(select(evaluation_jobs).where(
+                evaluation_jobs.c.experiment_name == experiment,
+                evaluation_jobs.c.trigger_key == trigger).order_by(evaluation_jobs.c.id)).all()
+
+    def evaluations_ready(self, window: Window | None = None
+                          ) -> list[tuple[str, str]]:
+        """(experiment, trigger) of current evaluations whose every task has ended."""
+        latest = select(evaluation_jobs.c.experiment_name,
+                        func.max(evaluation_jobs.c.id).label("last")).where(
+            evaluation_jobs.c.id >= since(window, "evaluations")).group_by(
+            evaluation_jobs.c.experiment_name).subquery()
+        with self.read() as conn:
+            top = window.top(conn, evaluation_jobs) if window else None
+            current = conn.execute(select(evaluation_jobs.c.id, evaluation_jobs.c.experiment_name,
+                                          evaluation_jobs.c.trigger_key).join(
+                latest, evaluation_jobs.c.id == latest.c.last).where(
+                _no_fact("run:evaluation_metrics:", evaluation_jobs.c.trigger_key))).all()
+            ready = []
+            for _, exp, trigger in current:
+                open_tasks = conn.execute(select(func.count()).select_from(evaluation_jobs).where(
+                    evaluation_jobs.c.experiment_name == exp,
+                    evaluation_jobs.c.trigger_key == trigger,
+                    evaluation_jobs.c.status.not_in(DONE))).scalar_one()
+                if open_tasks == 0:
+                    ready.append((exp, trigger))
+        if window:
+            window.keep("evaluations", (r.id for r in current), top)
+        return ready
+
+    def sync_stage_rows(self, missing_signal_grace_s: float = 300) -> int:
+        """Carry Slurm's word into the stage tables: running; failed when the job failed, or
+        finished but never wrote its signal within the grace period."""
+        cutoff = utcnow() - timedelta(seconds=missing_signal_grace_s)
+        return sum(self._sync_stage_table(table, cutoff)
+                   for table in (evaluation_jobs, analysis_jobs))
+
+    @transaction()
+    def _sync_stage_table(self, conn: Connection, table: Table, cutoff: datetime) -> int:
+        n = 0
+        rows = conn.execute(select(table.c.id, table.c.status, slurm_jobs).join(
+            slurm_jobs, slurm_jobs.c.id == table.c.slurm_job_row).where(
+            table.c.status.not_in(DONE))).all()
+        for r in rows:
+            values: dict[str, Any] = {}
+            if r.state == "RUNNING" and r.status == "queued":
+                values = {"status": "running", "started_at": r.started_at}
+            elif r.state in ("COMPLETED",) and r.ended_at and r.ended_at < cutoff:
+                values = {"status": "failed", "completed_at": r.ended_at,
+                          "error_message": f"Slurm job {r.job_id} completed but "
+                          "never wrote its completion signal"}
+            elif r.state != "COMPLETED" and is_terminal(r.state):
+                code = "" if r.exit_code is None else \
+                    f" (exit {r.exit_code}:{r.exit_signal or 0})"
+                values = {"status": "failed", "completed_at": r.ended_at or utcnow(),
+                          "error_message": f"Slurm job {r.job_id} ended {r.state}"
+                          f"{code}" + (f": {r.reason}" if r.reason else "")}
+            if values:
+                conn.execute(update(table).where(table.c.id == r.id).values(**values))
+                n += 1
+        return n
+
+    @transaction()
+    def record_analysis(self, conn: Connection, *, experiment: str, trigger_key: str,
+                        slurm_row: int, job_id: str | None) -> None:
+        """One analysis of an evaluation; once per slurm row."""
+        if conn.execute(select(analysis_jobs.c.id).where(
+                analysis_jobs.c.slurm_job_row == slurm_row)).first():
+            return
+        conn.execute(insert(analysis_jobs).values(
+            experiment_name=experiment, slurm_job_row=slurm_row, status="queued",
+            slurm_job_id=job_id, submitted_at=utcnow(), trigger_key=trigger_key))
+
+    def current_analysis(self, experiment: str) -> Row[Any] | None:
+        with self.read() as conn:
+            return conn.execute(select(analysis_jobs).where(
+                analysis_jobs.c.experiment_name == experiment).order_by(
+                analysis_jobs.c.id.desc()).limit(1)).first()
+
+    def analysis_outputs_of(self, analysis_id: int) -> list[tuple[str, str]]:
+        with self.read() as conn:
+            return [(r.output_type, r.output_path) for r in conn.execute(
+                select(analysis_outputs).where(analysis_outputs.c.analysis_job_id == analysis_id)
+                .order_by(analysis_outputs.c.id))]
+
+    def analyses_ready(self, window: Window | None = None) -> Sequence[Row[Any]]:
+        """The latest analysis of each experiment, once it has ended."""
+        latest = select(func.max(analysis_jobs.c.id)).where(
+            analysis_jobs.c.id >= since(window, "analyses")).group_by(
+            analysis_jobs.c.experiment_name).scalar_subquery()
+        with self.read() as conn:
+            top = window.top(conn, analysis_jobs) if window else None
+            current = conn.execute(select(analysis_jobs).where(
+                analysis_jobs.c.id.in_(latest),
+                _no_fact("run:analysis_report:", analysis_jobs.c.trigger_key))).all()
+        if window:
+            window.keep("analyses", (r.id for r in current), top)
+        return [r for r in current if r.status in DONE]
+
+    def campaigns_ready(self) -> list[tuple[str, list[str]]]:
+        """Campaigns whose every experiment's latest analysis completed."""
+        latest = select(func.max(analysis_jobs.c.id)).group_by(
+            analysis_jobs.c.experiment_name).scalar_subquery()
+        with self.read() as conn:
+            members: dict[str, list[str]] = {}
+            for camp, exp in conn.execute(select(training_runs.c.campaign,
+                                                 training_runs.c.experiment_name).where(
+                    training_runs.c.campaign.is_not(None))):
+                members.setdefault(camp, []).append(exp)
+            done = {r[0] for r in conn.execute(select(analysis_jobs.c.experiment_name).where(
+                analysis_jobs.c.id.in_(latest), analysis_jobs.c.status == "completed"))}
+        return [(c, sorted(exps)) for c, exps in sorted(members.items())
+                if all(e in done for e in exps)]
+
+    def campaign_experiments(self, campaign: str) -> list[str]:
+        with self.read() as conn:
+            return sorted(r[0] for r in conn.execute(select(training_runs.c.experiment_name).where(
+                and_(training_runs.c.campaign == campaign))))
+
+    def record_repair_task(self, *, stage: str, original_row: int, slurm_row: int,
+                           job_id: str | None, attempt: int) -> bool:
+        """Record a resubmitted job as a new task of the stage row the original job had;
+        False when the original had none (a job submitted by hand)."""
+        table = evaluation_jobs if stage == "evaluation" else analysis_jobs
+        with self.read() as conn:
+            old = conn.execute(select(table).where(table.c.slurm_job_row == original_row)).first()
+        if old is None or old.trigger_key is None:
+            return False
+        trigger = repaired_trigger(old.trigger_key, attempt)
+        if stage == "evaluation":
+            self.record_evaluation_task(experiment=old.experiment_name, trigger_key=trigger,
+                                   checkpoint=old.checkpoint_path, slurm_row=slurm_row,
+                                   job_id=job_id)
+        else:
+            self.record_analysis(experiment=old.experiment_name, trigger_key=trigger,
+                            slurm_row=slurm_row, job_id=job_id)
+        return True

@@ -31,9 +31,8 @@ from baton.layout import (
     DriveLayout,
 )
 from baton.ledger import Ledger
-from baton.ledger.campaigns import note_campaign
+from baton.ledger.signal_log import Applier
 from baton.ledger.stages import APPLIERS
-from baton.ledger.store import Applier
 from baton.signals import SignalFile, read_signal
 
 log = logging.getLogger(__name__)
@@ -145,8 +144,8 @@ class Scanner:
             self._quarantine(result, kind, path, problem, sf.signal.experiment, st.st_mtime,
                              st.st_size, sf.sha256)
             return True
-        note_campaign(self.ledger, sf.signal.campaign, sf.signal.campaign_type,
-                      f"signal {path}", self.campaigns)
+        self.ledger.note_campaign(sf.signal.campaign, sf.signal.campaign_type,
+                                  f"signal {path}", self.campaigns)
         applier = self.appliers.get(kind)
         answered: list[Any] = []
 

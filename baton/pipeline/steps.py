@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from baton.config import Config
 from baton.errors import BatonError
 from baton.ledger import Ledger
-from baton.ledger import stages as st
 from baton.pipeline.submission import TaskOutcome, submit_jobs
 from baton.slurm.backend import SlurmBackend
 
@@ -60,9 +59,9 @@ def submit_evaluations(config: Config, ledger: Ledger, backend: SlurmBackend,
     outcomes = submit_jobs(config, ledger, backend, "evaluation", items, keys=keys,
                            campaign={e: r.campaign for e, r in runs.items()})
     for o in outcomes:
-        st.record_evaluation_task(ledger, experiment=o.experiment,
-                                  trigger_key=triggers[o.experiment], checkpoint=o.checkpoint,
-                                  slurm_row=o.row_id, job_id=o.job_id)
+        ledger.record_evaluation_task(experiment=o.experiment,
+                                      trigger_key=triggers[o.experiment], checkpoint=o.checkpoint,
+                                      slurm_row=o.row_id, job_id=o.job_id)
     return _group(experiments, outcomes)
 
 
@@ -71,7 +70,7 @@ def submit_analyses(config: Config, ledger: Ledger, backend: SlurmBackend,
     """One analysis per experiment, answering its current evaluation."""
     triggers = {}
     for exp in experiments:
-        tasks = st.evaluation_tasks(ledger, exp)
+        tasks = ledger.evaluation_tasks(exp)
         if not tasks or not any(t.status == "completed" for t in tasks):
             raise BatonError(f"{exp} has no completed evaluation to analyse")
         triggers[exp] = tasks[0].trigger_key
@@ -80,8 +79,8 @@ def submit_analyses(config: Config, ledger: Ledger, backend: SlurmBackend,
     outcomes = submit_jobs(config, ledger, backend, "analysis", items, keys=keys,
                            campaign={e: _campaign(ledger, e) for e in experiments})
     for o in outcomes:
-        st.record_analysis(ledger, experiment=o.experiment, trigger_key=triggers[o.experiment],
-                           slurm_row=o.row_id, job_id=o.job_id)
+        ledger.record_analysis(experiment=o.experiment, trigger_key=triggers[o.experiment],
+                               slurm_row=o.row_id, job_id=o.job_id)
     return _group(experiments, outcomes)
 
 

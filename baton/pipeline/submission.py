@@ -13,7 +13,6 @@ from pathlib import Path
 from baton.config import Config
 from baton.errors import BatonError
 from baton.ledger import Ledger
-from baton.ledger.campaigns import note_campaign
 from baton.slurm.backend import SlurmBackend, Submitted
 from baton.slurm.render import keep_for_audit, render_job
 from baton.units import parse_memory_mb, parse_time_seconds
@@ -67,7 +66,7 @@ def submit_jobs(config: Config, ledger: Ledger, backend: SlurmBackend, stage: st
         if campaign_of.get(experiment):
             first_job_of.setdefault(campaign_of[experiment], experiment)
     for tag, experiment in first_job_of.items():
-        note_campaign(ledger, tag, None, f"{stage} job of {experiment}", config.campaigns)
+        ledger.note_campaign(tag, None, f"{stage} job of {experiment}", config.campaigns)
     outcomes: list[TaskOutcome] = []
     mine: list[tuple[int, str, str, str]] = []
     for (experiment, checkpoint), key in zip(items, keys, strict=True):

@@ -16,7 +16,6 @@ from typing import Any
 from baton.config import Config
 from baton.errors import BatonError
 from baton.ledger import Ledger
-from baton.ledger import stages as st
 from baton.ledger import supervisions as sv
 from baton.pipeline.submission import submit_jobs
 from baton.slurm.backend import SlurmBackend
@@ -53,12 +52,12 @@ def tick(config: Config, ledger: Ledger, backend: SlurmBackend,
     """Detect, decide, dispatch and follow: everything one sensor tick does."""
     now = now or datetime.now(UTC)
     report = TickReport()
-    rows, taken = sv.candidates(ledger)
+    rows, taken = ledger.supervision_candidates()
     for row in rows:
         claimed = _detect(config, ledger, row, taken, now)
         if claimed is not None:
             report.decided.append(claimed)
-    for sup in sv.undispatched(ledger):
+    for sup in ledger.undispatched_repairs():
         if not due(sup, now):
             continue
         if dispatch(config, ledger, backend, sup, now):
@@ -102,10 +101,10 @@ def record(ledger: Ledger, row: Any, reason: str, decision: Decision, by: str,
     execution = {"resubmit": "pending", "cancel": execution_status(row.state),
                  "alert": execution_status(row.state), "gave_up": "open"
                  }.get(decision.action, "none")
-    return sv.claim(
-        ledger, key or sv.job_key(row.id, reason), experiment=row.experiment,
-        stage=row.stage, checkpoint=(row.metadata or {}).get("checkpoint"), job_row=row.id,
-        job_id=row.job_id, attempt=row.attempt, reason=reason, action=decision.action,
+    return ledger.claim_supervision(
+        key or sv.job_key(row.id, reason), experiment=row.experiment, stage=row.stage,
+        checkpoint=(row.metadata or {}).get("checkpoint"), job_row=row.id, job_id=row.job_id,
+        attempt=row.attempt, reason=reason, action=decision.action,
         note=decision.note, requested_by=by, new_mem_mb=decision.mem_mb,
         new_time_s=decision.time_s, dispatch_status=dispatch_status,
         execution_status=execution)
@@ -130,9 +129,9 @@ def dispatch(config: Config, ledger: Ledger, backend: SlurmBackend, sup: Any,
     try:
         if sup.action == "cancel":
             backend.cancel([original.job_id])
-            sv.set_values(ledger, sup.id, script=f"scancel {original.job_id}",
-                          dispatch_status="dispatched", dispatch_error=None,
-                          dispatched_at=datetime.now(UTC))
+            ledger.update_supervision(sup.id, script=f"scancel {original.job_id}",
+                                      dispatch_status="dispatched", dispatch_error=None,
+                                      dispatched_at=datetime.now(UTC))
             return True
         outcome = submit_jobs(
             config, ledger, backend, sup.stage, [(sup.experiment, sup.checkpoint or "")],
@@ -145,17 +144,17 @@ def dispatch(config: Config, ledger: Ledger, backend: SlurmBackend, sup: Any,
     if outcome.job_id is None:  # a racing dispatcher held the claim, and its try failed
         return False
     repair = ledger.job(outcome.row_id)
-    st.record_repair_task(ledger, stage=sup.stage, original_row=original.id,
-                          slurm_row=outcome.row_id, job_id=outcome.job_id,
-                          attempt=sup.attempt + 1)
+    ledger.record_repair_task(stage=sup.stage, original_row=original.id,
+                              slurm_row=outcome.row_id, job_id=outcome.job_id,
+                              attempt=sup.attempt + 1)
     script = Path(repair.script_path).read_text() if repair and repair.script_path else None
-    sv.set_values(ledger, sup.id, script=script, dispatch_status="dispatched",
-                  dispatch_error=None, repair_row=outcome.row_id,
-                  repair_job_id=outcome.job_id, dispatched_at=datetime.now(UTC))
+    ledger.update_supervision(sup.id, script=script, dispatch_status="dispatched",
+                              dispatch_error=None, repair_row=outcome.row_id,
+                              repair_job_id=outcome.job_id, dispatched_at=datetime.now(UTC))
     if sup.reason == MANUAL:  # only now is the give-up it answers handled
-        for give_up in sv.open_give_ups(ledger, sup.job_row):
-            sv.set_values(ledger, give_up.id, only_if={"execution_status": "open"},
-                          execution_status="retried")
+        for give_up in ledger.open_give_ups(sup.job_row):
+            ledger.update_supervision(give_up.id, only_if={"execution_status": "open"},
+                                      execution_status="retried")
     return True
 
 
@@ -170,9 +169,9 @@ def _failed(ledger: Ledger, sup: Any, exc: Exception, now: datetime) -> None:
         dispatch_error=sv.failed_try_text(tries, DISPATCH_TRIES, now, exc))
     if final:
         values["execution_status"] = "none"
-    if sv.set_values(ledger, sup.id, only_if={"dispatch_status": sup.dispatch_status,
-                                              "dispatch_error": sup.dispatch_error},
-                     **values):
+    if ledger.update_supervision(sup.id, only_if={"dispatch_status": sup.dispatch_status,
+                                                  "dispatch_error": sup.dispatch_error},
+                                 **values):
         log.error("supervision %s: dispatching the %s failed (try %s of %s%s): %s", sup.id,
                   sup.action, tries, DISPATCH_TRIES,
                   ", giving up" if final else ", tried again later", exc)
@@ -191,13 +190,13 @@ def follow(ledger: Ledger) -> int:
     """Step 4: carry the state of each followed job into its supervision; returns how
     many changed."""
     changed = 0
-    for r in sv.live_with_jobs(ledger):
+    for r in ledger.live_supervisions():
         status = execution_status(r.state)
         if status != r.execution_status:
             done = (r.ended_at or datetime.now(UTC)) if is_terminal(r.state) else None
-            changed += sv.set_values(ledger, r.id, only_if={"execution_status":
-                                                            r.execution_status},
-                                     execution_status=status, finished_at=done)
+            changed += ledger.update_supervision(
+                r.id, only_if={"execution_status": r.execution_status},
+                execution_status=status, finished_at=done)
     return changed
 
 
@@ -230,9 +229,9 @@ def retry(config: Config, ledger: Ledger, backend: SlurmBackend, sid: int, *,
         if earlier.dispatch_status not in ("retrying", "failed"):
             raise BatonError(f"job {row.job_id} was already retried as supervision {new}")
         if earlier.dispatch_status == "failed":  # a person asks again: tries start over
-            sv.set_values(ledger, new, only_if={"dispatch_status": "failed"},
-                          dispatch_status="pending", dispatch_error=None,
-                          execution_status="pending")
+            ledger.update_supervision(new, only_if={"dispatch_status": "failed"},
+                                      dispatch_status="pending", dispatch_error=None,
+                                      execution_status="pending")
     # dispatched now, whatever the backoff; the give-up is marked retried only once the
     # resubmission is dispatched (a failed dispatch leaves it open, and its alert firing)
     dispatch(config, ledger, backend, _get(ledger, new))
@@ -244,10 +243,11 @@ def cancel(ledger: Ledger, backend: SlurmBackend, sid: int) -> str:
     the job it follows. Returns what was done, in words."""
     sup = _get(ledger, sid)
     if sup.action == "gave_up" and sup.execution_status == "open":
-        sv.set_values(ledger, sid, execution_status="dismissed", finished_at=datetime.now(UTC))
+        ledger.update_supervision(sid, execution_status="dismissed",
+                                  finished_at=datetime.now(UTC))
         return f"supervision {sid} dismissed: job {sup.job_id} stays as it ended"
-    if sup.dispatch_status in (*sv.UNDISPATCHED, "failed") and sv.set_values(
-            ledger, sid, only_if={"dispatch_status": sup.dispatch_status},
+    if sup.dispatch_status in (*sv.UNDISPATCHED, "failed") and ledger.update_supervision(
+            sid, only_if={"dispatch_status": sup.dispatch_status},
             dispatch_status="cancelled", execution_status="cancelled",
             finished_at=datetime.now(UTC)):
         return f"supervision {sid} cancelled before it was dispatched"
@@ -255,8 +255,8 @@ def cancel(ledger: Ledger, backend: SlurmBackend, sid: int) -> str:
     if sup.action in ("resubmit", "cancel", "alert") and target is not None \
             and target.job_id and not is_terminal(target.state):
         backend.cancel([target.job_id])
-        sv.set_values(ledger, sid, execution_status="cancelled",
-                      finished_at=datetime.now(UTC))
+        ledger.update_supervision(sid, execution_status="cancelled",
+                                  finished_at=datetime.now(UTC))
         return f"job {target.job_id} cancelled (supervision {sid})"
     state = target.state if target is not None else "unknown"
     raise BatonError(f"supervision {sid} ({sup.action}) has nothing to cancel: its job "
@@ -264,7 +264,7 @@ def cancel(ledger: Ledger, backend: SlurmBackend, sid: int) -> str:
 
 
 def _get(ledger: Ledger, sid: int) -> Any:
-    sup = sv.get(ledger, sid)
+    sup = ledger.supervision(sid)
     if sup is None:
         raise BatonError(f"no supervision {sid} (baton supervise list shows them)")
     return sup

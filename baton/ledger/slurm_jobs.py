@@ -1,0 +1,161 @@
+"""The ``slurm_jobs`` table: every submission, claimed once by its key before it reaches
+Slurm, and what Slurm said about it since."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Row, and_, func, insert, or_, select, update
+
+from baton.ledger.base import LedgerBase, transaction, utcnow
+from baton.ledger.engine import STREAM_ROWS
+from baton.ledger.schema import FINAL_JOB, OPEN_JOB, slurm_jobs, training_runs
+from baton.slurm.states import JobStatus
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The outcome of claiming a submission: the row, and whether this caller owns it."""
+
+    row_id: int
+    created: bool
+    state: str
+    job_id: str | None
+
+
+class SlurmJobs(LedgerBase):
+    def claim_submission(self, key: str, *, stage: str, experiment: str, backend: str,
+                         attempt: int = 1, campaign: str | None = None,
+                         req_cpus: int | None = None, req_mem_mb: float | None = None,
+                         req_time_s: int | None = None, parent_id: int | None = None,
+                         metadata: dict[str, Any] | None = None) -> Claim:
+        """Claim the right to submit ``key``. Only the caller that gets ``created=True``
+        submits; every other caller sees the existing row."""
+        now = utcnow()
+        row_id = self._insert_claim(dict(
+            submission_key=key, stage=stage, experiment=experiment, campaign=campaign,
+            attempt=attempt, backend=backend, state="SUBMITTING", req_cpus=req_cpus,
+            req_mem_mb=req_mem_mb, req_time_s=req_time_s, parent_id=parent_id, restarts=0,
+            created_at=now, updated_at=now, metadata=metadata))
+        if row_id is not None:
+            return Claim(row_id, True, "SUBMITTING", None)
+        with self.read() as conn:
+            row = conn.execute(select(slurm_jobs).where(
+                slurm_jobs.c.submission_key == key)).one()
+        if row.state == "SUBMIT_FAILED" and self._reclaim(row.id):
+            return Claim(row.id, True, "SUBMITTING", None)
+        return Claim(row.id, False, row.state, row.job_id)
+
+    @transaction(duplicate=None)
+    def _insert_claim(self, conn: Connection, values: dict[str, Any]) -> int | None:
+        return int(conn.execute(insert(slurm_jobs).values(**values)).inserted_primary_key[0])
+
+    @transaction()
+    def _reclaim(self, conn: Connection, row_id: int) -> bool:
+        """A submission Slurm never accepted may be tried again; one caller wins."""
+        return conn.execute(update(slurm_jobs).where(
+            slurm_jobs.c.id == row_id, slurm_jobs.c.state == "SUBMIT_FAILED").values(
+            state="SUBMITTING", reason=None, ended_at=None, updated_at=utcnow())
+        ).rowcount == 1
+
+    def mark_submitted(self, row_id: int, job_id: str, *, script_path: str | None = None,
+                       stdout_path: str | None = None, stderr_path: str | None = None,
+                       array_job_id: str | None = None, array_task_id: int | None = None,
+                       submitted_at: datetime | None = None) -> None:
+        self._update_job(row_id, job_id=job_id, state="PENDING",
+                         submitted_at=submitted_at or utcnow(), script_path=script_path,
+                         stdout_path=stdout_path, stderr_path=stderr_path,
+                         array_job_id=array_job_id, array_task_id=array_task_id)
+
+    @transaction()
+    def note_token(self, conn: Connection, row_ids: list[int], token: str) -> None:
+        """Remember the comment a submission carries, to find it in the queue if the
+        submitting process dies before Slurm's answer is recorded."""
+        for index, row_id in enumerate(row_ids):
+            meta = conn.execute(select(slurm_jobs.c.metadata).where(
+                slurm_jobs.c.id == row_id)).scalar_one()
+            conn.execute(update(slurm_jobs).where(slurm_jobs.c.id == row_id).values(
+                metadata={**(meta or {}), "token": token, "task_index": index},
+                updated_at=utcnow()))
+
+    def stale_submissions(self, older_than_s: float) -> Sequence[Row[Any]]:
+        """Claims still SUBMITTING long after they were made: their submitter died."""
+        cutoff = utcnow() - timedelta(seconds=older_than_s)
+        with self.read() as conn:
+            return conn.execute(select(slurm_jobs).where(
+                slurm_jobs.c.state == "SUBMITTING", slurm_jobs.c.updated_at < cutoff)
+                .order_by(slurm_jobs.c.id)).all()
+
+    def mark_submit_failed(self, row_id: int, reason: str) -> None:
+        """A submission that never reached Slurm; the key stays taken (resubmit is a new
+        attempt with its own key), and the reason is kept."""
+        self._update_job(row_id, state="SUBMIT_FAILED", reason=reason, ended_at=utcnow())
+
+    @transaction()
+    def _update_job(self, conn: Connection, row_id: int, **values: Any) -> None:
+        conn.execute(update(slurm_jobs).where(slurm_jobs.c.id == row_id)
+                     .values(**values, updated_at=utcnow()))
+
+    def job(self, row_id: int) -> Row[Any] | None:
+        with self.read() as conn:
+            return conn.execute(select(slurm_jobs).where(slurm_jobs.c.id == row_id)).first()
+
+    def jobs(self, *, experiment: str | None = None, stage: str | None = None
+             ) -> Sequence[Row[Any]]:
+        q = select(slurm_jobs).order_by(slurm_jobs.c.id)
+        if experiment is not None:
+            q = q.where(slurm_jobs.c.experiment == experiment)
+        if stage is not None:
+            q = q.where(slurm_jobs.c.stage == stage)
+        with self.read() as conn:
+            return conn.execute(q).all()
+
+    def unfinished_jobs(self, settle_seconds: float = 300) -> Sequence[Row[Any]]:
+        """Jobs Slurm still has to tell us about: submitted and not in a final state, or
+        final for less than ``settle_seconds`` without accounting data yet (slurmdbd
+        lags the controller; MaxRSS and CPU time arrive a little later; a job killed by
+        signal 9 needs its MaxRSS to tell over-memory from a crash). Two indexed
+        questions, so the cost follows the jobs in flight, not the history."""
+        settled_before = utcnow() - timedelta(seconds=settle_seconds)
+        c = slurm_jobs.c
+        killed = or_(c.exit_signal == 9, c.exit_code == 137)
+        with self.read() as conn:
+            open_ = conn.execute(select(slurm_jobs).where(OPEN_JOB)).all()
+            lagging = conn.execute(select(slurm_jobs).where(
+                c.ended_at > settled_before, FINAL_JOB,
+                or_(c.cpu_seconds.is_(None), and_(c.max_rss_mb.is_(None), killed)))).all()
+        return sorted((r for r in [*open_, *lagging] if r.job_id is not None),
+                      key=lambda r: r.id)
+
+    @transaction()
+    def apply_statuses(self, conn: Connection, statuses: dict[str, JobStatus]) -> int:
+        """Write what one batched Slurm poll said about our jobs; returns rows changed."""
+        if not statuses:
+            return 0
+        n = 0
+        rows = conn.execute(select(slurm_jobs).where(
+            slurm_jobs.c.job_id.in_(list(statuses)))).all()
+        for row in rows:
+            values = statuses[row.job_id].ledger_values(row)
+            if values:
+                values["updated_at"] = utcnow()
+                conn.execute(update(slurm_jobs).where(slurm_jobs.c.id == row.id)
+                             .values(**values))
+                n += 1
+        return n
+
+    def stream_job_rows(self) -> Iterator[Row[Any]]:
+        """Every job row, with its training run's campaign (for jobs that name none), as
+        they stream from the database: a reader holds one batch, not the history."""
+        j = slurm_jobs.c
+        q = select(
+            j.id, j.stage, j.state, j.reason, j.exit_code, j.exit_signal, j.max_rss_mb,
+            j.req_mem_mb, j.submitted_at, j.started_at, j.ended_at, j.restarts,
+            j.cpu_seconds, func.coalesce(j.campaign, training_runs.c.campaign)
+            .label("campaign"),
+        ).outerjoin(training_runs, training_runs.c.experiment_name == j.experiment)
+        with self.read() as conn:
+            yield from conn.execution_options(yield_per=STREAM_ROWS).execute(q)
