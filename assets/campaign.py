@@ -16,7 +16,7 @@ from dagster import (
 from assets.experiment import GROUP, analysis_report
 from assets.partitions import campaigns
 from baton.analyze.summary import summarize
-from baton.fsio import atomic_write
+from baton.fsio import atomic_path, atomic_write
 from resources import LedgerResource, SharedDriveResource
 
 
@@ -36,12 +36,10 @@ def campaign_report(context: AssetExecutionContext, ledger: LedgerResource,
     columns = ["experiment", "rows", *sorted({k for r in rows for k in r} -
                                             {"experiment", "rows"})]
     folder = layout.analysis / "campaigns" / campaign
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "summary.csv.tmp", "w", newline="") as fh:
+    with atomic_path(folder / "summary.csv") as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-    (folder / "summary.csv.tmp").replace(folder / "summary.csv")
     atomic_write(folder / "summary.json", json.dumps(rows, indent=2).encode())
     table = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n" + "\n".join(
         "| " + " | ".join(str(r.get(c, "")) for c in columns) + " |" for r in rows)

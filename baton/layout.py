@@ -21,6 +21,8 @@ TRAINING_SIGNAL = ".training_complete"
 EVAL_COMPLETE_SIGNAL = ".eval_complete"
 EVAL_FAILED_SIGNAL = ".eval_failed"
 ANALYSIS_SIGNAL = ".analysis_complete"
+# the metrics Parquet inside an experiment's metrics/ folder (hive-style partitions)
+METRIC_FILES = "dataset=*/metric=*/*.parquet"
 
 
 def validate_name(value: object, what: str = "experiment name") -> str:
@@ -149,6 +151,10 @@ class ExperimentLayout:
     @property
     def metrics_dir(self) -> Path:
         return self.eval_dir / "metrics"
+
+    def metric_files(self) -> list[Path]:
+        """Every metrics Parquet file of the experiment, sorted."""
+        return sorted(self.metrics_dir.glob(METRIC_FILES))
 
     @property
     def predictions_dir(self) -> Path:

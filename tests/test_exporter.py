@@ -20,7 +20,7 @@ from sqlalchemy import text as sql
 
 from baton.config import Config
 from baton.exporter.collector import BatonCollector, QueueSnapshot
-from baton.exporter.server import build_registry, queue_fetcher
+from baton.exporter.server import build_registry
 from baton.ledger import Ledger, open_ledger
 from baton.ledger.schema import analysis_jobs, evaluation_jobs, training_runs
 from baton.slurm.sbatch import SbatchBackend
@@ -266,7 +266,7 @@ def test_one_queue_snapshot_per_period(config: Config, tmp_path: Path,
     monkeypatch.setenv("PATH", f"{fake_squeue(tmp_path, calls, release)}:{os.environ['PATH']}")
     ledger = open_ledger(config.ledger_url)
     ttl = 0.5
-    registry, queue = registry_of(config, ledger, queue_fetcher(SbatchBackend()), ttl)
+    registry, queue = registry_of(config, ledger, SbatchBackend().queue_states, ttl)
     texts: list[str] = []
     threads = [threading.Thread(target=lambda: texts.append(generate_latest(registry).decode()))
                for _ in range(6)]
@@ -304,7 +304,7 @@ def _inside(thread: threading.Thread, codes: set[object]) -> bool:
 def test_failed_slurm_degrades_only_its_part(config: Config, filled: Ledger,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", "/nonexistent")  # squeue cannot be found: a real failure
-    text, _ = scrape(config, filled, queue_fetcher(SbatchBackend()))
+    text, _ = scrape(config, filled, SbatchBackend().queue_states)
     assert sample(text, "baton_exporter_component_up", component="slurm") == 0
     assert sample(text, "baton_exporter_component_up", component="ledger") == 1
     assert "baton_queue_depth " not in text

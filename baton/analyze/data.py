@@ -16,8 +16,7 @@ STEP = re.compile(r"checkpoint-(\d+)$")
 def metrics_glob(drive: DriveLayout, experiments: list[str]) -> list[str]:
     files = []
     for exp in experiments:
-        files += [str(p) for p in drive.experiment(exp).metrics_dir.glob(
-            "dataset=*/metric=*/*.parquet")]
+        files += [str(p) for p in drive.experiment(exp).metric_files()]
     return files
 
 

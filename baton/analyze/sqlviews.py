@@ -20,6 +20,7 @@ from baton.config import Config
 from baton.evaluate.metric_schema import METRIC_SCHEMA
 from baton.evaluate.writer import PREDICTION_SCHEMA
 from baton.fsio import atomic_path
+from baton.layout import METRIC_FILES
 from baton.ledger import open_ledger
 
 LEDGER_VIEWS = {"jobs": "slurm_jobs", "signals": "signals", "training_runs": "training_runs",
@@ -87,13 +88,13 @@ def views_sql(config: Config) -> str:
              f"-- {root / 'drive'} -> {config.drive.evaluation});",
              f"-- the ledger views read the snapshot in {snapshot}, taken when this file was",
              "-- written: run `baton sql --views` again for a fresh one."]
-    metrics = root / "*" / "*" / "metrics" / "dataset=*" / "metric=*" / "*.parquet"
+    metrics = root / "*" / "*" / "metrics" / METRIC_FILES
     lines.append(f"CREATE OR REPLACE VIEW metrics AS SELECT * FROM read_parquet("
                  f"{_quote(metrics)}, hive_partitioning = true, union_by_name = true);")
     # one experiment's metrics from its own folder: the view cannot prune on the experiment
     # (its folder is not key=value), so through it a query opens every experiment's files
     own = (f"{_quote(str(root / 'drive') + '/')} || name || "
-           f"{_quote('/metrics/dataset=*/metric=*/*.parquet')}")
+           f"{_quote('/metrics/' + METRIC_FILES)}")
     lines.append(f"CREATE OR REPLACE MACRO experiment_metrics(name) AS TABLE SELECT * FROM "
                  f"read_parquet({own}, hive_partitioning = true, union_by_name = true);")
     preds = root / "*" / "*" / "predictions" / "*.parquet" / "*.parquet"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import duckdb
 import pyarrow.parquet as pq
@@ -22,13 +21,9 @@ class MetricsSummary:
     schema_problems: dict[str, list[str]] = field(default_factory=dict)  # file -> problems
 
 
-def parquet_files(exp: ExperimentLayout) -> list[Path]:
-    return sorted(exp.metrics_dir.glob("dataset=*/metric=*/*.parquet"))
-
-
 def summarize(exp: ExperimentLayout) -> MetricsSummary:
     """Row counts and mean value per dataset and metric; each file's schema checked."""
-    files = parquet_files(exp)
+    files = exp.metric_files()
     summary = MetricsSummary(files=len(files))
     good = []
     for f in files:

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
+from baton.fsio import atomic_write
+
 BOS, EOS_WORD, UNK = "<s>", ".", "<unk>"
 
 
@@ -109,9 +111,7 @@ class TinyLM:
         folder.mkdir(parents=True, exist_ok=True)
         save_file(self.p, str(folder / "model.safetensors"))
         meta = {"vocab": self.vocab, "hyper": asdict(self.hyper), **metadata}
-        tmp = folder / "metadata.json.tmp"
-        tmp.write_text(json.dumps(meta, indent=2))
-        tmp.replace(folder / "metadata.json")
+        atomic_write(folder / "metadata.json", json.dumps(meta, indent=2).encode())
         return folder
 
     @classmethod

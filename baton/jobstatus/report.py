@@ -21,6 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from baton.fsio import atomic_write
+
 STATUSES = ("started", "running", "completed", "failed")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 DEADLINE = 0.8  # seconds the call may spend on the shared drive
@@ -56,13 +58,10 @@ def make_event(project: str, job: str, status: str, progress: float | None = Non
 
 
 def _write(folder: Path, event: dict[str, Any]) -> Path:
-    """Temp file + rename: the ingester never sees half an event."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """Atomically (the ingester never sees half an event), tried once: the caller has its
+    own deadline and its local fallback."""
     name = f"{time.time_ns()}-{event['id']}.json"
-    tmp = folder / f".{name}.tmp"
-    tmp.write_text(json.dumps(event))
-    tmp.replace(folder / name)
-    return folder / name
+    return atomic_write(folder / name, json.dumps(event).encode(), attempts=1)
 
 
 def _within(deadline: float, fn: Any) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,10 @@ class SlurmBackend(Protocol):
         ...
 
     def cancel(self, job_ids: Iterable[str]) -> None: ...
+
+    def queue_states(self) -> Counter[str]:
+        """This user's jobs in the queue, by state, in one call."""
+        ...
 
 
 def choose_backend_name(configured: str) -> str:

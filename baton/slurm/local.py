@@ -13,9 +13,10 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,7 @@ class LocalBackend:
         }
         atomic_write(self.root / "submissions" / f"{job_id}.json",
                      json.dumps(submission).encode())
-        now = _now()
+        now = now_s()
         ids = task_ids(job_id, spec) or (job_id,)
         for i, jid in enumerate(ids):
             status = JobStatus(
@@ -130,7 +131,7 @@ class LocalBackend:
                     # re-read: the runner may have finished between the two reads
                     status = self.read_status(jid) or status
                     if not status.terminal:
-                        status = _replace(status, state="NODE_FAIL", ended_at=_now(),
+                        status = replace(status, state="NODE_FAIL", ended_at=now_s(),
                                           reason="the local runner exited unexpectedly")
                 out[jid] = status
         return out
@@ -145,6 +146,11 @@ class LocalBackend:
         return b"baton.slurm.local_runner" in cmdline and _not_zombie(pid)
 
     # --- cancel ------------------------------------------------------------------------
+    def queue_states(self) -> Counter[str]:
+        """This installation's unfinished jobs, by state."""
+        ids = [p.stem for p in (self.root / "jobs").glob("*.json")]
+        return Counter(s.state for s in self.status(ids).values() if not s.terminal)
+
     def cancel(self, job_ids: Iterable[str]) -> None:
         for requested in job_ids:
             for jid in self._ids(requested):
@@ -153,7 +159,7 @@ class LocalBackend:
                     continue
                 atomic_write(self.root / "cancel" / jid, b"")
                 if not self._runner_alive(jid.split("_")[0]):
-                    self.write_status(_replace(status, state="CANCELLED", ended_at=_now()))
+                    self.write_status(replace(status, state="CANCELLED", ended_at=now_s()))
 
 
 def _not_zombie(pid: int) -> bool:
@@ -164,11 +170,8 @@ def _not_zombie(pid: int) -> bool:
     return fields[0] != "Z"
 
 
-def _replace(status: JobStatus, **changes: Any) -> JobStatus:
-    return JobStatus(**{**asdict(status), **changes})
-
-
-def _now() -> datetime:
+def now_s() -> datetime:
+    """Now, to the second: the resolution of Slurm's own times."""
     return datetime.now(UTC).replace(microsecond=0)
 
 

@@ -12,11 +12,11 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from baton.slurm.local import LocalBackend, _now, _replace
+from baton.slurm.local import LocalBackend, now_s
 from baton.slurm.states import JobStatus
 
 POLL = 0.1
@@ -212,8 +212,8 @@ class Runner:
                 os.write(2, f"baton local backend: cannot run {sub['script']}: {exc}\n".encode())
             finally:
                 os._exit(127)
-        started = _now()
-        running = _replace(status, state="RUNNING", started_at=started, reason=None,
+        started = now_s()
+        running = replace(status, state="RUNNING", started_at=started, reason=None,
                            node=socket.gethostname().split(".")[0],
                            stdout_path=str(out_path), stderr_path=str(err_path))
         self.backend.write_status(running)
@@ -243,8 +243,8 @@ class Runner:
             code = os.waitstatus_to_exitcode(wait_status)
             exit_code, exit_signal = (code, 0) if code >= 0 else (0, -code)
             state = run.killed_for or ("COMPLETED" if code == 0 else "FAILED")
-            self.backend.write_status(_replace(
-                run.status, state=state, ended_at=_now(), exit_code=exit_code,
+            self.backend.write_status(replace(
+                run.status, state=state, ended_at=now_s(), exit_code=exit_code,
                 exit_signal=exit_signal, max_rss_mb=usage.ru_maxrss / 1024,
                 cpu_seconds=usage.ru_utime + usage.ru_stime))
             for fh in run.files:
@@ -255,7 +255,7 @@ class Runner:
     def _finish_unstarted(self, jid: str, state: str, reason: str | None = None) -> None:
         status = self.backend.read_status(jid)
         if status is not None and not status.terminal:
-            self.backend.write_status(_replace(status, state=state, ended_at=_now(),
+            self.backend.write_status(replace(status, state=state, ended_at=now_s(),
                                                reason=reason))
 
 

@@ -9,6 +9,7 @@ import logging
 import os
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -129,6 +130,15 @@ class SbatchBackend:
             if job_comment.strip() == comment:
                 return job_id.strip()
         return None
+
+    def queue_states(self) -> Counter[str]:
+        """This user's jobs in the queue by state: one squeue, no retry (a caller that
+        polls, the exporter, asks again later)."""
+        argv = ["squeue", "--noheader", "--me", "--array", "--format=%T"]
+        proc = self.run(argv)
+        if proc.returncode != 0:
+            raise _classify(argv, proc)
+        return Counter(line.strip() for line in proc.stdout.splitlines() if line.strip())
 
     # --- status ------------------------------------------------------------------------
     def status(self, job_ids: Iterable[str]) -> dict[str, JobStatus]:
