@@ -34,10 +34,6 @@ EDITABLE = ("display_name", "priority", "notes", "started_at", "expected_end",
             "expected_jobs", "active")
 
 
-# --- curators ------------------------------------------------------------------------------
-
-
-# --- progress ------------------------------------------------------------------------------
 @dataclass
 class Progress:
     """Tasks of one (campaign, experiment, stage): a task is one evaluation of one

@@ -36,9 +36,6 @@ def _no_fact(prefix: str, column: Any) -> Any:
     return ~select(facts.c.id).where(facts.c.key == literal(prefix) + column).exists()
 
 
-# --- training -> evaluation -----------------------------------------------------------------
-
-
 def _training_since(window: Window | None, name: str) -> Select[Any]:
     """Training runs with the ledger row of their latest signal, from the window's mark:
     a new training signal is a new row of ``signals`` even when the run's row is reused."""
@@ -84,12 +81,6 @@ def apply_eval_signal(conn: Connection, sf: SignalFile) -> int:
     return len(rows)
 
 
-# --- Slurm states -> stage rows -------------------------------------------------------------
-
-
-# --- evaluation -> analysis -------------------------------------------------------------------
-
-
 def apply_analysis_signal(conn: Connection, sf: SignalFile) -> bool:
     """Record an ``.analysis_complete`` against the experiment's latest analysis; False
     when there is none to answer."""
@@ -130,7 +121,6 @@ def _output_type(path: str) -> str:
     return "table"
 
 
-# --- supervision: a repair is a new task of the stage ---------------------------------------
 def repaired_trigger(trigger: str, attempt: int) -> str:
     """The join key of a repair: its own, so the stage's join (and the Dagster run keyed
     on it) happens again once the repair ends, even if the failed attempt's join ran."""
