@@ -23,7 +23,7 @@ from baton.config import Config, load_config, substitute
 from baton.evaluate.harness import load_eval_config
 from baton.evaluate.protocol import load_evaluator
 from baton.layout import DriveLayout
-from tests.test_analyze_sql import _completed_jobs, campaign  # noqa: F401 (a fixture)
+from tests.analyze.test_analyze_sql import _completed_jobs, campaign  # noqa: F401 (a fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent  # the venv's python and baton
@@ -275,7 +275,7 @@ def test_evaluator_example_is_an_evaluator(tmp_path: Path,
 def test_sql_example_returns_rows(block: Block, campaign: Config,  # noqa: F811 (the fixture)
                                   tmp_path: Path) -> None:
     """Each `baton sql "..."` of the block, by the venv's baton, over the example campaign of
-    tests/test_analyze_sql.py (exp01 stands for its experiment `slow`) and three finished
+    tests/analyze/test_analyze_sql.py (exp01 stands for its experiment `slow`) and three finished
     jobs, returns rows."""
     queries = re.findall(r'baton sql "(.*?)"', block.text, flags=re.S)
     assert queries

@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import require
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_definitions_validate(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from baton.slurm.parse import (
 )
 from baton.slurm.sbatch import TRANSIENT_MARKERS
 
-DATA = Path(__file__).parent / "data" / "slurm"
+DATA = Path(__file__).resolve().parents[1] / "data" / "slurm"
 
 
 def read(name: str) -> str:

@@ -26,7 +26,7 @@ from baton.pipeline.submission import submit_jobs
 from baton.signals import TrainingComplete
 from baton.slurm.local import LocalBackend
 from baton.slurm.states import JobStatus
-from tests.test_cli import baton
+from tests.core.test_cli import baton
 
 
 @pytest.fixture

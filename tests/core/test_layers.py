@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("baton", "assets", "sensors", "resources", "ops_slurm", "prometheus")
 LINT = str(Path(sys.executable).with_name("lint-imports"))
 

@@ -29,11 +29,11 @@ from baton.ledger.schema import evaluation_jobs
 from baton.pipeline.submission import submit_jobs
 from baton.slurm.sbatch import SbatchBackend
 from tests.conftest import require
-from tests.test_exporter import sample
+from tests.exporter.test_exporter import sample
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm")]
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
+ROOT = HERE.parents[1]
 
 
 @dataclass
@@ -64,7 +64,7 @@ def _write_config(tmp: Path) -> Path:
            "sensors": {"interval_seconds": 1},
            "stages": {"evaluation": {
                "time": "00:05:00", "mem": "100M", "cpus": 1, "expected_seconds": 10,
-               "command": f"{sys.executable} {HERE / 'e2e' / 'supervised_job.py'}",
+               "command": f"{sys.executable} {HERE / 'supervised_job.py'}",
                "supervision": policy}}}
     path = tmp / "baton.yaml"
     path.write_text(yaml.safe_dump(doc))

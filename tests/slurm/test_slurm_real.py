@@ -21,7 +21,7 @@ from baton.slurm.spec import JobSpec
 from baton.slurm.states import JobStatus
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm")]
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SINGLE_NODE = ROOT / "deploy" / "slurm" / "single-node.sh"
 
 

@@ -15,9 +15,9 @@ from pathlib import Path
 from baton.config import Config
 from baton.ledger import open_ledger
 from tests.e2e.harness import free_port
-from tests.test_exporter import fake_squeue, flows, job, promtool_check_metrics, sample
+from tests.exporter.test_exporter import fake_squeue, flows, job, promtool_check_metrics, sample
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def get(url: str, deadline: float = 60) -> tuple[bytes, str]:

@@ -25,7 +25,7 @@ from tests.conftest import require
 from tests.e2e.harness import Pipeline, free_port
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def query(base: str, expr: str) -> list[dict]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_signals import SPEC_EXAMPLE
+from tests.core.test_signals import SPEC_EXAMPLE
 
 
 def baton(*args: str, env: dict[str, str], cwd: Path | None = None

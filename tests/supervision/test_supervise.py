@@ -215,7 +215,7 @@ def test_default_policy() -> None:
 
 
 def test_readme_policy_example_is_valid(tmp_path: Path) -> None:
-    readme = (Path(__file__).resolve().parents[1] / "docs" / "operator" / "supervision.md"
+    readme = (Path(__file__).resolve().parents[2] / "docs" / "operator" / "supervision.md"
               ).read_text()
     start = readme.index("# baton.yaml: the per-stage policy")
     path = tmp_path / "baton.yaml"

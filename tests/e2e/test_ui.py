@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser import dom, screenshot
+from tests.e2e.browser import dom, screenshot
 from tests.e2e.harness import Pipeline, Webserver
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,7 @@ import yaml
 from prometheus.rules import SCRAPE_JOB, Thresholds, render
 from tests.conftest import require
 
-PROM = Path(__file__).resolve().parents[1] / "prometheus"
+PROM = Path(__file__).resolve().parents[2] / "prometheus"
 
 
 def promtool() -> str:

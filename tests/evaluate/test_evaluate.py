@@ -28,7 +28,7 @@ def ckpt(config: Config) -> Path:
 
 def eval_config(tmp_path: Path, **options: object) -> Path:
     path = tmp_path / "eval.yaml"
-    evaluator = options.pop("evaluator", "tests.evaluators:Counting")
+    evaluator = options.pop("evaluator", "tests.evaluate.evaluators:Counting")
     batch = options.pop("batch_rows", 5000)
     path.write_text(json.dumps({"evaluator": evaluator, "options": options,
                                 "batch_rows": batch}))
@@ -82,7 +82,7 @@ def test_failure_keeps_what_succeeded(config: Config, ckpt: Path, tmp_path: Path
 
 def test_values_are_checked_before_writing(config: Config, ckpt: Path, tmp_path: Path) -> None:
     ok, signal = evaluate(config, "exp1", str(ckpt),
-                          eval_config(tmp_path, evaluator="tests.evaluators:NotANumber"))
+                          eval_config(tmp_path, evaluator="tests.evaluate.evaluators:NotANumber"))
     assert not ok
     assert "not a finite number" in read_signal(signal, config.drive).signal.error_message
     assert not list(config.drive.experiment("exp1").metrics_dir.rglob("*.parquet"))
@@ -90,8 +90,8 @@ def test_values_are_checked_before_writing(config: Config, ckpt: Path, tmp_path:
 
 def test_every_new_metric_name_is_checked(config: Config, ckpt: Path, tmp_path: Path) -> None:
     # names already seen are not checked again (benchmark 5): a new one still is
-    ok, signal = evaluate(config, "exp1", str(ckpt),
-                          eval_config(tmp_path, evaluator="tests.evaluators:BadMetricName"))
+    ok, signal = evaluate(config, "exp1", str(ckpt), eval_config(
+        tmp_path, evaluator="tests.evaluate.evaluators:BadMetricName"))
     assert not ok
     assert "metric name '../escape' is not allowed" in read_signal(
         signal, config.drive).signal.error_message
@@ -119,7 +119,7 @@ def test_datasets_run_in_parallel(config: Config, ckpt: Path, tmp_path: Path,
     record = tmp_path / "record"
     record.mkdir()
     cfg = tmp_path / "eval.yaml"
-    cfg.write_text(json.dumps({"evaluator": "tests.evaluators:Recording",
+    cfg.write_text(json.dumps({"evaluator": "tests.evaluate.evaluators:Recording",
                                "options": {"record_dir": str(record), "rows": 10},
                                **({"workers": workers} if workers else {})}))
     ok, _ = evaluate(config, "exp1", str(ckpt), cfg)
@@ -143,7 +143,7 @@ def test_blas_threads_the_user_chose_are_kept(config: Config, ckpt: Path, tmp_pa
     record = tmp_path / "record"
     record.mkdir()
     cfg = tmp_path / "eval.yaml"
-    cfg.write_text(json.dumps({"evaluator": "tests.evaluators:Recording",
+    cfg.write_text(json.dumps({"evaluator": "tests.evaluate.evaluators:Recording",
                                "options": {"record_dir": str(record), "rows": 1,
                                            "meet_seconds": 0, "hold_seconds": 0}}))
     assert evaluate(config, "exp1", str(ckpt), cfg)[0]
@@ -177,8 +177,8 @@ def test_a_dying_worker_is_named_in_eval_failed(config: Config, ckpt: Path, tmp_
     others are kept."""
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "2")
     ok, signal = evaluate(config, "exp1", str(ckpt), eval_config(
-        tmp_path, evaluator="tests.evaluators:Dying", dies="beta", rows=4000, batch_rows=500,
-        detail=True))
+        tmp_path, evaluator="tests.evaluate.evaluators:Dying", dies="beta", rows=4000,
+        batch_rows=500, detail=True))
     assert not ok and signal.name == ".eval_failed"
     sig = read_signal(signal, config.drive).signal
     assert [f.dataset for f in sig.failures] == ["beta"]
@@ -201,17 +201,17 @@ def test_failure_before_any_dataset_writes_eval_failed(config: Config, ckpt: Pat
     """The spec: a critical failure writes .eval_failed. Without it the pipeline would
     wait for a signal that never comes. The command exits non-zero."""
     checkpoint, cfg = str(ckpt), eval_config(tmp_path)
-    expected = {"bad evaluator path": "cannot import evaluator 'tests.evaluators:Nope'",
+    expected = {"bad evaluator path": "cannot import evaluator 'tests.evaluate.evaluators:Nope'",
                 "evaluator fails to construct": "RuntimeError: no GPU here",
                 "bad eval.yaml": "batch_rows",
                 "missing eval.yaml": "no such file",
                 "missing checkpoint": "does not exist"}[case]
     if case == "bad evaluator path":
-        cfg = eval_config(tmp_path, evaluator="tests.evaluators:Nope")
+        cfg = eval_config(tmp_path, evaluator="tests.evaluate.evaluators:Nope")
     elif case == "evaluator fails to construct":
-        cfg = eval_config(tmp_path, evaluator="tests.evaluators:FailsToConstruct")
+        cfg = eval_config(tmp_path, evaluator="tests.evaluate.evaluators:FailsToConstruct")
     elif case == "bad eval.yaml":
-        cfg.write_text("evaluator: tests.evaluators:Counting\nbatch_rows: -1\n")
+        cfg.write_text("evaluator: tests.evaluate.evaluators:Counting\nbatch_rows: -1\n")
     elif case == "missing eval.yaml":
         cfg = tmp_path / "no-such-eval.yaml"
     else:
@@ -291,7 +291,7 @@ def test_install_replaces_without_a_gap(tmp_path: Path) -> None:
 
 def test_unknown_row_keys_are_rejected(config: Config, ckpt: Path, tmp_path: Path) -> None:
     ok, signal = evaluate(config, "exp1", str(ckpt),
-                          eval_config(tmp_path, evaluator="tests.evaluators:Typo"))
+                          eval_config(tmp_path, evaluator="tests.evaluate.evaluators:Typo"))
     assert not ok
     sig = read_signal(signal, config.drive).signal
     assert {f.dataset for f in sig.failures} == {"alpha", "beta", "gamma"}

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import pyarrow.parquet as pq
 import pytest
 
-from tests.browser import dom, screenshot
+from tests.e2e.browser import dom, screenshot
 
 pytestmark = pytest.mark.slow
 BATON = [sys.executable, "-m", "baton"]

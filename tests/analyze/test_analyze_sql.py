@@ -143,7 +143,7 @@ def test_readme_queries_run(campaign: Config, tmp_path: Path) -> None:
 
     from baton.analyze.sqlviews import connect
 
-    readme = (Path(__file__).resolve().parents[1] / "docs" / "user" / "sql.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "docs" / "user" / "sql.md").read_text()
     start = readme.index("<!-- example: sql -->")
     section = readme[start:readme.index("```\n", readme.index("```bash\n", start) + 8)]
     queries = re.findall(r'baton sql "(.*?)"', section, flags=re.S)
@@ -201,7 +201,7 @@ def test_readme_r_targets_block_is_valid_config(tmp_path: Path) -> None:
     from baton.config import load_config
     from baton.slurm.render import render_job
 
-    readme = (Path(__file__).resolve().parents[1] / "docs" / "user" / "analysis.md"
+    readme = (Path(__file__).resolve().parents[2] / "docs" / "user" / "analysis.md"
               ).read_text()
     after = readme[readme.index("## An R targets pipeline instead"):]
     block = re.search(r"```yaml\n(.*?)```", after, flags=re.S).group(1)
