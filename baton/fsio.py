@@ -26,18 +26,8 @@ def atomic_write(path: Path | str, data: bytes, *, attempts: int = 5, base_delay
     path = Path(path)
 
     def once() -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-        try:
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        _fsync_dir(path.parent)
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data)
         return path
 
     return retry(once, should_retry=is_transient_oserror, attempts=attempts, base=base_delay,
@@ -59,8 +49,9 @@ def _fsync_dir(folder: Path) -> None:
 
 @contextmanager
 def atomic_path(path: Path | str) -> Iterator[Path]:
-    """A temp path beside ``path`` for a writer that needs a file name (DuckDB's COPY, the
-    csv module); renamed over ``path`` when the block ends, removed if it raises."""
+    """A temp path beside ``path`` for a writer that needs a file name (pyarrow, the csv
+    module); fsynced and renamed over ``path`` when the block ends, removed if it
+    raises."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
