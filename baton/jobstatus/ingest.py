@@ -11,12 +11,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from baton.fsio import atomic_write
 from baton.jobstatus.report import drive_spool, make_event
+from baton.ledger import Ledger
 
 log = logging.getLogger(__name__)
 
 
-def ingest(drive: str | os.PathLike[str], ledger: Any, limit: int = 5000) -> int:
+def ingest(drive: str | os.PathLike[str], ledger: Ledger, limit: int = 5000) -> int:
     """Move spooled events into the ledger, each once; returns how many were new.
 
     Several ingesters may run at once (the sensor, ``baton status list``): a file another
@@ -77,6 +79,7 @@ def _reject(drive: Path, path: Path, exc: Exception) -> None:
         log.warning("could not set aside the bad status event %s (%s): %s", path, exc, err)
         return
     try:
-        (rejected / f"{path.name}.reason").write_text(f"{type(exc).__name__}: {exc}\n")
+        atomic_write(rejected / f"{path.name}.reason",
+                     f"{type(exc).__name__}: {exc}\n".encode(), attempts=1)
     except OSError as err:
         log.warning("could not write why %s was rejected: %s", path.name, err)
