@@ -4,8 +4,12 @@ argparse, see ``baton.cli.main``)."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 from baton.cli.common import config_from
+from baton.errors import InvalidName
+from baton.layout import validate_name
+from baton.textsafe import printable
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -21,11 +25,22 @@ def cmd_status(args: argparse.Namespace) -> int:
         rows = ledger.last_reports()
     if not rows:
         print("no status reports")
-    for r in rows:
+    for r in rows:  # the reporters' text, shown escaped: a terminal must not obey it
         progress = "" if r.progress is None else f"{r.progress:5.1f}%"
-        print(f"{r.reported_at:%Y-%m-%dT%H:%M:%SZ}  {r.project:<20} {r.job:<24} "
-              f"{r.status:<9} {progress:>6}  {r.message or ''}")
+        print(f"{r.reported_at:%Y-%m-%dT%H:%M:%SZ}  {printable(r.project):<20} "
+              f"{printable(r.job):<24} {printable(r.status):<9} {progress:>6}  "
+              f"{printable(r.message)}")
     return 0
+
+
+def _name(what: str) -> Callable[[str], str]:
+    """A project or job name as every report has one (anything else is a usage error)."""
+    def check(value: str) -> str:
+        try:
+            return validate_name(value, what)
+        except InvalidName as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return check
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,8 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     st.add_parser("list", help="each project's and job's last status").set_defaults(
         func=cmd_status)
     p = st.add_parser("history", help="every report of a project (and job)")
-    p.add_argument("--project", required=True)
-    p.add_argument("--job")
+    p.add_argument("--project", required=True, type=_name("project"))
+    p.add_argument("--job", type=_name("job"))
     p.add_argument("--limit", type=int, default=200)
     p.set_defaults(func=cmd_status)
 

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from baton.fsio import atomic_write
-from baton.jobstatus.report import drive_spool, make_event
+from baton.jobstatus.report import NotAnEvent, drive_spool, make_event, read_spool_file
 from baton.ledger import Ledger
+from baton.textsafe import printable, storable
 
 log = logging.getLogger(__name__)
 
@@ -23,35 +24,44 @@ def ingest(drive: str | os.PathLike[str], ledger: Ledger, limit: int = 5000) -> 
 
     Several ingesters may run at once (the sensor, ``baton status list``): a file another
     one took is skipped, and the event id keeps each event once. A file that is not a valid
-    event is moved to ``status/rejected/`` with the reason beside it; a file that cannot be
-    read now (a transient network filesystem error) stays for the next call."""
+    event, or that the ledger cannot store, is moved to ``status/rejected/`` with the
+    reason beside it and the next file goes in (one bad file must never stop the others);
+    a file that cannot be read now (a transient network filesystem error) stays for the
+    next call. Only a ledger that cannot be written at all stops the call."""
     spool = drive_spool(drive)
     if not spool.is_dir():
         return 0
     new = 0
     for path in sorted(p for p in spool.iterdir() if p.suffix == ".json")[:limit]:
         try:
-            text = path.read_text()
+            data = read_spool_file(path)
         except FileNotFoundError:
             continue  # taken by another ingester
+        except NotAnEvent as exc:
+            _reject(Path(drive), path, exc)
+            continue
         except OSError as exc:
             log.warning("status event %s is not readable now, left for the next ingest: %s",
                         path, exc)
             continue
         try:
-            row = _event_row(text)
-        except (ValueError, KeyError, TypeError) as exc:
+            row = _event_row(data)
+        except Exception as exc:  # pure parsing: whatever fails, the file is to blame
             _reject(Path(drive), path, exc)
             continue
-        new += ledger.add_status_event(row)  # seen before (a copy, another ingester): once
+        try:
+            new += ledger.add_status_event(row)  # seen before (a copy, another ingester)
+        except ValueError as exc:  # this row, not the ledger (baton.ledger.status_events)
+            _reject(Path(drive), path, exc)
+            continue
         path.unlink(missing_ok=True)  # another ingester may have removed it already
     return new
 
 
-def _event_row(text: str) -> dict[str, Any]:
-    """A spooled event as a ``status_events`` row; ValueError, KeyError or TypeError say
-    why it is not one."""
-    raw = json.loads(text)
+def _event_row(data: bytes) -> dict[str, Any]:
+    """A spooled event as a ``status_events`` row, its text made storable; an exception
+    says why it is not one."""
+    raw = json.loads(data.decode("utf-8"))
     if not isinstance(raw, dict):
         raise TypeError(f"an event is a JSON object, not {type(raw).__name__}")
     event = make_event(raw["project"], raw["job"], raw["status"], raw.get("progress"),
@@ -62,13 +72,19 @@ def _event_row(text: str) -> dict[str, Any]:
     reported = datetime.fromisoformat(raw["time"])
     if reported.tzinfo is None:
         raise ValueError("time has no time zone")
+    host = raw.get("host") or ""
+    if not isinstance(host, str):
+        raise TypeError(f"host must be text, not {type(host).__name__}")
     return dict(event_id=event_id, project=event["project"], job=event["job"],
                 status=event["status"], progress=event["progress"], message=event["message"],
-                reported_at=reported, host=str(raw.get("host", ""))[:255],
+                reported_at=reported.astimezone(UTC), host=storable(host)[:255],
                 ingested_at=datetime.now(UTC))
 
 
-def _reject(drive: Path, path: Path, exc: Exception) -> None:
+def _reject(drive: Path, path: Path, exc: BaseException) -> None:
+    """Move ``path`` to ``status/rejected/`` with one line saying why beside it (counted by
+    the exporter: ``baton_status_rejected_files``)."""
+    reason = f"{type(exc).__name__}: {printable(exc)}"
     rejected = drive / "status" / "rejected"
     try:
         rejected.mkdir(parents=True, exist_ok=True)
@@ -76,10 +92,10 @@ def _reject(drive: Path, path: Path, exc: Exception) -> None:
     except FileNotFoundError:
         return  # another ingester set it aside
     except OSError as err:
-        log.warning("could not set aside the bad status event %s (%s): %s", path, exc, err)
+        log.warning("could not set aside the bad status event %s (%s): %s", path, reason, err)
         return
+    log.warning("status event %s set aside in %s: %s", path.name, rejected, reason)
     try:
-        atomic_write(rejected / f"{path.name}.reason",
-                     f"{type(exc).__name__}: {exc}\n".encode(), attempts=1)
+        atomic_write(rejected / f"{path.name}.reason", f"{reason}\n".encode(), attempts=1)
     except OSError as err:
         log.warning("could not write why %s was rejected: %s", path.name, err)

@@ -6,17 +6,29 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Row, func, insert, select
+from sqlalchemy.exc import DataError
 
+from baton.errors import BatonError
 from baton.ledger.base import LedgerBase, transaction
 from baton.ledger.schema import status_events as ev
+
+
+class UnstorableEvent(BatonError, ValueError):
+    """A status event the database refuses (text it cannot encode, a value out of range):
+    the event's fault, not the ledger's, so its ingester sets it aside and goes on."""
 
 
 class StatusEvents(LedgerBase):
     @transaction(duplicate=False)
     def add_status_event(self, conn: Connection, row: dict[str, Any]) -> bool:
         """Keep one report; False when its id was seen before (a forwarded copy, another
-        ingester)."""
-        conn.execute(insert(ev).values(**row))
+        ingester); UnstorableEvent (a ValueError) when the database refuses the row."""
+        try:
+            conn.execute(insert(ev).values(**row))
+        except (DataError, ValueError, OverflowError) as exc:  # UnicodeEncodeError too
+            why = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+            raise UnstorableEvent(f"status event {row.get('event_id')} cannot be stored: "
+                                  f"{why}") from None
         return True
 
     def last_reports(self) -> list[Row[Any]]:

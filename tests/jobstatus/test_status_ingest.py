@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+import baton.jobstatus.ingest as status_ingest
 from baton.jobstatus.ingest import ingest
 from baton.jobstatus.report import _write, drive_spool, make_event
 from baton.ledger import open_ledger
@@ -31,7 +32,7 @@ def rows_and_ids(ledger) -> tuple[int, int]:
 def test_two_ingesters_at_once_take_each_event_once(tmp_path: Path, ledger_url: str) -> None:
     drive = tmp_path / "drive"
     spool_events(drive, 400)
-    ledgers = [open_ledger(ledger_url), open_ledger(ledger_url)]
+    ledgers = [open_ledger(ledger_url, init=True), open_ledger(ledger_url, init=True)]
     start = threading.Barrier(2)
     counts: list[int] = []
     errors: list[BaseException] = []
@@ -65,16 +66,16 @@ def test_an_unreadable_event_stays_for_the_next_ingest(tmp_path: Path,
     drive = tmp_path / "drive"
     spool_events(drive, 3)
     flaky = sorted(drive_spool(drive).glob("*.json"))[1]
-    real_read = Path.read_text
+    real_read = status_ingest.read_spool_file
 
-    def read_text(self: Path, *args, **kwargs) -> str:
-        if self == flaky:
-            raise OSError(errno.EIO, "Input/output error", str(self))
-        return real_read(self, *args, **kwargs)
+    def read(path: Path) -> bytes:
+        if path == flaky:
+            raise OSError(errno.EIO, "Input/output error", str(path))
+        return real_read(path)
 
-    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}", init=True)
     with monkeypatch.context() as m:
-        m.setattr(Path, "read_text", read_text)
+        m.setattr(status_ingest, "read_spool_file", read)
         assert ingest(drive, ledger) == 2
     assert list(drive_spool(drive).glob("*.json")) == [flaky]
     assert not (drive / "status" / "rejected").exists()
@@ -87,7 +88,7 @@ def test_an_event_that_is_not_an_object_is_rejected(tmp_path: Path) -> None:
     drive = tmp_path / "drive"
     drive_spool(drive).mkdir(parents=True)
     (drive_spool(drive) / "1-list.json").write_text("[1, 2]")
-    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}", init=True)
     assert ingest(drive, ledger) == 0
     reason = (drive / "status" / "rejected" / "1-list.json.reason").read_text()
     assert reason.startswith("TypeError: an event is a JSON object")
