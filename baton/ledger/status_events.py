@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Row, func, insert, select
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, StatementError
 
 from baton.errors import BatonError
 from baton.ledger.base import LedgerBase, transaction
@@ -25,8 +25,12 @@ class StatusEvents(LedgerBase):
         ingester); UnstorableEvent (a ValueError) when the database refuses the row."""
         try:
             conn.execute(insert(ev).values(**row))
-        except (DataError, ValueError, OverflowError) as exc:  # UnicodeEncodeError too
-            why = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        except (StatementError, ValueError, OverflowError) as exc:  # UnicodeEncodeError too
+            cause = getattr(exc, "orig", exc)
+            if isinstance(exc, StatementError) and not (
+                    isinstance(exc, DataError) or isinstance(cause, (ValueError, OverflowError))):
+                raise  # the ledger's problem (busy, gone, a duplicate): not this row's
+            why = (str(cause) or type(cause).__name__).splitlines()[0]
             raise UnstorableEvent(f"status event {row.get('event_id')} cannot be stored: "
                                   f"{why}") from None
         return True

@@ -120,6 +120,7 @@ BAD_FILES = {
     "progress-a-list": event_json(progress=[1]),
     "host-a-list": event_json(host=["h"]),
     "time-not-a-time": event_json(time="yesterday"),
+    "time-out-of-range": event_json(time="0001-01-01T00:00:00+05:00"),
     "deeply-nested": b"[" * 20_000 + b"]" * 20_000,
     "too-large": event_json(message="x" * 300_000),
     "empty": b"",
@@ -155,7 +156,8 @@ def test_a_spool_file_that_cannot_be_ingested_is_set_aside_and_the_next_goes_in(
     assert "host" in aside["04-host-a-list.json"]
     assert "not a regular file" in aside["090-a-fifo.json"]
     assert "not a regular file" in aside["091-a-link.json"]
-    assert "larger than" in aside["07-too-large.json"]
+    assert "OverflowError" in aside["06-time-out-of-range.json"]
+    assert "larger than" in aside["08-too-large.json"]
     assert [line.split()[3] for line in shown(capsys, "status", "list").splitlines()] == [
         "completed"]
 
@@ -177,22 +179,24 @@ def test_a_spooled_event_with_text_no_database_keeps_is_ingested_sanitised(
         assert p.message == "a" + "\ufffd" * len(bad) + "b"
 
 
-@pytest.mark.parametrize("message", ["a\ud800", "a\x00"])
+@pytest.mark.parametrize("message", ["a\ud800", "a\x00", "out-of-range time"])
 def test_a_row_the_database_refuses_is_a_value_error(ledger: Ledger, message: str) -> None:
     """The ledger's own guard, under the door's: a row it cannot store raises ValueError
     (which ingestion sets aside), never a driver error that would stop every tick. (SQLite
     keeps NUL; PostgreSQL does not.)"""
-    from datetime import UTC, datetime
+    from datetime import UTC, datetime, timedelta, timezone
 
     row = dict(event_id="0" * 32, project="p", job="j", status="running", progress=None,
                message=message, reported_at=datetime.now(UTC), host="h",
                ingested_at=datetime.now(UTC))
+    if message == "out-of-range time":
+        row["reported_at"] = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5)))
     if message == "a\x00" and ledger.engine.dialect.name == "sqlite":
         assert ledger.add_status_event(row) is True
         return
     with pytest.raises(ValueError, match="cannot be stored"):
         ledger.add_status_event(row)
-    assert ledger.add_status_event({**row, "message": "fine"}) is True
+    assert ledger.add_status_event({**row, "message": "fine", "reported_at": datetime.now(UTC)})
 
 
 # --- the terminal ------------------------------------------------------------------------
