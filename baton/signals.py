@@ -318,24 +318,75 @@ def expected_experiment(path: Path, signal_type: type[Signal], drive: DriveLayou
     return None
 
 
-def read_signal(path: Path | str, drive: DriveLayout | None = None,
-                kind: str | None = None) -> SignalFile:
-    """Read and validate one signal file. Raises SignalError naming the file and problem."""
-    path = Path(path)
-    signal_type = kind_of(path, kind)
-    folder = expected_experiment(path, signal_type, drive) if drive is not None else None
+def _check_folder(path: Path, signal_type: type[Signal], drive: DriveLayout) -> str | None:
+    """The folder name the signal must match (if it sits in its canonical place), valid."""
+    folder = expected_experiment(path, signal_type, drive)
     if folder is not None:
         try:
             validate_name(folder, "its folder name")
         except BatonError as exc:
             raise SignalError(path, str(exc)) from None
+    return folder
+
+
+def _check_placement(path: Path, signal: Signal, folder: str | None,
+                     drive: DriveLayout) -> None:
+    if folder is not None and folder != signal.experiment:
+        raise SignalError(path, f"experiment {signal.experiment!r} does not match its "
+                          f"folder {folder!r}")
+    check_paths(path, signal, drive)
+
+
+def checkpoint_problem(signal: Signal) -> str | None:
+    """A training signal's checkpoints must exist, be non-empty and hold no partial files;
+    otherwise there is nothing to evaluate."""
+    if not isinstance(signal, TrainingComplete):
+        return None
+    for ckpt in signal.checkpoint_paths():
+        path = Path(ckpt)
+        if not path.exists():
+            return f"checkpoint {ckpt} does not exist"
+        files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+        if not files:
+            return f"checkpoint {ckpt} is empty"
+        for f in files:
+            if f.name.endswith((".tmp", ".partial", ".incomplete")):
+                return f"checkpoint {ckpt} holds a partial file {f.name}"
+            if os.stat(f).st_size == 0:
+                return f"checkpoint file {f} is empty"
+    return None
+
+
+def acceptance_problem(signal: Signal) -> str | None:
+    """What the sensors check in a signal that read strictly (its checkpoints are there to
+    evaluate): the reason they quarantine it, or None when they accept it. The sensors and
+    the training hook both ask this, so a writer never announces what the orchestrator
+    refuses."""
+    return checkpoint_problem(signal)
+
+
+def check_signal(path: Path | str, signal: Signal, drive: DriveLayout) -> None:
+    """Raise SignalError unless the sensors would accept ``signal`` written at ``path``:
+    its folder names its experiment, every path it names is on the drive, and
+    :func:`acceptance_problem` finds nothing. What a writer asks before it writes."""
+    path = Path(path)
+    _check_placement(path, signal, _check_folder(path, type(signal), drive), drive)
+    if problem := acceptance_problem(signal):
+        raise SignalError(path, problem)
+
+
+def read_signal(path: Path | str, drive: DriveLayout | None = None,
+                kind: str | None = None) -> SignalFile:
+    """Read and validate one signal file. Raises SignalError naming the file and problem.
+    With ``drive``, also its place: its folder names its experiment and every path it
+    names is on the drive (what the sensors then ask of it: :func:`acceptance_problem`)."""
+    path = Path(path)
+    signal_type = kind_of(path, kind)
+    folder = _check_folder(path, signal_type, drive) if drive is not None else None
     data, st = _read_bounded(path)
     signal = parse_signal(path, data, signal_type)
     if drive is not None:
-        if folder is not None and folder != signal.experiment:
-            raise SignalError(path, f"experiment {signal.experiment!r} does not match its "
-                              f"folder {folder!r}")
-        check_paths(path, signal, drive)
+        _check_placement(path, signal, folder, drive)
     return SignalFile(path=path, signal=signal, sha256=hashlib.sha256(data).hexdigest(),
                       size=len(data), mtime=st.st_mtime)
 

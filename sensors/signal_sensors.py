@@ -30,8 +30,9 @@ from assets.partitions import campaigns, experiments
 from baton.config import Config
 from baton.ledger import Ledger
 from baton.ledger.window import Window
-from baton.pipeline.scan import Scanner, TickResult, checkpoint_problem
+from baton.pipeline.scan import Scanner, TickResult
 from baton.pipeline.steps import short
+from baton.signals import SignalFile, acceptance_problem
 from ops_slurm.asset_jobs import (
     campaign_report_job,
     record_analysis_job,
@@ -49,7 +50,7 @@ def _tick(context: SensorEvaluationContext, ledger: Ledger, drive: SharedDriveRe
     cursor = json.loads(context.cursor) if context.cursor else {}
     now = time.time()
     full = now - cursor.get("last_full_rescan", 0) >= cfg.full_rescan_seconds
-    validators = {"training_complete": checkpoint_problem}
+    validators = dict.fromkeys(kinds, _acceptance)
     scanner = Scanner(drive.layout(), ledger, cfg.debounce_seconds, validators,
                       campaigns=config.campaigns)
     result = scanner.tick(kinds, full=full)
@@ -59,6 +60,11 @@ def _tick(context: SensorEvaluationContext, ledger: Ledger, drive: SharedDriveRe
         context.log.warning(f"quarantined {q.path}: {q.reason}")
     window = Window() if full else Window.from_cursor(cursor.get("marks"))
     return result, cursor, window
+
+
+def _acceptance(sf: SignalFile) -> str | None:
+    # the training hook asks the same before it writes: what it announces is accepted here
+    return acceptance_problem(sf.signal)
 
 
 def _new_partitions(context: SensorEvaluationContext, names: set[str], definition: Any

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from baton import signals
 from baton.config import CampaignConfig
 from baton.errors import BatonError, SignalError
 from baton.inbox import Marker, done, pending
@@ -184,17 +184,5 @@ def _experiment_of(path: Path, kind: str) -> str | None:
 
 def checkpoint_problem(sf: SignalFile) -> str | None:
     """The training signal's checkpoints must exist, be non-empty and hold no partial
-    files; otherwise there is nothing to evaluate."""
-    for ckpt in sf.signal.checkpoint_paths():
-        path = Path(ckpt)
-        if not path.exists():
-            return f"checkpoint {ckpt} does not exist"
-        files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
-        if not files:
-            return f"checkpoint {ckpt} is empty"
-        for f in files:
-            if f.name.endswith((".tmp", ".partial", ".incomplete")):
-                return f"checkpoint {ckpt} holds a partial file {f.name}"
-            if os.stat(f).st_size == 0:
-                return f"checkpoint file {f} is empty"
-    return None
+    files (:func:`baton.signals.checkpoint_problem`, which the training hook asks too)."""
+    return signals.checkpoint_problem(sf.signal)
