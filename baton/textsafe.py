@@ -25,12 +25,15 @@ def _escape(match: re.Match[str]) -> str:
     if ch in _NAMED:
         return _NAMED[ch]
     code = ord(ch)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape): the byte
+        code -= 0xDC00
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def printable(text: object) -> str:
     """``text`` for a terminal: every control character shown escaped (``\\x1b``, ``\\n``,
-    ``\\u202e``), everything else as it is. ``None`` is the empty string."""
+    ``\\u202e``; a byte that was not UTF-8 as ``\\xff``), everything else as it is. ``None``
+    is the empty string."""
     if text is None:
         return ""
     return _UNSAFE.sub(_escape, text if isinstance(text, str) else str(text))
@@ -48,6 +51,9 @@ def unstorable(text: str) -> str | None:
     match = _UNSTORABLE.search(text)
     if match is None:
         return None
-    if match.group() == "\x00":
-        return f"contains a NUL character at position {match.start()}"
-    return f"is not valid UTF-8 (at position {match.start()})"
+    code, at = ord(match.group()), match.start()
+    if code == 0:
+        return f"contains a NUL character at position {at}"
+    if 0xDC80 <= code <= 0xDCFF:
+        return f"is not valid UTF-8 (byte 0x{code - 0xDC00:02x} at position {at})"
+    return f"contains a lone surrogate (\\u{code:04x}) at position {at}"

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from baton.cli.common import config_from
-from baton.errors import BatonError
+from baton.errors import BatonError, InvalidName
+from baton.layout import validate_name
+from baton.textsafe import printable, unstorable
+
+DISPLAY_NAME_LIMIT = 255  # characters: the ledger's column
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def _when(value: str) -> datetime:
@@ -19,6 +26,32 @@ def _when(value: str) -> datetime:
             f"{value!r} is not an ISO 8601 date or time (e.g. 2026-12-24 or "
             "2026-12-24T18:00:00+01:00)") from None
     return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _name(what: str) -> Callable[[str], str]:
+    """A campaign tag or type, as every signal and job names one."""
+    def check(value: str) -> str:
+        try:
+            return validate_name(value, what)
+        except InvalidName as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return check
+
+
+def _text(limit: int | None = None) -> Callable[[str], str]:
+    """Curator text shown on one line of a table and a dashboard: valid UTF-8, no control
+    character (a terminal would obey it), at most ``limit`` characters."""
+    def check(value: str) -> str:
+        problem = unstorable(value)
+        if problem is None and (control := _CONTROL.search(value)):
+            problem = (f"contains a control character ({printable(control.group())}) at "
+                       f"position {control.start()}")
+        if problem is None and limit is not None and len(value) > limit:
+            problem = f"has {len(value)} characters, at most {limit} are kept"
+        if problem:
+            raise argparse.ArgumentTypeError(f"'{printable(value)[:60]}' {problem}")
+        return value
+    return check
 
 
 def _day(when: datetime | None) -> str:
@@ -35,9 +68,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         rows = ledger.unknown_types_seen()
         if not rows:
             print("no unknown campaign types")
-        for u in rows:
-            print(f"{u.type:<16} campaign {u.tag:<24} seen {u.occurrences}x, last "
-                  f"{u.last_seen:%Y-%m-%dT%H:%M:%SZ}  ({u.source})")
+        for u in rows:  # text from signals and the curators, shown escaped
+            print(f"{printable(u.type):<16} campaign {printable(u.tag):<24} seen "
+                  f"{u.occurrences}x, last {u.last_seen:%Y-%m-%dT%H:%M:%SZ}  "
+                  f"({printable(u.source)})")
         return 0
     rows = ledger.list_campaigns(active_only=not args.all)
     if not rows:
@@ -50,8 +84,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     for r in rows:
         finished, expected = done[(r.tag, r.type)]
         pct = f"{100 * finished / expected:.0f}" if expected else "-"
-        text = " / ".join(t for t in (r.display_name, r.notes) if t)
-        print(f"{r.priority:>4}  {r.tag:<24} {r.type:<10} {'yes' if r.active else 'no':<7} "
+        text = printable(" / ".join(t for t in (r.display_name, r.notes) if t))
+        print(f"{r.priority:>4}  {printable(r.tag):<24} {printable(r.type):<10} "
+              f"{'yes' if r.active else 'no':<7} "
               f"{f'{finished}/{expected}':>11} {pct:>5}  {_day(r.started_at):<10} "
               f"{_day(r.expected_end):<10}  {text}")
     return 0
@@ -77,17 +112,17 @@ def cmd_set(args: argparse.Namespace) -> int:
                              "--started, --expected-end or --expected-jobs")
     ledger = open_ledger(config_from(args).ledger_url)
     for r in ledger.update_campaign(args.tag, args.type, **values):
-        print(f"campaign {r.tag} ({r.type}): {'active' if r.active else 'inactive'}, "
-              f"priority {r.priority}"
+        print(f"campaign {printable(r.tag)} ({printable(r.type)}): "
+              f"{'active' if r.active else 'inactive'}, priority {r.priority}"
               + (f", expected jobs {r.expected_jobs}" if r.expected_jobs is not None else "")
-              + (f", {r.display_name!r}" if r.display_name else ""))
+              + (f", '{printable(r.display_name)}'" if r.display_name else ""))
     return 0
 
 
 def _non_negative(value: str) -> int:
     n = int(value)
     if n < 0:
-        raise argparse.ArgumentTypeError(f"{value} is negative")
+        raise argparse.ArgumentTypeError(f"{value!r} is negative")
     return n
 
 
@@ -103,15 +138,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     for name, text in (("activate", "show a campaign on the dashboards"),
                        ("deactivate", "hide a campaign from the dashboards")):
         p = camp.add_parser(name, help=text)
-        p.add_argument("tag")
-        p.add_argument("--type", help="only this type of the campaign (default: all)")
+        p.add_argument("tag", type=_name("campaign"))
+        p.add_argument("--type", type=_name("campaign type"),
+                       help="only this type of the campaign (default: all)")
         p.set_defaults(func=cmd_set)
     p = camp.add_parser("set", help="display name, priority, note, dates, expected jobs")
-    p.add_argument("tag")
-    p.add_argument("--type", help="only this type of the campaign (default: all)")
-    p.add_argument("--display-name", dest="display_name")
+    p.add_argument("tag", type=_name("campaign"))
+    p.add_argument("--type", type=_name("campaign type"),
+                   help="only this type of the campaign (default: all)")
+    p.add_argument("--display-name", dest="display_name", type=_text(DISPLAY_NAME_LIMIT),
+                   help=f"one line of text, at most {DISPLAY_NAME_LIMIT} characters")
     p.add_argument("--priority", type=int, help="lower shows first (default 0)")
-    p.add_argument("--note", help="free text shown on the dashboard ('' clears it)")
+    p.add_argument("--note", type=_text(), help="one line of free text shown by `baton "
+                   "campaign list` ('' clears it)")
     p.add_argument("--started", dest="started_at", type=_when, help="ISO date or time")
     p.add_argument("--expected-end", dest="expected_end", type=_when, help="ISO date or time")
     p.add_argument("--expected-jobs", dest="expected_jobs", type=_non_negative,

@@ -19,7 +19,7 @@ BIDI_CONTROLS = {"LRE", "RLE", "LRO", "RLO", "PDF", "LRI", "RLI", "FSI", "PDI", 
     ("a\nb\rc\td", "a\\nb\\rc\\td"),
     ("\x1b[2J\x1b]0;title\x07", "\\x1b[2J\\x1b]0;title\\x07"),  # CSI, OSC, BEL
     ("\x00\x7f\x85\x9b", "\\x00\\x7f\\x85\\x9b"),  # NUL, DEL, C1 (NEL, CSI)
-    ("ok\udcff\ud800", "ok\\udcff\\ud800"),  # lone surrogates
+    ("ok\udcff\ud800", "ok\\xff\\ud800"),  # a byte that was not UTF-8, a lone surrogate
     ("\u2028\u202eevil", "\\u2028\\u202eevil"),  # line separator, right-to-left override
     ("C:\\path", "C:\\path"),
     (None, ""),
@@ -47,5 +47,6 @@ def test_storable_replaces_what_no_database_keeps() -> None:
 
 def test_unstorable_names_the_problem() -> None:
     assert unstorable("fine \x1b") is None
-    assert unstorable("ab\udcff") == "is not valid UTF-8 (at position 2)"
+    assert unstorable("ab\udcff") == "is not valid UTF-8 (byte 0xff at position 2)"
+    assert unstorable("\ud800") == "contains a lone surrogate (\\ud800) at position 0"
     assert unstorable("a\x00") == "contains a NUL character at position 1"
