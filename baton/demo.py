@@ -3,8 +3,8 @@
 Starts the MLflow server, the Dagster daemon and web UI and the metrics exporter, trains a
 small campaign of the example model that differs in one hyperparameter, and lets it flow
 through evaluation and analysis (local backend, or real Slurm where ``sbatch`` is on
-PATH), showing progress. Ctrl-C stops the services and cancels the demo's unfinished
-Slurm jobs."""
+PATH), showing progress. Ctrl-C cancels the demo's unfinished Slurm jobs, then stops the
+services."""
 
 from __future__ import annotations
 
@@ -158,13 +158,17 @@ class Demo:
 
     # --- tear-down -----------------------------------------------------------------------
     def stop(self) -> None:
-        """Stop the services (the daemon first: nothing new is submitted), cancel the
-        demo's unfinished Slurm jobs, and wait for every process of the demo to end."""
+        """Cancel the demo's unfinished Slurm jobs first (they would run on while the
+        services take their time to stop), then stop the services (the daemon first:
+        nothing new is submitted), cancel what a run submitted in between, and wait for
+        every process of the demo to end."""
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C waits
         try:
-            self._stop_services()
             if self.config is not None:
                 cancel_unfinished(self.config)
+            self._stop_services()
+            if self.config is not None:
+                cancel_unfinished(self.config, quiet=True)
             self._sweep()
         finally:
             signal.signal(signal.SIGINT, previous)
@@ -259,9 +263,10 @@ def demo_processes(home: Path) -> dict[int, str]:
     return found
 
 
-def cancel_unfinished(config: Config, timeout: float = 60) -> list[str]:
+def cancel_unfinished(config: Config, timeout: float = 60, quiet: bool = False) -> list[str]:
     """Cancel, through the Slurm backend, the jobs the ledger still has as unfinished, and
-    wait (at most ``timeout``) until the backend says they ended. Returns their ids."""
+    wait (at most ``timeout``) until the backend says they ended. Returns their ids.
+    ``quiet``: say nothing when there is nothing to cancel."""
     from baton.slurm.factory import make_backend
 
     try:
@@ -270,13 +275,11 @@ def cancel_unfinished(config: Config, timeout: float = 60) -> list[str]:
             ids = [r.job_id for r in ledger.unfinished_jobs(settle_seconds=0)]
         finally:
             ledger.close()
-        if not ids:
-            say("no unfinished Slurm jobs to cancel")
-            return []
-        backend = make_backend(config)
-        live = [j for j, s in backend.status(ids).items() if not s.terminal]
-        if not live:
-            say("no unfinished Slurm jobs to cancel")
+        backend = make_backend(config) if ids else None
+        live = [j for j, s in backend.status(ids).items() if not s.terminal] if backend else []
+        if backend is None or not live:
+            if not quiet:
+                say("no unfinished Slurm jobs to cancel")
             return []
         backend.cancel(live)
         say(f"cancelled {len(live)} unfinished Slurm job(s) of the demo ({backend.name}): "
@@ -389,6 +392,7 @@ def run_demo(home: Path | None = None, once: bool = False, backend: str = "auto"
                                            "MLFLOW_TRACKING_URI")})
     config = load_config(config_path, env)
     config.drive.create()
+    open_ledger(config.ledger_url, init=True).close()  # the demo creates its own ledger
     demo.write_eval_config(config)
     say(f"home {home}; Slurm backend: {backend}"
         + (f"; the evaluator fails on {fail_dataset} (--fail-dataset)" if fail_dataset else ""))

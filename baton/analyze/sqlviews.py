@@ -41,10 +41,10 @@ ARROW = {"timestamp": pa.timestamp("us", tz="UTC"), "integer": pa.int64(),
 
 def snapshot_ledger(config: Config) -> Path:
     """Every ledger table to Parquet (JSON columns as text)."""
+    ledger = open_ledger(config.ledger_url, read_only=True)  # refuses a missing one first
     folder = config.state_dir / "sql" / "ledger"
-    folder.mkdir(parents=True, exist_ok=True)
-    ledger = open_ledger(config.ledger_url)
     try:
+        folder.mkdir(parents=True, exist_ok=True)
         for table in LEDGER_VIEWS.values():
             schema = pa.schema([(name, ARROW[kind])
                                 for name, kind in ledger.table_columns(table)])

@@ -11,10 +11,17 @@ from datetime import UTC, datetime
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from baton.ledger import migrate
-from baton.ledger.engine import make_engine, with_retry
+from baton.ledger.engine import (
+    LedgerMissing,
+    LedgerUnavailable,
+    make_engine,
+    one_line,
+    sqlite_file,
+    with_retry,
+)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -52,14 +59,49 @@ def transaction(*, duplicate: Any = _RAISE
 
 
 class LedgerBase:
-    def __init__(self, url: str) -> None:
+    """``create``: :meth:`init` may create the ledger (``baton db init``, the demo, tests);
+    otherwise it only upgrades one that exists. ``read_only``: no transaction can write."""
+
+    def __init__(self, url: str, *, create: bool = False, read_only: bool = False) -> None:
         self.url = url
-        self.engine: Engine = make_engine(url)
+        self.create = create
+        self.engine: Engine = make_engine(url, create=create, read_only=read_only)
 
     def init(self) -> tuple[str | None, str]:
-        return migrate.upgrade(self.engine)
+        """Create (with ``create``) or upgrade the schema; returns (before, after)."""
+        if not self.create:
+            self.revision()  # refuses a ledger that does not exist
+        try:
+            return migrate.upgrade(self.engine)
+        except DBAPIError as exc:
+            raise LedgerUnavailable(self.url, one_line(exc)) from None
+
+    def revision(self) -> str:
+        """The schema revision of an existing ledger; refuses a missing or unreachable one."""
+        path = sqlite_file(self.url)
+        if path is not None and not path.is_file():
+            raise LedgerMissing(self.url)
+        try:
+            rev = migrate.current_revision(self.engine)
+        except DBAPIError as exc:
+            raise LedgerUnavailable(self.url, one_line(exc)) from None
+        if rev is None:
+            raise LedgerMissing(self.url)
+        return rev
+
+    def require_current(self) -> None:
+        """Refuse a ledger that is missing, unreachable or not at the code's schema."""
+        rev, head = self.revision(), migrate.head_revision()
+        if rev != head:
+            raise LedgerUnavailable(self.url, f"schema is at {rev}, this baton expects {head}:"
+                                              " run `baton db upgrade`")
 
     def check(self) -> migrate.CheckReport:
+        path = sqlite_file(self.url)
+        if path is not None and not path.is_file() and not self.create:
+            return migrate.CheckReport(ok=False, revision=None, head=migrate.head_revision(),
+                                       problems=[f"{path} does not exist: run `baton db "
+                                                 "init` to create it"])
         return migrate.check(self.engine)
 
     def close(self) -> None:

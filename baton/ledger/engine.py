@@ -2,18 +2,24 @@
 
 SQLite gets WAL, a busy timeout and ``BEGIN IMMEDIATE`` for writes, so concurrent
 writers queue instead of failing; what still fails with SQLITE_BUSY is retried.
+Only an engine made with ``create=True`` (``baton db init``, the demo, tests) may create a
+SQLite file or its folder: sqlite3 creates a missing file on connect otherwise, and a
+command run with the wrong configuration would quietly start an empty ledger.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import URL, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import ArgumentError, OperationalError
 
+from baton.errors import BatonError
 from baton.retry import retry
 
 T = TypeVar("T")
@@ -28,20 +34,82 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str) -> Engine:
-    url = normalize_url(url)
-    parsed = make_url(url)
+class LedgerUnavailable(BatonError):
+    """The ledger cannot be used: names its URL (without password) and the problem."""
+
+    def __init__(self, url: str, problem: str) -> None:
+        self.url = display_url(url)
+        self.problem = problem
+        super().__init__(f"ledger {self.url}: {problem}")
+
+
+class LedgerMissing(LedgerUnavailable):
+    """No ledger at the URL: only ``baton db init`` (and the demo) create one."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url, "no ledger there: run `baton db init` to create it (or point "
+                              "--config / BATON_CONFIG / BATON_DATABASE_URL at the right one)")
+
+
+def display_url(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of a database driver's message (psycopg adds hints on more lines)."""
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip()
+    return text.splitlines()[0].strip() if text else type(orig).__name__
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL (None for PostgreSQL and in-memory SQLite)."""
+    parsed = make_url(normalize_url(url))
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def make_engine(url: str, *, create: bool = False, read_only: bool = False) -> Engine:
+    """An engine on ``url``. ``create``: a missing SQLite file (and its folder) may be
+    created. ``read_only``: every transaction is read-only (SQLite opened ``mode=ro``,
+    PostgreSQL ``SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY``)."""
+    try:
+        parsed = make_url(normalize_url(url))
+    except ArgumentError as exc:
+        raise LedgerUnavailable(url, f"not a database URL ({exc})") from None
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
-    if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
+        engine = create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=5)
+        if read_only:
+            @event.listens_for(engine, "connect")
+            def _read_only(dbapi_conn: Any, _record: Any) -> None:
+                with dbapi_conn.cursor() as cur:
+                    cur.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+                dbapi_conn.commit()
+        return engine
+    path = sqlite_file(url)
+    if path is not None:
+        if create and not read_only:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        mode = "ro" if read_only else ("rwc" if create else "rw")
+        parsed = parsed.set(database="file:" + quote(str(path.absolute())),
+                            query={**parsed.query, "mode": mode, "uri": "true"})
+    return _sqlite_engine(parsed, read_only)
+
+
+def _sqlite_engine(parsed: URL, read_only: bool) -> Engine:
+    engine = create_engine(parsed, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we emit BEGIN ourselves
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
+        if not read_only:  # a read-only connection cannot change the journal mode
+            cur.execute("PRAGMA journal_mode=WAL")
         cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA synchronous=NORMAL")

@@ -24,9 +24,19 @@ class Ledger(SignalLog, TrainingRuns, SlurmJobs, Heartbeats, Stages, Campaigns,
     """The orchestrator's database: SQLite by default, PostgreSQL by URL."""
 
 
-def open_ledger(url: str, *, init: bool = True) -> Ledger:
-    """Open (and by default create or upgrade) the ledger at ``url``."""
-    ledger = Ledger(url)
-    if init:
-        ledger.init()
+def open_ledger(url: str, *, init: bool = False, read_only: bool = False) -> Ledger:
+    """Open the existing ledger at ``url``, refusing (:class:`LedgerUnavailable`, one line
+    naming the URL) one that is missing, unreachable or at another schema: a command run
+    with the wrong configuration must not start an empty ledger and carry on. ``init``:
+    create it or bring it to the current schema (``baton db init``, the demo, tests only).
+    ``read_only``: for the tools that only read (``baton sql``, the exporter)."""
+    ledger = Ledger(url, create=init, read_only=read_only and not init)
+    try:
+        if init:
+            ledger.init()
+        else:
+            ledger.require_current()
+    except BaseException:
+        ledger.close()
+        raise
     return ledger

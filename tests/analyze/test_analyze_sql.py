@@ -81,7 +81,7 @@ def test_analysis_failure_is_announced(campaign: Config) -> None:
 def test_baton_sql_and_the_duckdb_views_file(campaign: Config) -> None:
     from baton.ledger import open_ledger
 
-    led = open_ledger(campaign.ledger_url)
+    led = open_ledger(campaign.ledger_url, init=True)
     led.claim_submission("k1", stage="evaluation", experiment="slow", backend="local")
     env = {**os.environ, "SHARED_DRIVE": str(campaign.shared_drive),
            "BATON_STATE_DIR": str(campaign.state_dir), "BATON_CONFIG": ""}
@@ -119,7 +119,7 @@ def _completed_jobs(config: Config) -> None:
     from baton.ledger import open_ledger
     from baton.slurm.states import JobStatus
 
-    led = open_ledger(config.ledger_url)
+    led = open_ledger(config.ledger_url, init=True)
     t0 = datetime(2025, 9, 30, 14, 0, tzinfo=UTC)
     statuses = {}
     for i, (stage, wait, run, rss) in enumerate([("evaluation", 30, 300, 900.0),
@@ -166,10 +166,12 @@ def test_views_file_sees_metrics_written_after_it(tmp_path: Path) -> None:
     metrics and predictions views are globs read at each query, not a frozen list."""
     from baton.analyze.sqlviews import refresh
     from baton.config import load_config
+    from baton.ledger import open_ledger
 
     config = load_config(env={"SHARED_DRIVE": str(tmp_path / "drive"),
                               "BATON_STATE_DIR": str(tmp_path / "state")})
     config.drive.create()
+    open_ledger(config.ledger_url, init=True).close()
     views = refresh(config).read_text()
     early = duckdb.connect()
     early.execute(views)  # no metrics yet: the views exist, empty and typed

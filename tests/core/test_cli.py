@@ -124,6 +124,7 @@ def test_slurm_submit_stage_is_recorded_once(tmp_path: Path, env: dict[str, str]
     cfg.write_text("stages:\n  evaluation:\n    time: '00:01:00'\n    mem: 100M\n    cpus: 1\n"
                    "    command: echo evaluating \"$BATON_EXPERIMENT\" \"$BATON_CHECKPOINT\"\n")
     run_env = {**env, "BATON_CONFIG": str(cfg)}
+    assert baton("db", "init", env=run_env).returncode == 0
     args = ("slurm", "submit", "--stage", "evaluation", "--experiment", "exp1",
             "--checkpoint", str(ckpt), "--backend", "local")
     first = baton(*args, env=run_env)
@@ -147,7 +148,7 @@ def test_help_lists_every_command(env: dict[str, str]) -> None:
 def test_quarantined_lists_reasons(tmp_path: Path, env: dict[str, str]) -> None:
     from baton.ledger import open_ledger
 
-    ledger = open_ledger(f"sqlite:///{tmp_path / 'state' / 'ledger.db'}")
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'state' / 'ledger.db'}", init=True)
     ledger.record_signal("q:1", "training_complete", "/d/models/x/.training_complete",
                          "quarantined", reason="malformed JSON: Expecting value")
     out = baton("signal", "quarantined", env=env)

@@ -303,11 +303,13 @@ def test_a_run_config_overrides_a_resource_field(tmp_path: Path) -> None:
     configuration names (which is left alone)."""
     import definitions
     from baton.config import load_config
+    from baton.ledger import open_ledger
 
     config = load_config(None, {"SHARED_DRIVE": str(tmp_path / "drive"),
                                 "BATON_STATE_DIR": str(tmp_path / "state")})
     other = tmp_path / "other" / "ledger.db"
     other.parent.mkdir()
+    open_ledger(f"sqlite:///{other}", init=True).close()  # a run opens, never creates, one
     job = definitions.build_definitions(config).resolve_job_def("cancel_jobs")
     result = job.execute_in_process(run_config={
         "ops": {"cancel_slurm_jobs": {"config": {"experiments": ["x"]}}},

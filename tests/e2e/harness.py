@@ -54,7 +54,7 @@ class Pipeline:
         subprocess.run([str(Path(sys.executable).parent / "dagster"), "instance", "migrate"],
                        env=self.env, check=True, capture_output=True, timeout=300)
         self.config = load_config(self.config_file, self.env)
-        self.ledger: Ledger = open_ledger(self.config.ledger_url)
+        self.ledger: Ledger = open_ledger(self.config.ledger_url, init=True)
         self.daemon: subprocess.Popen[bytes] | None = None
 
     # --- the daemon ----------------------------------------------------------------------
@@ -235,7 +235,7 @@ class InProcess:
             os.environ.pop(var, None)
         os.environ.update(self.env)
         self.config = load_config()
-        self.ledger: Ledger = open_ledger(self.config.ledger_url)
+        self.ledger: Ledger = open_ledger(self.config.ledger_url, init=True)
         self.resources = {
             "slurm": SlurmResource(settings=self.config, backend="local"),
             "ledger": LedgerResource(settings=self.config, url=self.config.ledger_url),

@@ -90,7 +90,7 @@ def flows(ledger: Ledger) -> None:
 def filled(ledger_url: str) -> Iterator[Ledger]:
     """A ledger (SQLite, then PostgreSQL) with one job in every dashboard state and a
     known value for every metric."""
-    ledger = open_ledger(ledger_url)
+    ledger = open_ledger(ledger_url, init=True)
     s = timedelta(seconds=1)
     job(ledger, "1", "evaluation", "COMPLETED", started_at=T0 + 30 * s,
         ended_at=T0 + 90 * s, cpu_seconds=50.0, max_rss_mb=50.0, restarts=2)
@@ -219,7 +219,7 @@ def test_integrity_failure_is_exported(config: Config, filled: Ledger) -> None:
 def test_submit_failures_never_go_down(config: Config, ledger_url: str) -> None:
     """Retrying a claim turns its SUBMIT_FAILED row back into SUBMITTING; the counter of
     submit failures keeps the failure."""
-    ledger = open_ledger(ledger_url)
+    ledger = open_ledger(ledger_url, init=True)
     registry, _ = registry_of(config, ledger)
 
     def failures() -> float:
@@ -264,7 +264,7 @@ def test_one_queue_snapshot_per_period(config: Config, tmp_path: Path,
     scrape has reached the snapshot, so the scrapes really are concurrent."""
     calls, release = tmp_path / "calls", tmp_path / "release"
     monkeypatch.setenv("PATH", f"{fake_squeue(tmp_path, calls, release)}:{os.environ['PATH']}")
-    ledger = open_ledger(config.ledger_url)
+    ledger = open_ledger(config.ledger_url, init=True)
     ttl = 0.5
     registry, queue = registry_of(config, ledger, SbatchBackend().queue_states, ttl)
     texts: list[str] = []

@@ -50,7 +50,7 @@ def samples(config: Config, ledger: Ledger) -> list[tuple[str, dict[str, str], f
 
 
 def test_progress_table_covers_active_campaigns_and_unfinished_work(config: Config) -> None:
-    ledger = open_ledger(config.ledger_url)
+    ledger = open_ledger(config.ledger_url, init=True)
     trained(ledger, config, "live-1", "live")
     ran(ledger, "live-1", "evaluation", "COMPLETED", "live")
     ran(ledger, "live-1", "analysis", "COMPLETED", "live")
@@ -87,7 +87,7 @@ def test_progress_table_covers_active_campaigns_and_unfinished_work(config: Conf
 
 
 def test_status_metrics_drop_scripts_that_ended_long_ago(config: Config) -> None:
-    ledger = open_ledger(config.ledger_url)
+    ledger = open_ledger(config.ledger_url, init=True)
     reported(ledger, "fetch", "running", timedelta(days=30))  # silent: the alert needs it
     reported(ledger, "daily-2026-10-01", "completed", timedelta(days=8))
     reported(ledger, "daily-2026-11-29", "completed", timedelta(hours=1))

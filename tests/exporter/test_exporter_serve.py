@@ -34,7 +34,7 @@ def get(url: str, deadline: float = 60) -> tuple[bytes, str]:
 
 
 def test_http_metrics_pass_promtool(config: Config, tmp_path: Path) -> None:
-    ledger = open_ledger(config.ledger_url)
+    ledger = open_ledger(config.ledger_url, init=True)
     job(ledger, "1", "evaluation", "COMPLETED")
     job(ledger, "2", "evaluation", "PENDING")
     flows(ledger)

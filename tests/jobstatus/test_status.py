@@ -49,7 +49,7 @@ def test_64_concurrent_reporters_exactly_once(tmp_path: Path, env: dict[str, str
     # script on this machine) forwards them
     assert report("later", "call", "completed", drive=tmp_path / "drive")
     assert list(local_spool().glob("*.json")) == []
-    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}", init=True)
     while ingest(tmp_path / "drive", ledger):  # bounded work per call: 5000 at most
         pass
     assert list(drive_spool(tmp_path / "drive").glob("*.json")) == []  # nothing left
@@ -97,7 +97,7 @@ def test_read_only_drive_loses_nothing(tmp_path: Path, env: dict[str, str]) -> N
     assert len(list(local_spool().glob("*.json"))) == 2
     assert report("p", "j", "completed", progress=100, drive=drive)  # writable again
     assert list(local_spool().glob("*.json")) == []  # forwarded
-    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}", init=True)
     assert ingest(drive, ledger) == 3
     with ledger.read() as conn:
         statuses = [r.status for r in conn.execute(select(status_events).order_by(
@@ -144,7 +144,7 @@ def test_bad_spool_files_are_set_aside(tmp_path: Path, env: dict[str, str]) -> N
     spool.mkdir(parents=True)
     (spool / "1-bad.json").write_text('{"project": "p"}')
     report("p", "j", "started", drive=tmp_path / "drive")
-    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}", init=True)
     assert ingest(tmp_path / "drive", ledger) == 1
     rejected = tmp_path / "drive" / "status" / "rejected"
     assert "KeyError" in (rejected / "1-bad.json.reason").read_text()

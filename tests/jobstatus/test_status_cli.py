@@ -23,6 +23,9 @@ def drive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("SHARED_DRIVE", str(drive))
     monkeypatch.setenv("BATON_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("BATON_CONFIG", "")
+    from baton.ledger import open_ledger
+
+    open_ledger(f"sqlite:///{tmp_path / 'state' / 'ledger.db'}", init=True).close()
     return drive
 
 

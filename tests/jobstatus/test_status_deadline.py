@@ -42,7 +42,7 @@ def kept() -> list[Path]:
 
 
 def statuses(drive: Path, tmp_path: Path) -> list[str]:
-    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}", init=True)
     ingest(drive, ledger)
     with ledger.read() as conn:
         out = [r.status for r in conn.execute(select(status_events).order_by(

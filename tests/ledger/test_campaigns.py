@@ -31,7 +31,7 @@ from tests.core.test_cli import baton
 
 @pytest.fixture
 def ledger(ledger_url: str) -> Ledger:
-    return open_ledger(ledger_url)
+    return open_ledger(ledger_url, init=True)
 
 
 def trained(drive: DriveLayout, exp: str, campaign: str | None, type_: str | None = None,
@@ -179,7 +179,7 @@ def test_curator_commands(tmp_path: Path, drive: DriveLayout) -> None:
     env = {"SHARED_DRIVE": str(drive.root), "BATON_STATE_DIR": str(tmp_path / "state"),
            "BATON_CONFIG": ""}
     config: Config = load_config(path=None, env=env)
-    ledger = open_ledger(config.ledger_url)
+    ledger = open_ledger(config.ledger_url, init=True)
     scan(drive, ledger, trained(drive, "k1", "lr-sweep"), trained(drive, "k2", "ablate-x",
                                                                   "ablation"),
          trained(drive, "k3", "wild", "exotic"))
@@ -290,6 +290,7 @@ def test_analysis_registers_a_campaign_not_seen_before(drive: DriveLayout, confi
 def test_slurm_submit_campaign(tmp_path: Path, drive: DriveLayout) -> None:
     env = {"SHARED_DRIVE": str(drive.root), "BATON_STATE_DIR": str(tmp_path / "state"),
            "BATON_CONFIG": "", "BATON_SLURM_BACKEND": "local"}
+    assert baton("db", "init", env=env).returncode == 0
     proc = baton("slurm", "submit", "--stage", "analysis", "--experiment", "cli-exp",
                  "--campaign", "from-cli", env=env)
     assert proc.returncode == 0, proc.stderr

@@ -24,13 +24,13 @@ from baton.slurm.states import JobStatus
 
 @pytest.fixture
 def ledger(ledger_url: str):
-    led = open_ledger(ledger_url)
+    led = open_ledger(ledger_url, init=True)
     yield led
     led.close()
 
 
 def test_init_is_idempotent_and_check_passes(ledger_url: str) -> None:
-    led = Ledger(ledger_url)
+    led = Ledger(ledger_url, create=True)
     before, after = led.init()
     assert before is None and after == head_revision()
     assert led.init() == (head_revision(), head_revision())
@@ -41,7 +41,7 @@ def test_init_is_idempotent_and_check_passes(ledger_url: str) -> None:
 
 
 def test_check_reports_uninitialised_and_drift(ledger_url: str) -> None:
-    led = Ledger(ledger_url)
+    led = Ledger(ledger_url, create=True)
     report = led.check()
     assert not report.ok and "not initialised" in report.problems[0]
     led.init()
@@ -54,7 +54,7 @@ def test_check_reports_uninitialised_and_drift(ledger_url: str) -> None:
 
 
 def test_sqlite_uses_wal_and_busy_timeout(tmp_path: Path) -> None:
-    led = open_ledger(f"sqlite:///{tmp_path / 'l.db'}")
+    led = open_ledger(f"sqlite:///{tmp_path / 'l.db'}", init=True)
     with led.read() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
@@ -63,7 +63,7 @@ def test_sqlite_uses_wal_and_busy_timeout(tmp_path: Path) -> None:
 
 def test_sqlite_integrity_check_catches_corruption(tmp_path: Path) -> None:
     db = tmp_path / "l.db"
-    led = open_ledger(f"sqlite:///{db}")
+    led = open_ledger(f"sqlite:///{db}", init=True)
     for i in range(300):
         led.record_signal(f"k{i}", "training_complete", f"/d/{i}" * 20, "accepted")
     led.close()
@@ -225,7 +225,7 @@ def test_final_job_waits_for_accounting_data(ledger: Ledger) -> None:
 
 
 def test_upgrade_from_an_older_schema_keeps_the_data(ledger_url: str) -> None:
-    led = Ledger(ledger_url)
+    led = Ledger(ledger_url, create=True)
     from baton.ledger import migrate
 
     assert migrate.upgrade(led.engine, "0001") == (None, "0001")
@@ -249,7 +249,7 @@ def test_a_write_blocked_past_the_busy_timeout_is_retried(
 
     monkeypatch.setattr(engine, "BUSY_TIMEOUT_MS", 100)
     path = tmp_path / "l.db"
-    ledger = open_ledger(f"sqlite:///{path}")
+    ledger = open_ledger(f"sqlite:///{path}", init=True)
     blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     blocker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
     release = threading.Timer(1.0, blocker.execute, args=("COMMIT",))
@@ -269,7 +269,7 @@ def test_a_write_blocked_past_the_busy_timeout_is_retried(
 def test_unfinished_jobs_read_only_open_and_lately_ended_rows(tmp_path: Path) -> None:
     """The tracker asks every tick; its questions go through indexes (a partial one for
     open jobs), so the cost follows the jobs in flight, not the history."""
-    led = open_ledger(f"sqlite:///{tmp_path / 'l.db'}")
+    led = open_ledger(f"sqlite:///{tmp_path / 'l.db'}", init=True)
     with led.read() as conn:
         plans = [" ".join(str(r[-1]) for r in conn.exec_driver_sql(
             "EXPLAIN QUERY PLAN " + str(q.compile(conn.engine, compile_kwargs={

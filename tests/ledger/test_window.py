@@ -24,7 +24,7 @@ KINDS = ["training_complete", "eval_complete", "eval_failed", "analysis_complete
 
 @pytest.fixture
 def ledger(tmp_path: Path) -> Ledger:
-    return open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    return open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}", init=True)
 
 
 class Pipeline:

@@ -22,7 +22,7 @@ from baton.slurm.states import JobStatus
 
 @pytest.fixture
 def ledger(tmp_path: Path) -> Ledger:
-    return open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    return open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}", init=True)
 
 
 class Evaluation:

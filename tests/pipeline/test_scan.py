@@ -25,7 +25,7 @@ from baton.slurm.local import LocalBackend
 
 @pytest.fixture
 def ledger(tmp_path: Path) -> Ledger:
-    return open_ledger(f"sqlite:///{tmp_path / 'l.db'}")
+    return open_ledger(f"sqlite:///{tmp_path / 'l.db'}", init=True)
 
 
 def training(drive: DriveLayout, exp: str) -> TrainingComplete:
@@ -114,7 +114,7 @@ def test_quarantine_once_with_reason(drive: DriveLayout, ledger: Ledger) -> None
 
 
 def test_ui_launch_racing_the_sensor_submits_once(config: Config, tmp_path: Path) -> None:
-    ledger = open_ledger(config.ledger_url)
+    ledger = open_ledger(config.ledger_url, init=True)
     cfg = config.model_copy(update={"stages": {**config.stages, "evaluation":
                             config.stage("evaluation").model_copy(update={
                                 "mem": "10M", "cpus": 1, "command": "true"})}})

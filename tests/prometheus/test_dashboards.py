@@ -76,7 +76,7 @@ def test_campaign_filters_every_panel_it_can(config: Config) -> None:
     """A panel whose metric has a campaign label filters by ``$campaign``; any other panel
     says in its description that it is not per campaign. Which metrics have the label is
     read from a real scrape of the exporter (a ledger with a campaign, activated)."""
-    ledger = open_ledger(config.ledger_url)
+    ledger = open_ledger(config.ledger_url, init=True)
     ledger.claim_submission("c1", stage="evaluation", experiment="e1", backend="local",
                             campaign="camp")
     ledger.note_campaign("camp", None, "test", config.campaigns)

@@ -210,7 +210,7 @@ def test_stage_jobs_through_the_ledger(config: Config, tmp_path: Path) -> None:
         config.stage("evaluation").model_copy(update={
             "mem": "100M", "cpus": 1, "time": "00:05:00",
             "command": 'echo "evaluating $BATON_EXPERIMENT at $BATON_CHECKPOINT"'})}})
-    ledger = open_ledger(cfg.ledger_url)
+    ledger = open_ledger(cfg.ledger_url, init=True)
     backend = SbatchBackend(base_delay=0.5)
     ckpts = [str(cfg.drive.experiment(f"exp{i}").final_dir) for i in range(3)]
     items = [(f"exp{i}", c) for i, c in enumerate(ckpts)]
@@ -237,7 +237,7 @@ def test_a_dead_submitter_is_reconciled(config: Config, workdir: Path) -> None:
     from the queue (by its comment token), never submitted twice."""
     from baton.pipeline.submission import comment_token, reconcile_stale
 
-    ledger = open_ledger(config.ledger_url)
+    ledger = open_ledger(config.ledger_url, init=True)
     backend = SbatchBackend(base_delay=0.5)
     claim = ledger.claim_submission("evaluation:ghost:attempt-1", stage="evaluation",
                                     experiment="ghost", backend="sbatch")

@@ -34,7 +34,7 @@ def _poll_until(ledger: Ledger, backend: LocalBackend, row_id: int, done: set[st
 def test_concurrent_ticks_supervise_once_and_follow(config: Config, ledger_url: str,
                                                     tmp_path: Path) -> None:
     cfg = _config(config, ledger_url)
-    ledger = open_ledger(ledger_url)
+    ledger = open_ledger(ledger_url, init=True)
     backend = LocalBackend(tmp_path / "local", max_concurrent=2)
     ckpt = str(cfg.drive.experiment("slowpoke").final_dir)
     first = submit_jobs(cfg, ledger, backend, "evaluation", [("slowpoke", ckpt)])[0]
@@ -72,7 +72,7 @@ def test_disabled_policy_records_why_once(config: Config, ledger_url: str,
     stage = cfg.stage("evaluation")
     cfg.stages["evaluation"] = stage.model_copy(update={
         "supervision": stage.supervision.model_copy(update={"enabled": False})})
-    ledger = open_ledger(ledger_url)
+    ledger = open_ledger(ledger_url, init=True)
     backend = LocalBackend(tmp_path / "local")
     ckpt = str(cfg.drive.experiment("off").final_dir)
     first = submit_jobs(cfg, ledger, backend, "evaluation", [("off", ckpt)])[0]

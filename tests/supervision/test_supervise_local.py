@@ -110,8 +110,8 @@ def rig(request: pytest.FixtureRequest, tmp_path: Path, ledger_url: str) -> Any:
         path.write_text(yaml.safe_dump(doc))
         config = load_config(path)
         config.drive.create()
-        r = Rig(config, open_ledger(config.ledger_url), make_backend(config, "local"), path,
-                gates)
+        r = Rig(config, open_ledger(config.ledger_url, init=True),
+                make_backend(config, "local"), path, gates)
         made.append(r)
         return r
 

@@ -96,7 +96,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         config = load_config(config_file)
         slurm_tracker, supervisor = build_tracker(config), build_supervisor(config)
         config.drive.create()
-        ledger = open_ledger(config.ledger_url)
+        ledger = open_ledger(config.ledger_url, init=True)
         instance = DagsterInstance.ephemeral()
         token = secrets.token_hex(3)
         names = {s: f"{s}-{token}" for s in ("hog", "fail", "slow")}
