@@ -11,7 +11,7 @@ def cmd_db(args: argparse.Namespace) -> int:
     from baton.ledger import Ledger
 
     config = config_from(args)
-    ledger = Ledger(config.ledger_url)
+    ledger = Ledger(config.ledger_url, create=args.db_command == "init")  # only init creates
     try:
         if args.db_command in ("init", "upgrade"):
             before, after = ledger.init()
