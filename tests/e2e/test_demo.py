@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -209,38 +210,71 @@ def _wait_for(proc: subprocess.Popen, log: Path, pattern: str, timeout: float = 
     return text
 
 
+def _wait_until(proc: subprocess.Popen, log: Path, what: str, condition: Callable[[], bool],
+                timeout: float = 900) -> None:
+    """Wait for ``condition`` while the demo runs (its log tail when it does not come)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"the demo ended before {what}:\n" + log.read_text()[-4000:]
+        assert time.monotonic() < deadline, f"no {what}:\n" + log.read_text()[-4000:]
+        time.sleep(1)
+
+
 def _metrics(url: str) -> str:
     with urllib.request.urlopen(url, timeout=30) as r:
         assert r.status == 200
         return r.read().decode()
 
 
-def _start_demo(tmp_path: Path) -> tuple[Path, Path, subprocess.Popen]:
+def _start_demo(tmp_path: Path, env: dict[str, str] | None = None
+                ) -> tuple[Path, Path, subprocess.Popen]:
     """``baton demo`` in the background (not --once), its output in a log file."""
     home = tmp_path / "demo"
     log = tmp_path / "demo.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen([*BATON, "demo", "--home", str(home)], env=demo_env(),
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen([*BATON, "demo", "--home", str(home)],
+                                env={**demo_env(), **(env or {})}, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
     return home, log, proc
 
 
+def hold_evaluations(home: Path, release: Path) -> dict[str, str]:
+    """Make the demo's evaluations wait for ``release`` (tests/e2e/held_eval.py): the
+    drive's eval.yaml, which the demo keeps (it is not one the demo wrote). Returns the
+    environment the demo needs for its jobs to import the held evaluator."""
+    eval_yaml = home / "drive" / "config" / "evaluation" / "base_eval.yaml"
+    eval_yaml.parent.mkdir(parents=True)
+    eval_yaml.write_text(f"evaluator: tests.e2e.held_eval:Held\noptions:\n"
+                         f"  release: {release}\n")
+    root = str(Path(__file__).resolve().parents[2])
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+
+
 def test_demo_ctrl_c_while_evaluating(tmp_path: Path) -> None:
-    """Ctrl-C mid-pipeline: the services stop, the demo's unfinished Slurm jobs are
-    cancelled, and nothing of the demo is left running."""
-    home, log, proc = _start_demo(tmp_path)
+    """Ctrl-C mid-pipeline: the demo's unfinished Slurm jobs are cancelled first (its
+    evaluations are held, so none can end before), then the services stop, and nothing of
+    the demo is left running."""
+    release = tmp_path / "release"
+    env = hold_evaluations(tmp_path / "demo", release)
+    home, log, proc = _start_demo(tmp_path, env)
     try:
         text = _wait_for(proc, log, r"\] \S+: evaluating \d+/\d+")
         urls = printed_urls(text)
         assert set(urls) == {"MLflow", "Dagster UI", "metrics exporter"}, text[-3000:]
         assert "baton_" in _metrics(urls["metrics exporter"])
+        held = f"{release.name}.held.*"
+        _wait_until(proc, log, "an evaluation task held",
+                    lambda: any(release.parent.glob(held)))
     finally:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(300)
+        release.touch()  # whatever the demo left behind may end
     text = log.read_text()
     assert code == 130, text[-4000:]
     cancelled = re.search(r"cancelled (\d+) unfinished Slurm job\(s\) of the demo", text)
     assert cancelled and int(cancelled.group(1)) >= 1, text[-4000:]
+    stopped = text.find("stopped the services:")
+    assert stopped > cancelled.start(), text[-4000:]  # the jobs first, then the services
     assert all(refuses(url) for url in urls.values()), urls
     assert leftover_processes(home) == [], text[-3000:]
 
