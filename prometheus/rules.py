@@ -121,6 +121,9 @@ def alert_rules(t: Thresholds) -> dict:
               "warning",
               "{{ $labels.project }}/{{ $labels.job_name }} is {{ $labels.status }} but has not "
               "reported for {{ $value | humanizeDuration }}"),
+        alert("BatonStatusReportsSetAside", "baton_status_rejected_files > 0", "warning",
+              "{{ $value }} status report file(s) could not be ingested and were set aside in "
+              "status/rejected/ on the shared drive: read each .reason, then remove them"),
         alert("BatonUnknownCampaignType",
               f"increase(baton_campaign_unknown_type_signals_total[{t.unknown_type_window}])"
               " > 0", "warning",

@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from baton.fsio import atomic_write
-from baton.jobstatus.report import NotAnEvent, drive_spool, make_event, read_spool_file
+from baton.jobstatus.report import (
+    NotAnEvent,
+    drive_spool,
+    make_event,
+    read_spool_file,
+    rejected_folder,
+)
 from baton.ledger import Ledger
 from baton.textsafe import printable, storable
 
@@ -85,7 +91,7 @@ def _reject(drive: Path, path: Path, exc: BaseException) -> None:
     """Move ``path`` to ``status/rejected/`` with one line saying why beside it (counted by
     the exporter: ``baton_status_rejected_files``)."""
     reason = f"{type(exc).__name__}: {printable(exc)}"
-    rejected = drive / "status" / "rejected"
+    rejected = rejected_folder(drive)
     try:
         rejected.mkdir(parents=True, exist_ok=True)
         path.replace(rejected / path.name)

@@ -47,6 +47,11 @@ def drive_spool(drive: str | os.PathLike[str]) -> Path:
     return Path(drive) / "status" / "spool"
 
 
+def rejected_folder(drive: str | os.PathLike[str]) -> Path:
+    """Where ingestion sets aside the spool files it cannot take, each with a ``.reason``."""
+    return Path(drive) / "status" / "rejected"
+
+
 def clean_message(message: object) -> tuple[str | None, str | None]:
     """The message as it is kept, and what was changed to keep it (None: nothing). What no
     database can store (bytes that are not UTF-8, lone surrogates, NUL) becomes U+FFFD
