@@ -11,6 +11,7 @@ from dagster import (
 
 from baton.config import Config
 from baton.errors import BatonError
+from baton.ledger.slurm_jobs import FIGURES_WAIT_SECONDS
 from baton.pipeline.submission import reconcile_stale
 from resources import LedgerResource, SlurmResource
 
@@ -34,7 +35,9 @@ def build_tracker(config: Config) -> SensorDefinition:
 
 def track(context: SensorEvaluationContext, slurm: SlurmResource, ledger: LedgerResource,
           grace_seconds: float) -> SkipReason:
-    """One tick of the tracker."""
+    """One tick of the tracker. A job whose end came from the controller (slurmdbd down)
+    is polled again for its CPU time and MaxRSS until accounting answers or the wait is
+    over; then the tick says so, once."""
     led = ledger.ledger()
     unfinished = led.unfinished_jobs()
     changed = 0
@@ -47,6 +50,13 @@ def track(context: SensorEvaluationContext, slurm: SlurmResource, ledger: Ledger
             raise
         changed = led.apply_statuses(statuses)
         detail = f"{len(unfinished)} unfinished, {len(statuses)} answered, {changed} changed"
+    gave_up = led.give_up_figures()
+    if gave_up:
+        ids = " ".join(r.job_id for r in gave_up[:20]) + (" ..." if len(gave_up) > 20 else "")
+        context.log.warning(
+            f"{len(gave_up)} job(s) ended over {FIGURES_WAIT_SECONDS // 3600} h ago and Slurm "
+            f"accounting never gave their CPU time and MaxRSS: recorded as unavailable ({ids})")
+        detail += f"; {len(gave_up)} without accounting figures"
     settled = reconcile_stale(led, slurm.client())
     if settled:
         context.log.warning(f"settled {settled} submission(s) whose submitter died")

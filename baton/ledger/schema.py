@@ -100,6 +100,7 @@ checkpoints = Table(
 OPEN_JOB_SQL = "state NOT IN ({})".format(", ".join(f"'{s}'" for s in sorted(TERMINAL_STATES)))
 OPEN_JOB = text(OPEN_JOB_SQL)
 FINAL_JOB = text(f"NOT ({OPEN_JOB_SQL})")
+FIGURES_AWAITED = text("figures IS NULL")
 
 slurm_jobs = Table(
     "slurm_jobs", metadata,
@@ -135,6 +136,9 @@ slurm_jobs = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("metadata", JSON),
+    # CPU time and MaxRSS: NULL while awaited, "final" (from accounting of the finished job)
+    # or "unavailable" (accounting never gave them within the tracker's bound)
+    Column("figures", String(16)),
     Index("ix_slurm_jobs_state", "state"),
     Index("ix_slurm_jobs_experiment_stage", "experiment", "stage"),
     Index("ix_slurm_jobs_job_id", "job_id"),
@@ -142,6 +146,9 @@ slurm_jobs = Table(
     # jobs not in a final state (partial index), and jobs that ended lately
     Index("ix_slurm_jobs_open", "id", sqlite_where=OPEN_JOB, postgresql_where=OPEN_JOB),
     Index("ix_slurm_jobs_ended_at", "ended_at"),
+    # jobs whose figures are awaited: the open ones and those that ended lately
+    Index("ix_slurm_jobs_figures_awaited", "id", sqlite_where=FIGURES_AWAITED,
+          postgresql_where=FIGURES_AWAITED),
 )
 
 # --- evaluation.db ------------------------------------------------------------------------

@@ -8,12 +8,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, func, insert, or_, select, update
+from sqlalchemy import Connection, Row, delete, func, insert, select, update
 
 from baton.ledger.base import LedgerBase, transaction, utcnow
 from baton.ledger.engine import STREAM_ROWS
-from baton.ledger.schema import FINAL_JOB, OPEN_JOB, slurm_jobs, training_runs
-from baton.slurm.states import JobStatus
+from baton.ledger.schema import FIGURES_AWAITED, FINAL_JOB, OPEN_JOB, slurm_jobs, training_runs
+from baton.slurm.states import FIGURES_UNAVAILABLE, JobStatus
+
+# how long after its end a job's CPU time and MaxRSS are awaited from accounting (slurmdbd
+# may be down for hours; slurmctld keeps the records for it meanwhile)
+FIGURES_WAIT_SECONDS = 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,7 @@ class SlurmJobs(LedgerBase):
         """A submission Slurm never accepted may be tried again; one caller wins."""
         return conn.execute(update(slurm_jobs).where(
             slurm_jobs.c.id == row_id, slurm_jobs.c.state == "SUBMIT_FAILED").values(
-            state="SUBMITTING", reason=None, ended_at=None, updated_at=utcnow())
+            state="SUBMITTING", reason=None, ended_at=None, figures=None, updated_at=utcnow())
         ).rowcount == 1
 
     def mark_submitted(self, row_id: int, job_id: str, *, script_path: str | None = None,
@@ -89,10 +93,20 @@ class SlurmJobs(LedgerBase):
                 slurm_jobs.c.state == "SUBMITTING", slurm_jobs.c.updated_at < cutoff)
                 .order_by(slurm_jobs.c.id)).all()
 
+    @transaction()
+    def release_claims(self, conn: Connection, row_ids: list[int]) -> None:
+        """Give back claims whose sbatch never ran (the script could not be written...):
+        nothing reached Slurm, so there is no submission to record, count or repair, and
+        the key is free for the corrected retry."""
+        conn.execute(delete(slurm_jobs).where(
+            slurm_jobs.c.id.in_(row_ids), slurm_jobs.c.state == "SUBMITTING",
+            slurm_jobs.c.job_id.is_(None)))
+
     def mark_submit_failed(self, row_id: int, reason: str) -> None:
         """A submission that never reached Slurm; the key stays taken (resubmit is a new
         attempt with its own key), and the reason is kept."""
-        self._update_job(row_id, state="SUBMIT_FAILED", reason=reason, ended_at=utcnow())
+        self._update_job(row_id, state="SUBMIT_FAILED", reason=reason, ended_at=utcnow(),
+                         figures=FIGURES_UNAVAILABLE)
 
     @transaction()
     def _update_job(self, conn: Connection, row_id: int, **values: Any) -> None:
@@ -113,22 +127,38 @@ class SlurmJobs(LedgerBase):
         with self.read() as conn:
             return conn.execute(q).all()
 
-    def unfinished_jobs(self, settle_seconds: float = 300) -> Sequence[Row[Any]]:
+    def unfinished_jobs(self, settle_seconds: float = FIGURES_WAIT_SECONDS
+                        ) -> Sequence[Row[Any]]:
         """Jobs Slurm still has to tell us about: submitted and not in a final state, or
-        final for less than ``settle_seconds`` without accounting data yet (slurmdbd
-        lags the controller; MaxRSS and CPU time arrive a little later; a job killed by
-        signal 9 needs its MaxRSS to tell over-memory from a crash). Two indexed
+        final for less than ``settle_seconds`` without final figures (CPU time, MaxRSS):
+        the end came from the controller while slurmdbd was down, or slurmdbd lags (a job
+        killed by signal 9 needs its MaxRSS to tell over-memory from a crash). Indexed
         questions, so the cost follows the jobs in flight, not the history."""
-        settled_before = utcnow() - timedelta(seconds=settle_seconds)
-        c = slurm_jobs.c
-        killed = or_(c.exit_signal == 9, c.exit_code == 137)
         with self.read() as conn:
             open_ = conn.execute(select(slurm_jobs).where(OPEN_JOB)).all()
             lagging = conn.execute(select(slurm_jobs).where(
-                c.ended_at > settled_before, FINAL_JOB,
-                or_(c.cpu_seconds.is_(None), and_(c.max_rss_mb.is_(None), killed)))).all()
+                FIGURES_AWAITED, FINAL_JOB, self._ended_since(settle_seconds))).all()
         return sorted((r for r in [*open_, *lagging] if r.job_id is not None),
                       key=lambda r: r.id)
+
+    @staticmethod
+    def _ended_since(seconds: float) -> Any:
+        ended = func.coalesce(slurm_jobs.c.ended_at, slurm_jobs.c.updated_at)
+        return ended > utcnow() - timedelta(seconds=seconds)
+
+    @transaction()
+    def give_up_figures(self, conn: Connection, settle_seconds: float = FIGURES_WAIT_SECONDS
+                        ) -> list[Row[Any]]:
+        """Finished jobs whose figures accounting did not give within ``settle_seconds``
+        of their end: marked unavailable (never asked about again) and returned once, for
+        the caller to say so."""
+        c = slurm_jobs.c
+        rows = conn.execute(select(slurm_jobs).where(
+            FIGURES_AWAITED, FINAL_JOB, ~self._ended_since(settle_seconds)).order_by(c.id)).all()
+        if rows:
+            conn.execute(update(slurm_jobs).where(c.id.in_([r.id for r in rows])).values(
+                figures=FIGURES_UNAVAILABLE, updated_at=utcnow()))
+        return [r for r in rows if r.job_id is not None]  # the others never reached Slurm
 
     @transaction()
     def apply_statuses(self, conn: Connection, statuses: dict[str, JobStatus]) -> int:

@@ -7,7 +7,7 @@ import re
 from collections import defaultdict
 from datetime import UTC, datetime
 
-from baton.slurm.states import JobStatus, is_terminal, normalize_state
+from baton.slurm.states import CONTROLLER, JobStatus, is_terminal, normalize_state
 from baton.units import parse_cpu_seconds, parse_memory_mb, parse_time_seconds
 
 SACCT_FIELDS = (
@@ -140,7 +140,8 @@ def _none(text: str) -> str | None:
 
 
 def parse_squeue(output: str) -> dict[str, JobStatus]:
-    """``squeue --noheader --array --format=SQUEUE_FORMAT`` -> status per job."""
+    """``squeue --noheader --array --format=SQUEUE_FORMAT`` -> status per job (the
+    controller's word: no CPU time or MaxRSS)."""
     out: dict[str, JobStatus] = {}
     for line in output.splitlines():
         if not line.strip():
@@ -169,6 +170,7 @@ def parse_squeue(output: str) -> dict[str, JobStatus]:
                 req_mem_mb=_mem(mem),
                 req_cpus=_int(cpus),
                 node=_none(node),
+                source=CONTROLLER,
             )
     return out
 
@@ -188,7 +190,7 @@ def parse_scontrol_record(line: str) -> dict[str, str]:
 
 def parse_scontrol(output: str) -> dict[str, JobStatus]:
     """``scontrol show job -o <ids>`` -> status per job (what squeue cannot tell: exit code,
-    end time, restarts)."""
+    end time, restarts; like squeue, no CPU time or MaxRSS: those come from accounting)."""
     out: dict[str, JobStatus] = {}
     for line in output.splitlines():
         if "JobId=" not in line:
@@ -224,5 +226,6 @@ def parse_scontrol(output: str) -> dict[str, JobStatus]:
             node=_none(kv.get("NodeList", "")),
             stdout_path=kv.get("StdOut"),
             stderr_path=kv.get("StdErr"),
+            source=CONTROLLER,
         )
     return out

@@ -11,6 +11,7 @@ import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from baton.errors import SlurmError, TransientSlurmError
@@ -26,7 +27,7 @@ from baton.slurm.parse import (
 )
 from baton.slurm.ratelimit import RateLimiter
 from baton.slurm.spec import JobSpec
-from baton.slurm.states import JobStatus
+from baton.slurm.states import NO_ACCOUNTING, JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +187,10 @@ class SbatchBackend:
         # exit codes, end times and restarts: only scontrol knows them without accounting
         proc = self._call(["scontrol", "--oneliner", "show", "job"], "scontrol", check=False)
         detailed = _select(parse_scontrol(proc.stdout), wanted) if proc.returncode == 0 else {}
-        return {**queued, **detailed}
+        found = {**queued, **detailed}
+        if not self.accounting:  # no accounting on this cluster: no figures will ever come
+            found = {k: replace(v, source=NO_ACCOUNTING) for k, v in found.items()}
+        return found
 
     # --- cancel ------------------------------------------------------------------------
     def cancel(self, job_ids: Iterable[str]) -> None:

@@ -21,6 +21,15 @@ FAILED_STATES = frozenset({
 TERMINAL_STATES = frozenset({"COMPLETED", "CANCELLED"} | FAILED_STATES)
 # baton's own state before Slurm has answered
 SUBMITTING = "SUBMITTING"
+# where a status comes from: accounting (sacct, or the local backend's own records), the
+# controller while accounting cannot answer (it may later), or the controller of a cluster
+# without accounting (the figures never come)
+ACCOUNTING, CONTROLLER, NO_ACCOUNTING = "accounting", "controller", "no_accounting"
+# the ``figures`` of a ledger row: final (from accounting of the finished job), or
+# unavailable (accounting never gave them, or the job never reached Slurm)
+FIGURES_FINAL, FIGURES_UNAVAILABLE = "final", "unavailable"
+# the figures a status carries, written only when they come from accounting of a finished job
+FIGURE_FIELDS = ("cpu_seconds", "max_rss_mb")
 
 
 def normalize_state(raw: str) -> str:
@@ -69,16 +78,31 @@ class JobStatus:
     node: str | None = None
     stdout_path: str | None = None
     stderr_path: str | None = None
+    source: str = ACCOUNTING
 
     @property
     def terminal(self) -> bool:
         return is_terminal(self.state)
 
+    @property
+    def figures_final(self) -> bool:
+        """This status' CPU time and MaxRSS are what the job used, for good."""
+        return figures_final(self.state, self.source, self.cpu_seconds, self.max_rss_mb,
+                             self.exit_code, self.exit_signal)
+
     def ledger_values(self, row: Any) -> dict[str, Any]:
-        """The columns of a ``slurm_jobs`` row this status changes (known values only)."""
+        """The columns of a ``slurm_jobs`` row this status changes (known values only).
+
+        CPU time and MaxRSS are taken only from accounting of the finished job (sacct's
+        view of a running job says 0 CPU); the row's ``figures`` become final once they are
+        complete, so a row whose end came from the controller is asked about again. A
+        pending reason goes when the job leaves PENDING."""
         out: dict[str, Any] = {}
+        figures = self.terminal and self.source != CONTROLLER
         for f in fields(self):
-            if f.name in ("job_id", "raw_job_id", "name"):
+            if f.name in ("job_id", "raw_job_id", "name", "source"):
+                continue
+            if f.name in FIGURE_FIELDS and not figures:
                 continue
             value = getattr(self, f.name)
             if f.name == "restarts":
@@ -87,4 +111,28 @@ class JobStatus:
                 continue  # keep the paths baton resolved at submission
             if value is not None and getattr(row, f.name, None) != value:
                 out[f.name] = value
+        if self.state != "PENDING" and not is_terminal(row.state) and self.reason is None \
+                and row.reason is not None:
+            out["reason"] = None  # Slurm's word on a pending job, not on this one
+        known = {**{k: getattr(row, k, None) for k in
+                    ("cpu_seconds", "max_rss_mb", "exit_code", "exit_signal")}, **out}
+        if getattr(row, "figures", None) is None and figures_final(
+                self.state, self.source, known["cpu_seconds"], known["max_rss_mb"],
+                known["exit_code"], known["exit_signal"]):
+            out["figures"] = FIGURES_FINAL
         return out
+
+
+def figures_final(state: str, source: str, cpu_seconds: float | None,
+                  max_rss_mb: float | None, exit_code: int | None = None,
+                  exit_signal: int | None = None) -> bool:
+    """A job's CPU time and MaxRSS (what is known of them) are final when accounting
+    answered for the finished job: with its CPU time, and with its MaxRSS when it was killed
+    by signal 9 (over memory or not: only MaxRSS tells, and the step's arrives a little
+    after the job's end). On a cluster without accounting they never come."""
+    if not is_terminal(state) or source == CONTROLLER:
+        return False
+    if source == NO_ACCOUNTING:
+        return True
+    killed = exit_signal == 9 or exit_code == 137
+    return cpu_seconds is not None and (max_rss_mb is not None or not killed)
