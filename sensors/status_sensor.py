@@ -1,5 +1,6 @@
 """Status reports from any script: the spool on the shared drive goes into the ledger every
-tick, each event once (``baton.jobstatus.report.ingest``)."""
+tick, each event once (``baton.jobstatus.ingest``); a spool file that cannot be ingested is
+set aside and named in the tick's reason, and the sensor keeps beating."""
 
 
 from dagster import (
@@ -11,7 +12,8 @@ from dagster import (
 )
 
 from baton.config import Config
-from baton.jobstatus.ingest import ingest
+from baton.jobstatus.ingest import ingest, set_aside_files
+from baton.jobstatus.report import rejected_folder
 from resources import LedgerResource, SharedDriveResource
 
 
@@ -33,9 +35,14 @@ def ingest_reports(context: SensorEvaluationContext, drive: SharedDriveResource,
                    ledger: LedgerResource) -> SkipReason:
     """One tick of the status-report sensor."""
     led = ledger.ledger()
-    new = ingest(drive.layout().root, led)
+    root = drive.layout().root
+    new = ingest(root, led)  # a file it cannot take is set aside; the others go in
     detail = f"{new} status report(s) ingested"
+    waiting = set_aside_files(root)
+    if waiting:
+        detail += (f"; {waiting} file(s) set aside in {rejected_folder(root)}, each with its "
+                   ".reason")
     led.heartbeat("status_reports", detail)
-    if new:
+    if new or waiting:
         context.log.info(detail)
     return SkipReason(detail)

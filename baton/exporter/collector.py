@@ -6,14 +6,12 @@ drive) is reported down and left out; the scrape goes on."""
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from pathlib import Path
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -27,7 +25,7 @@ from baton.exporter.flows import flow_metrics
 from baton.exporter.job_tally import JobTally, SubmitFailure
 from baton.exporter.repairs import supervision_metrics
 from baton.exporter.snapshot import Snapshot
-from baton.jobstatus.report import rejected_folder
+from baton.jobstatus.ingest import set_aside_files
 from baton.ledger import Ledger
 
 log = logging.getLogger(__name__)
@@ -162,14 +160,5 @@ class BatonCollector:
                                 value=usage.free)
         yield GaugeMetricFamily("baton_status_rejected_files", "status spool files ingestion "
                                 "set aside in status/rejected/ (each with its .reason), "
-                                "waiting for an operator", value=_rejected_files(
-                                    self.config.shared_drive))
-
-
-def _rejected_files(drive: str | Path) -> int:
-    """The files set aside, without their reasons; none while the folder does not exist."""
-    try:
-        with os.scandir(rejected_folder(drive)) as entries:
-            return sum(not e.name.endswith(".reason") for e in entries)
-    except FileNotFoundError:
-        return 0
+                                "waiting for an operator",
+                                value=set_aside_files(self.config.shared_drive))

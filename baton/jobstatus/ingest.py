@@ -64,6 +64,16 @@ def ingest(drive: str | os.PathLike[str], ledger: Ledger, limit: int = 5000) -> 
     return new
 
 
+def set_aside_files(drive: str | os.PathLike[str]) -> int:
+    """How many spool files wait in ``status/rejected/`` for an operator (their reasons
+    not counted); 0 while the folder does not exist."""
+    try:
+        with os.scandir(rejected_folder(drive)) as entries:
+            return sum(not e.name.endswith(".reason") for e in entries)
+    except FileNotFoundError:
+        return 0
+
+
 def _event_row(data: bytes) -> dict[str, Any]:
     """A spooled event as a ``status_events`` row, its text made storable; an exception
     says why it is not one."""
