@@ -17,15 +17,34 @@ DISPLAY_NAME_LIMIT = 255  # characters: the ledger's column
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
+INT_RANGE = (-(2**31), 2**31 - 1)  # the ledger's INTEGER columns (PostgreSQL's int4)
+
+
 def _when(value: str) -> datetime:
-    """ISO 8601 date or time; UTC when no zone is given."""
+    """ISO 8601 date or time; UTC when no zone is given (the ledger keeps UTC, so it must
+    have one: 0001-01-01T00:00+05:00 has none)."""
     try:
         when = datetime.fromisoformat(value)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{value!r} is not an ISO 8601 date or time (e.g. 2026-12-24 or "
             "2026-12-24T18:00:00+01:00)") from None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
+    try:
+        return (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC)
+    except OverflowError:
+        raise argparse.ArgumentTypeError(f"{value!r} is out of range in UTC") from None
+
+
+def _integer(value: str) -> int:
+    """An integer the ledger can keep."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+    if not INT_RANGE[0] <= n <= INT_RANGE[1]:
+        raise argparse.ArgumentTypeError(f"{value!r} is out of range ({INT_RANGE[0]}.."
+                                         f"{INT_RANGE[1]})")
+    return n
 
 
 def _name(what: str) -> Callable[[str], str]:
@@ -120,7 +139,7 @@ def cmd_set(args: argparse.Namespace) -> int:
 
 
 def _non_negative(value: str) -> int:
-    n = int(value)
+    n = _integer(value)
     if n < 0:
         raise argparse.ArgumentTypeError(f"{value!r} is negative")
     return n
@@ -148,7 +167,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="only this type of the campaign (default: all)")
     p.add_argument("--display-name", dest="display_name", type=_text(DISPLAY_NAME_LIMIT),
                    help=f"one line of text, at most {DISPLAY_NAME_LIMIT} characters")
-    p.add_argument("--priority", type=int, help="lower shows first (default 0)")
+    p.add_argument("--priority", type=_integer, help="lower shows first (default 0)")
     p.add_argument("--note", type=_text(), help="one line of free text shown by `baton "
                    "campaign list` ('' clears it)")
     p.add_argument("--started", dest="started_at", type=_when, help="ISO date or time")

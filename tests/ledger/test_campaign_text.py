@@ -45,6 +45,10 @@ BAD = [
     (["--note", "done\rFAKE"], "--note", "control character"),
     (["--display-name", "x" * 256], "--display-name", "at most 255"),
     (["--type", b"sw\xffeep", "--priority", "1"], "--type", "not allowed"),
+    (["--priority", "99999999999999999999"], "--priority", "out of range"),
+    (["--expected-jobs", "2147483648"], "--expected-jobs", "out of range"),
+    (["--started", "0001-01-01T00:00+05:00"], "--started", "out of range"),
+    (["--expected-end", "9999-12-31T23:00-05:00"], "--expected-end", "out of range"),
 ]
 
 
@@ -60,7 +64,8 @@ def test_set_refuses_text_it_cannot_keep_in_one_line(
     assert option in line and problem in line
     assert not any(ch in proc.stderr for ch in "\x1b\r")
     [row] = ledger.list_campaigns()
-    assert (row.display_name, row.notes, row.priority) == (None, None, 0)  # nothing written
+    assert (row.display_name, row.notes, row.priority, row.started_at, row.expected_end,
+            row.expected_jobs) == (None, None, 0, None, None, None)  # nothing written
 
 
 @pytest.mark.parametrize("command", ["activate", "deactivate", "set"])
