@@ -36,6 +36,12 @@ def cmd_slurm_submit(args: argparse.Namespace) -> int:
 
 
 def _submit_script(args: argparse.Namespace, config, backend) -> int:
+    """Submit a plain script and record it in the ledger (a row per job or array task, of
+    stage ``script``), so that ``baton slurm status`` and the tracker follow it."""
+    import secrets
+
+    from baton.ledger import open_ledger
+    from baton.ledger.slurm_jobs import SCRIPT_STAGE
     from baton.slurm.spec import spec_from_script
 
     path = Path(args.script)
@@ -46,7 +52,28 @@ def _submit_script(args: argparse.Namespace, config, backend) -> int:
     spec = spec_from_script(text, default_name=path.stem, time=args.time, mem=args.mem,
                             array=args.array, partition=args.partition or
                             config.slurm.partition, account=config.slurm.account)
-    submitted = backend.submit(spec, path.resolve())
+    ledger = open_ledger(config.ledger_url)  # before Slurm hears of it: nothing unrecorded
+    token = f"baton-{secrets.token_hex(10)}"
+    if spec.comment is None:  # to find the job again if this process dies before recording
+        spec = spec.with_(comment=token)
+    tasks = spec.array_tasks or [None]
+    rows = [ledger.claim_submission(
+        f"{SCRIPT_STAGE}:{token}" + ("" if task is None else f":{task}"),
+        stage=SCRIPT_STAGE, experiment="", backend=backend.name, req_cpus=spec.cpus,
+        req_mem_mb=spec.mem_mb, req_time_s=spec.time_seconds,
+        metadata={"script": str(path.resolve()), "name": spec.name}).row_id for task in tasks]
+    if spec.comment == token:
+        ledger.note_token(rows, token)
+    try:
+        submitted = backend.submit(spec, path.resolve())
+    except (BatonError, OSError) as exc:
+        for row_id in rows:
+            ledger.mark_submit_failed(row_id, str(exc))
+        raise
+    for row_id, job_id, task in zip(rows, submitted.ids(), tasks, strict=True):
+        ledger.mark_submitted(row_id, job_id, script_path=str(path.resolve()),
+                              array_job_id=None if task is None else submitted.job_id,
+                              array_task_id=task)
     print(submitted.job_id)
     return 0
 
@@ -63,16 +90,25 @@ def cmd_slurm_status(args: argparse.Namespace) -> int:
     statuses = backend.status(ids)
     if args.json:
         print(json.dumps({k: _status_doc(v) for k, v in statuses.items()}, indent=2))
-        return 0
-    if not statuses:
-        print("no jobs" if not ids else f"no such job(s): {' '.join(ids)}")
-        return 0 if not ids else 1
-    print(f"{'JOBID':<14}{'STATE':<15}{'EXIT':<7}{'NODE':<14}{'MAXRSS':>10}  NAME")
-    for jid, s in statuses.items():
-        exit_ = "" if s.exit_code is None else f"{s.exit_code}:{s.exit_signal or 0}"
-        rss = "" if s.max_rss_mb is None else f"{s.max_rss_mb:.0f}M"
-        print(f"{jid:<14}{s.state:<15}{exit_:<7}{s.node or '':<14}{rss:>10}  {s.name or ''}")
+    elif statuses:
+        print(f"{'JOBID':<14}{'STATE':<15}{'EXIT':<7}{'NODE':<14}{'MAXRSS':>10}  NAME")
+        for jid, s in statuses.items():
+            exit_ = "" if s.exit_code is None else f"{s.exit_code}:{s.exit_signal or 0}"
+            rss = "" if s.max_rss_mb is None else f"{s.max_rss_mb:.0f}M"
+            print(f"{jid:<14}{s.state:<15}{exit_:<7}{s.node or '':<14}{rss:>10}  "
+                  f"{s.name or ''}")
+    elif not ids:
+        print("no jobs")
+    unknown = [j for j in args.job_ids if not _answered(j, statuses)]
+    if unknown:
+        raise BatonError(f"no such job(s): {' '.join(unknown)} (Slurm does not know them)")
     return 0
+
+
+def _answered(job_id: str, statuses: dict) -> bool:
+    """``job_id`` is answered for: itself, or (an array asked for as a whole) its tasks."""
+    return job_id in statuses or any(
+        s.array_job_id == job_id or s.raw_job_id == job_id for s in statuses.values())
 
 
 def _status_doc(status) -> dict:
@@ -86,8 +122,13 @@ def cmd_slurm_cancel(args: argparse.Namespace) -> int:
     from baton.slurm.factory import make_backend
 
     backend = make_backend(config_from(args), args.backend)
-    backend.cancel(args.job_ids)
-    print(f"cancel requested: {' '.join(args.job_ids)}")
+    refused = backend.cancel(args.job_ids) or {}
+    accepted = [j for j in args.job_ids if j not in refused]
+    if accepted:
+        print(f"cancel requested: {' '.join(accepted)}")
+    if refused:
+        raise BatonError("not cancelled: " + "; ".join(
+            f"{j} ({why})" for j, why in refused.items()))
     return 0
 
 

@@ -186,7 +186,7 @@ class Campaigns(LedgerBase):
             (func.substr(j.reason, 1, 7) == "JobHeld", "JobHeld"), else_=None).label("held"),
             func.row_number().over(partition_by=[j.stage, j.experiment, checkpoint],
                                    order_by=[j.attempt.desc(), j.id.desc()]).label("n"),
-        ).subquery()
+        ).where(j.stage != "script").subquery()  # plain scripts belong to no experiment
         ckpts = select(checkpoints.c.training_run_id.label("run"),
                        func.count().label("n")).group_by(checkpoints.c.training_run_id).subquery()
         r = ranked.c

@@ -18,6 +18,9 @@ from baton.slurm.states import FIGURES_UNAVAILABLE, JobStatus
 # how long after its end a job's CPU time and MaxRSS are awaited from accounting (slurmdbd
 # may be down for hours; slurmctld keeps the records for it meanwhile)
 FIGURES_WAIT_SECONDS = 24 * 3600
+# the stage of a plain script submitted by hand (``baton slurm submit SCRIPT``): no
+# experiment, no stage table, no supervision; followed by the tracker like any job
+SCRIPT_STAGE = "script"
 
 
 @dataclass(frozen=True)
@@ -178,14 +181,16 @@ class SlurmJobs(LedgerBase):
         return n
 
     def stream_job_rows(self) -> Iterator[Row[Any]]:
-        """Every job row, with its training run's campaign (for jobs that name none), as
-        they stream from the database: a reader holds one batch, not the history."""
+        """Every stage job row (plain scripts are not the pipeline's), with its training
+        run's campaign (for jobs that name none), as they stream from the database: a
+        reader holds one batch, not the history."""
         j = slurm_jobs.c
         q = select(
             j.id, j.stage, j.state, j.reason, j.exit_code, j.exit_signal, j.max_rss_mb,
             j.req_mem_mb, j.submitted_at, j.started_at, j.ended_at, j.restarts,
             j.cpu_seconds, func.coalesce(j.campaign, training_runs.c.campaign)
             .label("campaign"),
-        ).outerjoin(training_runs, training_runs.c.experiment_name == j.experiment)
+        ).outerjoin(training_runs, training_runs.c.experiment_name == j.experiment).where(
+            j.stage != SCRIPT_STAGE)
         with self.read() as conn:
             yield from conn.execution_options(yield_per=STREAM_ROWS).execute(q)

@@ -36,7 +36,9 @@ class SlurmBackend(Protocol):
         """The state of many jobs in one call; unknown ids are left out."""
         ...
 
-    def cancel(self, job_ids: Iterable[str]) -> None: ...
+    def cancel(self, job_ids: Iterable[str]) -> dict[str, str]:
+        """Cancel jobs; returns, for each id not cancelled, why (unknown, already ended)."""
+        ...
 
     def queue_states(self) -> Counter[str]:
         """This user's jobs in the queue, by state, in one call."""

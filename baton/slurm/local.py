@@ -151,15 +151,21 @@ class LocalBackend:
         ids = [p.stem for p in (self.root / "jobs").glob("*.json")]
         return Counter(s.state for s in self.status(ids).values() if not s.terminal)
 
-    def cancel(self, job_ids: Iterable[str]) -> None:
+    def cancel(self, job_ids: Iterable[str]) -> dict[str, str]:
+        """Cancel jobs; returns why each id that was not cancelled was not (Slurm's words)."""
+        refused: dict[str, str] = {}
         for requested in job_ids:
-            for jid in self._ids(requested):
-                status = self.read_status(jid)
-                if status is None or status.terminal:
-                    continue
+            ids = self._ids(requested)
+            live = [(jid, s) for jid in ids
+                    if (s := self.read_status(jid)) is not None and not s.terminal]
+            if not live:
+                refused[requested] = "Job/step already completing or completed" if ids \
+                    else "Invalid job id specified"
+            for jid, status in live:
                 atomic_write(self.root / "cancel" / jid, b"")
                 if not self._runner_alive(jid.split("_")[0]):
                     self.write_status(replace(status, state="CANCELLED", ended_at=now_s()))
+        return refused
 
 
 def _not_zombie(pid: int) -> bool:

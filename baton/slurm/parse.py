@@ -175,6 +175,21 @@ def parse_squeue(output: str) -> dict[str, JobStatus]:
     return out
 
 
+_SCANCEL_ERROR = re.compile(r"Kill job error on job id (\S+): (.+)$")
+
+
+def parse_scancel(output: str) -> dict[str, str]:
+    """``scancel -v <ids> 2>&1`` -> what Slurm said about each id it did not signal
+    (``Invalid job id specified``, ``Job/step already completing or completed``): scancel
+    exits 0 for those, and says nothing about them without ``-v``."""
+    out: dict[str, str] = {}
+    for line in output.splitlines():
+        m = _SCANCEL_ERROR.search(line.strip())
+        if m:
+            out[m.group(1)] = m.group(2).strip()
+    return out
+
+
 _KV = re.compile(r"(?:^|\s)([A-Za-z][A-Za-z0-9_:/]*)=")
 
 

@@ -22,6 +22,7 @@ from baton.slurm.parse import (
     SQUEUE_FORMAT,
     parse_sacct,
     parse_sbatch_parsable,
+    parse_scancel,
     parse_scontrol,
     parse_squeue,
 )
@@ -62,7 +63,8 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def _classify(argv: Sequence[str], proc: subprocess.CompletedProcess[str]) -> SlurmError:
-    msg = (proc.stderr or proc.stdout).strip() or f"exit code {proc.returncode}"
+    lines = (proc.stderr or proc.stdout).strip().splitlines()  # one line, whatever it said
+    msg = "; ".join(x.strip() for x in lines if x.strip()) or f"exit code {proc.returncode}"
     text = f"{argv[0]} failed: {msg}"
     if any(m in msg.lower() for m in TRANSIENT_MARKERS):
         return TransientSlurmError(text)
@@ -193,10 +195,15 @@ class SbatchBackend:
         return found
 
     # --- cancel ------------------------------------------------------------------------
-    def cancel(self, job_ids: Iterable[str]) -> None:
+    def cancel(self, job_ids: Iterable[str]) -> dict[str, str]:
+        """Cancel jobs in one scancel; returns what Slurm said of each id it did not cancel
+        (unknown to it, or already finished): scancel exits 0 for those, and only ``-v``
+        makes it name them."""
         ids = list(job_ids)
-        if ids:
-            self._call(["scancel", *ids], "scancel")
+        if not ids:
+            return {}
+        proc = self._call(["scancel", "--verbose", *ids], "scancel")
+        return parse_scancel(f"{proc.stderr}\n{proc.stdout}")
 
 
 def _incomplete(status: JobStatus) -> bool:

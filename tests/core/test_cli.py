@@ -97,6 +97,7 @@ def test_slurm_submit_status_cancel_locally(tmp_path: Path, env: dict[str, str])
     script = tmp_path / "job.sh"
     script.write_text("#!/bin/bash\n#SBATCH --job-name=cli\n#SBATCH --time=00:01:00\n"
                       f"#SBATCH --output={tmp_path}/%j.out\nsleep 30\n")
+    assert baton("db", "init", env=env).returncode == 0  # the script is recorded there
     proc = baton("slurm", "submit", str(script), "--backend", "local", env=env)
     assert proc.returncode == 0, proc.stderr
     job = proc.stdout.strip()
