@@ -33,6 +33,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _count(value: str) -> int:
+    """A number of reports to show: 1 to 2**31 - 1."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if not 1 <= n < 2**31:
+        raise argparse.ArgumentTypeError(f"{value!r} is not between 1 and {2**31 - 1}")
+    return n
+
+
 def _name(what: str) -> Callable[[str], str]:
     """A project or job name as every report has one (anything else is a usage error)."""
     def check(value: str) -> str:
@@ -53,6 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = st.add_parser("history", help="every report of a project (and job)")
     p.add_argument("--project", required=True, type=_name("project"))
     p.add_argument("--job", type=_name("job"))
-    p.add_argument("--limit", type=int, default=200)
+    p.add_argument("--limit", type=_count, default=200,
+                   help="the latest this many reports (default 200)")
     p.set_defaults(func=cmd_status)
 

@@ -235,6 +235,16 @@ def test_history_refuses_a_name_no_report_can_have(
     assert "Traceback" not in err and "\x1b" not in err and "is not allowed" in err
 
 
+@pytest.mark.parametrize("limit", ["99999999999999999999", "-1", "0", "ten"])
+def test_history_refuses_a_limit_that_is_not_a_count(
+        drive: Path, ledger: Ledger, limit: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["status", "history", "--project", "p", "--limit", limit])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "--limit" in err.splitlines()[-1]
+
+
 # --- what the reporter is told ----------------------------------------------------------
 def test_help_lists_the_statuses(drive: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["status", "report", "--help"]) == 0
