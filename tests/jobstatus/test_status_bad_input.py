@@ -199,6 +199,19 @@ def test_a_row_the_database_refuses_is_a_value_error(ledger: Ledger, message: st
     assert ledger.add_status_event({**row, "message": "fine", "reported_at": datetime.now(UTC)})
 
 
+@pytest.mark.parametrize("content", [b"[1, 2]", b'{"no": "id"}', b"\xff", b"[" * 20_000])
+def test_a_bad_file_in_the_local_spool_does_not_stop_forwarding(
+        tmp_path: Path, drive: Path, ledger: Ledger, content: bytes) -> None:
+    """The local spool is ingested too, into the drive's: a file there that is no event is
+    set aside (``.bad``) and the events kept behind it are forwarded."""
+    assert report("p", "j", "started", drive=tmp_path / "not-mounted")  # kept locally
+    (local_spool() / "0-bad.json").write_bytes(content)  # sorts first
+    assert report("p", "j", "completed")  # the drive answers: forwards what was kept
+    assert [p.name for p in local_spool().iterdir()] == ["0-bad.bad"]
+    assert ingest(drive, ledger) == 2
+    assert [r.status for r in ledger.status_history("p")] == ["started", "completed"]
+
+
 # --- the terminal ------------------------------------------------------------------------
 FORGED = "done\x1b[2K\rFORGED 100%\n2026-01-01T00:00:00Z  other  job  failed\x1b]0;t\x07\x9b"
 
