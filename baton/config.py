@@ -25,7 +25,12 @@ from pydantic import (
 
 from baton.errors import ConfigError, InvalidName
 from baton.layout import DriveLayout, validate_name
-from baton.units import parse_memory_mb, parse_time_seconds
+from baton.units import (
+    parse_memory_mb,
+    parse_memory_request_mb,
+    parse_time_limit_seconds,
+    parse_time_seconds,
+)
 
 # Environment variables that override a key, as the spec's Appendix A names them.
 ENV_KEYS: dict[str, tuple[str, ...]] = {
@@ -54,12 +59,21 @@ def default_drive() -> Path:
 
 
 def _memory(value: str) -> str:
-    parse_memory_mb(value)
+    parse_memory_request_mb(value)  # as sbatch takes it; never 0 (a whole node)
     return value
 
 
 def _time(value: str) -> str:
-    parse_time_seconds(value)
+    parse_time_limit_seconds(value)  # as sbatch takes it; never 0 (no limit)
+    return value
+
+
+def _absolute(value: Path) -> Path:
+    """Signals, checkpoints and scripts carry absolute paths read on other machines: a
+    drive relative to wherever a command was started would differ on each."""
+    if not value.is_absolute():
+        raise ValueError(f"{str(value)!r} is not an absolute path: the drive must be at the "
+                         "same absolute path on every machine (e.g. /mnt/shared)")
     return value
 
 
@@ -218,7 +232,8 @@ def _stage_names(stages: dict[str, StageConfig]) -> dict[str, StageConfig]:
 
 
 class Config(Section):
-    shared_drive: Path = Field(default_factory=default_drive)
+    shared_drive: Annotated[Path, AfterValidator(_absolute)] = Field(
+        default_factory=default_drive)
     state_dir: Path = Field(default_factory=default_state_dir)
     database_url: str | None = None
     mlflow: MLflowConfig = Field(default_factory=MLflowConfig)

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from baton.errors import InvalidName, PathEscape
+from baton.errors import BatonError, InvalidName, PathEscape
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 STAGES = ("training", "evaluation", "analysis")
@@ -104,9 +104,23 @@ class DriveLayout:
         ]
 
     def create(self) -> None:
-        """Create the top-level folders (idempotent)."""
+        """Create the drive and its top-level folders (idempotent): ``baton db init``, the
+        demo."""
         for folder in self.top_level():
             folder.mkdir(parents=True, exist_ok=True)
+
+    def ensure(self, *folders: Path) -> None:
+        """Create ``folders`` where they are missing, under a drive that exists. The drive
+        itself is never created here: one that is not there is likely not mounted, and a
+        local folder in its place would hide that."""
+        if not self.root.is_dir():
+            raise BatonError(f"the shared drive {self.root} does not exist (not mounted?): "
+                             "mount it, or create it with `baton db init`")
+        for folder in folders:
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise BatonError(f"cannot create {folder}: {exc.strerror or exc}") from None
 
     def experiment(self, name: str) -> ExperimentLayout:
         return ExperimentLayout(self, validate_name(name))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 _MEM = re.compile(r"^(\d+(?:\.\d+)?)([KMGT]?)(?:[nc])?$", re.IGNORECASE)
+_MEM_REQUEST = re.compile(r"^(\d+)([KMGT]?)$", re.IGNORECASE)
 _FACTOR_MB = {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024 * 1024}
 
 
@@ -14,6 +15,20 @@ def parse_memory_mb(text: str) -> float:
     if not m:
         raise ValueError(f"invalid memory {text!r}: use a number with K, M, G or T (e.g. 32G)")
     return float(m.group(1)) * _FACTOR_MB[m.group(2).upper()]
+
+
+def parse_memory_request_mb(text: str) -> float:
+    """A memory request as sbatch's ``--mem`` takes it: a whole positive number with K, M,
+    G or T. ``0`` is refused: Slurm reads it as all of a node's memory."""
+    m = _MEM_REQUEST.match(text.strip())
+    if not m:
+        raise ValueError(f"invalid memory {text!r}: use a whole number with K, M, G or T "
+                         "(e.g. 32G)")
+    mb = float(m.group(1)) * _FACTOR_MB[m.group(2).upper()]
+    if mb <= 0:
+        raise ValueError(f"memory {text!r} is not allowed: Slurm reads 0 as all of a node's "
+                         "memory; give an amount (e.g. 32G)")
+    return mb
 
 
 def format_memory(mb: float) -> str:
@@ -48,6 +63,19 @@ def parse_time_seconds(text: str) -> int:
         raise ValueError(f"invalid time {text!r}: use MM, HH:MM:SS or D-HH:MM:SS")
     h, m, s = (float(p) for p in parts)
     return int(days * 86400 + h * 3600 + m * 60 + s)
+
+
+def parse_time_limit_seconds(text: str) -> int:
+    """A time limit as sbatch's ``--time`` takes it (whole numbers only). ``0`` is refused:
+    Slurm reads it as no limit at all."""
+    if "." in text:
+        raise ValueError(f"invalid time {text!r}: use whole numbers, MM, HH:MM:SS or "
+                         "D-HH:MM:SS")
+    seconds = parse_time_seconds(text)
+    if seconds <= 0:
+        raise ValueError(f"time limit {text!r} is not allowed: Slurm reads 0 as no limit; "
+                         "give a limit (e.g. 02:00:00)")
+    return seconds
 
 
 def format_time(seconds: float) -> str:

@@ -8,7 +8,12 @@ from dataclasses import dataclass, field, replace
 
 from baton.errors import InvalidName
 from baton.slurm.parse import expand_array_spec
-from baton.units import parse_memory_mb, parse_time_seconds
+from baton.units import (
+    parse_memory_mb,
+    parse_memory_request_mb,
+    parse_time_limit_seconds,
+    parse_time_seconds,
+)
 
 _WORD = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 _JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
@@ -70,9 +75,9 @@ class JobSpec:
             check_path(getattr(self, what), what)
         if not isinstance(self.cpus, int) or isinstance(self.cpus, bool) or self.cpus < 1:
             raise InvalidName(f"cpus {self.cpus!r} must be a positive integer")
-        try:
-            parse_time_seconds(self.time)
-            parse_memory_mb(self.mem)
+        try:  # as sbatch reads them; 0 would mean no time limit, or a whole node's memory
+            parse_time_limit_seconds(self.time)
+            parse_memory_request_mb(self.mem)
         except ValueError as exc:
             raise InvalidName(str(exc)) from None
         if not self.script.startswith("#!"):

@@ -114,3 +114,87 @@ def test_sqlite_ledger_on_the_drive_is_refused(tmp_path: Path) -> None:
            "BATON_DATABASE_URL": f"sqlite:///{tmp_path}/drive/state/ledger.db"}
     with pytest.raises(ConfigError, match="on the shared drive"):
         load_config(env=env)
+
+
+# --- values Slurm would take as "everything": refused where they are read ---------------
+@pytest.mark.parametrize("text", ["0", "0G", "0M", "-1", "1.5G", "4000Mn", "lots", ""])
+def test_a_memory_request_must_be_a_whole_positive_amount(text: str) -> None:
+    from baton.units import parse_memory_request_mb
+
+    with pytest.raises(ValueError, match=f"memory {text!r}"):
+        parse_memory_request_mb(text)
+
+
+@pytest.mark.parametrize("text", ["0", "00:00:00", "0:0", "0-0", "-1", "1.5", "forever"])
+def test_a_time_limit_must_be_a_whole_positive_duration(text: str) -> None:
+    from baton.units import parse_time_limit_seconds
+
+    with pytest.raises(ValueError, match=f"time.*{text!r}"):
+        parse_time_limit_seconds(text)
+
+
+def test_good_requests_are_read_as_slurm_reads_them() -> None:
+    from baton.units import parse_memory_request_mb, parse_time_limit_seconds
+
+    assert parse_memory_request_mb("32G") == 32768 and parse_memory_request_mb("100") == 100
+    assert parse_time_limit_seconds("30") == 1800
+    assert parse_time_limit_seconds("00:00:30") == 30
+
+
+@pytest.mark.parametrize(("text", "key", "reason"), [
+    ("stages:\n  evaluation:\n    time: '1:00:00'\n    mem: 0G\n    cpus: 1\n",
+     "stages.evaluation.mem", "all of a node's memory"),
+    ("stages:\n  analysis:\n    time: '0'\n    mem: 4G\n    cpus: 1\n",
+     "stages.analysis.time", "no limit"),
+    ("stages:\n  evaluation:\n    time: '1:00:00'\n    mem: 1.5G\n    cpus: 1\n",
+     "stages.evaluation.mem", "whole number"),
+    ("stages:\n  evaluation:\n    time: '1:00:00'\n    mem: 4G\n    cpus: 1\n"
+     "    supervision:\n      mem_cap: 0G\n", "stages.evaluation.supervision.mem_cap",
+     "all of a node's memory"),
+    ("shared_drive: drive\n", "shared_drive", "absolute"),
+    ("shared_drive: ~/drive\n", "shared_drive", "absolute"),
+])
+def test_zero_resources_and_a_relative_drive_are_refused(tmp_path: Path, text: str, key: str,
+                                                          reason: str) -> None:
+    cfg = tmp_path / "baton.yaml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg, {"BATON_STATE_DIR": str(tmp_path / "s")})
+    assert str(info.value).startswith(f"{cfg}: {key}: ")
+    assert reason in info.value.reason
+
+
+def test_a_relative_drive_from_the_environment_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(env={"SHARED_DRIVE": "shared", "BATON_STATE_DIR": str(tmp_path / "s")})
+    assert info.value.key == "shared_drive" and "absolute" in info.value.reason
+
+
+# --- the drive's folders, created where they are missing --------------------------------
+def test_ensure_creates_missing_folders_under_an_existing_drive(tmp_path: Path) -> None:
+    drive = DriveLayout(tmp_path / "drive")
+    drive.root.mkdir()
+    drive.ensure(drive.logs / "evaluation")
+    assert (drive.root / "logs" / "evaluation").is_dir()
+    drive.ensure(*drive.top_level())
+    assert all(folder.is_dir() for folder in drive.top_level())
+
+
+def test_ensure_never_creates_the_drive_itself(tmp_path: Path) -> None:
+    """A drive that is not there is likely not mounted: creating it would hide that."""
+    from baton.errors import BatonError
+
+    drive = DriveLayout(tmp_path / "not-mounted")
+    with pytest.raises(BatonError, match=f"shared drive {drive.root} does not exist"):
+        drive.ensure(drive.logs / "evaluation")
+    assert not drive.root.exists()
+
+
+def test_ensure_names_a_folder_it_cannot_create(tmp_path: Path) -> None:
+    from baton.errors import BatonError
+
+    drive = DriveLayout(tmp_path / "drive")
+    (drive.root / "logs").mkdir(parents=True)
+    (drive.logs / "evaluation").write_text("a file where a folder belongs")
+    with pytest.raises(BatonError, match=f"cannot create {drive.logs / 'evaluation'}: "):
+        drive.ensure(drive.logs / "evaluation")
