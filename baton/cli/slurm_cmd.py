@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from baton.cli.common import config_from
@@ -15,6 +16,8 @@ def cmd_slurm_submit(args: argparse.Namespace) -> int:
     from baton.pipeline.submission import submit_jobs
     from baton.slurm.factory import make_backend
 
+    if (wrong := _stage_usage(args)) is not None:
+        args.parser.error(wrong)
     config = config_from(args)
     backend = make_backend(config, args.backend)
     if args.script:
@@ -28,11 +31,32 @@ def cmd_slurm_submit(args: argparse.Namespace) -> int:
     ledger = open_ledger(config.ledger_url)
     outcomes = submit_jobs(config, ledger, backend, args.stage, items, attempt=args.attempt,
                            campaign=args.campaign, mem=args.mem, time=args.time)
+    code = 0
     for o in outcomes:
+        if o.job_id is None:  # another submitter holds the claim and has no job id yet
+            print(f"{o.experiment}: not submitted: ledger row {o.row_id} holds this "
+                  "submission, still being submitted by another process", file=sys.stderr)
+            code = 1
+            continue
         verb = "submitted" if o.submitted_now else "already submitted"
         print(f"{o.experiment}: {verb} as job {o.job_id} ({backend.name}, ledger row "
               f"{o.row_id})")
-    return 0
+    return code
+
+
+def _stage_usage(args: argparse.Namespace) -> str | None:
+    """What a stage submission would silently ignore, in words; None when all is used."""
+    if not args.stage:
+        return None
+    if args.array:
+        return "--array is for a script; a stage job becomes an array by repeating " \
+               "--experiment"
+    if args.partition:
+        return "--partition is for a script; a stage job's partition is set in baton.yaml " \
+               "(stages.STAGE.partition or slurm.partition)"
+    if args.stage == "analysis" and args.checkpoint:
+        return "--checkpoint is for the evaluation stage; an analysis takes none"
+    return None
 
 
 def _submit_script(args: argparse.Namespace, config, backend) -> int:
@@ -141,6 +165,44 @@ def _campaign_tag(value: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _experiment_name(value: str) -> str:
+    from baton.layout import validate_name
+
+    try:
+        return validate_name(value, "experiment")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def memory_request(value: str) -> str:
+    """``--mem`` as sbatch takes it (argparse's exit 2 and one line when it is not)."""
+    from baton.units import parse_memory_request_mb
+
+    try:
+        parse_memory_request_mb(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
+def time_limit(value: str) -> str:
+    """``--time`` as sbatch takes it (argparse's exit 2 and one line when it is not)."""
+    from baton.units import parse_time_limit_seconds
+
+    try:
+        parse_time_limit_seconds(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
+def attempt_number(value: str) -> int:
+    if not value.strip().isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"attempt {value!r} is not allowed: attempts are "
+                                         "counted from 1")
+    return int(value)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     sl = sub.add_parser("slurm", help="submit, inspect and cancel jobs").add_subparsers(
         dest="slurm_command", required=True, metavar="SUBCOMMAND")
@@ -149,17 +211,20 @@ def register(sub: argparse._SubParsersAction) -> None:
                       "template (recorded in the ledger)")
     p.add_argument("script", nargs="?", help="a batch script with #SBATCH directives")
     p.add_argument("--stage", choices=["evaluation", "analysis"])
-    p.add_argument("--experiment", action="append", help="repeat for an array job")
-    p.add_argument("--checkpoint", help="checkpoint to evaluate (evaluation stage)")
-    p.add_argument("--attempt", type=int, default=1)
+    p.add_argument("--experiment", action="append", type=_experiment_name,
+                   help="repeat for an array job")
+    p.add_argument("--checkpoint", help="checkpoint to evaluate (evaluation stage; an "
+                   "existing path on the shared drive)")
+    p.add_argument("--attempt", type=attempt_number, default=1,
+                   help="the attempt, from 1 (default: 1)")
     p.add_argument("--campaign", type=_campaign_tag,
                    help="the campaign the job belongs to (registered, inactive, if new)")
-    p.add_argument("--time", help="time limit, e.g. 02:00:00")
-    p.add_argument("--mem", help="memory, e.g. 32G")
+    p.add_argument("--time", type=time_limit, help="time limit, e.g. 02:00:00 (not 0)")
+    p.add_argument("--mem", type=memory_request, help="memory, e.g. 32G (not 0)")
     p.add_argument("--array", help="array spec for a script, e.g. 0-9%%2")
     p.add_argument("--partition")
     p.add_argument("--backend", choices=["sbatch", "local"], help=backend_help)
-    p.set_defaults(func=cmd_slurm_submit)
+    p.set_defaults(func=cmd_slurm_submit, parser=p)
     p = sl.add_parser("status", help="state of jobs (default: the ledger's unfinished jobs)")
     p.add_argument("job_ids", nargs="*", metavar="JOBID")
     p.add_argument("--json", action="store_true")

@@ -9,13 +9,15 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from baton.config import Config
 from baton.errors import BatonError
+from baton.layout import validate_name
 from baton.ledger import Ledger
 from baton.slurm.backend import SlurmBackend, Submitted
 from baton.slurm.render import keep_for_audit, render_job
-from baton.units import parse_memory_mb, parse_time_seconds
+from baton.units import parse_memory_request_mb, parse_time_limit_seconds
 
 log = logging.getLogger(__name__)
 
@@ -47,20 +49,21 @@ def submit_jobs(config: Config, ledger: Ledger, backend: SlurmBackend, stage: st
                 parent_id: int | None = None) -> list[TaskOutcome]:
     """Submit (experiment, checkpoint) tasks of ``stage``: one job, or one array for many.
 
-    Each task has a submission key; a task whose key the ledger already holds is not
-    submitted again (its existing row is returned). ``campaign`` is every task's campaign,
-    or each experiment's (a mapping); each campaign named is registered the first time a
-    job names it. Raises BatonError on failure after recording it in the ledger.
+    Everything is checked before anything is written (:func:`check_request`): a refused
+    submission leaves no claim, no campaign and no script. Each task has a submission key;
+    a task whose key the ledger already holds is not submitted again (its existing row is
+    returned). ``campaign`` is every task's campaign, or each experiment's (a mapping); each
+    campaign named is registered the first time a job names it. A claim whose sbatch never
+    ran is released; a submission Slurm refused is recorded as failed. Raises BatonError.
     """
     keys = keys or [submission_key(stage, e, attempt, c if len(items) > 1 else "")
                     for e, c in items]
     if len(keys) != len(items):
         raise ValueError("one key per task")
-    stage_cfg = config.stage(stage)
-    req = dict(req_cpus=stage_cfg.cpus, req_mem_mb=parse_memory_mb(mem or stage_cfg.mem),
-               req_time_s=parse_time_seconds(time or stage_cfg.time))
     campaign_of = dict(campaign) if isinstance(campaign, Mapping) else \
         {e: campaign for e, _ in items}
+    req = check_request(config, stage, items, keys, attempt=attempt, mem=mem, time=time,
+                        campaigns=campaign_of)
     first_job_of: dict[str, str] = {}
     for experiment, _ in items:
         if campaign_of.get(experiment):
@@ -83,22 +86,68 @@ def submit_jobs(config: Config, ledger: Ledger, backend: SlurmBackend, stage: st
             outcomes.append(TaskOutcome(experiment, checkpoint, claim.row_id, job_id, False))
     if not mine:
         return outcomes
-    token = comment_token([k for *_, k in mine])
-    ledger.note_token([row_id for row_id, *_ in mine], token)
-    rendered = render_job(config, stage, [(e, c) for _, e, c, _ in mine], attempt=attempt,
-                          mem=mem, time=time, comment=token)
+    what = f"{stage} for {', '.join(e for _, e, _, _ in mine)}"
+    row_ids = [row_id for row_id, *_ in mine]
     try:
+        token = comment_token([k for *_, k in mine])
+        ledger.note_token(row_ids, token)
+        rendered = render_job(config, stage, [(e, c) for _, e, c, _ in mine],
+                              attempt=attempt, mem=mem, time=time, comment=token)
         script_path = keep_for_audit(config.drive, rendered, attempt)
+    except BaseException as exc:  # sbatch never ran: nothing to record as a submission
+        _release(ledger, row_ids)
+        if isinstance(exc, (BatonError, OSError)):
+            raise BatonError(f"submitting {what} failed before sbatch ran (nothing was "
+                             f"submitted): {exc}") from exc
+        raise
+    try:
         submitted = backend.submit(rendered.spec, script_path)
     except (BatonError, OSError) as exc:
-        for row_id, *_ in mine:
+        for row_id in row_ids:
             ledger.mark_submit_failed(row_id, str(exc))
-        raise BatonError(f"submitting {stage} for {', '.join(e for _, e, _, _ in mine)} "
-                         f"failed: {exc}") from exc
+        raise BatonError(f"submitting {what} failed: {exc}") from exc
     _record(ledger, submitted, mine, rendered.spec.output, rendered.spec.error, script_path)
     outcomes += [TaskOutcome(e, c, row_id, job_id, True)
                  for (row_id, e, c, _), job_id in zip(mine, submitted.ids(), strict=True)]
     return outcomes
+
+
+def check_request(config: Config, stage: str, items: list[tuple[str, str]], keys: list[str],
+                  *, attempt: int, mem: str | None, time: str | None,
+                  campaigns: Mapping[str, str | None]) -> dict[str, Any]:
+    """Everything a submission needs, checked before anything is claimed or written: the
+    attempt, the resources, every name and checkpoint, the campaigns, the stage's template;
+    and the stage's log folder made on the drive (Slurm cannot start a job whose output it
+    cannot open). Returns the requested resources for the ledger; raises BatonError."""
+    if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 1:
+        raise BatonError(f"attempt {attempt!r} is not allowed: attempts count from 1")
+    if len(set(keys)) != len(keys):
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        raise BatonError(f"the same task is given twice: {', '.join(twice)}")
+    stage_cfg = config.stage(stage)
+    try:
+        req = dict(req_cpus=stage_cfg.cpus,
+                   req_mem_mb=parse_memory_request_mb(mem or stage_cfg.mem),
+                   req_time_s=parse_time_limit_seconds(time or stage_cfg.time))
+    except ValueError as exc:
+        raise BatonError(str(exc)) from None
+    for tag in {t for t in campaigns.values() if t}:
+        validate_name(tag, "campaign")
+    drive = config.drive
+    render_job(config, stage, items, attempt=attempt, mem=mem, time=time)  # names, paths
+    for experiment, checkpoint in items:
+        if checkpoint and not drive.inside(checkpoint, "checkpoint").exists():
+            raise BatonError(f"checkpoint {checkpoint} of {experiment} does not exist: "
+                             "nothing to evaluate")
+    drive.ensure(drive.logs / stage)
+    return req
+
+
+def _release(ledger: Ledger, row_ids: list[int]) -> None:
+    try:
+        ledger.release_claims(row_ids)
+    except Exception:  # the stale-claim reconciliation settles them later
+        log.exception("could not release the claims of ledger rows %s", row_ids)
 
 
 def _wait_for_other(ledger: Ledger, row_id: int, timeout: float = 120) -> str | None:

@@ -17,7 +17,7 @@ import jinja2
 
 from baton import __version__
 from baton.config import Config
-from baton.errors import InvalidName
+from baton.errors import ConfigError, InvalidName
 from baton.fsio import atomic_write
 from baton.layout import DriveLayout
 from baton.slurm.spec import JobSpec
@@ -121,12 +121,15 @@ def render_job(config: Config, stage: str, items: list[tuple[str, str]], *,
     template_name = stage_cfg.template.name if stage_cfg.template else "job.sh.j2"
     command = stage_cfg.command or DEFAULT_COMMANDS[stage].format(
         python=shlex.quote(sys.executable))
-    text = _environment(template_dir).get_template(template_name).render(
-        spec=spec, stage=stage, tasks=tasks, drive=str(drive.root),
-        mlflow_uri=config.mlflow.tracking_uri, setup=stage_cfg.setup, command=command,
-        version=__version__, rendered_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        attempt=attempt,
-    )
+    try:
+        text = _environment(template_dir).get_template(template_name).render(
+            spec=spec, stage=stage, tasks=tasks, drive=str(drive.root),
+            mlflow_uri=config.mlflow.tracking_uri, setup=stage_cfg.setup, command=command,
+            version=__version__,
+            rendered_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), attempt=attempt)
+    except (jinja2.TemplateError, OSError) as exc:  # the admin's template: say which
+        raise ConfigError(config.source, f"stages.{stage}.template",
+                          f"{template_name} cannot be rendered: {exc}") from None
     return RenderedJob(spec=spec.with_(script=text), tasks=tuple(tasks), stage=stage)
 
 

@@ -213,6 +213,8 @@ def test_stage_jobs_through_the_ledger(config: Config, tmp_path: Path) -> None:
     ledger = open_ledger(cfg.ledger_url, init=True)
     backend = SbatchBackend(base_delay=0.5)
     ckpts = [str(cfg.drive.experiment(f"exp{i}").final_dir) for i in range(3)]
+    for ckpt in ckpts:  # a submission refuses a checkpoint that is not there
+        Path(ckpt).mkdir(parents=True)
     items = [(f"exp{i}", c) for i, c in enumerate(ckpts)]
     first = submit_jobs(cfg, ledger, backend, "evaluation", items)
     again = submit_jobs(cfg, ledger, backend, "evaluation", items)

@@ -37,6 +37,7 @@ def test_concurrent_ticks_supervise_once_and_follow(config: Config, ledger_url: 
     ledger = open_ledger(ledger_url, init=True)
     backend = LocalBackend(tmp_path / "local", max_concurrent=2)
     ckpt = str(cfg.drive.experiment("slowpoke").final_dir)
+    Path(ckpt).mkdir(parents=True)  # a submission refuses a checkpoint that is not there
     first = submit_jobs(cfg, ledger, backend, "evaluation", [("slowpoke", ckpt)])[0]
     _poll_until(ledger, backend, first.row_id, {"TIMEOUT"})
 
@@ -75,6 +76,7 @@ def test_disabled_policy_records_why_once(config: Config, ledger_url: str,
     ledger = open_ledger(ledger_url, init=True)
     backend = LocalBackend(tmp_path / "local")
     ckpt = str(cfg.drive.experiment("off").final_dir)
+    Path(ckpt).mkdir(parents=True)
     first = submit_jobs(cfg, ledger, backend, "evaluation", [("off", ckpt)])[0]
     _poll_until(ledger, backend, first.row_id, {"TIMEOUT"})
     tick(cfg, ledger, backend)

@@ -58,6 +58,7 @@ class Rig:
 
     def submit(self, experiment: str) -> int:
         ckpt = str(self.config.drive.experiment(experiment).final_dir)
+        Path(ckpt).mkdir(parents=True, exist_ok=True)  # submissions refuse a missing one
         return submit_jobs(self.config, self.ledger, self.backend, "evaluation",
                            [(experiment, ckpt)])[0].row_id
 

@@ -105,6 +105,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         jobs = {}
         for scenario, exp in names.items():
             ckpt = str(config.drive.experiment(exp).final_dir)
+            Path(ckpt).mkdir(parents=True)  # submissions refuse a missing checkpoint
             out = submit_jobs(config, ledger, backend, "evaluation", [(exp, ckpt)])[0]
             ledger.record_evaluation_task(experiment=exp, trigger_key=f"sig-{exp}",
                                           checkpoint=ckpt, slurm_row=out.row_id, job_id=out.job_id)
