@@ -73,15 +73,33 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _memory_mb(value: str) -> float:
+    """``--mem`` as sbatch takes it, in MB (argparse's exit 2 and one line otherwise)."""
+    from baton.units import parse_memory_request_mb
+
+    try:
+        return parse_memory_request_mb(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _time_s(value: str) -> int:
+    """``--time`` as sbatch takes it, in seconds (argparse's exit 2 and one line otherwise)."""
+    from baton.units import parse_time_limit_seconds
+
+    try:
+        return parse_time_limit_seconds(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def cmd_retry(args: argparse.Namespace) -> int:
     from baton.slurm.factory import make_backend
     from baton.supervision.actions import retry
-    from baton.units import parse_memory_mb, parse_time_seconds
 
     config, ledger = _open(args)
     new = retry(config, ledger, make_backend(config, args.backend), args.id,
-                mem_mb=parse_memory_mb(args.mem) if args.mem else None,
-                time_s=parse_time_seconds(args.time) if args.time else None)
+                mem_mb=args.mem, time_s=args.time)
     r = ledger.supervision(new)
     if r.dispatch_status != "dispatched":
         later = ("; the supervisor tries again on a later tick" if r.dispatch_status ==
@@ -122,8 +140,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sp.add_parser("retry", help="resubmit now as a new attempt, even if the policy "
                       "gave up")
     p.add_argument("id", type=int, metavar="ID")
-    p.add_argument("--mem", help="memory for the new attempt, e.g. 64G")
-    p.add_argument("--time", help="time limit for the new attempt, e.g. 04:00:00")
+    p.add_argument("--mem", type=_memory_mb, help="memory for the new attempt, e.g. 64G")
+    p.add_argument("--time", type=_time_s,
+                   help="time limit for the new attempt, e.g. 04:00:00")
     p.add_argument("--backend", choices=["sbatch", "local"], help=backend_help)
     p.set_defaults(func=cmd_retry)
     p = sp.add_parser("cancel", help="cancel the repair job (or the late job), or dismiss "

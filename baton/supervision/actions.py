@@ -210,6 +210,9 @@ def retry(config: Config, ledger: Ledger, backend: SlurmBackend, sid: int, *,
     """Resubmit now, as a new attempt, whatever the policy said; returns the new
     supervision's id. The job retried is the latest of the chain: the repair if there is
     one, else the supervised job."""
+    for what, value in (("memory", mem_mb), ("time limit", time_s)):
+        if value is not None and value <= 0:  # Slurm reads 0 as a whole node, or no limit
+            raise BatonError(f"{what} {value!r} of a retry must be positive")
     sup = _get(ledger, sid)
     row = ledger.job(sup.repair_row or sup.job_row)
     assert row is not None
