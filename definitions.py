@@ -8,6 +8,8 @@ Every run is short (it submits, records or checks, then returns), so its steps r
 run's own process: no step worker process to start per step, which on a loaded head node
 is most of a run's cost."""
 
+import logging
+
 from dagster import Definitions, definitions, in_process_executor
 
 from assets.campaign import campaign_report
@@ -20,6 +22,7 @@ from assets.experiment import (
     model,
 )
 from baton.config import Config, load_config
+from baton.errors import BatonError
 from ops_slurm.asset_jobs import (
     campaign_report_job,
     record_analysis_job,
@@ -30,10 +33,14 @@ from ops_slurm.cancel import cancel_jobs
 from resources import build_resources
 from sensors import build_sensors
 
+log = logging.getLogger("baton.definitions")
+
 
 def build_definitions(config: Config) -> Definitions:
     """The code location as ``config`` sets it: the sensors' intervals and settings, and the
-    resources every asset, check and job runs with."""
+    resources every asset, check and job runs with. The drive's folders are made where they
+    are missing (the daemon's start), so the first job finds its log folder."""
+    _lay_out(config)
     return Definitions(
         assets=[model, evaluation_job, evaluation_metrics, analysis_job, analysis_report,
                 campaign_report],
@@ -44,6 +51,15 @@ def build_definitions(config: Config) -> Definitions:
         executor=in_process_executor,
         resources=build_resources(config),
     )
+
+
+def _lay_out(config: Config) -> None:
+    """A drive that is missing or cannot be laid out is said loudly but stops nothing: the
+    sensors and the UI still load, and each submission refuses with the reason."""
+    try:
+        config.drive.ensure(*config.drive.top_level())
+    except BatonError as exc:
+        log.error("%s", exc)
 
 
 @definitions
