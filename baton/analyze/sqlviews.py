@@ -5,7 +5,12 @@ The same views are written to ``{state_dir}/sql/views.sql`` for the ``duckdb`` C
 are globs, read at each query, so the file never goes stale for them. The ledger is
 snapshotted to Parquet (``{state_dir}/sql/ledger/``), so DuckDB needs no database
 extension and never touches the live ledger; ``baton sql`` takes a fresh snapshot each
-time, the duckdb CLI reads the one taken by the last ``baton sql --views``."""
+time, the duckdb CLI reads the one taken by the last ``baton sql --views``.
+
+``baton sql`` is read-only: DuckDB's own settings confine it (no external access but the
+drive's evaluation folder and baton's ``sql`` state folder, no extension installed or
+loaded, configuration locked), and only statements DuckDB's parser calls SELECT or EXPLAIN
+run, so nothing (``COPY ... TO``, ``ATTACH``, ``EXPORT``) writes or reaches out."""
 
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from baton.config import Config
+from baton.errors import BatonError
 from baton.evaluate.metric_schema import METRIC_SCHEMA
 from baton.evaluate.writer import PREDICTION_SCHEMA
 from baton.fsio import atomic_path
@@ -114,7 +120,34 @@ def refresh(config: Config) -> Path:
     return path
 
 
+READ_ONLY_STATEMENTS = ("SELECT", "EXPLAIN")  # DuckDB's StatementType names
+NO_EXTENSIONS = {"autoinstall_known_extensions": False, "autoload_known_extensions": False,
+                 "allow_community_extensions": False}
+
+
 def connect(config: Config) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect()
-    con.execute(refresh(config).read_text())
+    """An in-memory DuckDB with the views, locked down (see the module's docstring)."""
+    views = refresh(config).read_text()
+    con = duckdb.connect(config=NO_EXTENSIONS)  # type: ignore[arg-type]
+    con.execute(views)
+    readable = [config.drive.evaluation, config.state_dir / "sql"]
+    dirs = ", ".join(_quote(str(p.resolve()) + os.sep) for p in readable)
+    con.execute(f"SET allowed_directories = [{dirs}]")
+    con.execute(f"SET temp_directory = {_quote(config.state_dir / 'sql' / 'tmp')}")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
     return con
+
+
+def read_only_sql(con: duckdb.DuckDBPyConnection, query: str
+                  ) -> duckdb.DuckDBPyRelation | None:
+    """``con.sql(query)`` once DuckDB's parser says every statement of it only reads;
+    otherwise :class:`BatonError` naming the first that does not. A DuckDB error (a parse
+    error included) propagates."""
+    for statement in con.extract_statements(query):
+        kind = statement.type.name
+        if kind not in READ_ONLY_STATEMENTS:
+            raise BatonError(f"baton sql is read-only: a {kind} statement is not allowed "
+                             f"({' '.join(statement.query.split())[:80]!r}); write results "
+                             "with --format csv or json and a shell redirect")
+    return con.sql(query)

@@ -44,7 +44,7 @@ def cmd_example_train(args: argparse.Namespace) -> int:
 def cmd_sql(args: argparse.Namespace) -> int:
     import duckdb
 
-    from baton.analyze.sqlviews import connect, refresh
+    from baton.analyze.sqlviews import connect, read_only_sql, refresh
 
     config = config_from(args)
     if args.views:
@@ -54,24 +54,46 @@ def cmd_sql(args: argparse.Namespace) -> int:
     if not args.query:
         raise BatonError("give a query, e.g. baton sql \"SELECT * FROM jobs LIMIT 5\"")
     con = connect(config)
-    try:
-        rel = con.sql(args.query)
+    try:  # rows are fetched inside: a query can fail while it runs, not only when parsed
+        rel = read_only_sql(con, args.query)
+        if rel is None:
+            return 0
+        if args.format == "table":
+            rel.show(max_width=200, max_rows=args.max_rows)
+            return 0
+        columns, rows = rel.columns, rel.fetchall()
     except duckdb.Error as exc:
-        raise BatonError(f"query failed: {exc}") from None
-    if rel is None:
-        return 0
+        raise BatonError(f"query failed: {duckdb_message(exc)}") from None
+    finally:
+        con.close()
     if args.format == "csv":
         import csv
 
         writer = csv.writer(sys.stdout)
-        writer.writerow(rel.columns)
-        writer.writerows(rel.fetchall())
-    elif args.format == "json":
-        rows = [dict(zip(rel.columns, r, strict=True)) for r in rel.fetchall()]
-        print(json.dumps(rows, indent=2, default=str))
+        writer.writerow(columns)
+        writer.writerows(rows)
     else:
-        rel.show(max_width=200, max_rows=args.max_rows)
+        print(json.dumps([dict(zip(columns, r, strict=True)) for r in rows], indent=2,
+                         default=str))
     return 0
+
+
+def duckdb_message(exc: Exception) -> str:
+    """DuckDB's message on one line: its first paragraph (what follows is a hint or the
+    query with a caret under the error), lines joined."""
+    first = str(exc).strip().split("\n\n")[0]
+    return " ".join(line.strip() for line in first.splitlines() if line.strip())
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -108,7 +130,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "jobs, signals, training_runs, evaluation_jobs, analysis_jobs, ...")
     p.add_argument("query", nargs="?")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    p.add_argument("--max-rows", type=int, default=50)
+    p.add_argument("--max-rows", type=positive_int, default=50,
+                   help="rows the table format shows (default: %(default)s)")
     p.add_argument("--views", action="store_true",
                    help="only (re)write views.sql for the duckdb CLI and say where it is")
     p.set_defaults(func=cmd_sql)
