@@ -137,7 +137,8 @@ slurm_jobs = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     Column("metadata", JSON),
     # CPU time and MaxRSS: NULL while awaited, "final" (from accounting of the finished job)
-    # or "unavailable" (accounting never gave them within the tracker's bound)
+    # or "unavailable" (accounting did not give them within the tracker's bound, the
+    # cluster has no accounting, or the job never reached Slurm)
     Column("figures", String(16)),
     Index("ix_slurm_jobs_state", "state"),
     Index("ix_slurm_jobs_experiment_stage", "experiment", "stage"),

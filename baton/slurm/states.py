@@ -26,7 +26,7 @@ SUBMITTING = "SUBMITTING"
 # without accounting (the figures never come)
 ACCOUNTING, CONTROLLER, NO_ACCOUNTING = "accounting", "controller", "no_accounting"
 # the ``figures`` of a ledger row: final (from accounting of the finished job), or
-# unavailable (accounting never gave them, or the job never reached Slurm)
+# unavailable (accounting did not give them in time or is off, or the job never reached Slurm)
 FIGURES_FINAL, FIGURES_UNAVAILABLE = "final", "unavailable"
 # the figures a status carries, written only when they come from accounting of a finished job
 FIGURE_FIELDS = ("cpu_seconds", "max_rss_mb")
@@ -119,7 +119,8 @@ class JobStatus:
         if getattr(row, "figures", None) is None and figures_final(
                 self.state, self.source, known["cpu_seconds"], known["max_rss_mb"],
                 known["exit_code"], known["exit_signal"]):
-            out["figures"] = FIGURES_FINAL
+            out["figures"] = FIGURES_UNAVAILABLE if self.source == NO_ACCOUNTING \
+                else FIGURES_FINAL
         return out
 
 

@@ -130,6 +130,26 @@ def test_a_submission_that_never_reached_slurm_awaits_no_figures(ledger: Ledger)
     assert ledger.give_up_figures() == [] and ledger.unfinished_jobs() == []
 
 
+def test_without_accounting_no_figures_are_awaited(ledger: Ledger) -> None:
+    """A cluster without accounting: the controller's word is all there will ever be."""
+    replay = Replay()
+
+    def runner(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
+        if argv[0] == "sacct":  # what sacct says there (not captured: the CI cluster has it)
+            return subprocess.CompletedProcess(
+                list(argv), 1, "", "sacct: error: Slurm accounting storage is disabled\n")
+        return replay(argv)
+
+    replay.moment = "down"
+    backend = SbatchBackend(runner=runner, attempts=1)
+    row_id = submitted(ledger)
+    ledger.apply_statuses(backend.status([JOB]))
+    row = ledger.job(row_id)
+    assert row.state == "COMPLETED" and row.cpu_seconds is None
+    assert row.figures == "unavailable"  # and none awaited
+    assert ledger.unfinished_jobs() == [] and ledger.give_up_figures(0) == []
+
+
 def _no_accounting_conf(tmp_path: Path) -> Path:
     """slurm.conf with the accounting port where no slurmdbd listens: sacct (and only
     sacct: the daemons keep their own configuration) cannot reach accounting."""
