@@ -8,6 +8,7 @@ exactly once (by its id), keeping the history."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -35,6 +36,15 @@ log = logging.getLogger(__name__)
 
 class NotAnEvent(ValueError):
     """A spool file that is no event whatever is in it (not a regular file, too large)."""
+
+
+def _say(line: str) -> None:
+    """One line to stderr if there is one: closed (``2>&-``, where print would fall back to
+    stdout) or a broken pipe, the report has still gone through and must not fail."""
+    if sys.stderr is None:
+        return
+    with contextlib.suppress(OSError, ValueError):
+        print(f"baton status: {line}", file=sys.stderr, flush=True)
 
 
 def local_spool() -> Path:
@@ -194,7 +204,7 @@ def report(project: str, job: str, status: str, progress: float | None = None,
         message, changed = clean_message(message)
         event = make_event(project, job, status, progress, message)
     except (ValueError, TypeError) as exc:
-        print(f"baton status: not reported: {printable(exc)}", file=sys.stderr)
+        _say(f"not reported: {printable(exc)}")
         return False
     said = [f"message: {changed}"] if changed else []
     try:
@@ -204,7 +214,7 @@ def report(project: str, job: str, status: str, progress: float | None = None,
     except Exception as exc:  # a status report never breaks its caller
         said.insert(0, f"could not keep the event anywhere: {exc}")
     if said:
-        print(f"baton status: {printable('; '.join(said))}", file=sys.stderr)
+        _say(printable("; ".join(said)))
     return True
 
 
@@ -245,7 +255,7 @@ def main(argv: list[str]) -> int:
     except SystemExit as exc:  # argparse: --help (0) or an argument error (2, said on stderr)
         return 2 if strict and exc.code not in (0, None) else 0
     except Exception as exc:  # never fails
-        print(f"baton status: not reported: {printable(exc)}", file=sys.stderr)
+        _say(f"not reported: {printable(exc)}")
         return 2 if strict else 0
 
 
@@ -264,7 +274,6 @@ def _main(argv: list[str], strict: bool) -> int:
     if unknown:
         if strict:
             p.error(f"unrecognized arguments: {printable(' '.join(unknown))}")
-        print(f"baton status: ignoring unrecognized arguments: {printable(' '.join(unknown))}",
-              file=sys.stderr)
+        _say(f"ignoring unrecognized arguments: {printable(' '.join(unknown))}")
     ok = report(args.project, args.job, args.status, args.progress, args.message, args.drive)
     return 0 if ok or not strict else 2

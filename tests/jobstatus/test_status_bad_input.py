@@ -307,3 +307,30 @@ def test_a_report_to_a_read_only_drive_says_it_was_kept_locally(
     assert proc.stderr.count("\n") == 1 and "kept locally" in proc.stderr
     assert "Read-only file system" in proc.stderr
     assert len(list(local_spool().glob("*.json"))) == 1
+
+
+BROKEN_STDERR = """
+import os, sys
+read, write = os.pipe()
+os.close(read)
+os.dup2(write, 2)  # stderr is a pipe nobody reads any more
+from baton.jobstatus.report import report
+print(report("p", "j", "started", drive=sys.argv[1], message="a\\udcff"))
+"""
+
+
+def test_a_report_never_fails_for_want_of_a_stderr(tmp_path: Path, drive: Path) -> None:
+    """What the reporter is told goes to stderr if there is one: closed (``2>&-``), the
+    command still exits 0 and says nothing on stdout; a broken pipe does not raise into the
+    calling script."""
+    missing = str(tmp_path / "not-mounted")
+    closed = subprocess.run(["sh", "-c", 'exec 2>&-; exec "$@"', "sh", sys.executable, "-m",
+                             "baton", "status", "report", "--project", "p", "--job", "j",
+                             "--status", "started", "--drive", missing], env=os.environ,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert (closed.returncode, closed.stdout) == (0, "")
+    broken = subprocess.run([sys.executable, "-c", BROKEN_STDERR, missing], env=os.environ,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert (broken.returncode, broken.stdout) == (0, "True\n")
+    assert len(list(local_spool().glob("*.json"))) == 2  # both kept
+
