@@ -300,6 +300,15 @@ def check_mlflow_runs(page: str, exps: list[str]) -> None:
         assert len([n for n in shown if n.startswith(f"evaluation {e} ")]) == 5, (e, shown)
 
 
+def holds(check: Callable[[str, list[str]], None], page: str, exps: list[str]) -> bool:
+    """Whether the page passes ``check`` yet (what the browser waits for)."""
+    try:
+        check(page, exps)
+    except AssertionError:
+        return False
+    return True
+
+
 def test_demo_uis_and_ctrl_c(tmp_path: Path) -> None:
     home, log, proc = _start_demo(tmp_path)
     try:
@@ -311,9 +320,10 @@ def test_demo_uis_and_ctrl_c(tmp_path: Path) -> None:
         assert re.search(r"^baton_\w+", body, flags=re.M), body[:2000]
         # Dagster: the report asset of every experiment is shown materialized
         page = dom(f"{urls['Dagster UI']}/assets/analysis_report?view=partitions",
-                   tmp_path / "c1")
+                   tmp_path / "c1", lambda page: holds(check_dagster_partitions, page, exps))
         check_dagster_partitions(page, exps)
-        screenshot(f"{urls['Dagster UI']}/asset-groups", "demo-dagster.png", tmp_path / "c2")
+        screenshot(f"{urls['Dagster UI']}/asset-groups", "demo-dagster.png", tmp_path / "c2",
+                   lambda page: "analysis_report" in page and "evaluation_metrics" in page)
         # MLflow: the campaign's experiment shows the training, evaluation and analysis runs
         from mlflow.tracking import MlflowClient
 
@@ -321,8 +331,11 @@ def test_demo_uis_and_ctrl_c(tmp_path: Path) -> None:
             f"baton/{campaign_of(home, exps[0])}")
         assert experiment is not None
         runs = f"{urls['MLflow']}/#/experiments/{experiment.experiment_id}/runs"
-        check_mlflow_runs(dom(runs + FLAT, tmp_path / "c3"), exps)
-        screenshot(runs + FLAT, "demo-mlflow.png", tmp_path / "c4")
+        def runs_shown(page: str) -> bool:
+            return holds(check_mlflow_runs, page, exps)
+
+        check_mlflow_runs(dom(runs + FLAT, tmp_path / "c3", runs_shown), exps)
+        screenshot(runs + FLAT, "demo-mlflow.png", tmp_path / "c4", runs_shown)
     finally:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(300)

@@ -67,8 +67,6 @@ def test_ui_launch_racing_the_sensor_submits_once(tmp_path: Path) -> None:
                or r.dagster_run.job_name == "submit_evaluation"]
     runs = [r.dagster_run for r in records]
     assert sorted(r.job_name for r in runs) == ["__ASSET_JOB", "submit_evaluation"], runs
-    created = sorted(r.create_timestamp.timestamp() for r in records)
-    assert created[1] - created[0] < 10  # launched together: a race, not a relaunch
     assert all(r.status == DagsterRunStatus.SUCCESS for r in runs), [r.status for r in runs]
     mats = [r.asset_materialization for r in instance.fetch_materializations(
         AssetRecordsFilter(asset_key=AssetKey("evaluation_job"), asset_partitions=[exp]),

@@ -17,7 +17,7 @@ from baton.slurm.spec import JobSpec
 from baton.slurm.states import JobStatus
 
 
-def wait_terminal(backend: LocalBackend, job_id: str, timeout: float = 30
+def wait_terminal(backend: LocalBackend, job_id: str, timeout: float = 120
                   ) -> dict[str, JobStatus]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -73,11 +73,9 @@ def test_killed_by_signal(backend: LocalBackend, tmp_path: Path) -> None:
 
 
 def test_time_limit_gives_timeout(backend: LocalBackend, tmp_path: Path) -> None:
-    start = time.monotonic()
-    job = submit(backend, tmp_path, "sleep 60", time="00:00:02")
-    status = wait_terminal(backend, job)[job]
+    job = submit(backend, tmp_path, "sleep 600", time="00:00:02")
+    status = wait_terminal(backend, job)[job]  # long before the 600 s: the limit killed it
     assert status.state == "TIMEOUT"
-    assert time.monotonic() - start < 15
 
 
 def test_trap_ignoring_term_is_killed(backend: LocalBackend, tmp_path: Path) -> None:
@@ -160,7 +158,7 @@ def test_lost_runner_is_reported(backend: LocalBackend, tmp_path: Path) -> None:
     wait_state(backend, job, "RUNNING")
     pid = int((backend.root / "runners" / f"{job}.pid").read_text())
     os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 120  # generous: noticed at the next look, however slow
     while backend.status([job])[job].state == "RUNNING" and time.monotonic() < deadline:
         time.sleep(0.05)
     status = backend.status([job])[job]
