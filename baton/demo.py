@@ -380,7 +380,11 @@ def progress(config: Config, experiments: list[str]) -> dict[str, Progress]:
 def run_demo(home: Path | None = None, once: bool = False, backend: str = "auto",
              timeout: float = 1800, fail_dataset: str | None = None) -> int:
     home = (home or default_drive().parent / "demo").resolve()
-    home.mkdir(parents=True, exist_ok=True)
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file in the way, no permission: nothing else is started
+        raise BatonError(f"demo home {home}: cannot make it a folder: "
+                         f"{exc.strerror or exc}") from None
     backend = choose_backend_name(backend)
     demo = Demo(home, once, backend, fail_dataset)
     mlflow_port, dagster_port = free_port(5000), free_port(3000)

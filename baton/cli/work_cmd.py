@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -96,6 +97,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, not {text}")
+    return value
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from baton.demo import run_demo
 
@@ -143,7 +155,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--home", help="where the demo keeps its drive, state and logs "
                    "(default: ~/.local/share/baton/demo)")
     p.add_argument("--backend", choices=["auto", "sbatch", "local"], default="auto")
-    p.add_argument("--timeout", type=float, default=1800, help="seconds before giving up")
+    p.add_argument("--timeout", type=positive_seconds, default=1800,
+                   help="seconds before giving up (default: %(default)s)")
     p.add_argument("--fail-dataset", choices=["minimal_pairs", "heldout"],
                    help="for testing: the example evaluator fails on this dataset, to see "
                    "how a failed stage is shown and reported (exit code 1 with --once)")
