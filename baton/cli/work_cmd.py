@@ -86,6 +86,17 @@ def duckdb_message(exc: Exception) -> str:
     return " ".join(line.strip() for line in first.splitlines() if line.strip())
 
 
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 0 (any free one) to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, not {value}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """An argparse type: a whole number of at least 1."""
     try:
@@ -164,10 +175,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("exporter", help="serve Prometheus metrics computed from the ledger, "
                        "the Slurm queue and the drive")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=9108)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on, 0.0.0.0 or :: for every interface "
+                   "(default: %(default)s)")
+    p.add_argument("--port", type=port_number, default=9108,
+                   help="TCP port, 0 for any free one (default: %(default)s)")
     p.add_argument("--queue-ttl", type=float, default=30,
-                   help="seconds one Slurm queue snapshot serves every scrape")
+                   help="seconds one Slurm queue snapshot serves every scrape "
+                   "(default: %(default)s)")
     p.set_defaults(func=cmd_exporter)
 
     ex = sub.add_parser("example", help="the built-in example model").add_subparsers(

@@ -327,8 +327,10 @@ def test_promtool_accepts_the_exposition(config: Config, filled: Ledger) -> None
                    "baton_supervisions_total{", "baton_exporter_component_up{"):
         assert family.encode() in exposition, family
     promtool_check_metrics(exposition)
-    registry, _ = build_registry(config)  # as `baton exporter` builds it
+    # as `baton exporter` builds it, over the same ledger
+    registry, collector = build_registry(config.model_copy(update={"database_url": filled.url}))
     promtool_check_metrics(generate_latest(registry))
+    collector.ledger.close()
 
 
 def test_failure_reasons_agree_with_the_supervisor() -> None:
