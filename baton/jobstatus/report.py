@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import re
 import socket
@@ -95,13 +96,29 @@ def make_event(project: str, job: str, status: str, progress: float | None = Non
                              "A-Z a-z 0-9 . _ -, starting with a letter or digit")
     if status not in STATUSES:
         raise ValueError(f"status {status!r} is not one of {', '.join(STATUSES)}")
-    if progress is not None and not 0 <= float(progress) <= 100:
-        raise ValueError(f"progress {progress!r} is not between 0 and 100")
+    percent = None if progress is None else _percent(progress)
     return {"id": uuid.uuid4().hex, "project": project, "job": job, "status": status,
-            "progress": None if progress is None else float(progress),
+            "progress": percent,
             "message": clean_message(message)[0],
             "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "host": storable(socket.gethostname())[:255]}
+
+
+def _percent(progress: object) -> float:
+    """``progress`` as a number from 0 to 100; ValueError naming it otherwise."""
+    small = isinstance(progress, float | str) or (isinstance(progress, int)
+                                                   and progress.bit_length() < 64)
+    shown = (repr(progress)[:40] if small else f"(a {progress.bit_length()}-bit int)"
+             if isinstance(progress, int) else f"(a {type(progress).__name__})")
+    try:
+        value = float(progress)  # type: ignore[arg-type]
+    except OverflowError:
+        value = math.inf
+    except (TypeError, ValueError):
+        raise ValueError(f"progress {shown} is not a number") from None
+    if not 0 <= value <= 100:  # NaN is not either
+        raise ValueError(f"progress {shown} is not between 0 and 100")
+    return value
 
 
 def read_spool_file(path: Path) -> bytes:
@@ -166,6 +183,8 @@ def _forward(drive: Path) -> None:
         except (ValueError, RecursionError):  # never written by report(): set aside, go on
             path.replace(path.with_suffix(".bad"))
             continue
+        except OSError:  # not readable now: the next call tries again, the others go on
+            continue
         _write(target, event)  # same id: ingestion keeps it once even if sent twice
         path.unlink(missing_ok=True)
 
@@ -203,7 +222,7 @@ def report(project: str, job: str, status: str, progress: float | None = None,
     try:
         message, changed = clean_message(message)
         event = make_event(project, job, status, progress, message)
-    except (ValueError, TypeError) as exc:
+    except Exception as exc:  # a refusal, whatever the arguments are
         _say(f"not reported: {printable(exc)}")
         return False
     said = [f"message: {changed}"] if changed else []

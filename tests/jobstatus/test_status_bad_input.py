@@ -98,6 +98,16 @@ def test_the_api_takes_bytes_and_refuses_what_is_not_a_message(
     assert [r.message for r in ledger.last_reports()] == ["bytes \ufffd ok"]
 
 
+@pytest.mark.parametrize("progress", [10**400, float("nan"), "forty", [40], 10**5000],
+                         ids=["huge", "nan", "text", "list", "too-many-digits"])
+def test_the_api_refuses_a_progress_that_is_not_a_percentage_without_raising(
+        drive: Path, progress: object, capsys: pytest.CaptureFixture[str]) -> None:
+    assert report("p", "j", "running", progress=progress) is False  # type: ignore[arg-type]
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("baton status: not reported:") and "progress" in line
+    assert not drive_spool(drive).exists()
+
+
 def test_a_long_message_is_cut_and_the_reporter_told(
         drive: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert report("p", "j", "running", message="x" * 2500)
