@@ -13,8 +13,7 @@ def cmd_config_show(args: argparse.Namespace) -> int:
 
     config = config_from(args)
     doc = json.loads(config.model_dump_json())
-    if config.database_url:
-        doc["database_url"] = safe_url(config.database_url)
+    doc["database_url"] = safe_url(config.ledger_url)  # the one in use, default included
     print(f"# from {config.source} and the environment")
     print(yaml.safe_dump(doc, sort_keys=False), end="")
     return 0
