@@ -24,6 +24,7 @@ from baton.retry import retry
 
 T = TypeVar("T")
 BUSY_TIMEOUT_MS = 30_000
+CONNECT_TIMEOUT_S = 10  # PostgreSQL, unless the URL sets connect_timeout
 STREAM_ROWS = 10_000  # rows fetched at a time by a query that streams (yield_per)
 
 
@@ -83,7 +84,10 @@ def make_engine(url: str, *, create: bool = False, read_only: bool = False) -> E
     except ArgumentError as exc:
         raise LedgerUnavailable(url, f"not a database URL ({exc})") from None
     if parsed.get_backend_name() != "sqlite":
-        engine = create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=5)
+        # a host that drops packets would otherwise hold a command for the TCP timeout
+        args = {} if "connect_timeout" in parsed.query else {"connect_timeout": CONNECT_TIMEOUT_S}
+        engine = create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=5,
+                               connect_args=args)
         if read_only:
             @event.listens_for(engine, "connect")
             def _read_only(dbapi_conn: Any, _record: Any) -> None:

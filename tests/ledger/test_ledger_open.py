@@ -132,3 +132,17 @@ def test_db_init_creates_the_ledger(tmp_path: Path, env: dict[str, str]) -> None
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "state" / "ledger.db").is_file()
     assert baton("db", "check", env=env).returncode == 0
+
+
+@pytest.mark.parametrize("command", [("status", "list"), ("sql", "SELECT 1"),
+                                     ("exporter", "--port", "0"), ("campaign", "list"),
+                                     ("db", "upgrade")])
+def test_commands_name_an_unreachable_ledger_in_one_line(env: dict[str, str],
+                                                         command: tuple[str, ...]) -> None:
+    url = "postgresql://baton:s3cret@127.0.0.1:1/baton"
+    proc = baton(*command, env={**env, "BATON_DATABASE_URL": url})
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr and "s3cret" not in proc.stderr
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith("baton: error: ledger postgresql://baton:***@127.0.0.1:1/baton: ")
+    assert "Connection refused" in line
