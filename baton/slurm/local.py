@@ -33,6 +33,10 @@ class LocalBackend:
     def __init__(self, state_dir: Path, max_concurrent: int = 2) -> None:
         self.root = Path(state_dir) / "local-slurm"
         self.max_concurrent = max_concurrent
+
+    def _make_folders(self) -> None:
+        """Made by the first submission, not by making the backend: a command that is
+        refused, or only asks for status, leaves nothing behind."""
         for sub in ("jobs", "scripts", "submissions", "cancel", "slots", "runners"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
@@ -56,6 +60,7 @@ class LocalBackend:
     # --- submit ------------------------------------------------------------------------
     def submit(self, spec: JobSpec, script_path: Path) -> Submitted:
         tasks = spec.array_tasks
+        self._make_folders()
         base = self._allocate(max(1, len(tasks)))
         job_id = str(base)
         script = self.root / "scripts" / f"{job_id}.sh"

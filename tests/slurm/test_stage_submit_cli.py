@@ -93,6 +93,8 @@ def test_bad_input_is_one_line_and_claims_nothing(site: dict[str, str]) -> None:
         line = one_line(proc)
         assert says in line and line.startswith("baton"), (case, line)
         assert jobs(site) == [], case
+        # not even the local backend's folders: a refused command leaves nothing behind
+        assert not (Path(site["BATON_STATE_DIR"]) / "local-slurm").exists(), case
     good = submit(site)
     assert good.returncode == 0 and "exp1: submitted as job" in good.stdout, good.stderr
     assert [state for _, state in jobs(site)] == ["PENDING"]
