@@ -50,3 +50,20 @@ def test_retry_refuses_empty_resources_before_recording(config: Config, ledger_u
         retry(config, ledger, LocalBackend(config.state_dir / "local"), 1, mem_mb=mem_mb,
               time_s=time_s)
     assert ledger.list_supervisions() == []
+
+
+@pytest.mark.parametrize("argv", [("list", "--limit=-1"), ("list", "--limit", "0"),
+                                  ("show", "0"), ("show", "99999999999"),
+                                  ("retry", "-1"), ("cancel", "2147483648")])
+def test_ids_and_limits_outside_the_ledger_range_are_usage_errors(
+        tmp_path: Path, ledger_url: str, argv: tuple[str, ...]) -> None:
+    """A supervision id is a positive integer the ledger can hold (PostgreSQL's int4): one
+    outside that range is a usage error, not a database traceback or an empty answer."""
+    env = {"BATON_CONFIG": "", "SHARED_DRIVE": str(tmp_path / "drive"),
+           "BATON_STATE_DIR": str(tmp_path / "state"), "BATON_DATABASE_URL": ledger_url,
+           "BATON_SLURM_BACKEND": "local"}
+    assert baton("db", "init", env=env).returncode == 0
+    proc = baton("supervise", *argv, env=env)
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    line = proc.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in proc.stderr and "between 1 and 2147483647" in line, line
