@@ -137,7 +137,7 @@ def test_slurm_submit_stage_is_recorded_once(tmp_path: Path, env: dict[str, str]
     assert len(scripts) == 1 and "#SBATCH --job-name=eval_exp1" in scripts[0].read_text()
     hostile = baton("slurm", "submit", "--stage", "evaluation", "--experiment", "x; rm -rf ~",
                     "--checkpoint", str(ckpt), "--backend", "local", env=run_env)
-    assert hostile.returncode == 1 and "not allowed" in hostile.stderr
+    assert hostile.returncode == 2 and "not allowed" in hostile.stderr  # argparse's usage
 
 
 def test_help_lists_every_command(env: dict[str, str]) -> None:

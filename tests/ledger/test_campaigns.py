@@ -239,7 +239,9 @@ def test_submit_jobs_registers_the_campaign_it_names(config: Config, ledger: Led
     cfg, backend = _quick(config, ledger)
 
     def item(exp: str) -> tuple[str, str]:
-        return exp, str(cfg.drive.experiment(exp).final_dir)
+        final = cfg.drive.experiment(exp).final_dir
+        final.mkdir(parents=True)  # a submission refuses a checkpoint that is not there
+        return exp, str(final)
 
     submit_jobs(cfg, ledger, backend, "evaluation", [item("solo")], campaign="x")
     assert [(r.tag, r.type, r.active) for r in ledger.list_campaigns()] == [
