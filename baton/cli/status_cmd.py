@@ -4,6 +4,7 @@ argparse, see ``baton.cli.main``)."""
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 
 from baton.cli.common import config_from
@@ -13,12 +14,24 @@ from baton.textsafe import printable
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from baton.jobstatus.ingest import ingest
+    """Ingest the spool, then show the ledger's reports; a spool that cannot be read now,
+    or files set aside, are said on stderr and what the ledger holds is still shown."""
+    from baton.jobstatus.ingest import ingest, set_aside_files
+    from baton.jobstatus.report import drive_spool, rejected_folder
     from baton.ledger import open_ledger
 
     config = config_from(args)
     ledger = open_ledger(config.ledger_url)
-    ingest(config.shared_drive, ledger)
+    drive = config.shared_drive
+    try:
+        ingest(drive, ledger)
+        waiting = set_aside_files(drive)
+    except OSError as exc:
+        warn(f"the spool {drive_spool(drive)} was not ingested now: {exc}")
+    else:
+        if waiting:
+            warn(f"{waiting} status report file(s) could not be ingested: they wait in "
+                 f"{rejected_folder(drive)}, each with a .reason")
     if args.status_command == "history":
         rows = ledger.status_history(args.project, args.job, args.limit)
     else:
@@ -31,6 +44,10 @@ def cmd_status(args: argparse.Namespace) -> int:
               f"{printable(r.job):<24} {printable(r.status):<9} {progress:>6}  "
               f"{printable(r.message)}")
     return 0
+
+
+def warn(text: str) -> None:
+    print(f"baton: warning: {printable(text)}", file=sys.stderr)
 
 
 def _count(value: str) -> int:

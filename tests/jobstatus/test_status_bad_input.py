@@ -5,6 +5,7 @@ and a report kept locally says so."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -16,7 +17,13 @@ import pytest
 
 from baton.cli import main
 from baton.jobstatus.ingest import ingest
-from baton.jobstatus.report import drive_spool, local_spool, make_event, report
+from baton.jobstatus.report import (
+    drive_spool,
+    local_spool,
+    make_event,
+    rejected_folder,
+    report,
+)
 from baton.ledger import Ledger, open_ledger
 from tests.conftest import require
 from tests.jobstatus.test_status import read_only
@@ -168,8 +175,35 @@ def test_a_spool_file_that_cannot_be_ingested_is_set_aside_and_the_next_goes_in(
     assert "not a regular file" in aside["091-a-link.json"]
     assert "OverflowError" in aside["06-time-out-of-range.json"]
     assert "larger than" in aside["08-too-large.json"]
-    assert [line.split()[3] for line in shown(capsys, "status", "list").splitlines()] == [
-        "completed"]
+    capsys.readouterr()  # ingestion logged each file it set aside
+    assert main(["status", "list"]) == 0  # nothing left to set aside: only the summary
+    out, err = capsys.readouterr()
+    assert [line.split()[3] for line in out.splitlines()] == ["completed"]
+    assert err.count("\n") == 1 and f"{len(aside)} status report file(s)" in err
+    assert str(rejected_folder(drive)) in err
+
+
+def test_list_shows_the_ledger_when_the_spool_cannot_be_listed(
+        drive: Path, ledger: Ledger, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """An I/O error of the network filesystem listing the spool (EIO, the one call that
+    cannot be made to fail for real here) is said in one line; what the ledger holds is
+    still shown."""
+    assert report("p", "j", "running")
+    assert ingest(drive, ledger) == 1
+    assert report("p", "j", "completed")
+    real_iterdir = Path.iterdir
+
+    def iterdir(self: Path):
+        if self == drive_spool(drive):
+            raise OSError(errno.EIO, "Input/output error", str(self))
+        return real_iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    assert main(["status", "list"]) == 0
+    out, err = capsys.readouterr()
+    assert [line.split()[3] for line in out.splitlines()] == ["running"]
+    assert err.count("\n") == 1 and "Input/output error" in err and "not ingested" in err
 
 
 @pytest.mark.parametrize("field", ["message", "host"])
