@@ -332,6 +332,32 @@ def test_a_report_with_no_drive_says_it_was_kept_locally(
     assert "kept locally" in err and "SHARED_DRIVE" in err
 
 
+def test_a_report_to_a_hanging_drive_says_it_was_kept_locally(
+        drive: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The drive's write blocks (a hung network mount: the one call that cannot be made to
+    hang for real here) until the test releases it."""
+    import baton.jobstatus.report as status
+
+    release = threading.Event()
+    real_write = status._write
+
+    def write(folder: Path, event: dict) -> Path:
+        if folder == drive_spool(drive):
+            release.wait(30)
+            raise OSError("the drive hung")
+        return real_write(folder, event)
+
+    monkeypatch.setattr(status, "_write", write)
+    try:
+        assert report("p", "j", "started", drive=drive)
+    finally:
+        release.set()
+    err = capsys.readouterr().err
+    assert "kept locally" in err and f"no answer within {status.DEADLINE:g} s" in err
+    assert len(list(local_spool().glob("*.json"))) == 1
+
+
 READ_ONLY_CLI = """
 import sys
 from baton.cli import main
