@@ -15,7 +15,7 @@ from bench.common import Result, machine, say
 from bench.context import Context
 
 MODULES = {1: "latency", 2: "scan", 3: "exporter", 4: "duckdb_metrics", 5: "writer",
-           6: "status", 7: "backfill", 8: "footprint"}
+           6: "status", 7: "backfill", 8: "footprint", 9: "exporter_burst"}
 
 
 def _num(value: float, unit: str) -> str:
