@@ -368,8 +368,13 @@ def acceptance_problem(signal: Signal) -> str | None:
 def check_signal(path: Path | str, signal: Signal, drive: DriveLayout) -> None:
     """Raise SignalError unless the sensors would accept ``signal`` written at ``path``:
     its folder names its experiment, every path it names is on the drive, and
-    :func:`acceptance_problem` finds nothing. What a writer asks before it writes."""
+    :func:`acceptance_problem` finds nothing; and it is on the drive itself, where the
+    sensors look. What a writer asks before it writes."""
     path = Path(path)
+    try:
+        drive.inside(path.parent, "its folder")
+    except BatonError as exc:
+        raise SignalError(path, str(exc)) from None
     _check_placement(path, signal, _check_folder(path, type(signal), drive), drive)
     if problem := acceptance_problem(signal):
         raise SignalError(path, problem)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from baton.cli.common import config_from
+from baton.cli.work_cmd import positive_int
 from baton.errors import BatonError
 
 
@@ -56,20 +57,32 @@ def cmd_signal_training_complete(args: argparse.Namespace) -> int:
 
 
 def cmd_signal_analysis_complete(args: argparse.Namespace) -> int:
+    """Announce an analysis; a signal the analysis sensor would quarantine (a report or
+    output off the drive) is not written, and why is the command's error."""
+    from pydantic import ValidationError
 
     from baton.evaluate.harness import job_tag
     from baton.inbox import publish
-    from baton.signals import AnalysisComplete, utcnow
+    from baton.signals import AnalysisComplete, check_signal, describe_validation_error, utcnow
 
     config = config_from(args)
     exp = config.drive.experiment(args.experiment)
-    signal = AnalysisComplete(
-        timestamp=utcnow(), experiment=args.experiment, job_id=job_tag(), status=args.status,
-        report_path=str(Path(args.report).resolve()) if args.report else None,
-        outputs=[str(Path(o).resolve()) for o in args.output or []] or None,
-        error_message=args.error)
-    folder = Path(os.environ.get("BATON_SIGNAL_DIR") or exp.reports_dir)
-    print(publish(config.drive, signal, folder / ".analysis_complete"))
+    try:
+        signal = AnalysisComplete(
+            timestamp=utcnow(), experiment=args.experiment, job_id=job_tag(),
+            status=args.status,
+            report_path=str(Path(args.report).resolve()) if args.report else None,
+            outputs=[str(Path(o).resolve()) for o in args.output or []] or None,
+            error_message=args.error)
+    except ValidationError as exc:
+        raise BatonError(f"analysis signal of {args.experiment!r}: "
+                         f"{describe_validation_error(exc)}") from None
+    target = Path(os.environ.get("BATON_SIGNAL_DIR") or exp.reports_dir) / ".analysis_complete"
+    check_signal(target, signal, config.drive)
+    try:
+        print(publish(config.drive, signal, target))
+    except OSError as exc:
+        raise BatonError(f"{target}: could not be written: {exc.strerror or exc}") from None
     return 0
 
 
@@ -84,7 +97,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--drive", help="the shared drive (default: SHARED_DRIVE / baton.yaml)")
     p.set_defaults(func=cmd_signal_validate)
     p = sig.add_parser("quarantined", help="signals the watcher rejected, and why")
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--limit", type=positive_int, default=50,
+                   help="at most this many, newest first (default: %(default)s)")
     p.set_defaults(func=cmd_signal_quarantined)
 
     p = sig.add_parser("training-complete", help="the training hook from a shell: write "
