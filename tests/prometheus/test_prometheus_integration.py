@@ -11,7 +11,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -94,9 +93,14 @@ def test_prometheus_sees_the_pipeline(tmp_path: Path) -> None:
                        lambda e=exp: p.materialized("analysis_report", e))
         p.wait_for("Prometheus to scrape the finished jobs", lambda: query(
             base, 'baton_jobs_finished_total{stage="analysis"} == 2'), timeout=60)
-        time.sleep(3)  # a few more samples for the rates
-        # key values agree with the ledger
+        # key values agree with the ledger (once a scrape has seen every record: wait for
+        # that, not for a fixed time)
         jobs = p.ledger.jobs()
+        p.wait_for("the scraped numbers of every job", lambda: query(
+            base, 'baton_end_to_end_seconds_count == 2') and query(
+            base, f'baton_jobs_finished_total{{stage="evaluation"}} == '
+            f'{sum(j.stage == "evaluation" and j.state == "COMPLETED" for j in jobs)}'),
+            timeout=120)
         for stage in ("evaluation", "analysis"):
             done = sum(1 for j in jobs if j.stage == stage and j.state == "COMPLETED")
             assert value(base, f'baton_jobs_finished_total{{stage="{stage}"}}') == done
