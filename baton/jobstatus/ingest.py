@@ -48,7 +48,7 @@ def ingest(drive: str | os.PathLike[str], ledger: Ledger, limit: int = 5000) -> 
             continue
         except OSError as exc:
             log.warning("status event %s is not readable now, left for the next ingest: %s",
-                        path, exc)
+                        printable(path), printable(exc))
             continue
         try:
             row = _event_row(data)
@@ -101,17 +101,18 @@ def _reject(drive: Path, path: Path, exc: BaseException) -> None:
     """Move ``path`` to ``status/rejected/`` with one line saying why beside it (counted by
     the exporter: ``baton_status_rejected_files``)."""
     reason = f"{type(exc).__name__}: {printable(exc)}"
-    rejected = rejected_folder(drive)
+    rejected, name = rejected_folder(drive), printable(path.name)  # names go to a terminal
     try:
         rejected.mkdir(parents=True, exist_ok=True)
         path.replace(rejected / path.name)
     except FileNotFoundError:
         return  # another ingester set it aside
     except OSError as err:
-        log.warning("could not set aside the bad status event %s (%s): %s", path, reason, err)
+        log.warning("could not set aside the bad status event %s (%s): %s", name, reason,
+                    printable(err))
         return
-    log.warning("status event %s set aside in %s: %s", path.name, rejected, reason)
+    log.warning("status event %s set aside in %s: %s", name, rejected, reason)
     try:
         atomic_write(rejected / f"{path.name}.reason", f"{reason}\n".encode(), attempts=1)
     except OSError as err:
-        log.warning("could not write why %s was rejected: %s", path.name, err)
+        log.warning("could not write why %s was rejected: %s", name, printable(err))

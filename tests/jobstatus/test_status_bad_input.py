@@ -183,6 +183,18 @@ def test_a_spool_file_that_cannot_be_ingested_is_set_aside_and_the_next_goes_in(
     assert str(rejected_folder(drive)) in err
 
 
+def test_a_spool_file_name_is_shown_escaped(drive: Path, ledger: Ledger,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """The name of a file set aside goes to the log (stderr for ``baton status list``)."""
+    spool = drive_spool(drive)
+    spool.mkdir(parents=True)
+    (spool / "0-\x1b[2J\rforged.json").write_bytes(b"[]")
+    assert main(["status", "list"]) == 0
+    err = capsys.readouterr().err
+    assert "0-\\x1b[2J\\rforged.json" in err and "\x1b" not in err and "\r" not in err
+    assert list(rejected_folder(drive).iterdir())  # set aside all the same
+
+
 def test_list_shows_the_ledger_when_the_spool_cannot_be_listed(
         drive: Path, ledger: Ledger, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
