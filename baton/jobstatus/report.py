@@ -74,15 +74,15 @@ def clean_message(message: object) -> tuple[str | None, str | None]:
         return None, None
     if not isinstance(message, str):
         raise TypeError(f"message must be text, not {type(message).__name__}")
-    kept = storable(message)
     changed = []
+    if len(message) > MESSAGE_LIMIT:  # cut first: the call stays quick for any length
+        changed.append(f"cut from {len(message)} to {MESSAGE_LIMIT} characters")
+        message = message[:MESSAGE_LIMIT]
+    kept = storable(message)
     replaced = sum(a != b for a, b in zip(message, kept, strict=True))
     if replaced:
-        changed.append(f"{replaced} character(s) that are not valid text (bytes that are not "
-                       "UTF-8, lone surrogates, NUL) replaced by U+FFFD")
-    if len(kept) > MESSAGE_LIMIT:
-        changed.append(f"cut from {len(kept)} to {MESSAGE_LIMIT} characters")
-        kept = kept[:MESSAGE_LIMIT]
+        changed.insert(0, f"{replaced} character(s) that are not valid text (bytes that are "
+                       "not UTF-8, lone surrogates, NUL) replaced by U+FFFD")
     return kept, "; ".join(changed) or None
 
 
