@@ -69,11 +69,12 @@ def _time(value: str) -> str:
 
 
 def _absolute(value: Path) -> Path:
-    """Signals, checkpoints and scripts carry absolute paths read on other machines: a
-    drive relative to wherever a command was started would differ on each."""
+    """A path relative to wherever a command was started differs from one command to the
+    next: the drive's (signals, checkpoints and scripts carry it to other machines), and the
+    state folder's (the ledger, the local backend's jobs)."""
     if not value.is_absolute():
-        raise ValueError(f"{str(value)!r} is not an absolute path: the drive must be at the "
-                         "same absolute path on every machine (e.g. /mnt/shared)")
+        raise ValueError(f"{str(value)!r} is not an absolute path: a relative one would "
+                         "follow the folder each command is started from (e.g. /mnt/shared)")
     return value
 
 
@@ -234,7 +235,8 @@ def _stage_names(stages: dict[str, StageConfig]) -> dict[str, StageConfig]:
 class Config(Section):
     shared_drive: Annotated[Path, AfterValidator(_absolute)] = Field(
         default_factory=default_drive)
-    state_dir: Path = Field(default_factory=default_state_dir)
+    state_dir: Annotated[Path, AfterValidator(_absolute)] = Field(
+        default_factory=default_state_dir)
     database_url: str | None = None
     mlflow: MLflowConfig = Field(default_factory=MLflowConfig)
     slurm: SlurmConfig = Field(default_factory=SlurmConfig)

@@ -170,6 +170,14 @@ def test_a_relative_drive_from_the_environment_is_refused(tmp_path: Path) -> Non
     assert info.value.key == "shared_drive" and "absolute" in info.value.reason
 
 
+def test_a_relative_state_dir_is_refused(tmp_path: Path) -> None:
+    """The ledger and the local backend's jobs would follow the folder a command is run
+    from: ``baton db init`` in one folder, and every other command finds no ledger."""
+    with pytest.raises(ConfigError) as info:
+        load_config(env={"SHARED_DRIVE": str(tmp_path / "d"), "BATON_STATE_DIR": "state"})
+    assert info.value.key == "state_dir" and "absolute" in info.value.reason
+
+
 # --- the drive's folders, created where they are missing --------------------------------
 def test_ensure_creates_missing_folders_under_an_existing_drive(tmp_path: Path) -> None:
     drive = DriveLayout(tmp_path / "drive")
