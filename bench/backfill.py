@@ -37,6 +37,8 @@ def trained(config: Config, ledger: Ledger, names: list[str]) -> None:
     """The experiments' training runs, as the training sensor records them (written
     directly: setting up is not what is measured)."""
     now = datetime.now(UTC)
+    for e in names:
+        config.drive.experiment(e).final_dir.mkdir(parents=True, exist_ok=True)
     rows = [dict(experiment_name=e, status="completed", completed_at=now,
                  checkpoint_path=str(config.drive.experiment(e).final_dir),
                  signal_key=f"training_complete:{e}:bench") for e in names]
@@ -68,7 +70,10 @@ def run(ctx: Context) -> list[Result]:
         return [f"{prefix}-{i:04d}" for i in range(n)]
 
     def items(prefix: str) -> list[tuple[str, str]]:
-        return [(e, str(config.drive.experiment(e).final_dir)) for e in names(prefix)]
+        finals = [config.drive.experiment(e).final_dir for e in names(prefix)]
+        for final in finals:  # a submission refuses a checkpoint that is not there
+            final.mkdir(parents=True, exist_ok=True)
+        return [(e, str(f)) for e, f in zip(names(prefix), finals, strict=True)]
 
     def cancel(ids: list[str]) -> None:
         submitted.extend(ids)

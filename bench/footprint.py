@@ -78,8 +78,10 @@ def run(ctx: Context) -> list[Result]:
     idle = sample(pids, exporter, settle)
     config = pipe.config
     ledger = open_ledger(config.ledger_url)
-    items = [(f"fly-{i:03d}", str(config.drive.experiment(f"fly-{i:03d}").final_dir))
-             for i in range(JOBS)]
+    finals = [config.drive.experiment(f"fly-{i:03d}").final_dir for i in range(JOBS)]
+    for final in finals:  # a submission refuses a checkpoint that is not there
+        final.mkdir(parents=True, exist_ok=True)
+    items = [(f"fly-{i:03d}", str(final)) for i, final in enumerate(finals)]
     out = submit_jobs(config, ledger, make_backend(config), "evaluation", items)
     ids = [o.job_id for o in out if o.job_id]
     ctx.at_exit(lambda: scancel(ids))
