@@ -16,8 +16,12 @@ from baton.supervision.actions import TickReport, tick
 
 
 def _config(config: Config, ledger_url: str) -> Config:
+    # the first attempt runs far past its 2 s and times out; a repair ends at once: no
+    # race between the job's length and its limit, however loaded the machine
+    ran = config.drive.root / "first-attempt-ran"
+    command = f"if [ -e {ran} ]; then exit 0; fi; touch {ran}; sleep 300"
     stage = config.stage("evaluation").model_copy(update={
-        "time": "00:02", "mem": "100M", "cpus": 1, "command": "sleep 3"})  # 2 s: times out
+        "time": "00:02", "mem": "100M", "cpus": 1, "command": command})
     return config.model_copy(update={"database_url": ledger_url,
                                      "stages": {**config.stages, "evaluation": stage}})
 
