@@ -147,7 +147,8 @@ def read_only_sql(con: duckdb.DuckDBPyConnection, query: str
     for statement in con.extract_statements(query):
         kind = statement.type.name
         if kind not in READ_ONLY_STATEMENTS:
-            raise BatonError(f"baton sql is read-only: a {kind} statement is not allowed "
-                             f"({' '.join(statement.query.split())[:80]!r}); write results "
-                             "with --format csv or json and a shell redirect")
+            raise BatonError(f"baton sql is read-only and runs queries only (SELECT, "
+                             f"EXPLAIN): {' '.join(statement.query.split())[:80]!r} is "
+                             f"{kind}; save results with --format csv or json and a shell "
+                             "redirect")
     return con.sql(query)
