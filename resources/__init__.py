@@ -16,6 +16,9 @@ from baton.slurm.factory import make_backend
 
 @cache
 def _ledger(url: str) -> Ledger:
+    """The existing ledger (a run never creates one: ``baton db init`` does); a missing or
+    unreachable one fails the run with one line naming the URL, and is tried again next
+    time (a failed call is not cached)."""
     return open_ledger(url)
 
 
@@ -30,7 +33,7 @@ class SharedDriveResource(ConfigurableResource):
 
 
 class LedgerResource(ConfigurableResource):
-    """baton's ledger (default: BATON_DATABASE_URL / a local SQLite)."""
+    """baton's ledger (default: BATON_DATABASE_URL / a local SQLite), which must exist."""
 
     settings: ResourceDependency[Config]
     url: str | None = None
