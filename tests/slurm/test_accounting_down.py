@@ -6,6 +6,7 @@ PostgreSQL); the last test runs the whole story on the real cluster."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import time
@@ -168,8 +169,6 @@ def test_on_the_real_cluster(ledger: Ledger, tmp_path: Path) -> None:
 
     def runner(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
         if down and argv[0] == "sacct":
-            import os
-
             return subprocess.run(list(argv), capture_output=True, text=True, check=False,
                                   env={**os.environ, "TZ": "UTC", "SLURM_CONF": str(conf),
                                        "SLURM_TIME_FORMAT": "standard"})
