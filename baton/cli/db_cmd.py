@@ -25,6 +25,7 @@ def cmd_db(args: argparse.Namespace) -> int:
                                                      else "already at head")
             print(f"ledger {safe_url(config.ledger_url)}: {what} (schema {after})")
             return 0
+        ledger.revision()  # a missing or unreachable ledger: one line, not a report
         report = ledger.check()
         print(f"ledger {safe_url(config.ledger_url)}")
         print("\n".join(report.lines()))

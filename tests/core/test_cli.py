@@ -81,7 +81,8 @@ def test_db_init_upgrade_check(env: dict[str, str]) -> None:
 
 def test_db_check_fails_on_uninitialised(env: dict[str, str]) -> None:
     check = baton("db", "check", env=env)
-    assert check.returncode == 1 and "baton db init" in check.stdout
+    assert check.returncode == 1 and "baton db init" in check.stderr  # one line, no report
+    assert len(check.stderr.strip().splitlines()) == 1 and check.stdout == ""
 
 
 def test_bad_config_fails_at_start(tmp_path: Path, env: dict[str, str]) -> None:
