@@ -3,7 +3,8 @@ Slurm (or local-backend) job. Each variable below holds a comma-separated list o
 ``<experiment>`` or ``<experiment>/<checkpoint folder name>`` (one task of a fan-out):
 
 - ``FAKE_EVAL_FAIL``: those tasks fail (``.eval_failed``, exit 1);
-- ``FAKE_EVAL_HOG``: those use 300 MB while they have less than 400M;
+- ``FAKE_EVAL_HOG``: those hold 300 MB while they have less than 400M, until Slurm kills
+  them;
 - ``FAKE_EVAL_HOLD``: those wait until the file ``FAKE_EVAL_RELEASE`` exists (at most
   ten minutes) before they evaluate, so a test can look at the pipeline while one task
   of an array is still running.
@@ -47,7 +48,7 @@ if chosen("FAKE_EVAL_HOG") and \
         int(os.environ.get("SLURM_MEM_PER_NODE", "0")) < 400:
     hog = bytearray(300 * 1024 * 1024)
     hog[::4096] = b"x" * len(hog[::4096])  # resident: Slurm kills the job over its --mem
-    time.sleep(10)
+    time.sleep(600)  # until it does: no race with Slurm's memory sampling
 if chosen("FAKE_EVAL_FAIL"):
     publish(drive, EvalFailed(timestamp=now, experiment=exp, job_id=job, status="failed",
                               error_message="dataset toy: simulated failure",
