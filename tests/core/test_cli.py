@@ -96,20 +96,21 @@ def test_bad_config_fails_at_start(tmp_path: Path, env: dict[str, str]) -> None:
 
 def test_slurm_submit_status_cancel_locally(tmp_path: Path, env: dict[str, str]) -> None:
     script = tmp_path / "job.sh"
-    script.write_text("#!/bin/bash\n#SBATCH --job-name=cli\n#SBATCH --time=00:01:00\n"
-                      f"#SBATCH --output={tmp_path}/%j.out\nsleep 30\n")
+    # runs until cancelled: seen running and cancelled however slow each `baton` call is
+    script.write_text("#!/bin/bash\n#SBATCH --job-name=cli\n#SBATCH --time=00:20:00\n"
+                      f"#SBATCH --output={tmp_path}/%j.out\nsleep 600\n")
     assert baton("db", "init", env=env).returncode == 0  # the script is recorded there
     proc = baton("slurm", "submit", str(script), "--backend", "local", env=env)
     assert proc.returncode == 0, proc.stderr
     job = proc.stdout.strip()
     assert job.isdigit()
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 120
     while "RUNNING" not in baton("slurm", "status", job, "--backend", "local",
                                  env=env).stdout:
         assert time.monotonic() < deadline
         time.sleep(0.2)
     assert baton("slurm", "cancel", job, "--backend", "local", env=env).returncode == 0
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 120
     while True:
         doc = json.loads(baton("slurm", "status", job, "--json", "--backend", "local",
                                env=env).stdout)
