@@ -16,7 +16,7 @@ def cmd_slurm_submit(args: argparse.Namespace) -> int:
     from baton.pipeline.submission import submit_jobs
     from baton.slurm.factory import make_backend
 
-    if (wrong := _stage_usage(args)) is not None:
+    if (wrong := _usage_problem(args)) is not None:
         args.parser.error(wrong)
     config = config_from(args)
     backend = make_backend(config, args.backend)
@@ -25,11 +25,9 @@ def cmd_slurm_submit(args: argparse.Namespace) -> int:
             raise BatonError("--campaign is for stage jobs (--stage), which the ledger "
                              "records; a script is submitted as it is")
         return _submit_script(args, config, backend)
-    if not args.stage or not args.experiment:
-        raise BatonError("give a script, or --stage and --experiment")
     items = [(e, args.checkpoint or "") for e in args.experiment]
     ledger = open_ledger(config.ledger_url)
-    outcomes = submit_jobs(config, ledger, backend, args.stage, items, attempt=args.attempt,
+    outcomes = submit_jobs(config, ledger, backend, args.stage, items, attempt=args.attempt or 1,
                            campaign=args.campaign, mem=args.mem, time=args.time)
     code = 0
     for o in outcomes:
@@ -44,10 +42,20 @@ def cmd_slurm_submit(args: argparse.Namespace) -> int:
     return code
 
 
-def _stage_usage(args: argparse.Namespace) -> str | None:
-    """What a stage submission would silently ignore, in words; None when all is used."""
+def _usage_problem(args: argparse.Namespace) -> str | None:
+    """What the command line asks that one kind of submission would silently ignore, in
+    words (argparse's usage error); None when every option given is used."""
+    if args.script and args.stage:
+        return "give a script or --stage, not both"
+    if args.script:
+        given = [o for o, v in (("--experiment", args.experiment),
+                                ("--checkpoint", args.checkpoint),
+                                ("--attempt", args.attempt)) if v is not None]
+        return f"{', '.join(given)}: for stage jobs (--stage), not a script" if given else None
     if not args.stage:
-        return None
+        return "give a script, or --stage and --experiment"
+    if not args.experiment:
+        return "--stage needs --experiment"
     if args.array:
         return "--array is for a script; a stage job becomes an array by repeating " \
                "--experiment"
@@ -215,7 +223,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="repeat for an array job")
     p.add_argument("--checkpoint", help="checkpoint to evaluate (evaluation stage; an "
                    "existing path on the shared drive)")
-    p.add_argument("--attempt", type=attempt_number, default=1,
+    p.add_argument("--attempt", type=attempt_number,
                    help="the attempt, from 1 (default: 1)")
     p.add_argument("--campaign", type=_campaign_tag,
                    help="the campaign the job belongs to (registered, inactive, if new)")

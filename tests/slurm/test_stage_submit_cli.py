@@ -141,3 +141,23 @@ def test_the_first_real_job_on_a_fresh_drive_writes_its_log(site: dict[str, str]
     assert out.parent == logs / "evaluation"
     assert f"evaluating exp1 at {Path(site['SHARED_DRIVE']) / 'models/exp1/final'}" in \
         out.read_text()
+
+
+def test_a_script_and_a_stage_job_are_not_mixed(site: dict[str, str], tmp_path: Path) -> None:
+    """Options of one kind of submission given to the other were silently dropped (a script
+    with --stage was submitted as a plain script): they are usage errors."""
+    script = tmp_path / "job.sh"
+    script.write_text("#!/bin/bash\ntrue\n")
+    ckpt = str(Path(site["SHARED_DRIVE"]) / "models" / "exp1" / "final")
+    for argv, says in (
+            ((str(script), "--stage", "evaluation", "--experiment", "exp1"), "not both"),
+            ((str(script), "--experiment", "exp1"), "--experiment"),
+            ((str(script), "--checkpoint", ckpt), "--checkpoint"),
+            ((str(script), "--attempt", "2"), "--attempt"),
+            (("--stage", "evaluation"), "--experiment"),
+            (("--experiment", "exp1"), "give a script, or --stage"),
+            ((), "give a script, or --stage")):
+        proc = baton("slurm", "submit", *argv, env=site)
+        assert proc.returncode == 2, (argv, proc.returncode, proc.stderr)
+        assert says in one_line(proc), (argv, proc.stderr)
+    assert jobs(site) == []
