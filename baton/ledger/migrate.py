@@ -13,6 +13,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
+from baton.ledger.engine import one_line
 from baton.ledger.schema import metadata
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -68,7 +69,7 @@ def check(engine: Engine) -> CheckReport:
         return _check(engine, head)
     except DBAPIError as exc:
         return CheckReport(ok=False, revision=None, head=head,
-                           problems=[f"cannot read the ledger: {exc.orig}"])
+                           problems=[f"cannot read the ledger: {one_line(exc)}"])
 
 
 def _check(engine: Engine, head: str) -> CheckReport:

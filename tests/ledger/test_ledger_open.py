@@ -136,7 +136,7 @@ def test_db_init_creates_the_ledger(tmp_path: Path, env: dict[str, str]) -> None
 
 @pytest.mark.parametrize("command", [("status", "list"), ("sql", "SELECT 1"),
                                      ("exporter", "--port", "0"), ("campaign", "list"),
-                                     ("db", "upgrade")])
+                                     ("db", "upgrade"), ("db", "check")])
 def test_commands_name_an_unreachable_ledger_in_one_line(env: dict[str, str],
                                                          command: tuple[str, ...]) -> None:
     url = "postgresql://baton:s3cret@127.0.0.1:1/baton"
