@@ -14,10 +14,8 @@ from baton.layout import validate_name
 from baton.textsafe import printable, unstorable
 
 DISPLAY_NAME_LIMIT = 255  # characters: the ledger's column
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
-
-
 INT_RANGE = (-(2**31), 2**31 - 1)  # the ledger's INTEGER columns (PostgreSQL's int4)
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # C0, DEL, C1
 
 
 def _when(value: str) -> datetime:

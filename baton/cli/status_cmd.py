@@ -47,6 +47,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def warn(text: str) -> None:
+    """One line on stderr, escaped: it may hold names from the drive."""
     print(f"baton: warning: {printable(text)}", file=sys.stderr)
 
 
