@@ -7,6 +7,7 @@ import argparse
 import re
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from baton.cli import (
     campaign_cmd,
@@ -19,14 +20,23 @@ from baton.cli import (
     work_cmd,
 )
 from baton.errors import BatonError
+from baton.textsafe import printable
 
 Handler = Callable[[argparse.Namespace], int]
 GROUPS = (signal_cmd, work_cmd, status_cmd, campaign_cmd, db_cmd, slurm_cmd, supervise_cmd,
           config_cmd)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's usage errors quote the bad value: shown escaped, it cannot forge lines."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {printable(message)}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="baton", description="Run and watch the training -> evaluation -> analysis "
         "pipeline on Slurm.")
     parser.add_argument("--config", help="baton.yaml to use (default: $BATON_CONFIG, "
@@ -67,8 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.func
     try:
         return handler(args)
-    except BatonError as exc:
-        print(f"baton: error: {exc}", file=sys.stderr)
+    except BatonError as exc:  # one line, whatever the input it names holds
+        print(f"baton: error: {printable(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
