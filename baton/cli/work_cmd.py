@@ -97,6 +97,17 @@ def port_number(text: str) -> int:
     return value
 
 
+def seconds(text: str) -> float:
+    """An argparse type: a finite, non-negative number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"seconds are 0 or more, not {text}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """An argparse type: a whole number of at least 1."""
     try:
@@ -180,7 +191,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(default: %(default)s)")
     p.add_argument("--port", type=port_number, default=9108,
                    help="TCP port, 0 for any free one (default: %(default)s)")
-    p.add_argument("--queue-ttl", type=float, default=30,
+    p.add_argument("--queue-ttl", type=seconds, default=30,
                    help="seconds one Slurm queue snapshot serves every scrape "
                    "(default: %(default)s)")
     p.set_defaults(func=cmd_exporter)

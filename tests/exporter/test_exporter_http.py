@@ -135,3 +135,10 @@ def test_help_shows_the_defaults(config: Config) -> None:
     text = " ".join(proc.stdout.split())
     for default in ("127.0.0.1", "9108", "30"):
         assert f"(default: {default})" in text, proc.stdout
+
+
+@pytest.mark.parametrize("ttl", ["-1", "nan", "inf", "soon"])
+def test_a_bad_queue_ttl_is_a_usage_error(config: Config, ttl: str) -> None:
+    proc = baton_exporter(config, "--queue-ttl", ttl)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "--queue-ttl" in proc.stderr.strip().splitlines()[-1]
