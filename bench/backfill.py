@@ -52,7 +52,7 @@ def run(ctx: Context) -> list[Result]:
         return []
     n = ctx.pick(50, 1000)
     config = load(held_config(ctx.dir("backfill")))
-    ledger = open_ledger(config.ledger_url)
+    ledger = open_ledger(config.ledger_url, init=True)
     backend = make_backend(config)
     assert isinstance(backend, SbatchBackend)
     calls: Counter[str] = Counter()

@@ -133,7 +133,7 @@ def run(ctx: Context) -> list[Result]:
     results: list[Result] = []
     have = 0
     db = root / "ledger.db"
-    ledger = open_ledger(f"sqlite:///{db}")
+    ledger = open_ledger(f"sqlite:///{db}", init=True)
     config = Config(shared_drive=root, state_dir=root / "state")
     base = "query per metric"
     try:

@@ -152,7 +152,7 @@ def run(ctx: Context) -> list[Result]:
     root = ctx.dir("scan")
     drive = DriveLayout(root / "drive")
     drive.create()
-    ledger = open_ledger(f"sqlite:///{root / 'ledger.db'}")
+    ledger = open_ledger(f"sqlite:///{root / 'ledger.db'}", init=True)
     names = (f"new-{i:06d}" for i in itertools.count())
     trained = (f"tick-train-{i:06d}" for i in itertools.count())
     evaluated = (f"tick-eval-{i:06d}" for i in itertools.count())
