@@ -17,10 +17,13 @@ def cancel_slurm_jobs(context: OpExecutionContext, config: CancelConfig, slurm: 
     led = ledger.ledger()
     ids = [r.job_id for r in led.unfinished_jobs(settle_seconds=0)
            if r.experiment in config.experiments and (config.stage in (None, r.stage))]
-    if ids:
-        slurm.client().cancel(ids)
-    context.log.info(f"cancel requested for {len(ids)} job(s): {' '.join(ids) or '-'}")
-    return ids
+    refused = slurm.client().cancel(ids) if ids else {}
+    for job_id, why in refused.items():
+        context.log.warning(f"job {job_id} not cancelled: {why}")
+    cancelled = [i for i in ids if i not in refused]
+    context.log.info(f"cancel requested for {len(cancelled)} job(s): "
+                     f"{' '.join(cancelled) or '-'}")
+    return cancelled
 
 
 @job(description="Cancel an experiment's unfinished Slurm jobs (the tracker records the "

@@ -19,6 +19,19 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 DATA = Path(__file__).parent / "data"
 
 
+@pytest.fixture(autouse=True)
+def _root_logging_as_it_was() -> Iterator[None]:
+    """A command run in-process sets up logging on the stream pytest gave that test; the
+    next test must not log into that closed stream."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
 def require(condition: bool, message: str) -> None:
     """Skip on a developer machine, fail in CI: a missing service is never silent there."""
     if condition:

@@ -257,7 +257,10 @@ def cancel(ledger: Ledger, backend: SlurmBackend, sid: int) -> str:
     target = ledger.job(sup.repair_row) if sup.repair_row else ledger.job(sup.job_row)
     if sup.action in ("resubmit", "cancel", "alert") and target is not None \
             and target.job_id and not is_terminal(target.state):
-        backend.cancel([target.job_id])
+        refused = backend.cancel([target.job_id])
+        if refused:  # it ended before the tracker saw it: the tracker will record how
+            raise BatonError(f"job {target.job_id} of supervision {sid} was not cancelled: "
+                             f"{refused[target.job_id]}")
         ledger.update_supervision(sid, execution_status="cancelled",
                                   finished_at=datetime.now(UTC))
         return f"job {target.job_id} cancelled (supervision {sid})"

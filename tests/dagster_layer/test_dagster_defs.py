@@ -319,3 +319,31 @@ def test_a_run_config_overrides_a_resource_field(tmp_path: Path) -> None:
     assert result.output_for_node("cancel_slurm_jobs") == []
     assert other.is_file()  # the run's ledger
     assert not (tmp_path / "state" / "ledger.db").exists()  # baton.yaml's, untouched
+
+
+def test_the_cancel_job_returns_and_logs_only_what_slurm_cancelled(tmp_path: Path) -> None:
+    """A job the ledger still holds as pending but Slurm no longer knows is not claimed as
+    cancelled: the op returns the ids Slurm cancelled and warns with the reason for the rest."""
+    from dagster import DagsterInstance
+
+    import definitions
+    from baton.config import load_config
+    from baton.ledger import open_ledger
+
+    config = load_config(None, {"SHARED_DRIVE": str(tmp_path / "drive"),
+                                "BATON_STATE_DIR": str(tmp_path / "state"),
+                                "BATON_SLURM_BACKEND": "local"})
+    ledger = open_ledger(config.ledger_url, init=True)
+    claim = ledger.claim_submission("k", stage="evaluation", experiment="x", backend="local")
+    ledger.mark_submitted(claim.row_id, "424242")
+    ledger.close()
+    job = definitions.build_definitions(config).resolve_job_def("cancel_jobs")
+    with DagsterInstance.ephemeral() as instance:
+        result = job.execute_in_process(run_config={
+            "ops": {"cancel_slurm_jobs": {"config": {"experiments": ["x"]}}}},
+            instance=instance)
+        messages = [e.user_message for e in instance.all_logs(result.run_id)]
+    assert result.success
+    assert result.output_for_node("cancel_slurm_jobs") == []
+    assert any("424242" in m and "not cancelled" in m and "Invalid job id" in m
+               for m in messages), messages

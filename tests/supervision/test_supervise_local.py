@@ -256,6 +256,29 @@ def test_cancel_scancels_a_running_repair(rig: Any, capsys: pytest.CaptureFixtur
     assert code == 1 and "nothing to cancel" in err and "CANCELLED" in err
 
 
+def test_cancel_of_a_repair_slurm_no_longer_holds_claims_nothing(
+        rig: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """The repair ended in Slurm before the tracker saw it: scancel cancels nothing, so
+    neither the command nor the supervision may say it did."""
+    r = rig(resubmit_failed=True)
+    _failed_once(r, "quick")
+    r.tick()
+    [sup] = r.ledger.list_supervisions()
+    r.poll_until(sup.repair_row, {"RUNNING"})
+    r.finish(sup.repair_row, 0)
+    deadline = time.monotonic() + 60
+    while not r.backend.status([sup.repair_job_id])[sup.repair_job_id].terminal:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert r.ledger.job(sup.repair_row).state == "RUNNING"  # the ledger has not seen it end
+    code, out, err = r.cli(capsys, "supervise", "cancel", str(sup.id), "--backend", "local")
+    assert (code, out) == (1, "")
+    assert err.splitlines()[-1] == (f"baton: error: job {sup.repair_job_id} of supervision "
+                                    f"{sup.id} was not cancelled: Job/step already completing "
+                                    "or completed")
+    assert r.ledger.supervision(sup.id).execution_status != "cancelled"
+
+
 def test_retry_marks_the_give_up_only_once_dispatched(rig: Any,
                                                      capsys: pytest.CaptureFixture[str]
                                                      ) -> None:
