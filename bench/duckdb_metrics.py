@@ -27,6 +27,7 @@ from baton.analyze.sqlviews import connect
 from baton.config import Config
 from baton.evaluate.metric_schema import METRIC_SCHEMA
 from baton.layout import DriveLayout
+from baton.ledger import open_ledger
 from bench.common import Result, say, timed
 from bench.context import Context
 
@@ -111,7 +112,9 @@ def one_size(ctx: Context, rows: int, experiments: int = EXPERIMENTS,
     nfiles = generate(drive, rows, experiments)
     say(f"  wrote {rows:,} rows of {experiments} experiments in {nfiles} files in "
         f"{time.monotonic() - t:.0f}s")
-    con = connect(Config(shared_drive=root, state_dir=root / "state"))
+    config = Config(shared_drive=root, state_dir=root / "state")
+    open_ledger(config.ledger_url, init=True).close()  # the views include the ledger's
+    con = connect(config)
     exp = "exp-007"
     curve = CURVE.format(exp=exp)
     direct = curve.replace("FROM metrics", f"FROM experiment_metrics('{exp}')")

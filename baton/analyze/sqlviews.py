@@ -1,16 +1,18 @@
 """``baton sql``: DuckDB views over the metrics of every experiment and over the ledger.
 
-The same views are written to ``{state_dir}/sql/views.sql`` for the ``duckdb`` CLI
-(``duckdb -init ~/.local/state/baton/sql/views.sql``). The metrics and predictions views
-are globs, read at each query, so the file never goes stale for them. The ledger is
-snapshotted to Parquet (``{state_dir}/sql/ledger/``), so DuckDB needs no database
-extension and never touches the live ledger; ``baton sql`` takes a fresh snapshot each
-time, the duckdb CLI reads the one taken by the last ``baton sql --views``.
+``baton sql QUERY`` (:func:`connect`) writes nothing: it reads the ledger read-only into
+memory, and the metrics and predictions views read the drive's Parquet. Its DuckDB is
+locked down: no external access but the drive's ``evaluation/`` folder, no extension
+installed or loaded, configuration locked, and only statements DuckDB's parser calls SELECT
+or EXPLAIN run (:func:`refuse_writes`, checked before anything is read), so nothing
+(``COPY ... TO``, ``ATTACH``, ``EXPORT``) writes or reaches out.
 
-``baton sql`` is read-only: DuckDB's own settings confine it (no external access but the
-drive's evaluation folder and baton's ``sql`` state folder, no extension installed or
-loaded, configuration locked), and only statements DuckDB's parser calls SELECT or EXPLAIN
-run, so nothing (``COPY ... TO``, ``ATTACH``, ``EXPORT``) writes or reaches out."""
+``baton sql --views`` (:func:`refresh`) writes the same views to
+``{state_dir}/sql/views.sql`` for the ``duckdb`` CLI (``duckdb -init
+~/.local/state/baton/sql/views.sql``): the metrics and predictions views are globs, read at
+each query, so the file never goes stale for them; the ledger is snapshotted to Parquet
+(``{state_dir}/sql/ledger/``), so DuckDB needs no database extension and never touches the
+live ledger."""
 
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from baton.evaluate.metric_schema import METRIC_SCHEMA
 from baton.evaluate.writer import PREDICTION_SCHEMA
 from baton.fsio import atomic_path
 from baton.layout import METRIC_FILES
-from baton.ledger import open_ledger
+from baton.ledger import Ledger, open_ledger
 
 LEDGER_VIEWS = {"jobs": "slurm_jobs", "signals": "signals", "training_runs": "training_runs",
                 "evaluation_jobs": "evaluation_jobs", "evaluation_results": "evaluation_results",
@@ -45,6 +47,12 @@ ARROW = {"timestamp": pa.timestamp("us", tz="UTC"), "integer": pa.int64(),
          "float": pa.float64(), "boolean": pa.bool_(), "text": pa.string()}
 
 
+def ledger_table(ledger: Ledger, table: str) -> pa.Table:
+    """One ledger table as Arrow (JSON columns as text)."""
+    schema = pa.schema([(name, ARROW[kind]) for name, kind in ledger.table_columns(table)])
+    return pa.table(ledger.table_data(table), schema=schema)
+
+
 def snapshot_ledger(config: Config) -> Path:
     """Every ledger table to Parquet (JSON columns as text)."""
     ledger = open_ledger(config.ledger_url, read_only=True)  # refuses a missing one first
@@ -52,10 +60,8 @@ def snapshot_ledger(config: Config) -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         for table in LEDGER_VIEWS.values():
-            schema = pa.schema([(name, ARROW[kind])
-                                for name, kind in ledger.table_columns(table)])
             with atomic_path(folder / f"{table}.parquet") as tmp:
-                pq.write_table(pa.table(ledger.table_data(table), schema=schema), tmp)
+                pq.write_table(ledger_table(ledger, table), tmp)
     finally:
         ledger.close()
     return folder
@@ -126,29 +132,60 @@ NO_EXTENSIONS = {"autoinstall_known_extensions": False, "autoload_known_extensio
 
 
 def connect(config: Config) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB with the views, locked down (see the module's docstring)."""
-    views = refresh(config).read_text()
+    """An in-memory DuckDB with the views of one ``baton sql`` query, locked down (see the
+    module's docstring); writes no file."""
+    ledger = open_ledger(config.ledger_url, read_only=True)  # refuses a missing one
     con = duckdb.connect(config=NO_EXTENSIONS)  # type: ignore[arg-type]
-    con.execute(views)
-    readable = [config.drive.evaluation, config.state_dir / "sql"]
-    dirs = ", ".join(_quote(str(p.resolve()) + os.sep) for p in readable)
-    con.execute(f"SET allowed_directories = [{dirs}]")
-    con.execute(f"SET temp_directory = {_quote(config.state_dir / 'sql' / 'tmp')}")
+    try:
+        for view, table in LEDGER_VIEWS.items():
+            con.from_arrow(ledger_table(ledger, table)).create(view)
+    finally:
+        ledger.close()
+    evaluation = config.drive.evaluation
+    files = {"metrics": f"*/metrics/{METRIC_FILES}",
+             "predictions": "*/predictions/*.parquet/*.parquet"}
+    for view, hive, empty in (("metrics", "true", _empty_metrics()),
+                              ("predictions", "false", PREDICTION_SCHEMA.empty_table())):
+        if next(evaluation.glob(files[view]), None) is None:  # DuckDB refuses an empty glob
+            con.from_arrow(empty).create(view)
+        else:
+            con.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet("
+                        f"{_quote(evaluation / files[view])}, hive_partitioning = {hive}, "
+                        "union_by_name = true)")
+    con.execute(f"CREATE MACRO experiment_metrics(name) AS TABLE SELECT * FROM read_parquet("
+                f"{_quote(str(evaluation) + '/')} || name || "
+                f"{_quote('/metrics/' + METRIC_FILES)}, hive_partitioning = true, "
+                "union_by_name = true)")
+    readable = {str(evaluation) + os.sep, str(evaluation.resolve()) + os.sep}
+    con.execute(f"SET allowed_directories = [{', '.join(map(_quote, sorted(readable)))}]")
+    con.execute("SET temp_directory = ''")  # spill nowhere: a query writes no file
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
     return con
 
 
-def read_only_sql(con: duckdb.DuckDBPyConnection, query: str
-                  ) -> duckdb.DuckDBPyRelation | None:
-    """``con.sql(query)`` once DuckDB's parser says every statement of it only reads;
-    otherwise :class:`BatonError` naming the first that does not. A DuckDB error (a parse
-    error included) propagates."""
-    for statement in con.extract_statements(query):
+def _empty_metrics() -> pa.Table:
+    """The metrics view's columns (the file's and the ``metric`` partition), no rows."""
+    return METRIC_SCHEMA.append(pa.field("metric", pa.string())).empty_table()
+
+
+def refuse_writes(query: str) -> None:
+    """:class:`BatonError` naming the first statement of ``query`` that DuckDB's parser does
+    not call a query; checked before anything is snapshotted, so a refused statement
+    changes nothing. A DuckDB error (a parse error) propagates."""
+    with duckdb.connect(config=NO_EXTENSIONS) as parser:  # type: ignore[arg-type]
+        statements = parser.extract_statements(query)
+    for statement in statements:
         kind = statement.type.name
         if kind not in READ_ONLY_STATEMENTS:
             raise BatonError(f"baton sql is read-only and runs queries only (SELECT, "
                              f"EXPLAIN): {' '.join(statement.query.split())[:80]!r} is "
                              f"{kind}; save results with --format csv or json and a shell "
                              "redirect")
+
+
+def read_only_sql(con: duckdb.DuckDBPyConnection, query: str
+                  ) -> duckdb.DuckDBPyRelation | None:
+    """``con.sql(query)`` once :func:`refuse_writes` lets it through."""
+    refuse_writes(query)
     return con.sql(query)

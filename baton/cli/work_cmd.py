@@ -45,7 +45,7 @@ def cmd_example_train(args: argparse.Namespace) -> int:
 def cmd_sql(args: argparse.Namespace) -> int:
     import duckdb
 
-    from baton.analyze.sqlviews import connect, read_only_sql, refresh
+    from baton.analyze.sqlviews import connect, read_only_sql, refresh, refuse_writes
 
     config = config_from(args)
     if args.views:
@@ -54,6 +54,10 @@ def cmd_sql(args: argparse.Namespace) -> int:
         return 0
     if not args.query:
         raise BatonError("give a query, e.g. baton sql \"SELECT * FROM jobs LIMIT 5\"")
+    try:
+        refuse_writes(args.query)  # before the ledger is read: a refused query reads nothing
+    except duckdb.Error as exc:
+        raise BatonError(f"query failed: {duckdb_message(exc)}") from None
     con = connect(config)
     try:  # rows are fetched inside: a query can fail while it runs, not only when parsed
         rel = read_only_sql(con, args.query)

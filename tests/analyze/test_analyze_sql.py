@@ -96,6 +96,9 @@ def test_baton_sql_and_the_duckdb_views_file(campaign: Config) -> None:
                           "SELECT stage, experiment, state FROM jobs", "--format", "csv"],
                          env=env, capture_output=True, text=True, check=True).stdout
     assert out.splitlines() == ["stage,experiment,state", "evaluation,slow,SUBMITTING"]
+    assert not (campaign.state_dir / "sql").exists()  # a query writes no file
+    subprocess.run([sys.executable, "-m", "baton", "sql", "--views"], env=env, check=True,
+                   capture_output=True)
     views = campaign.state_dir / "sql" / "views.sql"
     con = duckdb.connect()  # what `duckdb -init views.sql` does
     con.execute(views.read_text())

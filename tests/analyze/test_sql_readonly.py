@@ -82,6 +82,7 @@ def test_copy_writes_nowhere(site: tuple[Config, dict[str, str]], tmp_path: Path
     target = folder / "out.parquet"
     one_line_error(sql(env, f"COPY (SELECT * FROM jobs) TO '{target}'"))
     assert not target.exists()
+    assert where == "state" or not (config.state_dir / "sql").exists()
 
 
 @pytest.mark.parametrize("statement", [
@@ -97,12 +98,13 @@ def test_copy_writes_nowhere(site: tuple[Config, dict[str, str]], tmp_path: Path
 ])
 def test_statements_that_write_or_reach_out_are_refused(
         site: tuple[Config, dict[str, str]], tmp_path: Path, statement: str) -> None:
-    _, env = site
+    config, env = site
     out = tmp_path / "out"
     out.mkdir()
     line = one_line_error(sql(env, statement.format(tmp=out)))
     assert "read-only" in line
     assert list(out.iterdir()) == []
+    assert not (config.state_dir / "sql").exists()  # refused before any snapshot
 
 
 @pytest.mark.parametrize("source", ["read_csv('/etc/passwd')",
