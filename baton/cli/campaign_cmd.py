@@ -8,13 +8,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from baton.cli import argtypes
 from baton.cli.common import config_from
-from baton.errors import BatonError, InvalidName
-from baton.layout import validate_name
+from baton.errors import BatonError
 from baton.textsafe import printable, unstorable
 
 DISPLAY_NAME_LIMIT = 255  # characters: the ledger's column
-INT_RANGE = (-(2**31), 2**31 - 1)  # the ledger's INTEGER columns (PostgreSQL's int4)
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # C0, DEL, C1
 
 
@@ -33,26 +32,6 @@ def _when(value: str) -> datetime:
         raise argparse.ArgumentTypeError(f"{value!r} is out of range in UTC") from None
 
 
-def _integer(value: str) -> int:
-    """An integer the ledger can keep."""
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
-    if not INT_RANGE[0] <= n <= INT_RANGE[1]:
-        raise argparse.ArgumentTypeError(f"{value!r} is out of range ({INT_RANGE[0]}.."
-                                         f"{INT_RANGE[1]})")
-    return n
-
-
-def _name(what: str) -> Callable[[str], str]:
-    """A campaign tag or type, as every signal and job names one."""
-    def check(value: str) -> str:
-        try:
-            return validate_name(value, what)
-        except InvalidName as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-    return check
 
 
 def _text(limit: int | None = None) -> Callable[[str], str]:
@@ -136,12 +115,6 @@ def cmd_set(args: argparse.Namespace) -> int:
     return 0
 
 
-def _non_negative(value: str) -> int:
-    n = _integer(value)
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"{value!r} is negative")
-    return n
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     camp = sub.add_parser("campaign", help="the campaign control plane: what the dashboards "
@@ -155,22 +128,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     for name, text in (("activate", "show a campaign on the dashboards"),
                        ("deactivate", "hide a campaign from the dashboards")):
         p = camp.add_parser(name, help=text)
-        p.add_argument("tag", type=_name("campaign"))
-        p.add_argument("--type", type=_name("campaign type"),
+        p.add_argument("tag", type=argtypes.name("campaign"))
+        p.add_argument("--type", type=argtypes.name("campaign type"),
                        help="only this type of the campaign (default: all)")
         p.set_defaults(func=cmd_set)
     p = camp.add_parser("set", help="display name, priority, note, dates, expected jobs")
-    p.add_argument("tag", type=_name("campaign"))
-    p.add_argument("--type", type=_name("campaign type"),
+    p.add_argument("tag", type=argtypes.name("campaign"))
+    p.add_argument("--type", type=argtypes.name("campaign type"),
                    help="only this type of the campaign (default: all)")
     p.add_argument("--display-name", dest="display_name", type=_text(DISPLAY_NAME_LIMIT),
                    help=f"one line of text, at most {DISPLAY_NAME_LIMIT} characters")
-    p.add_argument("--priority", type=_integer, help="lower shows first (default 0)")
+    p.add_argument("--priority", type=argtypes.integer, help="lower shows first (default 0)")
     p.add_argument("--note", type=_text(), help="one line of free text shown by `baton "
                    "campaign list` ('' clears it)")
     p.add_argument("--started", dest="started_at", type=_when, help="ISO date or time")
     p.add_argument("--expected-end", dest="expected_end", type=_when, help="ISO date or time")
-    p.add_argument("--expected-jobs", dest="expected_jobs", type=_non_negative,
+    p.add_argument("--expected-jobs", dest="expected_jobs", type=argtypes.non_negative,
                    help="jobs the campaign should run (default: one per experiment and "
                    "stage, one evaluation per checkpoint)")
     p.set_defaults(func=cmd_set)

@@ -7,8 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from baton.cli import argtypes
 from baton.cli.common import config_from
-from baton.cli.work_cmd import positive_int
 from baton.errors import BatonError
 
 
@@ -97,7 +97,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--drive", help="the shared drive (default: SHARED_DRIVE / baton.yaml)")
     p.set_defaults(func=cmd_signal_validate)
     p = sig.add_parser("quarantined", help="signals the watcher rejected, and why")
-    p.add_argument("--limit", type=positive_int, default=50,
+    p.add_argument("--limit", type=argtypes.count, default=50,
                    help="at most this many, newest first (default: %(default)s)")
     p.set_defaults(func=cmd_signal_quarantined)
 

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from baton.cli import argtypes
 from baton.cli.common import config_from
 from baton.errors import BatonError
 
@@ -164,51 +165,9 @@ def cmd_slurm_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
-def _campaign_tag(value: str) -> str:
-    from baton.layout import validate_name
-
-    try:
-        return validate_name(value, "campaign")
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _experiment_name(value: str) -> str:
-    from baton.layout import validate_name
 
-    try:
-        return validate_name(value, "experiment")
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def memory_request(value: str) -> str:
-    """``--mem`` as sbatch takes it (argparse's exit 2 and one line when it is not)."""
-    from baton.units import parse_memory_request_mb
-
-    try:
-        parse_memory_request_mb(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return value
-
-
-def time_limit(value: str) -> str:
-    """``--time`` as sbatch takes it (argparse's exit 2 and one line when it is not)."""
-    from baton.units import parse_time_limit_seconds
-
-    try:
-        parse_time_limit_seconds(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return value
-
-
-def attempt_number(value: str) -> int:
-    if not value.strip().isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"attempt {value!r} is not allowed: attempts are "
-                                         "counted from 1")
-    return int(value)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -219,16 +178,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                       "template (recorded in the ledger)")
     p.add_argument("script", nargs="?", help="a batch script with #SBATCH directives")
     p.add_argument("--stage", choices=["evaluation", "analysis"])
-    p.add_argument("--experiment", action="append", type=_experiment_name,
+    p.add_argument("--experiment", action="append", type=argtypes.name("experiment"),
                    help="repeat for an array job")
     p.add_argument("--checkpoint", help="checkpoint to evaluate (evaluation stage; an "
                    "existing path on the shared drive)")
-    p.add_argument("--attempt", type=attempt_number,
+    p.add_argument("--attempt", type=argtypes.count,
                    help="the attempt, from 1 (default: 1)")
-    p.add_argument("--campaign", type=_campaign_tag,
+    p.add_argument("--campaign", type=argtypes.name("campaign"),
                    help="the campaign the job belongs to (registered, inactive, if new)")
-    p.add_argument("--time", type=time_limit, help="time limit, e.g. 02:00:00 (not 0)")
-    p.add_argument("--mem", type=memory_request, help="memory, e.g. 32G (not 0)")
+    p.add_argument("--time", type=argtypes.time_limit, help="time limit, e.g. 02:00:00 (not 0)")
+    p.add_argument("--mem", type=argtypes.memory_request, help="memory, e.g. 32G (not 0)")
     p.add_argument("--array", help="array spec for a script, e.g. 0-9%%2")
     p.add_argument("--partition")
     p.add_argument("--backend", choices=["sbatch", "local"], help=backend_help)

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 
+from baton.cli import argtypes
 from baton.cli.common import config_from
-from baton.errors import InvalidName
-from baton.layout import validate_name
 from baton.textsafe import printable
 
 
@@ -51,25 +49,6 @@ def warn(text: str) -> None:
     print(f"baton: warning: {printable(text)}", file=sys.stderr)
 
 
-def _count(value: str) -> int:
-    """A number of reports to show: 1 to 2**31 - 1."""
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
-    if not 1 <= n < 2**31:
-        raise argparse.ArgumentTypeError(f"{value!r} is not between 1 and {2**31 - 1}")
-    return n
-
-
-def _name(what: str) -> Callable[[str], str]:
-    """A project or job name as every report has one (anything else is a usage error)."""
-    def check(value: str) -> str:
-        try:
-            return validate_name(value, what)
-        except InvalidName as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-    return check
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -80,9 +59,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     st.add_parser("list", help="each project's and job's last status").set_defaults(
         func=cmd_status)
     p = st.add_parser("history", help="every report of a project (and job)")
-    p.add_argument("--project", required=True, type=_name("project"))
-    p.add_argument("--job", type=_name("job"))
-    p.add_argument("--limit", type=_count, default=200,
+    p.add_argument("--project", required=True, type=argtypes.name("project"))
+    p.add_argument("--job", type=argtypes.name("job"))
+    p.add_argument("--limit", type=argtypes.count, default=200,
                    help="the latest this many reports (default 200)")
     p.set_defaults(func=cmd_status)
 

@@ -6,6 +6,7 @@ import argparse
 from datetime import datetime
 from typing import Any
 
+from baton.cli import argtypes
 from baton.cli.common import config_from
 
 
@@ -73,36 +74,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _count(value: str) -> int:
-    """A supervision id or a --limit: 1 to 2**31 - 1 (what the ledger's INTEGER holds on
-    PostgreSQL); argparse's exit 2 and one line otherwise."""
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if not 1 <= n < 2**31:
-        raise argparse.ArgumentTypeError(f"{value!r} is not between 1 and {2**31 - 1}")
-    return n
 
-
-def _memory_mb(value: str) -> float:
-    """``--mem`` as sbatch takes it, in MB (argparse's exit 2 and one line otherwise)."""
-    from baton.units import parse_memory_request_mb
-
-    try:
-        return parse_memory_request_mb(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _time_s(value: str) -> int:
-    """``--time`` as sbatch takes it, in seconds (argparse's exit 2 and one line otherwise)."""
-    from baton.units import parse_time_limit_seconds
-
-    try:
-        return parse_time_limit_seconds(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
@@ -144,21 +116,21 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "dispatches not handled")
     p.add_argument("--stage", choices=["evaluation", "analysis"])
     p.add_argument("--experiment")
-    p.add_argument("--limit", type=_count, default=50)
+    p.add_argument("--limit", type=argtypes.count, default=50)
     p.set_defaults(func=cmd_list)
     p = sp.add_parser("show", help="one supervision: decision, rendered script, statuses")
-    p.add_argument("id", type=_count, metavar="ID")
+    p.add_argument("id", type=argtypes.count, metavar="ID")
     p.set_defaults(func=cmd_show)
     p = sp.add_parser("retry", help="resubmit now as a new attempt, even if the policy "
                       "gave up")
-    p.add_argument("id", type=_count, metavar="ID")
-    p.add_argument("--mem", type=_memory_mb, help="memory for the new attempt, e.g. 64G")
-    p.add_argument("--time", type=_time_s,
+    p.add_argument("id", type=argtypes.count, metavar="ID")
+    p.add_argument("--mem", type=argtypes.memory_mb, help="memory for the new attempt, e.g. 64G")
+    p.add_argument("--time", type=argtypes.time_s,
                    help="time limit for the new attempt, e.g. 04:00:00")
     p.add_argument("--backend", choices=["sbatch", "local"], help=backend_help)
     p.set_defaults(func=cmd_retry)
     p = sp.add_parser("cancel", help="cancel the repair job (or the late job), or dismiss "
                       "a give-up")
-    p.add_argument("id", type=_count, metavar="ID")
+    p.add_argument("id", type=argtypes.count, metavar="ID")
     p.add_argument("--backend", choices=["sbatch", "local"], help=backend_help)
     p.set_defaults(func=cmd_cancel)

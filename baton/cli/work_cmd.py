@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
+from baton.cli import argtypes
 from baton.cli.common import config_from
 from baton.errors import BatonError
 
@@ -90,48 +90,8 @@ def duckdb_message(exc: Exception) -> str:
     return " ".join(line.strip() for line in first.splitlines() if line.strip())
 
 
-def port_number(text: str) -> int:
-    """An argparse type: a TCP port, 0 (any free one) to 65535."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, not {value}")
-    return value
 
 
-def seconds(text: str) -> float:
-    """An argparse type: a finite, non-negative number of seconds."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"seconds are 0 or more, not {text}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    """An argparse type: a whole number of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
-def positive_seconds(text: str) -> float:
-    """An argparse type: a finite number of seconds above 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number above 0, not {text}")
-    return value
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -168,7 +128,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "jobs, signals, training_runs, evaluation_jobs, analysis_jobs, ...")
     p.add_argument("query", nargs="?")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    p.add_argument("--max-rows", type=positive_int, default=50,
+    p.add_argument("--max-rows", type=argtypes.count, default=50,
                    help="rows the table format shows (default: %(default)s)")
     p.add_argument("--views", action="store_true",
                    help="only (re)write views.sql for the duckdb CLI and say where it is")
@@ -181,7 +141,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--home", help="where the demo keeps its drive, state and logs "
                    "(default: ~/.local/share/baton/demo)")
     p.add_argument("--backend", choices=["auto", "sbatch", "local"], default="auto")
-    p.add_argument("--timeout", type=positive_seconds, default=1800,
+    p.add_argument("--timeout", type=argtypes.seconds(above_zero=True), default=1800,
                    help="seconds before giving up (default: %(default)s)")
     p.add_argument("--fail-dataset", choices=["minimal_pairs", "heldout"],
                    help="for testing: the example evaluator fails on this dataset, to see "
@@ -193,9 +153,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on, 0.0.0.0 or :: for every interface "
                    "(default: %(default)s)")
-    p.add_argument("--port", type=port_number, default=9108,
+    p.add_argument("--port", type=argtypes.port_number, default=9108,
                    help="TCP port, 0 for any free one (default: %(default)s)")
-    p.add_argument("--queue-ttl", type=seconds, default=30,
+    p.add_argument("--queue-ttl", type=argtypes.seconds(), default=30,
                    help="seconds one Slurm queue snapshot serves every scrape "
                    "(default: %(default)s)")
     p.set_defaults(func=cmd_exporter)
@@ -204,13 +164,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         dest="example_command", required=True, metavar="SUBCOMMAND")
     p = ex.add_parser("train", help="train the NumPy example model on the shipped corpus, "
                       "save checkpoints to the drive and call the training hook")
-    p.add_argument("--experiment", required=True)
-    p.add_argument("--campaign")
-    p.add_argument("--lr", type=float, default=0.2)
-    p.add_argument("--dim", type=int, default=16)
-    p.add_argument("--hidden", type=int, default=64)
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpoint-every", type=int, default=200)
+    p.add_argument("--experiment", required=True, type=argtypes.name("experiment"))
+    p.add_argument("--campaign", type=argtypes.name("campaign"))
+    p.add_argument("--lr", type=argtypes.positive_number, default=0.2)
+    p.add_argument("--dim", type=argtypes.count, default=16)
+    p.add_argument("--hidden", type=argtypes.count, default=64)
+    p.add_argument("--epochs", type=argtypes.count, default=3)
+    p.add_argument("--seed", type=argtypes.non_negative, default=0)
+    p.add_argument("--checkpoint-every", type=argtypes.count, default=200)
     p.set_defaults(func=cmd_example_train)
 

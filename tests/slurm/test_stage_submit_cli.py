@@ -79,8 +79,8 @@ BAD = [
     ({"extra": ("--mem", "0")}, "all of a node's memory", 2),
     ({"extra": ("--time=-1",)}, "invalid time '-1'", 2),
     ({"extra": ("--time", "0")}, "no limit", 2),
-    ({"extra": ("--attempt", "0")}, "attempt '0'", 2),
-    ({"extra": ("--attempt=-3",)}, "attempt '-3'", 2),
+    ({"extra": ("--attempt", "0")}, "--attempt: '0' is out of range", 2),
+    ({"extra": ("--attempt=-3",)}, "--attempt: '-3' is out of range", 2),
 ]
 
 

@@ -66,4 +66,4 @@ def test_ids_and_limits_outside_the_ledger_range_are_usage_errors(
     proc = baton("supervise", *argv, env=env)
     assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
     line = proc.stderr.strip().splitlines()[-1]
-    assert "Traceback" not in proc.stderr and "between 1 and 2147483647" in line, line
+    assert "Traceback" not in proc.stderr and "out of range (1..2147483647)" in line, line
