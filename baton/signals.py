@@ -4,10 +4,18 @@ Writers use :func:`write_signal` (temp file, fsync, rename: a reader never sees 
 signal). Readers use :func:`read_signal`, which trusts nothing: size, encoding, JSON,
 fields, types, status and every path it points to are checked, and a bad signal raises
 :class:`SignalError` naming the file and the problem.
+
+Other people's scripts write signals too, so what an ordinary writer emits is accepted:
+fields of the lab's own are kept with the signal (:meth:`Signal.extra_fields`) unless
+their name is a near miss of a known one (a typo, refused with the field it meant), a
+UTF-8 byte-order mark, ``git describe --dirty`` output, per-dataset ``metrics_summary``.
+The contract is published as JSON Schema generated from these models
+(:mod:`baton.signal_schema`).
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import math
@@ -26,7 +34,10 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    WithJsonSchema,
+    model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from baton.errors import BatonError, SignalError
 from baton.fsio import atomic_write
@@ -34,6 +45,7 @@ from baton.layout import (
     ANALYSIS_SIGNAL,
     EVAL_COMPLETE_SIGNAL,
     EVAL_FAILED_SIGNAL,
+    NAME_RE,
     TRAINING_SIGNAL,
     DriveLayout,
     validate_name,
@@ -41,6 +53,13 @@ from baton.layout import (
 
 MAX_SIGNAL_BYTES = 1024 * 1024
 SCHEMA_VERSION = 1
+UTF8_BOM = b"\xef\xbb\xbf"
+# an unknown field this close to a known one is a typo, not a lab's own field
+NEAR_MISS_CUTOFF = 0.85
+# a commit as git prints it: a hash (`git rev-parse`, `git describe --always`) or
+# `git describe` output (TAG-N-gHASH), either with `-dirty` (`--dirty`)
+GIT_COMMIT_PATTERN = (r"^(?:[0-9a-fA-F]{4,64}"
+                      r"|[A-Za-z0-9][A-Za-z0-9._/+-]*-[0-9]+-g[0-9a-fA-F]{4,64})(?:-dirty)?$")
 
 
 def _check_name(value: str) -> str:
@@ -66,22 +85,50 @@ def _job_id(value: Any) -> Any:
     return value
 
 
-Name = Annotated[str, AfterValidator(_check_name)]
-Text = Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_check_text)]
+# the patterns of the checks done in code, for the JSON Schema (the code's message is clearer)
+Name = Annotated[str, AfterValidator(_check_name),
+                 Field(json_schema_extra={"pattern": NAME_RE.pattern})]
+NO_CONTROL = r"^[^\x00-\x08\x0a-\x1f]*$"
+Text = Annotated[str, Field(min_length=1, max_length=4096, json_schema_extra={
+    "pattern": NO_CONTROL}), AfterValidator(_check_text)]
 LongText = Annotated[str, Field(max_length=65536)]
 AbsPath = Annotated[str, Field(min_length=1, max_length=4096, pattern=r"^/"),
-                    AfterValidator(_check_text)]
+                    AfterValidator(_check_text),
+                    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 4096,
+                                    "allOf": [{"pattern": "^/"}, {"pattern": NO_CONTROL}]})]
 Finite = Annotated[float, AfterValidator(_check_finite)]
 NonNegative = Annotated[float, Field(ge=0), AfterValidator(_check_finite)]
 Count = Annotated[int, Field(ge=0)]
-JobId = Annotated[str, BeforeValidator(_job_id), Field(pattern=r"^\d+(_\d+)?$")]
+JobId = Annotated[str, BeforeValidator(_job_id), Field(pattern=r"^\d+(_\d+)?$"),
+                  WithJsonSchema({"anyOf": [{"type": "string", "pattern": r"^\d+(_\d+)?$"},
+                                            {"type": "integer", "minimum": 0}]})]
 RunId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+GitCommit = Annotated[str, Field(max_length=64, pattern=GIT_COMMIT_PATTERN)]
+MetricName = Annotated[str, Field(min_length=1, max_length=128)]
+# {metric: value} or, per dataset, {dataset: {metric: value}} (or both at once)
+MetricsSummary = dict[MetricName, Finite | dict[MetricName, Finite]]
+
+
+def near_misses(signal_type: type[BaseModel], doc: dict[str, Any]) -> list[str]:
+    """"unknown field 'x': did you mean 'y'?" for each field of ``doc`` that is not one of
+    ``signal_type``'s but close to one; the others are fields of the lab's own."""
+    by_lower = {k.lower(): k for k in signal_type.model_fields}
+    problems = []
+    for field in doc:
+        if field in signal_type.model_fields:
+            continue
+        match = difflib.get_close_matches(field.lower(), list(by_lower), n=1,
+                                          cutoff=NEAR_MISS_CUTOFF)
+        if match:
+            problems.append(f"unknown field '{field}': did you mean '{by_lower[match[0]]}'?")
+    return problems
 
 
 class Signal(BaseModel):
     """Fields every signal has."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    # a lab's own fields are kept (extra_fields), a near miss of a known one refused
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
     kind: ClassVar[str]
     filename: ClassVar[str]
 
@@ -92,6 +139,18 @@ class Signal(BaseModel):
     # the campaign's type for the control plane (baton.yaml campaigns.types); absent: the
     # configured default type
     campaign_type: Name | None = None
+
+    @model_validator(mode="after")
+    def _refuse_near_misses(self) -> Signal:
+        # `final_los` would otherwise be kept as a lab's field and final_loss silently lost
+        # (after, not before: a before-validator would end strict JSON parsing of datetimes)
+        if problems := near_misses(type(self), self.extra_fields()):
+            raise PydanticCustomError("near_miss", "{problems}", {"problems": "; ".join(problems)})
+        return self
+
+    def extra_fields(self) -> dict[str, Any]:
+        """The fields of the writer's own (not in the contract), as written."""
+        return dict(self.model_extra or {})
 
     def checkpoint_paths(self) -> list[str]:
         """Paths this signal points to that must stay on the shared drive."""
@@ -109,7 +168,7 @@ class TrainingComplete(Signal):
     num_epochs: Count | None = None
     final_loss: Finite | None = None
     total_steps: Count | None = None
-    git_commit: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{4,64}$")] | None = None
+    git_commit: GitCommit | None = None
     mlflow_run_id: RunId | None = None
     # intermediate checkpoints to evaluate as well (one array task each)
     checkpoints: list[AbsPath] | None = None
@@ -125,7 +184,7 @@ class EvalComplete(Signal):
     job_id: JobId
     status: Literal["complete", "failed"]
     datasets_evaluated: list[Name] | None = None
-    metrics_summary: dict[str, Finite] | None = None
+    metrics_summary: MetricsSummary | None = None
     eval_duration_seconds: NonNegative | None = None
     error_message: LongText | None = None
     checkpoints_evaluated: list[AbsPath] | None = None
@@ -133,6 +192,16 @@ class EvalComplete(Signal):
 
     def checkpoint_paths(self) -> list[str]:
         return list(self.checkpoints_evaluated or [])
+
+    def metric_values(self) -> list[tuple[str | None, str, float]]:
+        """(dataset or None, metric, value) of every number in ``metrics_summary``."""
+        values: list[tuple[str | None, str, float]] = []
+        for key, value in (self.metrics_summary or {}).items():
+            if isinstance(value, dict):
+                values += [(key, metric, v) for metric, v in value.items()]
+            else:
+                values.append((None, key, value))
+        return values
 
 
 class Failure(BaseModel):
@@ -255,7 +324,9 @@ def describe_validation_error(exc: ValidationError) -> str:
     problems = []
     for err in exc.errors(include_url=False):
         field = ".".join(str(p) for p in err["loc"]) or "(document)"
-        if err["type"] == "missing":
+        if err["type"] == "near_miss":
+            problems.append(err["msg"])
+        elif err["type"] == "missing":
             problems.append(f"missing required field '{field}'")
         elif err["type"] == "extra_forbidden":
             problems.append(f"unknown field '{field}'")
@@ -274,8 +345,9 @@ def _short(value: Any) -> str:
 
 def parse_signal(path: Path, data: bytes, signal_type: type[Signal]) -> Signal:
     """Pure part of reading: bytes -> a validated signal, or SignalError."""
+    # Windows tools (and PowerShell's Out-File) start UTF-8 with a byte-order mark
     try:
-        text = data.decode("utf-8", errors="strict")
+        text = data.removeprefix(UTF8_BOM).decode("utf-8", errors="strict")
     except UnicodeDecodeError as exc:
         raise SignalError(path, f"is not valid UTF-8 (byte {exc.start})") from None
     try:
@@ -288,10 +360,15 @@ def parse_signal(path: Path, data: bytes, signal_type: type[Signal]) -> Signal:
         raise SignalError(path, f"malformed JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise SignalError(path, f"must be a JSON object, got {type(doc).__name__}")
+    # a typo of a required field is also a missing field: say both, the hint first
+    problems = near_misses(signal_type, doc)
     try:
-        return signal_type.model_validate_json(text, strict=True)
+        signal = signal_type.model_validate_json(text, strict=True)
     except ValidationError as exc:
-        raise SignalError(path, describe_validation_error(exc)) from None
+        problems.append(describe_validation_error(exc))
+    if problems:
+        raise SignalError(path, "; ".join(dict.fromkeys(problems)))
+    return signal
 
 
 def check_paths(path: Path, signal: Signal, drive: DriveLayout) -> None:

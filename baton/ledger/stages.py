@@ -74,10 +74,10 @@ def apply_eval_signal(conn: Connection, sf: SignalFile) -> int:
             metadata={"signal": sf.idempotency_key,
                       "datasets": sig.datasets_evaluated,
                       "duration_s": sig.eval_duration_seconds}))
-        for metric, value in (sig.metrics_summary or {}).items():
+        for dataset, metric, value in sig.metric_values():
             conn.execute(insert(evaluation_results).values(
-                evaluation_job_id=r.id, metric_name=metric, metric_value=value,
-                evaluated_at=sig.timestamp))
+                evaluation_job_id=r.id, dataset_name=dataset, metric_name=metric,
+                metric_value=value, evaluated_at=sig.timestamp))
     return len(rows)
 
 
