@@ -13,6 +13,7 @@ from baton.cli import (
     campaign_cmd,
     config_cmd,
     db_cmd,
+    plan_cmd,
     signal_cmd,
     slurm_cmd,
     status_cmd,
@@ -24,7 +25,7 @@ from baton.textsafe import printable
 
 Handler = Callable[[argparse.Namespace], int]
 GROUPS = (signal_cmd, work_cmd, status_cmd, campaign_cmd, db_cmd, slurm_cmd, supervise_cmd,
-          config_cmd)
+          config_cmd, plan_cmd)
 
 
 class Parser(argparse.ArgumentParser):

@@ -21,6 +21,24 @@ def short(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
+def evaluation_key(experiment: str, signal_key: str, checkpoint: str) -> str:
+    """The submission key of one evaluation task: the training signal and checkpoint it
+    answers (``baton plan`` derives the same keys to say what is already submitted)."""
+    return f"evaluation:{experiment}:{short(signal_key)}:{short(checkpoint)}"
+
+
+def analysis_key(experiment: str, trigger_key: str) -> str:
+    """The submission key of an analysis: the evaluation (its training signal) it answers."""
+    return f"analysis:{experiment}:{short(trigger_key)}"
+
+
+def evaluation_items(experiment: str, signal_key: str, checkpoints: list[str]
+                     ) -> list[tuple[tuple[str, str], str]]:
+    """Each checkpoint of a training signal once, in order, with its task's key."""
+    return [((experiment, c), evaluation_key(experiment, signal_key, c))
+            for c in dict.fromkeys(checkpoints)]
+
+
 @dataclass(frozen=True)
 class Submission:
     experiment: str
@@ -53,9 +71,9 @@ def submit_evaluations(config: Config, ledger: Ledger, backend: SlurmBackend,
     for exp, run in runs.items():
         triggers[exp] = run.signal_key
         ckpts = [run.checkpoint_path, *((run.metadata or {}).get("checkpoints") or [])]
-        for ckpt in dict.fromkeys(ckpts):
-            items.append((exp, ckpt))
-            keys.append(f"evaluation:{exp}:{short(run.signal_key)}:{short(ckpt)}")
+        for item, key in evaluation_items(exp, run.signal_key, ckpts):
+            items.append(item)
+            keys.append(key)
     outcomes = submit_jobs(config, ledger, backend, "evaluation", items, keys=keys,
                            campaign={e: r.campaign for e, r in runs.items()})
     for o in outcomes:
@@ -75,7 +93,7 @@ def submit_analyses(config: Config, ledger: Ledger, backend: SlurmBackend,
             raise BatonError(f"{exp} has no completed evaluation to analyse")
         triggers[exp] = tasks[0].trigger_key
     items = [(e, "") for e in experiments]
-    keys = [f"analysis:{e}:{short(triggers[e])}" for e in experiments]
+    keys = [analysis_key(e, triggers[e]) for e in experiments]
     outcomes = submit_jobs(config, ledger, backend, "analysis", items, keys=keys,
                            campaign={e: _campaign(ledger, e) for e in experiments})
     for o in outcomes:

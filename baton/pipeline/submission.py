@@ -115,10 +115,22 @@ def submit_jobs(config: Config, ledger: Ledger, backend: SlurmBackend, stage: st
 def check_request(config: Config, stage: str, items: list[tuple[str, str]], keys: list[str],
                   *, attempt: int, mem: str | None, time: str | None,
                   campaigns: Mapping[str, str | None]) -> dict[str, Any]:
+    """:func:`validate_request`, then the stage's log folder made on the drive (Slurm
+    cannot start a job whose output it cannot open). Returns the requested resources for
+    the ledger; raises BatonError."""
+    req = validate_request(config, stage, items, keys, attempt=attempt, mem=mem, time=time,
+                           campaigns=campaigns)
+    config.drive.ensure(config.drive.logs / stage)
+    return req
+
+
+def validate_request(config: Config, stage: str, items: list[tuple[str, str]],
+                     keys: list[str], *, attempt: int, mem: str | None, time: str | None,
+                     campaigns: Mapping[str, str | None]) -> dict[str, Any]:
     """Everything a submission needs, checked before anything is claimed or written: the
-    attempt, the resources, every name and checkpoint, the campaigns, the stage's template;
-    and the stage's log folder made on the drive (Slurm cannot start a job whose output it
-    cannot open). Returns the requested resources for the ledger; raises BatonError."""
+    attempt, the resources, every name and checkpoint, the campaigns, the stage's template.
+    Writes nothing, so ``baton plan`` asks it too. Returns the requested resources for the
+    ledger; raises BatonError."""
     if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 1:
         raise BatonError(f"attempt {attempt!r} is not allowed: attempts count from 1")
     if len(set(keys)) != len(keys):
@@ -139,7 +151,6 @@ def check_request(config: Config, stage: str, items: list[tuple[str, str]], keys
         if checkpoint and not drive.inside(checkpoint, "checkpoint").exists():
             raise BatonError(f"checkpoint {checkpoint} of {experiment} does not exist: "
                              "nothing to evaluate")
-    drive.ensure(drive.logs / stage)
     return req
 
 
