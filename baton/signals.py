@@ -152,6 +152,11 @@ class Signal(BaseModel):
         """The fields of the writer's own (not in the contract), as written."""
         return dict(self.model_extra or {})
 
+    @classmethod
+    def extra_fields_of(cls, doc: dict[str, Any] | None) -> dict[str, Any]:
+        """The writer's own fields in a signal stored as JSON (the ledger's metadata)."""
+        return {k: v for k, v in (doc or {}).items() if k not in cls.model_fields}
+
     def checkpoint_paths(self) -> list[str]:
         """Paths this signal points to that must stay on the shared drive."""
         return []

@@ -32,7 +32,7 @@ from baton.ledger import Ledger
 from baton.ledger.window import Window
 from baton.pipeline.scan import Scanner, TickResult
 from baton.pipeline.steps import short
-from baton.signals import SignalFile, acceptance_problem
+from baton.signals import SignalFile, TrainingComplete, acceptance_problem
 from ops_slurm.asset_jobs import (
     campaign_report_job,
     record_analysis_job,
@@ -86,6 +86,8 @@ def _model_event(row: Any, mlflow: MLflowResource) -> AssetMaterialization:
             meta[key] = getattr(row, key)
     if url := mlflow.run_url(row.mlflow_run_id):
         meta["mlflow"] = MetadataValue.url(url)
+    if lab := TrainingComplete.extra_fields_of(row.metadata):  # the writer's own fields
+        meta["lab_fields"] = MetadataValue.json(lab)
     return AssetMaterialization(asset_key="model", partition=row.experiment_name,
                                 metadata=meta)
 
