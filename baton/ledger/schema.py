@@ -228,6 +228,7 @@ signals = Table(
     Column("signal_time", UTCDateTime),  # the timestamp inside the signal
     Column("file_mtime", Float),
     Column("seen_at", UTCDateTime, nullable=False),
+    Column("extra_fields", JSON),  # a lab's own fields of an accepted signal (schema 0009)
     Index("ix_signals_status", "status"),
     Index("ix_signals_experiment", "experiment"),
 )
