@@ -123,3 +123,11 @@ def test_metrics_summary_is_still_strict(drive: DriveLayout, summary: dict, says
     path = put(drive.experiment("exp1").eval_complete_signal, json.dumps(doc).encode())
     with pytest.raises(SignalError, match=says):
         read_signal(path, drive)
+
+
+def test_a_labs_field_cannot_pass_for_the_signals_own(drive: DriveLayout) -> None:
+    lab = {"kind": "eval_complete", "filename": ".eval_complete", "model_config": {}}
+    sf = read_signal(put_training(drive, training_doc(drive, **lab)), drive)
+    assert (sf.kind, sf.signal.filename) == ("training_complete", ".training_complete")
+    assert sf.signal.checkpoint_paths() == [str(drive.experiment("exp1").final_dir)]
+    assert sf.signal.extra_fields() == lab
