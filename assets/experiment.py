@@ -1,13 +1,15 @@
 """The per-experiment assets. Runs submit and return; sensors report what Slurm did."""
 
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
+    AssetObservation,
     AssetSpec,
     BackfillPolicy,
     Failure,
@@ -30,10 +32,15 @@ model = AssetSpec(
 
 
 def _submit(context: AssetExecutionContext, slurm: SlurmResource, ledger: LedgerResource,
-            submit: Callable[..., dict[str, Submission]]) -> None:
-    """Submit the run's partitions (one job, or one array) and record each partition's jobs."""
+            submit: Callable[..., dict[str, Submission]]) -> bool:
+    """Submit the run's partitions (one job, or one array) and record each partition's jobs.
+    False in a dry run (``sensors.dry_run``): nothing was submitted, so nothing may be
+    materialized; what would have been is logged and observed instead."""
     backend = slurm.client()
     subs = submit(slurm.settings, ledger.ledger(), backend, context.partition_keys)
+    if any(sub.dry_run for sub in subs.values()):
+        _observe_dry_run(context, subs)
+        return False
     for exp, sub in subs.items():
         context.add_asset_metadata({
             "slurm_job_ids": ", ".join(sub.job_ids),
@@ -44,15 +51,42 @@ def _submit(context: AssetExecutionContext, slurm: SlurmResource, ledger: Ledger
         }, partition_key=exp)
         context.log.info(f"{exp}: {'submitted' if sub.submitted_now else 'already submitted'}"
                          f" as {', '.join(sub.job_ids)}")
+    return True
+
+
+def _observe_dry_run(context: AssetExecutionContext, subs: dict[str, Submission]) -> None:
+    """Each partition's would-be submission as an observation (tasks, array, resources,
+    script), never a materialization: no job exists."""
+    for exp, sub in subs.items():
+        plan = sub.dry_run
+        if plan is None:
+            continue
+        would = [t.checkpoint or t.experiment for t in plan.tasks if t.job_id is None]
+        held = [t.job_id for t in plan.tasks if t.job_id]
+        spec = plan.rendered.spec if plan.rendered is not None and would else None
+        metadata: dict[str, Any] = {
+            "dry_run": True, "would_submit": MetadataValue.json(would),
+            "already_submitted": MetadataValue.json(held)}
+        if spec is not None:
+            metadata.update({"array": spec.array or "(one job)", "cpus": spec.cpus,
+                             "mem": spec.mem, "time": spec.time,
+                             "script": MetadataValue.md(f"```bash\n{spec.script}\n```")})
+        context.log_event(AssetObservation(asset_key=context.asset_key, partition=exp,
+                                           metadata=metadata))
+        context.log.info(f"{exp}: dry run (sensors.dry_run): would submit {plan.stage} of "
+                         f"{', '.join(would) or 'nothing'}"
+                         + (f"; already submitted as {', '.join(held)}" if held else "")
+                         + "; nothing was submitted")
 
 
 @asset(partitions_def=experiments, deps=[model], group_name=GROUP, kinds={"slurm"},
-       backfill_policy=BackfillPolicy.single_run(),
+       backfill_policy=BackfillPolicy.single_run(), output_required=False,
        description="The evaluation submitted to Slurm (one task per checkpoint). A backfill "
                    "of N experiments is one job array. Materialized when Slurm accepted it.")
 def evaluation_job(context: AssetExecutionContext, slurm: SlurmResource,
-                   ledger: LedgerResource) -> None:
-    _submit(context, slurm, ledger, submit_evaluations)
+                   ledger: LedgerResource) -> Iterator[MaterializeResult]:
+    if _submit(context, slurm, ledger, submit_evaluations):
+        yield MaterializeResult()
 
 
 @asset(partitions_def=experiments, deps=[evaluation_job], group_name=GROUP,
@@ -124,11 +158,12 @@ def evaluation_metrics(context: AssetExecutionContext, ledger: LedgerResource,
 
 
 @asset(partitions_def=experiments, deps=[evaluation_metrics], group_name=GROUP,
-       kinds={"slurm"}, backfill_policy=BackfillPolicy.single_run(),
+       kinds={"slurm"}, backfill_policy=BackfillPolicy.single_run(), output_required=False,
        description="The analysis submitted to Slurm. Materialized when Slurm accepted it.")
 def analysis_job(context: AssetExecutionContext, slurm: SlurmResource,
-                 ledger: LedgerResource) -> None:
-    _submit(context, slurm, ledger, submit_analyses)
+                 ledger: LedgerResource) -> Iterator[MaterializeResult]:
+    if _submit(context, slurm, ledger, submit_analyses):
+        yield MaterializeResult()
 
 
 @asset(partitions_def=experiments, deps=[analysis_job], group_name=GROUP,

@@ -177,6 +177,10 @@ class SensorConfig(Section):
     auto_evaluate: bool = True
     # a job that finished without writing its signal is failed after this long
     missing_signal_grace_seconds: float = Field(default=300, ge=0)
+    # record what would be submitted ("would submit": the run's log and an asset
+    # observation) without calling sbatch or claiming anything in the ledger: baton tried
+    # on a production drive safely (see docs/user/plan.md)
+    dry_run: bool = False
 
 
 class CampaignConfig(Section):

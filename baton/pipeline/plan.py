@@ -17,7 +17,7 @@ from typing import Any
 from baton.config import Config
 from baton.errors import BatonError, SignalError
 from baton.ledger import Ledger
-from baton.pipeline.steps import analysis_key, evaluation_items
+from baton.pipeline.keys import analysis_key, evaluation_items
 from baton.pipeline.submission import comment_token, validate_request
 from baton.signals import BY_FILENAME, SignalFile, TrainingComplete, check_signal, read_signal
 from baton.slurm.render import RenderedJob, render_job
@@ -121,12 +121,12 @@ def make_plan(config: Config, paths: list[Path], ledger: Ledger | None = None) -
         if not config.sensors.auto_evaluate:
             plan.notes.append("sensors.auto_evaluate is false: the daemon records these "
                               "models and leaves their evaluation to you (the UI, a backfill)")
-        plan.submissions.append(_plan_stage(config, "evaluation", tasks, ledger))
+        plan.submissions.append(plan_stage(config, "evaluation", tasks, ledger))
     evaluated = sorted({sf.signal.experiment for sf in accepted
                         if sf.kind == "eval_complete"
                         and getattr(sf.signal, "status", "") == "complete"})
     if evaluated:
-        plan.submissions.append(_plan_stage(config, "analysis", [
+        plan.submissions.append(plan_stage(config, "analysis", [
             PlannedTask(e, "", _analysis_key(e, latest, ledger)) for e in evaluated], ledger))
     return plan
 
@@ -142,8 +142,10 @@ def _analysis_key(experiment: str, latest: dict[str, SignalFile], ledger: Ledger
         f"analysis:{experiment}:(training signal unknown)"
 
 
-def _plan_stage(config: Config, stage: str, tasks: list[PlannedTask],
-                ledger: Ledger | None) -> PlannedSubmission:
+def plan_stage(config: Config, stage: str, tasks: list[PlannedTask],
+               ledger: Ledger | None) -> PlannedSubmission:
+    """The submission of ``tasks`` as a run would make it (those the ledger holds already
+    left out), checked and rendered but not submitted: ``baton plan`` and the dry run."""
     if ledger is not None:
         known = {row.submission_key: row.job_id
                  for e in {t.experiment for t in tasks}

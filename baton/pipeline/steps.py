@@ -4,45 +4,29 @@ derive from the signal that asked for the work, so asking twice submits once."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 
 from baton.config import Config
 from baton.errors import BatonError
 from baton.ledger import Ledger
+from baton.pipeline.keys import analysis_key, evaluation_items
+from baton.pipeline.keys import short as short  # the sensors' run keys use it from here
+from baton.pipeline.plan import PlannedSubmission, PlannedTask, plan_stage
 from baton.pipeline.submission import TaskOutcome, submit_jobs
 from baton.slurm.backend import SlurmBackend
 
 log = logging.getLogger(__name__)
 
 
-def short(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
-
-
-def evaluation_key(experiment: str, signal_key: str, checkpoint: str) -> str:
-    """The submission key of one evaluation task: the training signal and checkpoint it
-    answers (``baton plan`` derives the same keys to say what is already submitted)."""
-    return f"evaluation:{experiment}:{short(signal_key)}:{short(checkpoint)}"
-
-
-def analysis_key(experiment: str, trigger_key: str) -> str:
-    """The submission key of an analysis: the evaluation (its training signal) it answers."""
-    return f"analysis:{experiment}:{short(trigger_key)}"
-
-
-def evaluation_items(experiment: str, signal_key: str, checkpoints: list[str]
-                     ) -> list[tuple[tuple[str, str], str]]:
-    """Each checkpoint of a training signal once, in order, with its task's key."""
-    return [((experiment, c), evaluation_key(experiment, signal_key, c))
-            for c in dict.fromkeys(checkpoints)]
-
-
 @dataclass(frozen=True)
 class Submission:
+    """An experiment's tasks as submitted; in a dry run (``sensors.dry_run``) no task, and
+    ``dry_run`` what would have been submitted."""
+
     experiment: str
     tasks: list[TaskOutcome]
+    dry_run: PlannedSubmission | None = None
 
     @property
     def job_ids(self) -> list[str]:
@@ -74,6 +58,8 @@ def submit_evaluations(config: Config, ledger: Ledger, backend: SlurmBackend,
         for item, key in evaluation_items(exp, run.signal_key, ckpts):
             items.append(item)
             keys.append(key)
+    if config.sensors.dry_run:
+        return _dry_run(config, ledger, "evaluation", experiments, items, keys)
     outcomes = submit_jobs(config, ledger, backend, "evaluation", items, keys=keys,
                            campaign={e: r.campaign for e, r in runs.items()})
     for o in outcomes:
@@ -94,6 +80,8 @@ def submit_analyses(config: Config, ledger: Ledger, backend: SlurmBackend,
         triggers[exp] = tasks[0].trigger_key
     items = [(e, "") for e in experiments]
     keys = [analysis_key(e, triggers[e]) for e in experiments]
+    if config.sensors.dry_run:
+        return _dry_run(config, ledger, "analysis", experiments, items, keys)
     outcomes = submit_jobs(config, ledger, backend, "analysis", items, keys=keys,
                            campaign={e: _campaign(ledger, e) for e in experiments})
     for o in outcomes:
@@ -106,3 +94,21 @@ def _campaign(ledger: Ledger, experiment: str) -> str | None:
     """The campaign the experiment's training signal named."""
     run = ledger.training_run(experiment)
     return run.campaign if run is not None else None
+
+
+def _dry_run(config: Config, ledger: Ledger, stage: str, experiments: list[str],
+             items: list[tuple[str, str]], keys: list[str]) -> dict[str, Submission]:
+    """``sensors.dry_run``: check and render the submission as :func:`submit_jobs` would,
+    and say what would be submitted; nothing is claimed, recorded or submitted. A
+    submission the checks refuse fails as it would for real."""
+    planned = plan_stage(config, stage, [PlannedTask(e, c, k)
+                                         for (e, c), k in zip(items, keys, strict=True)], ledger)
+    if planned.problem:
+        raise BatonError(f"dry run: submitting {stage} would fail: {planned.problem}")
+    for t in planned.tasks:
+        log.info("dry run: %s of %s%s %s", stage, t.experiment,
+                 f" {t.checkpoint}" if t.checkpoint else "",
+                 f"already submitted as job {t.job_id}" if t.job_id else "would submit")
+    return {e: Submission(e, [], PlannedSubmission(
+        stage, [t for t in planned.tasks if t.experiment == e], planned.rendered,
+        planned.resources)) for e in experiments}
