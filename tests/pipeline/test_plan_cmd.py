@@ -138,3 +138,21 @@ def test_plan_reads_an_existing_ledger_and_changes_nothing(ledger_url: str,
     assert "  task 0: fresh " in proc.stdout and "task 0: done" not in proc.stdout
     assert [(r.id, r.state, r.job_id) for r in ledger.jobs()] == rows
     ledger.close()
+
+
+def test_a_completed_evaluation_plans_its_analysis(site: tuple[DriveLayout, dict[str, str]]
+                                                   ) -> None:
+    from baton.signals import EvalComplete
+
+    drive, env = site
+    _training(drive, "ev")
+    done = drive.experiment("ev").eval_complete_signal
+    done.parent.mkdir(parents=True)
+    done.write_bytes(encode_signal(EvalComplete(timestamp=datetime.now(UTC), experiment="ev",
+                                                job_id="123", status="complete")))
+    proc = _run(env, str(drive.root))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"accepted     {done}  (eval_complete of ev)" in proc.stdout
+    analysis = proc.stdout.split("would submit analysis: one job\n")[1]
+    assert analysis.startswith("  resources: 16 cpus, mem 64G, time 04:00:00\n  task 0: ev\n")
+    assert "#SBATCH --job-name=analysis_ev" in analysis
