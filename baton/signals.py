@@ -53,6 +53,7 @@ from baton.layout import (
 
 MAX_SIGNAL_BYTES = 1024 * 1024
 SCHEMA_VERSION = 1
+OUTSIDE_SLURM = "0"  # the job id a run outside Slurm (by hand) signs its signals with
 UTF8_BOM = b"\xef\xbb\xbf"
 # an unknown field this close to a known one is a typo, not a lab's own field
 NEAR_MISS_CUTOFF = 0.85

@@ -30,7 +30,7 @@ from baton.evaluate.protocol import load_evaluator
 from baton.evaluate.writer import DatasetResult, DatasetWriter, clean_partial
 from baton.inbox import publish
 from baton.layout import DriveLayout, ExperimentLayout, validate_name
-from baton.signals import EvalComplete, EvalFailed, Failure, read_signal, utcnow
+from baton.signals import OUTSIDE_SLURM, EvalComplete, EvalFailed, Failure, read_signal, utcnow
 from baton.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def job_tag() -> str:
     array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
     if array and task:
         return f"{array}_{task}"
-    return os.environ.get("SLURM_JOB_ID", "0")
+    return os.environ.get("SLURM_JOB_ID", OUTSIDE_SLURM)
 
 
 def cpus() -> int:

@@ -25,7 +25,7 @@ from baton.ledger.schema import (
 from baton.ledger.signal_log import Applier
 from baton.ledger.training import apply_training_signal
 from baton.ledger.window import Window, since
-from baton.signals import AnalysisComplete, EvalComplete, SignalFile
+from baton.signals import OUTSIDE_SLURM, AnalysisComplete, EvalComplete, SignalFile
 from baton.slurm.states import is_terminal
 
 DONE = ("completed", "failed")
@@ -52,8 +52,10 @@ def current_trigger(conn: Any, experiment: str) -> str | None:
 
 def apply_eval_signal(conn: Connection, sf: SignalFile) -> int:
     """Mark the tasks an ``.eval_complete``/``.eval_failed`` answers; returns how many.
-    A signal at the experiment level answers every task of the current evaluation; a
-    task's signal (``tasks/{checkpoint}/``) answers the tasks of its checkpoints."""
+    A task's signal (``tasks/{checkpoint}/``) answers that checkpoint's tasks; one at the
+    experiment level the checkpoints it lists, or every task when it lists none. A run
+    outside Slurm (job ``0``) answers no task that Slurm runs: a hand rerun cannot answer
+    a live evaluation."""
     sig = sf.signal
     assert isinstance(sig, EvalComplete)
     status = "completed" if sig.status == "complete" and sig.kind == "eval_complete" \
@@ -67,6 +69,10 @@ def apply_eval_signal(conn: Connection, sf: SignalFile) -> int:
         name = sf.path.parent.name
         rows = [r for r in rows if r.checkpoint_path in ckpts
                 or (r.checkpoint_path or "").rstrip("/").endswith("/" + name)]
+    elif ckpts:
+        rows = [r for r in rows if r.checkpoint_path in ckpts]
+    if sig.job_id == OUTSIDE_SLURM:
+        rows = [r for r in rows if r.slurm_job_id is None]
     for r in rows:
         conn.execute(update(evaluation_jobs).where(evaluation_jobs.c.id == r.id).values(
             status=status, completed_at=sig.timestamp, error_message=sig.error_message,

@@ -200,3 +200,49 @@ def test_a_new_training_signal_opens_a_new_join(drive: DriveLayout, ledger: Ledg
     assert ready(ledger) == {}
     a.signal(1)
     assert ready(ledger) == {"exp-a": a.trigger}
+
+
+def _experiment_signal(e: Evaluation, job_id: str, checkpoints: list[str] | None,
+                       ok: bool = True) -> int:
+    """An experiment-level ``.eval_complete`` (or ``.eval_failed``): how many tasks it answers."""
+    common = dict(timestamp=datetime.now(UTC), experiment=e.name, job_id=job_id,
+                  checkpoints_evaluated=checkpoints)
+    sig: EvalComplete = EvalComplete(status="complete", **common) if ok else \
+        EvalFailed(status="failed", error_message="hand run broke", **common)
+    path = publish(e.drive, sig, e.drive.experiment(e.name).eval_dir / sig.filename)
+    with e.ledger.write() as conn:
+        return apply_eval_signal(conn, read_signal(path, e.drive))
+
+
+@pytest.mark.parametrize("ok", [True, False], ids=["complete", "failed"])
+def test_a_hand_run_answers_no_task_of_a_live_evaluation(drive: DriveLayout, ledger: Ledger,
+                                                         ok: bool) -> None:
+    """Reproduced: `baton evaluate` by hand on one checkpoint of a live 3-task array wrote
+    the experiment-level signal, which marked all three tasks, fired the join with one
+    checkpoint of three, and nothing joined when the real tasks ended. A signal answers
+    only the tasks it names: a job outside Slurm (job id 0) names none of them."""
+    a = Evaluation(drive, ledger, "exp-a", [100, 200, 300], "701")
+    for task in range(3):
+        a.submit(task)
+    assert _experiment_signal(a, "0", [a.checkpoints[1]], ok) == 0
+    assert {t.status for t in ledger.evaluation_tasks("exp-a")} == {"queued"}
+    assert ready(ledger) == {}
+    for task in range(3):
+        a.signal(task)
+    assert ready(ledger) == {"exp-a": a.trigger}
+
+
+def test_an_experiment_signal_answers_the_checkpoints_it_lists(
+        drive: DriveLayout, ledger: Ledger) -> None:
+    """The array's own experiment-level signal answers the checkpoints it lists (every
+    task when it lists none), never the others."""
+    a = Evaluation(drive, ledger, "exp-a", [100, 200, 300], "801")
+    for task in range(3):
+        a.submit(task)
+    assert _experiment_signal(a, "801", [a.checkpoints[2]]) == 1
+    assert [t.status for t in sorted(ledger.evaluation_tasks("exp-a"),
+                                     key=lambda t: t.checkpoint_path)] == \
+        ["queued", "queued", "completed"]
+    assert ready(ledger) == {}
+    assert _experiment_signal(a, "801", a.checkpoints[:2]) == 2
+    assert ready(ledger) == {"exp-a": a.trigger}
