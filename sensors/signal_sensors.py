@@ -30,8 +30,8 @@ from assets.partitions import campaigns, experiments
 from baton.config import Config
 from baton.ledger import Ledger
 from baton.ledger.window import Window
+from baton.pipeline.keys import short
 from baton.pipeline.scan import Scanner, TickResult
-from baton.pipeline.steps import short
 from baton.signals import SignalFile, TrainingComplete, acceptance_problem
 from ops_slurm.asset_jobs import (
     campaign_report_job,

@@ -10,6 +10,7 @@ from sqlalchemy.exc import DataError, StatementError
 
 from baton.errors import BatonError
 from baton.ledger.base import LedgerBase, transaction
+from baton.ledger.engine import one_line
 from baton.ledger.schema import status_events as ev
 
 
@@ -30,9 +31,8 @@ class StatusEvents(LedgerBase):
             if isinstance(exc, StatementError) and not (
                     isinstance(exc, DataError) or isinstance(cause, (ValueError, OverflowError))):
                 raise  # the ledger's problem (busy, gone, a duplicate): not this row's
-            why = (str(cause) or type(cause).__name__).splitlines()[0]
             raise UnstorableEvent(f"status event {row.get('event_id')} cannot be stored: "
-                                  f"{why}") from None
+                                  f"{one_line(exc)}") from None
         return True
 
     def last_reports(self) -> list[Row[Any]]:

@@ -11,7 +11,6 @@ from baton.config import Config
 from baton.errors import BatonError
 from baton.ledger import Ledger
 from baton.pipeline.keys import analysis_key, evaluation_items
-from baton.pipeline.keys import short as short  # the sensors' run keys use it from here
 from baton.pipeline.plan import PlannedSubmission, PlannedTask, plan_stage
 from baton.pipeline.submission import TaskOutcome, submit_jobs
 from baton.slurm.backend import SlurmBackend
