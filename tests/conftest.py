@@ -32,6 +32,15 @@ def _root_logging_as_it_was() -> Iterator[None]:
     root.setLevel(level)
 
 
+def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
+    """A command that failed (exit 1) as people must see it: one line, no traceback."""
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
 def require(condition: bool, message: str) -> None:
     """Skip on a developer machine, fail in CI: a missing service is never silent there."""
     if condition:

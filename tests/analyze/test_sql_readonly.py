@@ -18,6 +18,7 @@ import pytest
 from baton.config import Config
 from baton.evaluate.metric_schema import METRIC_SCHEMA
 from baton.ledger import open_ledger
+from tests.conftest import one_error_line
 
 
 @pytest.fixture
@@ -43,14 +44,6 @@ def sql(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=120, check=False)
 
 
-def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
-    assert proc.returncode == 1, (proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    return lines[0]
-
-
 def test_reads_the_views(site: tuple[Config, dict[str, str]]) -> None:
     _, env = site
     proc = sql(env, "SELECT experiment, value FROM metrics; SELECT count(*) FROM jobs",
@@ -65,7 +58,7 @@ def test_copy_cannot_overwrite_the_ledger(site: tuple[Config, dict[str, str]]) -
     config, env = site
     db = config.state_dir / "ledger.db"
     before = db.read_bytes()
-    line = one_line_error(sql(env, f"COPY (SELECT 1) TO '{db}' (FORMAT csv)"))
+    line = one_error_line(sql(env, f"COPY (SELECT 1) TO '{db}' (FORMAT csv)"))
     assert line.startswith("baton: error: ") and "read-only" in line and "COPY" in line
     assert db.read_bytes() == before
     ledger = open_ledger(config.ledger_url)
@@ -80,7 +73,7 @@ def test_copy_writes_nowhere(site: tuple[Config, dict[str, str]], tmp_path: Path
     folder = {"state": config.state_dir / "sql" / "ledger", "drive": config.drive.evaluation,
               "tmp": tmp_path}[where]
     target = folder / "out.parquet"
-    one_line_error(sql(env, f"COPY (SELECT * FROM jobs) TO '{target}'"))
+    one_error_line(sql(env, f"COPY (SELECT * FROM jobs) TO '{target}'"))
     assert not target.exists()
     assert where == "state" or not (config.state_dir / "sql").exists()
 
@@ -101,7 +94,7 @@ def test_statements_that_write_or_reach_out_are_refused(
     config, env = site
     out = tmp_path / "out"
     out.mkdir()
-    line = one_line_error(sql(env, statement.format(tmp=out)))
+    line = one_error_line(sql(env, statement.format(tmp=out)))
     assert "read-only" in line
     assert list(out.iterdir()) == []
     assert not (config.state_dir / "sql").exists()  # refused before any snapshot
@@ -113,7 +106,7 @@ def test_statements_that_write_or_reach_out_are_refused(
 def test_reading_outside_the_drive_and_the_snapshot_is_refused(
         site: tuple[Config, dict[str, str]], source: str) -> None:
     _, env = site
-    line = one_line_error(sql(env, f"SELECT * FROM {source}"))
+    line = one_error_line(sql(env, f"SELECT * FROM {source}"))
     assert line.startswith("baton: error: query failed: ")
 
 
@@ -122,7 +115,7 @@ def test_an_error_while_fetching_is_one_line(site: tuple[Config, dict[str, str]]
                                              fmt: str) -> None:
     _, env = site
     proc = sql(env, "SELECT CAST(experiment || 'x' AS INTEGER) FROM jobs", "--format", fmt)
-    line = one_line_error(proc)
+    line = one_error_line(proc)
     assert "query failed" in line and "Conversion" in line
     assert proc.stdout == ""  # no header of a table that never came
 

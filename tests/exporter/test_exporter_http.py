@@ -18,6 +18,7 @@ import pytest
 from baton.config import Config
 from baton.exporter.server import build_registry, listen, metrics_app
 from baton.ledger import open_ledger
+from tests.conftest import one_error_line
 
 BURST = 50
 
@@ -96,21 +97,13 @@ def baton_exporter(config: Config, *args: str) -> subprocess.CompletedProcess[st
                           capture_output=True, text=True, timeout=120, check=False)
 
 
-def one_line(proc: subprocess.CompletedProcess[str]) -> str:
-    assert proc.returncode == 1, (proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    return lines[0]
-
-
 def test_a_port_in_use_is_one_line(config: Config) -> None:
     open_ledger(config.ledger_url, init=True).close()
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        line = one_line(baton_exporter(config, "--port", str(port)))
+        line = one_error_line(baton_exporter(config, "--port", str(port)))
     assert line.startswith("baton: error: ") and f"127.0.0.1:{port}" in line
     assert "in use" in line
 
@@ -118,7 +111,7 @@ def test_a_port_in_use_is_one_line(config: Config) -> None:
 @pytest.mark.parametrize("host", ["no-such-host.invalid", "203.0.113.7", "300.1.1.1"])
 def test_a_bad_host_is_one_line(config: Config, host: str) -> None:
     open_ledger(config.ledger_url, init=True).close()
-    line = one_line(baton_exporter(config, "--host", host, "--port", "0"))
+    line = one_error_line(baton_exporter(config, "--host", host, "--port", "0"))
     assert line.startswith("baton: error: ") and host in line
 
 
