@@ -32,8 +32,6 @@ def _when(value: str) -> datetime:
         raise argparse.ArgumentTypeError(f"{value!r} is out of range in UTC") from None
 
 
-
-
 def _text(limit: int | None = None) -> Callable[[str], str]:
     """Curator text shown on one line of a table and a dashboard: valid UTF-8, no control
     character (a terminal would obey it), at most ``limit`` characters."""
@@ -113,7 +111,6 @@ def cmd_set(args: argparse.Namespace) -> int:
               + (f", expected jobs {r.expected_jobs}" if r.expected_jobs is not None else "")
               + (f", '{printable(r.display_name)}'" if r.display_name else ""))
     return 0
-
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -165,11 +165,6 @@ def cmd_slurm_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
-
-
-
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     sl = sub.add_parser("slurm", help="submit, inspect and cancel jobs").add_subparsers(
         dest="slurm_command", required=True, metavar="SUBCOMMAND")

@@ -49,8 +49,6 @@ def warn(text: str) -> None:
     print(f"baton: warning: {printable(text)}", file=sys.stderr)
 
 
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     st = sub.add_parser("status", help="status reports from any script").add_subparsers(
         dest="status_command", required=True, metavar="SUBCOMMAND")

@@ -74,9 +74,6 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-
-
-
 def cmd_retry(args: argparse.Namespace) -> int:
     from baton.slurm.factory import make_backend
     from baton.supervision.actions import retry

@@ -90,10 +90,6 @@ def duckdb_message(exc: Exception) -> str:
     return " ".join(line.strip() for line in first.splitlines() if line.strip())
 
 
-
-
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     from baton.demo import run_demo
 
