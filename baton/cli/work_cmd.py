@@ -14,11 +14,35 @@ from baton.errors import BatonError
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from baton.evaluate.harness import evaluate
+    """Inside Slurm (the pipeline's job) the results and the signal go to the experiment,
+    as always. By hand they go to a folder of their own unless ``--publish``: a rerun
+    must not answer, join or overwrite a live evaluation of the same experiment."""
+    from baton.evaluate.harness import evaluate, hand_results_dir, job_tag
+    from baton.signals import OUTSIDE_SLURM
 
-    ok, path = evaluate(config_from(args), args.experiment, args.checkpoint,
-                        Path(args.eval_config) if args.eval_config else None)
-    print(f"{'complete' if ok else 'FAILED'}: {path}")
+    config = config_from(args)
+    exp = config.drive.experiment(args.experiment)
+    by_hand = job_tag() == OUTSIDE_SLURM
+    results: Path | None = None
+    if args.output:
+        results = Path(args.output).absolute()
+        try:
+            results.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BatonError(f"--output {args.output}: cannot make the folder: "
+                             f"{exc.strerror or exc}") from None
+    elif by_hand and not args.publish:
+        results = hand_results_dir(exp)
+    ok, path = evaluate(config, args.experiment, args.checkpoint,
+                        Path(args.eval_config) if args.eval_config else None, results)
+    outcome = "complete" if ok else "FAILED"
+    if results is not None:
+        print(f"{outcome}: results in {results} (not announced to the pipeline; "
+              "--publish to announce a hand run)")
+    elif by_hand:
+        print(f"{outcome}: published as job {OUTSIDE_SLURM} (outside Slurm): {path}")
+    else:
+        print(f"{outcome}: {path}")
     return 0 if ok else 1
 
 
@@ -111,6 +135,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--config", dest="eval_config", help="eval.yaml (default: "
                    "config/evaluation/base_eval.yaml on the drive, else the example evaluator)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--publish", action="store_true", help="run by hand (outside Slurm): "
+                       "write into the experiment's metrics and announce the signal to the "
+                       "pipeline as job 0 (default: a folder of its own, hand/{UTC time}/ "
+                       "under the experiment's evaluation folder, announced to no one)")
+    where.add_argument("--output", metavar="DIR", help="write the results and the signal "
+                       "(as eval_complete.json / eval_failed.json) to DIR, announced to no one")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("analyze", help="analyse one experiment (what the analysis Slurm job "

@@ -4,7 +4,11 @@ Datasets run in parallel worker processes (at most the job's CPUs), each streami
 rows to Parquet; a dataset that fails, or whose worker process dies, is named in
 ``.eval_failed`` and what succeeded is kept. A failure before any dataset starts (no
 checkpoint, a bad eval.yaml, an evaluator that does not load) is an ``.eval_failed``
-too, so the pipeline hears about it instead of waiting for a signal that never comes."""
+too, so the pipeline hears about it instead of waiting for a signal that never comes.
+
+A run by hand (outside Slurm) is given a folder of its own (``results``): its Parquet and
+its would-be signal go there and nothing is announced, so a rerun never answers, joins or
+overwrites a live evaluation; ``baton evaluate --publish`` announces it as job ``0``."""
 
 from __future__ import annotations
 
@@ -30,7 +34,16 @@ from baton.evaluate.protocol import load_evaluator
 from baton.evaluate.writer import DatasetResult, DatasetWriter, clean_partial
 from baton.inbox import publish
 from baton.layout import DriveLayout, ExperimentLayout, validate_name
-from baton.signals import OUTSIDE_SLURM, EvalComplete, EvalFailed, Failure, read_signal, utcnow
+from baton.signals import (
+    OUTSIDE_SLURM,
+    EvalComplete,
+    EvalFailed,
+    Failure,
+    Signal,
+    read_signal,
+    utcnow,
+    write_signal,
+)
 from baton.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -75,6 +88,40 @@ def job_tag() -> str:
     if array and task:
         return f"{array}_{task}"
     return os.environ.get("SLURM_JOB_ID", OUTSIDE_SLURM)
+
+
+@dataclass(frozen=True)
+class HandLayout(ExperimentLayout):
+    """An experiment whose evaluation results go to a folder of their own (a hand run):
+    the writer and the signal use ``eval_dir``, here ``results``."""
+
+    results: Path = Path()
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.results
+
+
+def hand_results_dir(exp: ExperimentLayout) -> Path:
+    """A new ``hand/{UTC time}/`` folder under the experiment's evaluation folder, for one
+    hand run: beside the pipeline's results (which never read it), never among them."""
+    base = exp.eval_dir / "hand"
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    for n in range(1, 1000):
+        folder = base / (stamp if n == 1 else f"{stamp}-{n}")
+        try:
+            folder.mkdir(parents=True)
+            return folder
+        except FileExistsError:
+            continue
+    raise BatonError(f"cannot make a new folder in {base}: too many hand runs at {stamp}")
+
+
+def layout_of(drive: DriveLayout, experiment: str, results: str | Path | None
+              ) -> ExperimentLayout:
+    """Where an evaluation writes: the experiment's own folders, or ``results``."""
+    exp = drive.experiment(experiment)
+    return HandLayout(exp.drive, exp.name, Path(results)) if results else exp
 
 
 def cpus() -> int:
@@ -124,17 +171,18 @@ class Task:
     dataset: str
     job: str
     cfg: dict[str, Any]
+    results: str = ""  # a hand run's own folder; "" for the experiment's
 
-    def args(self) -> tuple[str, str, str, str, str, dict[str, Any]]:
+    def args(self) -> tuple[str, str, str, str, str, dict[str, Any], str]:
         return (self.drive_root, self.experiment, self.checkpoint, self.dataset, self.job,
-                self.cfg)
+                self.cfg, self.results)
 
 
 def _run_dataset(drive_root: str, experiment: str, checkpoint: str, dataset: str, job: str,
-                 cfg: dict[str, Any]) -> Outcome:
+                 cfg: dict[str, Any], results: str = "") -> Outcome:
     """One dataset, in a worker process: load, evaluate, stream, commit (or abort)."""
     start = time.time()
-    exp = DriveLayout(Path(drive_root)).experiment(experiment)
+    exp = layout_of(DriveLayout(Path(drive_root)), experiment, results)
     conf = EvalConfig.model_validate(cfg)
     writer = None
     try:
@@ -201,17 +249,20 @@ def _alone(task: Task, ctx: Any) -> Outcome:
 
 
 def _clean(task: Task) -> None:
-    exp = DriveLayout(Path(task.drive_root)).experiment(task.experiment)
+    exp = layout_of(DriveLayout(Path(task.drive_root)), task.experiment, task.results)
     for tmp in clean_partial(exp, Path(task.checkpoint).name, task.dataset, task.job):
         log.warning("removed %s, left by a worker that died", tmp)
 
 
-def evaluate(config: Config, experiment: str, checkpoint: str, eval_config: Path | None = None
-             ) -> tuple[bool, Path]:
-    """Evaluate one checkpoint of one experiment; returns (succeeded, signal path)."""
+def evaluate(config: Config, experiment: str, checkpoint: str, eval_config: Path | None = None,
+             results: Path | None = None) -> tuple[bool, Path]:
+    """Evaluate one checkpoint of one experiment; returns (succeeded, signal path).
+    ``results``: a folder of its own for the Parquet, ``eval_metadata.json`` and the
+    signal (as ``eval_complete.json``/``eval_failed.json``, announced to no one); None:
+    the experiment's, announced to the pipeline (what the Slurm job does)."""
     start = time.time()
     drive = config.drive
-    exp = drive.experiment(experiment)
+    exp = layout_of(drive, experiment, results)
     job = job_tag()
     try:
         ckpt, conf, datasets = _prepare(drive, checkpoint, eval_config)
@@ -230,7 +281,8 @@ def evaluate(config: Config, experiment: str, checkpoint: str, eval_config: Path
     log.info("evaluating %s at %s: %d dataset(s) on %d worker(s)", experiment, ckpt,
              len(datasets), workers)
     cfg = conf.model_dump()
-    tasks = [Task(str(drive.root), experiment, str(ckpt), d, job, cfg) for d in datasets]
+    tasks = [Task(str(drive.root), experiment, str(ckpt), d, job, cfg, str(results or ""))
+             for d in datasets]
     outcomes = run_datasets(tasks, workers)
     return _finish(drive, exp, ckpt, job, outcomes, tracker, time.time() - start)
 
@@ -257,7 +309,16 @@ def _prepare(drive: DriveLayout, checkpoint: str, eval_config: Path | None
 
 
 def _signal_dir(exp: ExperimentLayout) -> Path:
+    if isinstance(exp, HandLayout):
+        return exp.results
     return Path(os.environ.get("BATON_SIGNAL_DIR") or exp.eval_dir)
+
+
+def _announce(drive: DriveLayout, exp: ExperimentLayout, signal: Signal) -> Path:
+    """Publish the signal to the pipeline; a hand run's only written to its own folder."""
+    if isinstance(exp, HandLayout):
+        return write_signal(exp.results / f"{signal.kind}.json", signal)
+    return publish(drive, signal, _signal_dir(exp) / signal.filename)
 
 
 def _failed_to_start(drive: DriveLayout, exp: ExperimentLayout, checkpoint: str, job: str,
@@ -280,7 +341,7 @@ def _failed_to_start(drive: DriveLayout, exp: ExperimentLayout, checkpoint: str,
                         eval_duration_seconds=round(seconds, 3),
                         checkpoints_evaluated=[ckpt] if ckpt else None,
                         failures=[Failure(error=message[:4000], checkpoint=ckpt)])
-    return False, publish(drive, signal, signal_dir / ".eval_failed")
+    return False, _announce(drive, exp, signal)
 
 
 def _training_signal(drive: DriveLayout, experiment: str) -> Any:
@@ -317,10 +378,9 @@ def _finish(drive: DriveLayout, exp: ExperimentLayout, ckpt: Path, job: str,
                             failures=[Failure(dataset=o.dataset, error=(o.error or "")[:4000],
                                               checkpoint=str(ckpt)) for o in failed],
                             **common)
-        path = publish(drive, signal, signal_dir / ".eval_failed")
+        path = _announce(drive, exp, signal)
         log.error("%s", message)
     else:
-        path = publish(drive, EvalComplete(status="complete", **common),
-                       signal_dir / ".eval_complete")
+        path = _announce(drive, exp, EvalComplete(status="complete", **common))
     tracker.end(ok=not failed)
     return not failed, path

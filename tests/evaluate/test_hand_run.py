@@ -1,0 +1,115 @@
+"""``baton evaluate`` by hand (outside Slurm) keeps to a folder of its own and says where:
+no signal, no inbox marker, and its Parquet never lands among (or replaces) the
+pipeline's metrics of the experiment. ``--publish`` announces it as job 0; ``--output``
+chooses the folder. Inside Slurm nothing changes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from baton.config import Config
+from baton.signals import read_signal
+from tests.evaluate.test_evaluate import ckpt, eval_config  # noqa: F401 (fixture)
+
+
+def run(config: Config, checkpoint: Path, cfg: Path, *extra: str, job: str | None = None
+        ) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SHARED_DRIVE": str(config.shared_drive),
+           "BATON_STATE_DIR": str(config.state_dir), "BATON_CONFIG": ""}
+    for var in [v for v in env if v.startswith("SLURM_")] + ["BATON_SIGNAL_DIR",
+                                                            "MLFLOW_TRACKING_URI"]:
+        env.pop(var, None)
+    if job is not None:
+        env["SLURM_JOB_ID"] = job
+    return subprocess.run([sys.executable, "-m", "baton", "evaluate", "--experiment", "exp1",
+                           "--checkpoint", str(checkpoint), "--config", str(cfg), *extra],
+                          env=env, capture_output=True, text=True, check=False)
+
+
+def markers(config: Config) -> list[Path]:
+    """The inbox markers that announce signals to the sensors."""
+    return sorted(p for p in config.drive.inbox.rglob("*") if p.is_file())
+
+
+def parts(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns
+            for p in sorted(folder.rglob("*.parquet"))}
+
+
+def test_a_hand_run_keeps_to_its_own_folder(config: Config, ckpt: Path,  # noqa: F811
+                                            tmp_path: Path) -> None:
+    """Reproduced: a hand run wrote the experiment's .eval_complete and installed its
+    Parquet over the pipeline's files of the same checkpoint."""
+    exp = config.drive.experiment("exp1")
+    cfg = eval_config(tmp_path, rows=10)
+    pipeline = run(config, ckpt, cfg, job="77")  # the pipeline's Slurm job, as rendered
+    assert pipeline.returncode == 0, pipeline.stderr
+    assert pipeline.stdout.strip() == f"complete: {exp.eval_complete_signal}"
+    before, signal = parts(exp.metrics_dir), exp.eval_complete_signal.read_bytes()
+    announced = markers(config)
+
+    hand = run(config, ckpt, cfg)
+    assert hand.returncode == 0, hand.stderr
+    assert parts(exp.metrics_dir) == before  # not replaced, nothing added
+    assert exp.eval_complete_signal.read_bytes() == signal
+    assert markers(config) == announced
+    [results] = (exp.eval_dir / "hand").iterdir()
+    assert hand.stdout == (f"complete: results in {results} (not announced to the pipeline; "
+                           "--publish to announce a hand run)\n")
+    assert sorted(parts(results / "metrics")) == [
+        f"dataset={d}/metric=accuracy/part-checkpoint-100-0.parquet"
+        for d in ("alpha", "beta", "gamma")]
+    written = json.loads((results / "eval_complete.json").read_text())
+    assert (written["job_id"], written["status"]) == ("0", "complete")
+    assert json.loads((results / "eval_metadata.json").read_text())["job_id"] == "0"
+
+
+def test_a_failed_hand_run_says_where_and_announces_nothing(config: Config, ckpt: Path,  # noqa: F811
+                                                           tmp_path: Path) -> None:
+    exp = config.drive.experiment("exp1")
+    hand = run(config, ckpt, eval_config(tmp_path, rows=10, broken="beta"))
+    assert hand.returncode == 1
+    [results] = (exp.eval_dir / "hand").iterdir()
+    assert hand.stdout.startswith(f"FAILED: results in {results} ")
+    failed = json.loads((results / "eval_failed.json").read_text())
+    assert failed["job_id"] == "0" and "beta" in failed["error_message"]
+    assert not exp.eval_failed_signal.exists() and not exp.metrics_dir.exists()
+    assert not markers(config)
+
+
+def test_publish_announces_a_hand_run_as_job_0(config: Config, ckpt: Path,  # noqa: F811
+                                               tmp_path: Path) -> None:
+    exp = config.drive.experiment("exp1")
+    proc = run(config, ckpt, eval_config(tmp_path, rows=10), "--publish")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == (f"complete: published as job 0 (outside Slurm): "
+                           f"{exp.eval_complete_signal}\n")
+    assert read_signal(exp.eval_complete_signal, config.drive).signal.job_id == "0"
+    assert "dataset=alpha/metric=accuracy/part-checkpoint-100-0.parquet" in parts(
+        exp.metrics_dir)
+    assert [p.parent.name for p in markers(config)] == ["eval_complete"]  # sensors hear it
+    assert not (exp.eval_dir / "hand").exists()
+
+
+def test_output_chooses_the_folder(config: Config, ckpt: Path,  # noqa: F811
+                                   tmp_path: Path) -> None:
+    exp = config.drive.experiment("exp1")
+    out = tmp_path / "mine" / "rerun"
+    proc = run(config, ckpt, eval_config(tmp_path, rows=10), "--output", str(out), job="78")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"complete: results in {out} ")
+    assert json.loads((out / "eval_complete.json").read_text())["job_id"] == "78"
+    assert len(parts(out / "metrics")) == 3
+    assert not exp.eval_dir.exists()
+
+
+def test_publish_and_output_are_refused_together(config: Config, ckpt: Path,  # noqa: F811
+                                                 tmp_path: Path) -> None:
+    proc = run(config, ckpt, eval_config(tmp_path), "--publish", "--output", str(tmp_path))
+    assert proc.returncode == 2 and "not allowed with" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not config.drive.experiment("exp1").eval_dir.exists()
