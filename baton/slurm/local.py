@@ -21,9 +21,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from baton.errors import InvalidName
 from baton.fsio import atomic_write
 from baton.slurm.backend import Submitted, task_ids
-from baton.slurm.spec import JobSpec
+from baton.slurm.spec import JobSpec, spec_from_script
 from baton.slurm.states import JobStatus
 
 
@@ -149,6 +150,22 @@ class LocalBackend:
             # no pid yet: the submission is being written right now
             return not (self.root / "runners" / f"{job_id}.pid").exists()
         return b"baton.slurm.local_runner" in cmdline and _not_zombie(pid)
+
+    def jobs_by_comment(self, since: datetime) -> dict[str, dict[str, JobStatus]]:
+        """Every job submitted here since ``since``, by its comment (baton's submission
+        token), as :meth:`SbatchBackend.jobs_by_comment` reads Slurm's accounting."""
+        out: dict[str, dict[str, JobStatus]] = {}
+        for path in sorted((self.root / "submissions").glob("*.json")):
+            sub = json.loads(path.read_text())
+            try:
+                comment = spec_from_script(Path(sub["script"]).read_text()).comment
+            except (OSError, InvalidName):
+                continue
+            statuses = self.status([sub["job_id"]])
+            if comment and any(s.submitted_at and s.submitted_at >= since
+                               for s in statuses.values()):
+                out.setdefault(comment, {}).update(statuses)
+        return out
 
     # --- cancel ------------------------------------------------------------------------
     def queue_states(self) -> Counter[str]:

@@ -134,6 +134,32 @@ def parse_sacct(output: str, fields: tuple[str, ...] = SACCT_FIELDS) -> dict[str
     return out
 
 
+def parse_sacct_comments(output: str, fields: tuple[str, ...] = (*SACCT_FIELDS, "Comment")
+                         ) -> dict[str, dict[str, JobStatus]]:
+    """``sacct ... --format=<fields>`` with ``Comment`` last -> the jobs of each comment:
+    comment -> {job id (an array's tasks each): status}. Steps carry no comment; a job
+    without one is left out. The comment is the rest of the line (it may hold ``|``)."""
+    if fields[-1] != "Comment":
+        raise ValueError("Comment must be the last field")
+    statuses = parse_sacct(output, fields)
+    comments: dict[str, str] = {}
+    for line in output.splitlines():
+        values = line.split("|", len(fields) - 1)
+        if len(values) < len(fields) or "." in values[0]:
+            continue
+        job_id, comment = values[0], values[-1].strip()
+        m = _ARRAY_PENDING.match(job_id)
+        ids = [f"{m.group(1)}_{t}" for t in expand_array_spec(m.group(2))] if m else [job_id]
+        for jid in ids:
+            if comment:
+                comments[jid] = comment
+    out: dict[str, dict[str, JobStatus]] = defaultdict(dict)
+    for job_id, comment in comments.items():
+        if job_id in statuses:
+            out[comment][job_id] = statuses[job_id]
+    return dict(out)
+
+
 def _none(text: str) -> str | None:
     t = text.strip()
     return None if t in _NONE or t == "None assigned" else t

@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 from baton.errors import SlurmError, TransientSlurmError
@@ -21,6 +22,7 @@ from baton.slurm.parse import (
     SACCT_FIELDS,
     SQUEUE_FORMAT,
     parse_sacct,
+    parse_sacct_comments,
     parse_sbatch_parsable,
     parse_scancel,
     parse_scontrol,
@@ -133,6 +135,17 @@ class SbatchBackend:
             if job_comment.strip() == comment:
                 return job_id.strip()
         return None
+
+    def jobs_by_comment(self, since: datetime) -> dict[str, dict[str, JobStatus]]:
+        """Every job of this user that accounting knows since ``since``, by its comment
+        (baton's submission token): what ``baton db rebuild`` matches the drive's scripts
+        with. Needs ``AccountingStoreFlags=job_comment`` in slurm.conf; raises SlurmError
+        when accounting cannot answer."""
+        argv = ["sacct", "--parsable2", "--noheader", "--duplicates",
+                f"--format={','.join((*SACCT_FIELDS, 'Comment'))}",
+                f"--starttime={since.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%S')}",
+                "--endtime=now"]
+        return parse_sacct_comments(self._call(argv, "sacct").stdout)
 
     def queue_states(self) -> Counter[str]:
         """This user's jobs in the queue by state: one squeue, no retry (a caller that
