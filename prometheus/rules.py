@@ -101,6 +101,10 @@ def alert_rules(t: Thresholds) -> dict:
               f"baton_oldest_unanswered_training_seconds > {t.missing_signal_seconds}",
               "warning", "a trained model has had no completed evaluation for "
               "{{ $value | humanizeDuration }}"),
+        alert("BatonExperimentsHeld", "baton_experiments_held > 0", "critical",
+              "{{ $value }} experiment(s) held: the drive has results the ledger does not "
+              "know, so the daemon submits nothing for them; run `baton db rebuild` (or "
+              "`baton db adopt`)"),
         alert("BatonSupervisionGaveUp", "baton_supervision_gave_up_open > 0", "critical",
               "{{ $value }} {{ $labels.stage }} job(s) failed every attempt their supervision "
               "policy allows: see `baton supervise list --open`, then retry or cancel"),

@@ -30,6 +30,7 @@ from assets.partitions import campaigns, experiments
 from baton.config import Config
 from baton.ledger import Ledger
 from baton.ledger.window import Window
+from baton.pipeline.guard import HOLD_MESSAGE, held_back
 from baton.pipeline.keys import short
 from baton.pipeline.scan import Scanner, TickResult
 from baton.signals import SignalFile, TrainingComplete, acceptance_problem
@@ -167,28 +168,62 @@ def training_tick(context: SensorEvaluationContext, ledger: LedgerResource,
             led.record_fact(f"model:{row.signal_key}", "model_reported", row.experiment_name)
             continue
         events.append(_model_event(row, mlflow))
-        events.append(AssetCheckEvaluation(
-            asset_key=AssetKey("model"), check_name=CHECKPOINT_CHECK, passed=True,
-            partition=row.experiment_name, metadata={"checkpoint": row.checkpoint_path or ""}))
+        if _check_once(led, "model", CHECKPOINT_CHECK, row.experiment_name):
+            events.append(AssetCheckEvaluation(
+                asset_key=AssetKey("model"), check_name=CHECKPOINT_CHECK, passed=True,
+                partition=row.experiment_name,
+                metadata={"checkpoint": row.checkpoint_path or ""}))
     for q in tick.quarantined:
         if q.experiment:
             names.add(q.experiment)
             meta = {"signal": str(q.path), "quarantined": q.reason}
-            events.append(AssetCheckEvaluation(
-                asset_key=AssetKey("model"), check_name=CHECKPOINT_CHECK, passed=False,
-                partition=q.experiment, metadata=meta))
+            if _check_once(led, "model", CHECKPOINT_CHECK, q.experiment):
+                events.append(AssetCheckEvaluation(
+                    asset_key=AssetKey("model"), check_name=CHECKPOINT_CHECK, passed=False,
+                    partition=q.experiment, metadata=meta))
             events.append(AssetObservation(asset_key="model", partition=q.experiment,
                                            metadata=meta))
+    awaiting = led.training_awaiting_evaluation(window) if config.sensors.auto_evaluate \
+        else []
+    held = held_back(led, drive.layout(), awaiting)
+    events += _holds(context, led, [r for r in awaiting if r.experiment_name in held], held)
     runs = [RunRequest(run_key=f"evaluation_job:{row.signal_key}",
                        partition_key=row.experiment_name,
                        tags={"baton/experiment": row.experiment_name})
-            for row in led.training_awaiting_evaluation(window)
-            if config.sensors.auto_evaluate]
-    names |= {r.partition_key for r in runs if r.partition_key}
+            for row in awaiting if row.experiment_name not in held]
+    names |= {r.partition_key for r in runs if r.partition_key} | set(held)
     partitions = _new_partitions(context, names, experiments) + \
         _new_partitions(context, camps, campaigns)
     return _result(context, led, "training_sensor", tick, cursor, runs, events, partitions,
                    window)
+
+
+def _check_once(led: Ledger, asset: str, check: str, experiment: str) -> bool:
+    """Whether a sensor may report ``asset``'s ``check`` for ``experiment`` (a runless
+    check evaluation): only once. Dagster 1.13 stores one runless evaluation per check and
+    partition (a second breaks its unique index and fails the whole tick), so a retrain, a
+    signal after a quarantined one, or a second bad signal is told by the materialization,
+    the observation or the ledger alone; the checks of runs are not limited."""
+    return led.record_fact(f"check:{asset}:{check}:{experiment}", "check_reported",
+                           experiment)
+
+
+def _holds(context: SensorEvaluationContext, led: Ledger, rows: list,
+           held: dict[str, list[str]]) -> list:
+    """Say so once per held training signal: a warning in the sensor's log, an
+    observation on the model's partition (the UI); the ledger's fact is what the exporter
+    counts (baton_experiments_held, alert BatonExperimentsHeld)."""
+    events: list = []
+    for row in rows:
+        found = held[row.experiment_name]
+        if led.hold(row.experiment_name, row.signal_key, found):
+            context.log.warning(f"{row.experiment_name} {HOLD_MESSAGE} (found "
+                                f"{', '.join(found[:3])})")
+            events.append(AssetObservation(
+                asset_key="model", partition=row.experiment_name,
+                metadata={"held": HOLD_MESSAGE, "signal_key": row.signal_key,
+                          "drive_results": MetadataValue.json(found[:5])}))
+    return events
 
 
 def evaluation_tick(context: SensorEvaluationContext, ledger: LedgerResource,
@@ -202,11 +237,16 @@ def evaluation_tick(context: SensorEvaluationContext, ledger: LedgerResource,
         asset_key=AssetKey("evaluation_metrics"), check_name="evaluation_succeeded",
         passed=False, partition=q.experiment,
         metadata={"signal": str(q.path), "reason": q.reason})
-        for q in tick.quarantined if q.experiment and _known(context, q.experiment)]
+        for q in tick.quarantined if q.experiment and _known(context, q.experiment)
+        and _check_once(led, "evaluation_metrics", "evaluation_succeeded", q.experiment)]
     runs = [RunRequest(run_key=f"evaluation_metrics:{trigger}", partition_key=exp,
                        tags={"baton/experiment": exp})
             for exp, trigger in led.evaluations_ready(window)]
-    return _result(context, led, "evaluation_sensor", tick, cursor, runs, events, [], window)
+    # a rebuilt ledger on a new Dagster home: this sensor may tick before the training one
+    known = _new_partitions(context, {r.partition_key for r in runs if r.partition_key},
+                            experiments)
+    return _result(context, led, "evaluation_sensor", tick, cursor, runs, events, known,
+                   window)
 
 
 def analysis_tick(context: SensorEvaluationContext, ledger: LedgerResource,
@@ -221,12 +261,14 @@ def analysis_tick(context: SensorEvaluationContext, ledger: LedgerResource,
                        partition_key=row.experiment_name,
                        tags={"baton/experiment": row.experiment_name})
             for row in led.analyses_ready(window)]
+    known = _new_partitions(context, {r.partition_key for r in runs if r.partition_key},
+                            experiments)  # see evaluation_tick
     if tick.accepted or runs:
         for camp, exps in led.campaigns_ready():
             runs.append(RunRequest(job_name=campaign_report_job.name,
                                    run_key=f"campaign_report:{camp}:{short(','.join(exps))}",
                                    partition_key=camp, tags={"baton/campaign": camp}))
-    return _result(context, led, "analysis_sensor", tick, cursor, runs, [], [], window)
+    return _result(context, led, "analysis_sensor", tick, cursor, runs, [], known, window)
 
 
 def _known(context: SensorEvaluationContext, experiment: str) -> bool:

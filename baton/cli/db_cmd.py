@@ -1,10 +1,13 @@
-"""``baton db``: create, upgrade and check the ledger (``init`` also lays out the drive)."""
+"""``baton db``: create, upgrade and check the ledger (``init`` also lays out the drive);
+rebuild a lost ledger's history from the drive and Slurm's accounting, or adopt the
+drive's results as the past of a new one."""
 
 from __future__ import annotations
 
 import argparse
 from typing import TYPE_CHECKING
 
+from baton.cli import argtypes
 from baton.cli.common import config_from, safe_url
 
 if TYPE_CHECKING:
@@ -34,6 +37,45 @@ def cmd_db(args: argparse.Namespace) -> int:
         ledger.close()
 
 
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    """Replay the drive's signals and scripts, matched with accounting, into a ledger
+    that holds no job (``baton db init`` makes one); submits nothing."""
+    from baton.ledger import open_ledger
+    from baton.pipeline.recovery import rebuild_ledger
+    from baton.slurm.factory import make_backend
+
+    config = config_from(args)
+    ledger = open_ledger(config.ledger_url)
+    try:
+        report = rebuild_ledger(config, ledger, make_backend(config))
+    finally:
+        ledger.close()
+    print(f"ledger {safe_url(config.ledger_url)}: rebuilt from {config.drive.root} and "
+          "Slurm's accounting")
+    print("\n".join(report.lines()))
+    return 1 if report.skipped else 0
+
+
+def cmd_adopt(args: argparse.Namespace) -> int:
+    """Release experiments the daemon holds (the drive has results the ledger does not
+    know): they are evaluated again, as new."""
+    from baton.errors import BatonError
+    from baton.ledger import open_ledger
+
+    if bool(args.all) == bool(args.experiments):
+        raise BatonError("name the experiments to adopt, or --all for the whole drive")
+    config = config_from(args)
+    ledger = open_ledger(config.ledger_url)
+    try:
+        new = ledger.adopt(None if args.all else args.experiments)
+    finally:
+        ledger.close()
+    what = "the whole drive" if args.all else ", ".join(args.experiments)
+    print(f"adopted {what}: the daemon evaluates its experiments as new" if new else
+          f"{what}: already adopted")
+    return 0
+
+
 def _lay_out(drive: DriveLayout) -> str:
     """Create the drive's folders where they are missing (the first job's log folder among
     them); returns what was done, in words."""
@@ -58,4 +100,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                        ("upgrade", "apply pending schema migrations"),
                        ("check", "integrity and schema check; exit 1 on a problem")):
         db.add_parser(name, help=text).set_defaults(func=cmd_db)
+    db.add_parser("rebuild", help="rebuild a lost ledger's history (jobs, evaluations, "
+                  "analyses) from the shared drive and Slurm's accounting, into a ledger "
+                  "that holds no job; submits nothing").set_defaults(func=cmd_rebuild)
+    adopt = db.add_parser("adopt", help="release experiments the daemon holds because the "
+                          "drive has results the ledger does not know: evaluate them again")
+    adopt.add_argument("experiments", nargs="*", metavar="EXPERIMENT",
+                       type=argtypes.name("experiment name"))
+    adopt.add_argument("--all", action="store_true",
+                       help="adopt the whole drive, every experiment held now or later")
+    adopt.set_defaults(func=cmd_adopt)
 

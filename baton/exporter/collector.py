@@ -118,6 +118,11 @@ class BatonCollector:
         for name, at in beats.items():
             fam.add_metric([name], at.timestamp())
         out.append(fam)
+        held = self.ledger.held_experiments()
+        out.append(GaugeMetricFamily(
+            "baton_experiments_held", "experiments the training sensor holds (submits "
+            "nothing for) because the drive has results the ledger does not know: run "
+            "`baton db rebuild`, or `baton db adopt`", value=len(held)))
         out += campaign_metrics(self.ledger)
         out += status_metrics(self.ledger, self.config)
         out.append(self._integrity_metric())

@@ -3,7 +3,7 @@ with the reason."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +16,16 @@ from baton.signals import SignalFile
 
 # applies an accepted signal to the pipeline's state inside the accepting transaction
 Applier = Callable[[Connection, SignalFile], Any]
+
+
+def insert_accepted(conn: Connection, sf: SignalFile) -> None:
+    """The ``signals`` row of an accepted signal (its key must be new)."""
+    # kept, not refused: a lab's own fields travel with its signal (SQL NULL: none)
+    extra = {"extra_fields": lab} if (lab := sf.signal.extra_fields()) else {}
+    conn.execute(insert(signals).values(
+        idempotency_key=sf.idempotency_key, kind=sf.kind, path=str(sf.path),
+        status="accepted", experiment=sf.signal.experiment, sha256=sf.sha256,
+        signal_time=sf.signal.timestamp, file_mtime=sf.mtime, seen_at=utcnow(), **extra))
 
 
 class SignalLog(LedgerBase):
@@ -42,12 +52,7 @@ class SignalLog(LedgerBase):
         """Record an accepted signal once and, in the same transaction, ``apply`` it to the
         pipeline's state: a crash between the two cannot leave a signal seen but unacted.
         Returns False when the signal was already recorded (and applied)."""
-        # kept, not refused: a lab's own fields travel with its signal (SQL NULL: none)
-        extra = {"extra_fields": lab} if (lab := sf.signal.extra_fields()) else {}
-        conn.execute(insert(signals).values(
-            idempotency_key=sf.idempotency_key, kind=sf.kind, path=str(sf.path),
-            status="accepted", experiment=sf.signal.experiment, sha256=sf.sha256,
-            signal_time=sf.signal.timestamp, file_mtime=sf.mtime, seen_at=utcnow(), **extra))
+        insert_accepted(conn, sf)
         if apply is not None:
             try:
                 apply(conn, sf)
@@ -66,6 +71,28 @@ class SignalLog(LedgerBase):
         with self.read() as conn:
             return conn.execute(select(signals).where(signals.c.status == "quarantined")
                                 .order_by(signals.c.id.desc()).limit(limit)).all()
+
+    def lab_fields(self, keys: Collection[str]) -> dict[str, dict[str, Any]]:
+        """Key -> a lab's own fields, for the accepted signals of ``keys`` that had any."""
+        if not keys:
+            return {}
+        with self.read() as conn:
+            return {k: v for k, v in conn.execute(
+                select(signals.c.idempotency_key, signals.c.extra_fields).where(
+                    signals.c.idempotency_key.in_(sorted(set(keys))),
+                    signals.c.extra_fields.is_not(None)))}
+
+    def lab_fields_of(self, experiment: str, kind: str, signal_time: datetime
+                      ) -> dict[str, Any]:
+        """A lab's own fields of the experiment's latest accepted signal of ``kind`` whose
+        timestamp is ``signal_time`` (a stage's row keeps the time of the signal that
+        answered it, not its key); {} when it had none."""
+        with self.read() as conn:
+            row = conn.execute(select(signals.c.extra_fields).where(
+                signals.c.experiment == experiment, signals.c.kind == kind,
+                signals.c.status == "accepted", signals.c.signal_time == signal_time)
+                .order_by(signals.c.id.desc()).limit(1)).first()
+        return dict(row.extra_fields or {}) if row else {}
 
     def signal_counts(self) -> list[tuple[str, str, int]]:
         """(kind, status, how many) of every signal seen."""

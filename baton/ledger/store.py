@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from baton.ledger.campaigns import Campaigns
 from baton.ledger.heartbeats import Heartbeats
+from baton.ledger.holds import Holds
+from baton.ledger.rebuild import Rebuild
 from baton.ledger.signal_log import SignalLog
 from baton.ledger.slurm_jobs import SlurmJobs
 from baton.ledger.stages import Stages
@@ -20,7 +22,7 @@ from baton.ledger.training import TrainingRuns
 
 
 class Ledger(SignalLog, TrainingRuns, SlurmJobs, Heartbeats, Stages, Campaigns,
-             Supervisions, StatusEvents, Timelines, Tables):
+             Supervisions, StatusEvents, Timelines, Tables, Holds, Rebuild):
     """The orchestrator's database: SQLite by default, PostgreSQL by URL."""
 
 
