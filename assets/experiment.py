@@ -1,7 +1,8 @@
 """The per-experiment assets. Runs submit and return; sensors report what Slurm did."""
 
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from dagster import (
@@ -149,12 +150,24 @@ def evaluation_metrics(context: AssetExecutionContext, ledger: LedgerResource,
     }
     for key, value in list(summary.means.items())[:20]:
         metadata[f"mean {key}"] = value
+    if lab := _lab_fields(ledger, tasks):  # the writers' own fields, per checkpoint
+        metadata["lab_fields"] = MetadataValue.json(lab)
     urls = [url for i in run_ids if (url := mlflow.run_url(i))]
     if urls:  # the first task's run, and every task's
         metadata["mlflow"] = MetadataValue.url(urls[0])
         metadata["mlflow_runs"] = MetadataValue.json(urls)
     # the checks evaluate this materialization (not the partition's previous one)
     yield MaterializeResult(metadata=metadata, check_results=checks)
+
+
+def _lab_fields(ledger: LedgerResource, tasks: Sequence[Any]) -> dict[str, Any]:
+    """A lab's own fields of the signals that answered ``tasks``, by checkpoint name (each
+    task of a fan-out answers with its own signal); tasks whose signal had none are left
+    out."""
+    keys = {t.id: (t.metadata or {}).get("signal") for t in tasks}
+    found = ledger.ledger().lab_fields([k for k in keys.values() if k])
+    return {(Path(t.checkpoint_path).name if t.checkpoint_path else str(t.id)):
+            found[keys[t.id]] for t in tasks if keys[t.id] in found}
 
 
 @asset(partitions_def=experiments, deps=[evaluation_metrics], group_name=GROUP,
@@ -175,8 +188,6 @@ def analysis_job(context: AssetExecutionContext, slurm: SlurmResource,
                    ".analysis_complete lands.")
 def analysis_report(context: AssetExecutionContext, ledger: LedgerResource,
                     drive: SharedDriveResource, mlflow: MLflowResource):
-    from pathlib import Path
-
     exp = context.partition_key
     row = ledger.ledger().current_analysis(exp)
     if row is None:
@@ -207,4 +218,7 @@ def analysis_report(context: AssetExecutionContext, ledger: LedgerResource,
         metadata["duration_s"] = (row.completed_at - row.submitted_at).total_seconds()
     if url := mlflow.run_url(row.mlflow_run_id):
         metadata["mlflow"] = MetadataValue.url(url)
+    if row.completed_at and (lab := ledger.ledger().lab_fields_of(
+            exp, "analysis_complete", row.completed_at)):  # the writer's own fields
+        metadata["lab_fields"] = MetadataValue.json(lab)
     yield MaterializeResult(metadata=metadata, check_results=[check])

@@ -211,10 +211,26 @@ class EvalComplete(Signal):
 
 
 class Failure(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    """One thing that failed in an evaluation (an entry of ``failures``). As in a signal, a
+    lab's own fields are kept and a near miss of a known one is refused."""
+
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
     error: LongText
     dataset: Name | None = None
     checkpoint: AbsPath | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_near_misses(cls, data: Any) -> Any:
+        # before, so that a typo of the required `error` is named as such, not only as a
+        # missing field (no datetime here whose strict JSON parsing a before-validator ends)
+        if isinstance(data, dict) and (problems := near_misses(cls, data)):
+            raise PydanticCustomError("near_miss", "{problems}", {"problems": "; ".join(problems)})
+        return data
+
+    def extra_fields(self) -> dict[str, Any]:
+        """The fields of the writer's own (not in the contract), as written."""
+        return dict(self.model_extra or {})
 
 
 class EvalFailed(EvalComplete):
@@ -330,8 +346,8 @@ def describe_validation_error(exc: ValidationError) -> str:
     problems = []
     for err in exc.errors(include_url=False):
         field = ".".join(str(p) for p in err["loc"]) or "(document)"
-        if err["type"] == "near_miss":
-            problems.append(err["msg"])
+        if err["type"] == "near_miss":  # inside the document: say where (failures.1)
+            problems.append(f"{field}: {err['msg']}" if err["loc"] else err["msg"])
         elif err["type"] == "missing":
             problems.append(f"missing required field '{field}'")
         elif err["type"] == "extra_forbidden":

@@ -74,6 +74,8 @@ TABLE: list[tuple[str, dict[str, Any], bool]] = [
     ("eval_complete", {**EVAL, "datasets_evaluated": ["a b"]}, False),
     ("eval_failed", FAILED, True),
     ("eval_failed", {**FAILED, "failures": [{"error": "oom", "dataset": "squad"}]}, True),
+    ("eval_failed", {**FAILED, "failures": [{"error": "oom", "node": {"name": "gpu07"}}]},
+     True),
     ("eval_failed", {**FAILED, "status": "complete"}, False),
     ("eval_failed", {k: v for k, v in FAILED.items() if k != "error_message"}, False),
     ("eval_failed", {**FAILED, "failures": [{"dataset": "squad"}]}, False),
@@ -88,6 +90,7 @@ TABLE: list[tuple[str, dict[str, Any], bool]] = [
 # the reader refuses these, the schema cannot: its description says so
 NEAR_MISSES = [("training_complete", {**TRAIN, "final_los": 1.0}),
                ("eval_complete", {**EVAL, "metrics_sumary": {"a": 1.0}}),
+               ("eval_failed", {**FAILED, "failures": [{"error": "x", "datset": "squad"}]}),
                ("analysis_complete", {**ANALYSIS, "report_pth": "/d/r.html"})]
 
 
