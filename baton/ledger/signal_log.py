@@ -18,6 +18,16 @@ from baton.signals import SignalFile
 Applier = Callable[[Connection, SignalFile], Any]
 
 
+def insert_accepted(conn: Connection, sf: SignalFile) -> None:
+    """The ``signals`` row of an accepted signal (its key must be new)."""
+    # kept, not refused: a lab's own fields travel with its signal (SQL NULL: none)
+    extra = {"extra_fields": lab} if (lab := sf.signal.extra_fields()) else {}
+    conn.execute(insert(signals).values(
+        idempotency_key=sf.idempotency_key, kind=sf.kind, path=str(sf.path),
+        status="accepted", experiment=sf.signal.experiment, sha256=sf.sha256,
+        signal_time=sf.signal.timestamp, file_mtime=sf.mtime, seen_at=utcnow(), **extra))
+
+
 class SignalLog(LedgerBase):
     """Signals seen: recorded once, and applied to the pipeline's state in the same
     transaction as their record."""
@@ -42,12 +52,7 @@ class SignalLog(LedgerBase):
         """Record an accepted signal once and, in the same transaction, ``apply`` it to the
         pipeline's state: a crash between the two cannot leave a signal seen but unacted.
         Returns False when the signal was already recorded (and applied)."""
-        # kept, not refused: a lab's own fields travel with its signal (SQL NULL: none)
-        extra = {"extra_fields": lab} if (lab := sf.signal.extra_fields()) else {}
-        conn.execute(insert(signals).values(
-            idempotency_key=sf.idempotency_key, kind=sf.kind, path=str(sf.path),
-            status="accepted", experiment=sf.signal.experiment, sha256=sf.sha256,
-            signal_time=sf.signal.timestamp, file_mtime=sf.mtime, seen_at=utcnow(), **extra))
+        insert_accepted(conn, sf)
         if apply is not None:
             try:
                 apply(conn, sf)
