@@ -89,13 +89,14 @@ def apply_eval_signal(conn: Connection, sf: SignalFile) -> int:
 
 def apply_analysis_signal(conn: Connection, sf: SignalFile) -> bool:
     """Record an ``.analysis_complete`` against the experiment's latest analysis; False
-    when there is none to answer."""
+    when there is none to answer. A run outside Slurm (job ``0``: ``baton analyze`` by
+    hand) answers no analysis that Slurm runs, as for an evaluation."""
     sig = sf.signal
     assert isinstance(sig, AnalysisComplete)
-    row = conn.execute(select(analysis_jobs.c.id).where(
+    row = conn.execute(select(analysis_jobs.c.id, analysis_jobs.c.slurm_job_id).where(
         analysis_jobs.c.experiment_name == sig.experiment).order_by(
         analysis_jobs.c.id.desc()).limit(1)).first()
-    if row is None:
+    if row is None or (sig.job_id == OUTSIDE_SLURM and row.slurm_job_id is not None):
         return False
     conn.execute(update(analysis_jobs).where(analysis_jobs.c.id == row.id).values(
         status="completed" if sig.status == "complete" else "failed",
