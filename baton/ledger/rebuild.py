@@ -56,6 +56,7 @@ class Rebuilt:
     jobs: int = 0
     evaluations: int = 0
     analyses: int = 0
+    orphans: list[str] = field(default_factory=list)  # tasks nothing on the drive asked for
 
 
 class Rebuild(LedgerBase):
@@ -100,8 +101,11 @@ def _record_job(conn: Connection, job: KeptJob, key_of: KeyOf, backend: str,
             training_runs.c.experiment_name == experiment)).first()
         trigger = (run.signal_key if run else None) if job.stage == "evaluation" \
             else current_trigger(conn, experiment)
-        if trigger is None:
-            continue  # nothing the pipeline would have submitted this for
+        if trigger is None:  # nothing on the drive asked for it (before it was submitted)
+            asked = "training signal" if job.stage == "evaluation" else "evaluation"
+            done.orphans.append(f"{job.stage} job {status.job_id} of {experiment} "
+                                f"({job.script_path}): no {asked} of {experiment} before it")
+            continue
         submitted = status.submitted_at or utcnow()
         meta: dict[str, Any] = {"checkpoint": checkpoint} if checkpoint else {}
         values: dict[str, Any] = dict(

@@ -31,13 +31,19 @@ _ORDER = {"training_complete": 0, "job": 1, "eval_complete": 2, "eval_failed": 2
 
 @dataclass
 class RebuildReport:
+    """What was rebuilt; ``skipped``: what could not be (one line each, what and why);
+    ``left``: signals that do not validate, left for the sensors to quarantine as they
+    did the first time."""
+
     rebuilt: Rebuilt
-    skipped: list[str] = field(default_factory=list)  # one line each: what and why
+    skipped: list[str] = field(default_factory=list)
+    left: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         r = self.rebuilt
         out = [f"replayed {r.signals} signal(s); rebuilt {r.jobs} job(s): {r.evaluations} "
                f"evaluation task(s), {r.analyses} analysis(es); submitted nothing"]
+        out += [f"left for the sensors to quarantine: {s}" for s in self.left]
         return out + [f"not rebuilt: {s}" for s in self.skipped]
 
 
@@ -49,12 +55,11 @@ def rebuild_ledger(config: Config, ledger: Ledger, backend: SlurmBackend) -> Reb
         raise BatonError(f"the shared drive {drive.root} does not exist (not mounted?): "
                          "nothing to rebuild from")
     scripts, skipped = kept_scripts(drive)
-    found, problems = drive_signals(drive)
-    skipped += problems
+    found, left = drive_signals(drive)
     sigs: list[SignalFile] = []
     for sf in found:
         if problem := acceptance_problem(sf.signal):
-            skipped.append(f"{sf.path}: {problem}")
+            left.append(f"{sf.path}: {problem}")
         else:
             sigs.append(sf)
     jobs = _jobs(scripts, backend, skipped) if scripts else []
@@ -63,7 +68,8 @@ def rebuild_ledger(config: Config, ledger: Ledger, backend: SlurmBackend) -> Reb
                              config.campaigns)
     events: list[SignalFile | KeptJob] = [*sigs, *jobs]
     events.sort(key=_when)
-    return RebuildReport(ledger.rebuild(events, _key_of, backend.name), skipped)
+    rebuilt = ledger.rebuild(events, _key_of, backend.name)
+    return RebuildReport(rebuilt, skipped + rebuilt.orphans, left)
 
 
 def _when(event: SignalFile | KeptJob) -> tuple[datetime, int]:

@@ -50,6 +50,12 @@ CASES: dict[str, Case] = {
                                           SHARED_DRIVE="relative/drive"),
     "db: check on a missing ledger": case("db", "check", says=("ledger", "db init"),
                                           BATON_STATE_DIR="{tmp}/elsewhere"),
+    "db rebuild: missing ledger": case("db", "rebuild", says="db init",
+                                       BATON_STATE_DIR="{tmp}/elsewhere"),
+    "db rebuild: missing drive": case("db", "rebuild", says="{tmp}/nodrive",
+                                      SHARED_DRIVE="{tmp}/nodrive"),
+    "db adopt: nothing named": case("db", "adopt", says="--all"),
+    "db adopt: traversal name": case("db", "adopt", "../etc", says="../etc"),
     # a ledger that is missing or unreachable
     "status list: missing ledger": case("status", "list", says="db init",
                                         BATON_STATE_DIR="{tmp}/elsewhere"),

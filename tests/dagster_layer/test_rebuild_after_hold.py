@@ -75,11 +75,17 @@ def test_rebuild_releases_the_hold_and_gives_back_the_history(tmp_path: Path) ->
         site.tick("evaluation_sensor")  # takes the old signals: nothing to answer yet
         site.tick("analysis_sensor")
 
+        # a script whose job accounting does not know (submitted where comments are not
+        # kept): named, and the rest is rebuilt
+        [kept] = (site.drive.logs / "scripts" / "analysis").rglob("*.sh")
+        ghost = kept.with_name("slurm_analysis_past.attempt-1.20000101T000000000000Z.sh")
+        ghost.write_text(kept.read_text().replace("--comment=baton-", "--comment=baton-x"))
         proc = subprocess.run([sys.executable, "-m", "baton", "db", "rebuild"],
                               capture_output=True, text=True, check=False)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert proc.returncode == 1, proc.stdout + proc.stderr
         assert "rebuilt 2 job(s): 2 evaluation task(s), 1 analysis(es); submitted nothing" \
             in proc.stdout, proc.stdout
+        assert f"not rebuilt: {ghost}: no job with comment baton-x" in proc.stdout
         assert snapshot(site.ledger, "past") == before
         assert site.ledger.held_experiments() == []
 

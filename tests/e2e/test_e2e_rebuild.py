@@ -7,7 +7,6 @@ Dagster home replays Dagster's view up to every report and submits nothing."""
 from __future__ import annotations
 
 import secrets
-import shutil
 import subprocess
 import sys
 from datetime import timedelta
@@ -59,7 +58,9 @@ def baton(p: Pipeline, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def fresh_dagster_home(p: Pipeline) -> None:
-    shutil.rmtree(p.home)
+    """A new, empty Dagster home where the old one was (moved aside, not removed: a run's
+    process may still be closing its logs there)."""
+    p.home.rename(p.home.with_name("dagster_home.lost"))
     p.home.mkdir()
     (p.home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     subprocess.run([str(Path(sys.executable).parent / "dagster"), "instance", "migrate"],
