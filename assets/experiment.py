@@ -111,7 +111,8 @@ def evaluation_metrics(context: AssetExecutionContext, ledger: LedgerResource,
     exp = context.partition_key
     tasks = ledger.ledger().evaluation_tasks(exp)
     layout = drive.layout().experiment(exp)
-    summary = summarize(layout)
+    # the generation the evaluation answers (a retrain's): its rows, not an earlier one's
+    summary = summarize(layout, tasks[0].generation if tasks else None)
     failed = [t for t in tasks if t.status == "failed"]
     errors = {t.checkpoint_path or str(t.id): t.error_message or "failed" for t in failed}
     wanted = slurm.settings.stage("evaluation").datasets
@@ -138,6 +139,7 @@ def evaluation_metrics(context: AssetExecutionContext, ledger: LedgerResource,
     run_ids = [t.mlflow_run_id for t in tasks if t.mlflow_run_id]
     metadata = {
         "path": MetadataValue.path(str(layout.metrics_dir)),
+        "generation": summary.generation,
         "rows": summary.rows,
         "files": summary.files,
         "datasets": MetadataValue.json(summary.datasets),

@@ -82,7 +82,8 @@ def _model_event(row: Any, mlflow: MLflowResource) -> AssetMaterialization:
         "checkpoint": MetadataValue.path(row.checkpoint_path or ""),
         "host": row.hostname or "", "user": row.user or "",
     }
-    for key in ("total_steps", "final_loss", "num_epochs", "git_commit", "campaign"):
+    for key in ("generation", "total_steps", "final_loss", "num_epochs", "git_commit",
+                "campaign"):
         if getattr(row, key) is not None:
             meta[key] = getattr(row, key)
     if url := mlflow.run_url(row.mlflow_run_id):

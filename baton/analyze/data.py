@@ -1,4 +1,6 @@
-"""DuckDB over the hive-partitioned metrics of one experiment and its campaign."""
+"""DuckDB over the hive-partitioned metrics of one experiment and its campaign: each
+experiment's newest generation (a retrained experiment is analysed on its retrain's
+results; a file written before generations is generation 1)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from dataclasses import dataclass
 import duckdb
 import numpy as np
 
+from baton.evaluate.metric_schema import with_generation
 from baton.layout import DriveLayout
 
 STEP = re.compile(r"checkpoint-(\d+)$")
@@ -40,14 +43,18 @@ class Frame:
 
 
 class Metrics:
-    """One DuckDB connection with a view ``m`` over the given experiments' metrics."""
+    """One DuckDB connection with a view ``m`` over the given experiments' metrics, each
+    experiment's newest generation only."""
 
     def __init__(self, drive: DriveLayout, experiments: list[str]) -> None:
         self.con = duckdb.connect()
         files = metrics_glob(drive, experiments)
         if not files:
             raise FileNotFoundError(f"no metrics Parquet for {', '.join(experiments)}")
-        self.con.read_parquet(files, hive_partitioning=True).create_view("m")
+        listed = "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
+        source = f"read_parquet({listed}, hive_partitioning = true, union_by_name = true)"
+        self.con.execute(f"CREATE VIEW m AS SELECT * FROM ({with_generation(source)}) "
+                         "QUALIFY generation = max(generation) OVER (PARTITION BY experiment)")
 
     def query(self, sql: str, params: list | None = None) -> Frame:
         cur = self.con.execute(sql, params or [])

@@ -7,6 +7,10 @@ installed or loaded, configuration locked, and only statements DuckDB's parser c
 or EXPLAIN run (:func:`refuse_writes`, checked before anything is read), so nothing
 (``COPY ... TO``, ``ATTACH``, ``EXPORT``) writes or reaches out.
 
+Every metrics and predictions row has its ``generation`` (a retrained experiment's results
+are generation 2, 3, ...; a file written before generations reads as 1), and
+``latest_metrics`` holds each experiment's newest generation only.
+
 ``baton sql --views`` (:func:`refresh`) writes the same views to
 ``{state_dir}/sql/views.sql`` for the ``duckdb`` CLI (``duckdb -init
 ~/.local/state/baton/sql/views.sql``): the metrics and predictions views are globs, read at
@@ -25,13 +29,14 @@ import pyarrow.parquet as pq
 
 from baton.config import Config
 from baton.errors import BatonError
-from baton.evaluate.metric_schema import METRIC_SCHEMA
+from baton.evaluate.metric_schema import WRITTEN_METRIC_SCHEMA, with_generation
 from baton.evaluate.writer import PREDICTION_SCHEMA
 from baton.fsio import atomic_path
 from baton.layout import METRIC_FILES
 from baton.ledger import Ledger, open_ledger
 
 LEDGER_VIEWS = {"jobs": "slurm_jobs", "signals": "signals", "training_runs": "training_runs",
+                "training_generations": "training_generations",
                 "evaluation_jobs": "evaluation_jobs", "evaluation_results": "evaluation_results",
                 "analysis_jobs": "analysis_jobs", "analysis_outputs": "analysis_outputs",
                 "heartbeats": "heartbeats", "campaigns": "campaigns",
@@ -41,6 +46,11 @@ LEDGER_VIEWS = {"jobs": "slurm_jobs", "signals": "signals", "training_runs": "tr
 
 def _quote(path: Path | str) -> str:
     return "'" + str(path).replace("'", "''") + "'"
+
+
+# each experiment's newest generation: what a retrained experiment's results are now
+LATEST_METRICS = ("CREATE OR REPLACE VIEW latest_metrics AS SELECT * FROM metrics "
+                  "QUALIFY generation = max(generation) OVER (PARTITION BY experiment);")
 
 
 ARROW = {"timestamp": pa.timestamp("us", tz="UTC"), "integer": pa.int64(),
@@ -75,7 +85,7 @@ def glob_root(config: Config) -> Path:
     every file written afterwards, at each query."""
     root = config.state_dir / "sql" / "files"
     empty = root / "empty" / "_"
-    for schema, path in ((METRIC_SCHEMA, empty / "metrics" / "dataset=_" / "metric=_"),
+    for schema, path in ((WRITTEN_METRIC_SCHEMA, empty / "metrics" / "dataset=_" / "metric=_"),
                          (PREDICTION_SCHEMA, empty / "predictions" / "_.parquet")):
         path.mkdir(parents=True, exist_ok=True)
         if not (path / "empty.parquet").is_file():
@@ -101,17 +111,20 @@ def views_sql(config: Config) -> str:
              f"-- the ledger views read the snapshot in {snapshot}, taken when this file was",
              "-- written: run `baton sql --views` again for a fresh one."]
     metrics = root / "*" / "*" / "metrics" / METRIC_FILES
-    lines.append(f"CREATE OR REPLACE VIEW metrics AS SELECT * FROM read_parquet("
-                 f"{_quote(metrics)}, hive_partitioning = true, union_by_name = true);")
+    lines.append("CREATE OR REPLACE VIEW metrics AS " + with_generation(
+        f"read_parquet({_quote(metrics)}, hive_partitioning = true, union_by_name = true)")
+        + ";")
+    lines.append(LATEST_METRICS)
     # one experiment's metrics from its own folder: the view cannot prune on the experiment
     # (its folder is not key=value), so through it a query opens every experiment's files
     own = (f"{_quote(str(root / 'drive') + '/')} || name || "
            f"{_quote('/metrics/' + METRIC_FILES)}")
-    lines.append(f"CREATE OR REPLACE MACRO experiment_metrics(name) AS TABLE SELECT * FROM "
-                 f"read_parquet({own}, hive_partitioning = true, union_by_name = true);")
+    lines.append("CREATE OR REPLACE MACRO experiment_metrics(name) AS TABLE " + with_generation(
+        f"read_parquet({own}, hive_partitioning = true, union_by_name = true)") + ";")
     preds = root / "*" / "*" / "predictions" / "*.parquet" / "*.parquet"
-    lines.append(f"CREATE OR REPLACE VIEW predictions AS SELECT * FROM read_parquet("
-                 f"{_quote(preds)}, hive_partitioning = false, union_by_name = true);")
+    lines.append("CREATE OR REPLACE VIEW predictions AS " + with_generation(
+        f"read_parquet({_quote(preds)}, hive_partitioning = false, union_by_name = true)")
+        + ";")
     for view, table in LEDGER_VIEWS.items():
         lines.append(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM read_parquet("
                      f"{_quote(snapshot / (table + '.parquet'))});")
@@ -149,13 +162,14 @@ def connect(config: Config) -> duckdb.DuckDBPyConnection:
         if next(evaluation.glob(files[view]), None) is None:  # DuckDB refuses an empty glob
             con.from_arrow(empty).create(view)
         else:
-            con.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet("
-                        f"{_quote(evaluation / files[view])}, hive_partitioning = {hive}, "
-                        "union_by_name = true)")
-    con.execute(f"CREATE MACRO experiment_metrics(name) AS TABLE SELECT * FROM read_parquet("
-                f"{_quote(str(evaluation) + '/')} || name || "
-                f"{_quote('/metrics/' + METRIC_FILES)}, hive_partitioning = true, "
-                "union_by_name = true)")
+            con.execute(f"CREATE VIEW {view} AS " + with_generation(
+                f"read_parquet({_quote(evaluation / files[view])}, hive_partitioning = {hive}, "
+                "union_by_name = true)"))
+    con.execute(LATEST_METRICS)
+    con.execute("CREATE MACRO experiment_metrics(name) AS TABLE " + with_generation(
+        f"read_parquet({_quote(str(evaluation) + '/')} || name || "
+        f"{_quote('/metrics/' + METRIC_FILES)}, hive_partitioning = true, "
+        "union_by_name = true)"))
     readable = {str(evaluation) + os.sep, str(evaluation.resolve()) + os.sep}
     con.execute(f"SET allowed_directories = [{', '.join(map(_quote, sorted(readable)))}]")
     con.execute("SET temp_directory = ''")  # spill nowhere: a query writes no file
@@ -166,7 +180,7 @@ def connect(config: Config) -> duckdb.DuckDBPyConnection:
 
 def _empty_metrics() -> pa.Table:
     """The metrics view's columns (the file's and the ``metric`` partition), no rows."""
-    return METRIC_SCHEMA.append(pa.field("metric", pa.string())).empty_table()
+    return WRITTEN_METRIC_SCHEMA.append(pa.field("metric", pa.string())).empty_table()
 
 
 def refuse_writes(query: str) -> None:

@@ -1,4 +1,6 @@
-"""DuckDB over one experiment's metrics Parquet: what the pipeline reports and checks."""
+"""DuckDB over one experiment's metrics Parquet: what the pipeline reports and checks. The
+rows counted are the newest generation's (a retrain's results, not its predecessor's);
+every file's schema is checked."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ from dataclasses import dataclass, field
 import duckdb
 import pyarrow.parquet as pq
 
-from baton.evaluate.metric_schema import schema_problems
+from baton.evaluate.metric_schema import schema_problems, with_generation
 from baton.layout import ExperimentLayout
 
 
@@ -19,10 +21,12 @@ class MetricsSummary:
     checkpoints: list[str] = field(default_factory=list)
     means: dict[str, float] = field(default_factory=dict)  # "dataset/metric" -> mean
     schema_problems: dict[str, list[str]] = field(default_factory=dict)  # file -> problems
+    generation: int | None = None  # the newest generation, whose rows are summarized
 
 
-def summarize(exp: ExperimentLayout) -> MetricsSummary:
-    """Row counts and mean value per dataset and metric; each file's schema checked."""
+def summarize(exp: ExperimentLayout, generation: int | None = None) -> MetricsSummary:
+    """Row counts and mean value per dataset and metric of ``generation`` (else the
+    newest); each file's schema checked."""
     files = exp.metric_files()
     summary = MetricsSummary(files=len(files))
     good = []
@@ -38,7 +42,13 @@ def summarize(exp: ExperimentLayout) -> MetricsSummary:
     if not good:
         return summary
     con = duckdb.connect()
-    con.read_parquet(good, hive_partitioning=True).create_view("m")
+    listed = "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in good) + "]"
+    con.execute("CREATE VIEW every_generation AS " + with_generation(
+        f"read_parquet({listed}, hive_partitioning = true, union_by_name = true)"))
+    summary.generation = generation or con.execute(
+        "SELECT max(generation) FROM every_generation").fetchone()[0]
+    con.execute("CREATE VIEW m AS SELECT * FROM every_generation WHERE generation = "
+                f"{int(summary.generation or 0)}")  # no rows at all: none
     summary.rows = con.execute("SELECT count(*) FROM m").fetchone()[0]
     summary.datasets = [r[0] for r in con.execute("SELECT DISTINCT dataset FROM m ORDER BY 1")
                         .fetchall()]

@@ -28,8 +28,12 @@ def cmd_slurm_submit(args: argparse.Namespace) -> int:
         return _submit_script(args, config, backend)
     items = [(e, args.checkpoint or "") for e in args.experiment]
     ledger = open_ledger(config.ledger_url)
+    # a stage job by hand answers each experiment's latest training generation
+    generations = {e: run.generation for e in args.experiment
+                   if (run := ledger.training_run(e)) is not None and run.generation}
     outcomes = submit_jobs(config, ledger, backend, args.stage, items, attempt=args.attempt or 1,
-                           campaign=args.campaign, mem=args.mem, time=args.time)
+                           campaign=args.campaign, mem=args.mem, time=args.time,
+                           generations=generations)
     code = 0
     for o in outcomes:
         if o.job_id is None:  # another submitter holds the claim and has no job id yet

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from baton.config import Config
 from baton.errors import BatonError, ConfigError
+from baton.evaluate.metric_schema import FIRST_GENERATION
 from baton.evaluate.protocol import load_evaluator
 from baton.evaluate.writer import DatasetResult, DatasetWriter, clean_partial
 from baton.inbox import publish
@@ -105,7 +106,11 @@ class HandLayout(ExperimentLayout):
 def hand_results_dir(exp: ExperimentLayout) -> Path:
     """A new ``hand/{UTC time}/`` folder under the experiment's evaluation folder, for one
     hand run: beside the pipeline's results (which never read it), never among them."""
-    base = exp.eval_dir / "hand"
+    return new_hand_folder(exp.eval_dir / "hand")
+
+
+def new_hand_folder(base: Path) -> Path:
+    """A new folder ``{UTC time}`` under ``base`` (``-2``, ``-3``... when it is taken)."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     for n in range(1, 1000):
         folder = base / (stamp if n == 1 else f"{stamp}-{n}")
@@ -122,6 +127,17 @@ def layout_of(drive: DriveLayout, experiment: str, results: str | Path | None
     """Where an evaluation writes: the experiment's own folders, or ``results``."""
     exp = drive.experiment(experiment)
     return HandLayout(exp.drive, exp.name, Path(results)) if results else exp
+
+
+def evaluation_generation() -> int:
+    """The experiment's training generation this evaluation answers: ``BATON_GENERATION``,
+    which the rendered Slurm script exports; the first when it is not set (a hand run)."""
+    value = os.environ.get("BATON_GENERATION", "").strip()
+    if not value:
+        return FIRST_GENERATION
+    if not value.isdigit() or int(value) < FIRST_GENERATION:
+        raise BatonError(f"BATON_GENERATION {value!r} is not a generation (1, 2, ...)")
+    return int(value)
 
 
 def cpus() -> int:
@@ -172,14 +188,16 @@ class Task:
     job: str
     cfg: dict[str, Any]
     results: str = ""  # a hand run's own folder; "" for the experiment's
+    generation: int = FIRST_GENERATION
 
-    def args(self) -> tuple[str, str, str, str, str, dict[str, Any], str]:
+    def args(self) -> tuple[str, str, str, str, str, dict[str, Any], str, int]:
         return (self.drive_root, self.experiment, self.checkpoint, self.dataset, self.job,
-                self.cfg, self.results)
+                self.cfg, self.results, self.generation)
 
 
 def _run_dataset(drive_root: str, experiment: str, checkpoint: str, dataset: str, job: str,
-                 cfg: dict[str, Any], results: str = "") -> Outcome:
+                 cfg: dict[str, Any], results: str = "",
+                 generation: int = FIRST_GENERATION) -> Outcome:
     """One dataset, in a worker process: load, evaluate, stream, commit (or abort)."""
     start = time.time()
     exp = layout_of(DriveLayout(Path(drive_root)), experiment, results)
@@ -188,7 +206,8 @@ def _run_dataset(drive_root: str, experiment: str, checkpoint: str, dataset: str
     try:
         evaluator = load_evaluator(conf.evaluator, conf.options)
         model = evaluator.load(Path(checkpoint))
-        writer = DatasetWriter(exp, Path(checkpoint).name, dataset, job, conf.batch_rows)
+        writer = DatasetWriter(exp, Path(checkpoint).name, dataset, job, conf.batch_rows,
+                               generation)
         writer.add_all(evaluator.evaluate(model, dataset))
         return Outcome(dataset, writer.commit(), None, time.time() - start)
     except Exception as exc:  # reported in .eval_failed; the other datasets go on
@@ -250,7 +269,8 @@ def _alone(task: Task, ctx: Any) -> Outcome:
 
 def _clean(task: Task) -> None:
     exp = layout_of(DriveLayout(Path(task.drive_root)), task.experiment, task.results)
-    for tmp in clean_partial(exp, Path(task.checkpoint).name, task.dataset, task.job):
+    for tmp in clean_partial(exp, Path(task.checkpoint).name, task.dataset, task.job,
+                             task.generation):
         log.warning("removed %s, left by a worker that died", tmp)
 
 
@@ -265,6 +285,7 @@ def evaluate(config: Config, experiment: str, checkpoint: str, eval_config: Path
     exp = layout_of(drive, experiment, results)
     job = job_tag()
     try:
+        generation = evaluation_generation()
         ckpt, conf, datasets = _prepare(drive, checkpoint, eval_config)
     except Exception as exc:  # anything before the datasets start is critical
         return _failed_to_start(drive, exp, checkpoint, job, exc, time.time() - start)
@@ -281,8 +302,8 @@ def evaluate(config: Config, experiment: str, checkpoint: str, eval_config: Path
     log.info("evaluating %s at %s: %d dataset(s) on %d worker(s)", experiment, ckpt,
              len(datasets), workers)
     cfg = conf.model_dump()
-    tasks = [Task(str(drive.root), experiment, str(ckpt), d, job, cfg, str(results or ""))
-             for d in datasets]
+    tasks = [Task(str(drive.root), experiment, str(ckpt), d, job, cfg, str(results or ""),
+                  generation) for d in datasets]
     outcomes = run_datasets(tasks, workers)
     return _finish(drive, exp, ckpt, job, outcomes, tracker, time.time() - start)
 

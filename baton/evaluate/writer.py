@@ -3,10 +3,13 @@
 Each (dataset, metric) of one checkpoint goes to its own file
 ``metrics/dataset={d}/metric={m}/part-{checkpoint}-{job}.parquet`` (a new checkpoint
 adds files, never rewrites old ones); predictions go to ``predictions/{d}.parquet/``.
+A retrained experiment's generation N > 1 names its files ``part-{checkpoint}-{job}-gN``
+and every row carries its ``generation``: a retrain never replaces an earlier
+generation's files, even for a checkpoint of the same name.
 Files are written under a temporary name and renamed when the dataset is done, so a
-failed dataset leaves nothing half-written behind. Evaluating a checkpoint again (a
-resubmission: another job id) replaces that checkpoint's earlier file instead of adding
-a second copy of its rows."""
+failed dataset leaves nothing half-written behind. Evaluating a checkpoint again within a
+generation (a resubmission: another job id) replaces that checkpoint's earlier file of
+that generation instead of adding a second copy of its rows."""
 
 from __future__ import annotations
 
@@ -23,7 +26,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from baton.errors import BatonError
-from baton.evaluate.metric_schema import METRIC_SCHEMA, schema_problems
+from baton.evaluate.metric_schema import (
+    FIRST_GENERATION,
+    GENERATION,
+    WRITTEN_METRIC_SCHEMA,
+    schema_problems,
+)
 from baton.evaluate.protocol import Row
 from baton.layout import ExperimentLayout, validate_name
 
@@ -31,25 +39,35 @@ PREDICTION_SCHEMA = pa.schema([
     ("experiment", pa.string()), ("checkpoint", pa.string()), ("dataset", pa.string()),
     ("item_group", pa.string()), ("form", pa.string()), ("metric", pa.string()),
     ("value", pa.float64()), ("detail", pa.string()), ("timestamp", pa.timestamp("us", tz="UTC")),
+    GENERATION,
 ])
 ROW_KEYS = frozenset(Row.__annotations__)  # metric, value, item_group, form, detail
 
 
-def part_name(checkpoint: str, job: str) -> str:
-    return f"part-{checkpoint}-{job}.parquet"
+def _tail(generation: int) -> str:
+    """The file name's mark of a generation: none for the first (as before generations)."""
+    return "" if generation == FIRST_GENERATION else f"-g{generation}"
 
 
-def same_checkpoint(checkpoint: str) -> re.Pattern[str]:
-    """Files of ``checkpoint`` written by any job. Job ids (``123``, ``123_4``) have no
-    ``-``, so checkpoint ``a`` never matches the files of checkpoint ``a-7``."""
-    return re.compile(rf"part-{re.escape(checkpoint)}-[^-]+\.parquet")
+def part_name(checkpoint: str, job: str, generation: int = FIRST_GENERATION) -> str:
+    return f"part-{checkpoint}-{job}{_tail(generation)}.parquet"
 
 
-def install(tmp: Path, final: Path, checkpoint: str) -> None:
-    """Move ``tmp`` to ``final``, replacing the checkpoint's files from other jobs so
-    that a reader listing the folder sees the old rows or the new ones, never neither
-    and never both: the new file is renamed over an old one, which then takes its name."""
-    pattern = same_checkpoint(checkpoint)
+def same_checkpoint(checkpoint: str, generation: int = FIRST_GENERATION) -> re.Pattern[str]:
+    """Files of ``checkpoint`` and ``generation`` written by any job. Job ids (``123``,
+    ``123_4``) have no ``-`` and never look like ``g2``, so checkpoint ``a`` never matches
+    the files of checkpoint ``a-7``, nor generation 1 those of generation 2."""
+    job = r"(?!g\d+\.parquet$)[^-]+"
+    return re.compile(rf"part-{re.escape(checkpoint)}-{job}{_tail(generation)}\.parquet")
+
+
+def install(tmp: Path, final: Path, checkpoint: str,
+            generation: int = FIRST_GENERATION) -> None:
+    """Move ``tmp`` to ``final``, replacing the checkpoint's files of the same generation
+    from other jobs so that a reader listing the folder sees the old rows or the new ones,
+    never neither and never both: the new file is renamed over an old one, which then
+    takes its name. Other generations' files stay."""
+    pattern = same_checkpoint(checkpoint, generation)
     old = sorted(p for p in final.parent.iterdir() if pattern.fullmatch(p.name) and p != final)
     if not old:
         os.replace(tmp, final)
@@ -60,9 +78,10 @@ def install(tmp: Path, final: Path, checkpoint: str) -> None:
         extra.unlink(missing_ok=True)
 
 
-def clean_partial(exp: ExperimentLayout, checkpoint: str, dataset: str, job: str) -> list[Path]:
+def clean_partial(exp: ExperimentLayout, checkpoint: str, dataset: str, job: str,
+                  generation: int = FIRST_GENERATION) -> list[Path]:
     """Remove the temporary files a dataset's writer left (its process died); returns them."""
-    tmp_name = f".{part_name(checkpoint, job)}.tmp"
+    tmp_name = f".{part_name(checkpoint, job, generation)}.tmp"
     found = [*exp.metrics_dir.glob(f"dataset={dataset}/metric=*/{tmp_name}"),
              *exp.predictions_dir.glob(f"{dataset}.parquet/{tmp_name}")]
     for tmp in found:
@@ -95,8 +114,9 @@ class DatasetWriter:
     """Writes one dataset's rows for one checkpoint; ``commit`` or ``abort`` at the end."""
 
     def __init__(self, exp: ExperimentLayout, checkpoint: str, dataset: str, job: str,
-                 batch_rows: int = 5000) -> None:
+                 batch_rows: int = 5000, generation: int = FIRST_GENERATION) -> None:
         self.exp, self.checkpoint, self.job = exp, checkpoint, job
+        self.generation = generation
         self.dataset = validate_name(dataset, "dataset name")
         self.batch_rows = batch_rows
         self.buffers: dict[str, list[Row]] = {}
@@ -108,7 +128,7 @@ class DatasetWriter:
 
     def _target(self, metric: str) -> Path:
         folder = self.exp.metrics_dir / f"dataset={self.dataset}" / f"metric={metric}"
-        return folder / part_name(self.checkpoint, self.job)
+        return folder / part_name(self.checkpoint, self.job, self.generation)
 
     def add(self, row: Row) -> None:
         if not isinstance(row, dict):
@@ -154,6 +174,7 @@ class DatasetWriter:
             "form": [str(r.get("form", "")) for r in rows],
             "metric": [r["metric"] for r in rows],
             "value": [float(r["value"]) for r in rows], "timestamp": [self.stamp] * n,
+            "generation": [self.generation] * n,
         }
 
     def _flush(self, metric: str) -> None:
@@ -161,8 +182,9 @@ class DatasetWriter:
         if not rows:
             return
         cols = self._columns(rows)
-        table = pa.table({f.name: cols[f.name] for f in METRIC_SCHEMA}, schema=METRIC_SCHEMA)
-        self._writer(metric, self._target(metric), METRIC_SCHEMA).write_table(table)
+        schema = WRITTEN_METRIC_SCHEMA
+        table = pa.table({f.name: cols[f.name] for f in schema}, schema=schema)
+        self._writer(metric, self._target(metric), schema).write_table(table)
         self.buffers[metric] = []
 
     def _writer(self, key: str, final: Path, schema: pa.Schema) -> pq.ParquetWriter:
@@ -177,7 +199,7 @@ class DatasetWriter:
     def _check_neighbours(self, folder: Path, schema: pa.Schema) -> None:
         """Refuse to add a file the partition's other files would not read together with:
         one table with two schemas breaks every query over the folder."""
-        mine = same_checkpoint(self.checkpoint)
+        mine = same_checkpoint(self.checkpoint, self.generation)
         for other in sorted(folder.glob("*.parquet")):
             if mine.fullmatch(other.name):
                 continue  # replaced by this run's file at commit
@@ -200,7 +222,7 @@ class DatasetWriter:
         table = pa.table({f.name: cols[f.name] for f in PREDICTION_SCHEMA},
                          schema=PREDICTION_SCHEMA)
         final = (self.exp.predictions_dir / f"{self.dataset}.parquet" /
-                 part_name(self.checkpoint, self.job))
+                 part_name(self.checkpoint, self.job, self.generation))
         self._writer("__predictions__", final, PREDICTION_SCHEMA).write_table(table)
         self.predictions = []
 
@@ -210,7 +232,7 @@ class DatasetWriter:
         self._flush_predictions()
         for writer, tmp, final in self.writers.values():
             writer.close()
-            install(tmp, final, self.checkpoint)
+            install(tmp, final, self.checkpoint, self.generation)
             self.result.files.append(str(final))
         return self.result
 

@@ -79,6 +79,22 @@ training_runs = Table(
     Column("mlflow_run_id", String(64)),
     Column("signal_key", String(200)),
     Column("metadata", JSON),
+    # the number of its latest training signal among the experiment's (schema 0010)
+    Column("generation", Integer),
+)
+
+# every accepted training signal of an experiment, numbered 1, 2, ... in the order they were
+# applied: a retrain is a new generation, and an earlier one's row stays (schema 0010)
+training_generations = Table(
+    "training_generations", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("experiment_name", String(NAME), nullable=False),
+    Column("generation", Integer, nullable=False),
+    Column("signal_key", String(300), nullable=False, unique=True),
+    Column("signal_time", UTCDateTime),  # the timestamp inside the signal
+    Column("checkpoint_path", String(PATH)),  # None: not known (numbered by migration 0010)
+    Column("metadata", JSON),  # the signal as accepted
+    UniqueConstraint("experiment_name", "generation"),
 )
 
 checkpoints = Table(
@@ -170,6 +186,7 @@ evaluation_jobs = Table(
     Column("metadata", JSON),
     # the training signal this evaluation answers: its tasks join on it (schema 0002)
     Column("trigger_key", String(300)),
+    Column("generation", Integer),  # its trigger's training generation (schema 0010)
     Index("ix_evaluation_jobs_experiment", "experiment_name"),
     Index("ix_evaluation_jobs_trigger_key", "trigger_key"),
 )
@@ -201,6 +218,7 @@ analysis_jobs = Table(
     Column("error_message", Text),
     Column("trigger_key", String(300)),  # the evaluation join it answers (schema 0002)
     Column("mlflow_run_id", String(64)),  # the analysis' MLflow run (schema 0007)
+    Column("generation", Integer),  # its trigger's training generation (schema 0010)
     Index("ix_analysis_jobs_experiment", "experiment_name"),
 )
 

@@ -23,7 +23,7 @@ from baton.ledger.schema import (
     training_runs,
 )
 from baton.ledger.signal_log import Applier
-from baton.ledger.training import apply_training_signal
+from baton.ledger.training import apply_training_signal, generation_of
 from baton.ledger.window import Window, since
 from baton.signals import OUTSIDE_SLURM, AnalysisComplete, EvalComplete, SignalFile
 from baton.slurm.states import is_terminal
@@ -187,7 +187,8 @@ class Stages(LedgerBase):
         conn.execute(insert(evaluation_jobs).values(
             experiment_name=experiment, training_run_id=run, slurm_job_row=slurm_row,
             status="queued", slurm_job_id=job_id, submitted_at=utcnow(),
-            checkpoint_path=checkpoint, trigger_key=trigger_key))
+            checkpoint_path=checkpoint, trigger_key=trigger_key,
+            generation=generation_of(conn, trigger_key)))
 
     def evaluation_tasks(self, experiment: str, trigger: str | None = None
                          ) -> Sequence[Row[Any]]:
@@ -264,7 +265,8 @@ class Stages(LedgerBase):
             return
         conn.execute(insert(analysis_jobs).values(
             experiment_name=experiment, slurm_job_row=slurm_row, status="queued",
-            slurm_job_id=job_id, submitted_at=utcnow(), trigger_key=trigger_key))
+            slurm_job_id=job_id, submitted_at=utcnow(), trigger_key=trigger_key,
+            generation=generation_of(conn, trigger_key)))
 
     def current_analysis(self, experiment: str) -> Row[Any] | None:
         with self.read() as conn:
@@ -311,6 +313,14 @@ class Stages(LedgerBase):
         with self.read() as conn:
             return sorted(r[0] for r in conn.execute(select(training_runs.c.experiment_name).where(
                 and_(training_runs.c.campaign == campaign))))
+
+    def stage_generation(self, stage: str, slurm_row: int) -> int | None:
+        """The training generation the stage's task run by Slurm job row ``slurm_row``
+        answers (a repair resubmits it for the same generation); None when none does."""
+        table = evaluation_jobs if stage == "evaluation" else analysis_jobs
+        with self.read() as conn:
+            return conn.execute(select(table.c.generation).where(
+                table.c.slurm_job_row == slurm_row)).scalar()
 
     def record_repair_task(self, *, stage: str, original_row: int, slurm_row: int,
                            job_id: str | None, attempt: int) -> bool:

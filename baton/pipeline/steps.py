@@ -60,7 +60,8 @@ def submit_evaluations(config: Config, ledger: Ledger, backend: SlurmBackend,
     if config.sensors.dry_run:
         return _dry_run(config, ledger, "evaluation", experiments, items, keys)
     outcomes = submit_jobs(config, ledger, backend, "evaluation", items, keys=keys,
-                           campaign={e: r.campaign for e, r in runs.items()})
+                           campaign={e: r.campaign for e, r in runs.items()},
+                           generations={e: r.generation or 1 for e, r in runs.items()})
     for o in outcomes:
         ledger.record_evaluation_task(experiment=o.experiment,
                                       trigger_key=triggers[o.experiment], checkpoint=o.checkpoint,
@@ -71,18 +72,20 @@ def submit_evaluations(config: Config, ledger: Ledger, backend: SlurmBackend,
 def submit_analyses(config: Config, ledger: Ledger, backend: SlurmBackend,
                     experiments: list[str]) -> dict[str, Submission]:
     """One analysis per experiment, answering its current evaluation."""
-    triggers = {}
+    triggers, generations = {}, {}
     for exp in experiments:
         tasks = ledger.evaluation_tasks(exp)
         if not tasks or not any(t.status == "completed" for t in tasks):
             raise BatonError(f"{exp} has no completed evaluation to analyse")
         triggers[exp] = tasks[0].trigger_key
+        generations[exp] = tasks[0].generation or 1
     items = [(e, "") for e in experiments]
     keys = [analysis_key(e, triggers[e]) for e in experiments]
     if config.sensors.dry_run:
         return _dry_run(config, ledger, "analysis", experiments, items, keys)
     outcomes = submit_jobs(config, ledger, backend, "analysis", items, keys=keys,
-                           campaign={e: _campaign(ledger, e) for e in experiments})
+                           campaign={e: _campaign(ledger, e) for e in experiments},
+                           generations=generations)
     for o in outcomes:
         ledger.record_analysis(experiment=o.experiment, trigger_key=triggers[o.experiment],
                                slurm_row=o.row_id, job_id=o.job_id)

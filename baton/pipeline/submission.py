@@ -46,15 +46,18 @@ def submit_jobs(config: Config, ledger: Ledger, backend: SlurmBackend, stage: st
                 keys: list[str] | None = None,
                 campaign: str | Mapping[str, str | None] | None = None,
                 mem: str | None = None, time: str | None = None,
-                parent_id: int | None = None) -> list[TaskOutcome]:
+                parent_id: int | None = None,
+                generations: Mapping[str, int] | None = None) -> list[TaskOutcome]:
     """Submit (experiment, checkpoint) tasks of ``stage``: one job, or one array for many.
 
     Everything is checked before anything is written (:func:`check_request`): a refused
     submission leaves no claim, no campaign and no script. Each task has a submission key;
     a task whose key the ledger already holds is not submitted again (its existing row is
     returned). ``campaign`` is every task's campaign, or each experiment's (a mapping); each
-    campaign named is registered the first time a job names it. A claim whose sbatch never
-    ran is released; a submission Slurm refused is recorded as failed. Raises BatonError.
+    campaign named is registered the first time a job names it. ``generations``: each
+    experiment's training generation, exported to its tasks (a retrain's evaluation writes
+    apart from the earlier one's). A claim whose sbatch never ran is released; a submission
+    Slurm refused is recorded as failed. Raises BatonError.
     """
     keys = keys or [submission_key(stage, e, attempt, c if len(items) > 1 else "")
                     for e, c in items]
@@ -92,7 +95,8 @@ def submit_jobs(config: Config, ledger: Ledger, backend: SlurmBackend, stage: st
         token = comment_token([k for *_, k in mine])
         ledger.note_token(row_ids, token)
         rendered = render_job(config, stage, [(e, c) for _, e, c, _ in mine],
-                              attempt=attempt, mem=mem, time=time, comment=token)
+                              attempt=attempt, mem=mem, time=time, comment=token,
+                              generations=generations)
         script_path = keep_for_audit(config.drive, rendered, attempt)
     except BaseException as exc:  # sbatch never ran: nothing to record as a submission
         _release(ledger, row_ids)

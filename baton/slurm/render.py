@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +41,7 @@ class Task:
     checkpoint: str = ""
     index: int = 0
     signal_dir: str = ""
+    generation: int = 1  # the experiment's training generation it answers (a retrain's >1)
 
 
 @dataclass(frozen=True)
@@ -64,8 +66,10 @@ def _environment(extra_dir: Path | None) -> jinja2.Environment:
     return env
 
 
-def build_tasks(stage: str, items: list[tuple[str, str]], drive: DriveLayout) -> list[Task]:
-    """Validate every (experiment, checkpoint) pair before anything is rendered."""
+def build_tasks(stage: str, items: list[tuple[str, str]], drive: DriveLayout,
+                generations: Mapping[str, int] | None = None) -> list[Task]:
+    """Validate every (experiment, checkpoint) pair before anything is rendered.
+    ``generations``: each experiment's training generation (1 when not given)."""
     if not items:
         raise InvalidName("nothing to submit: no experiments given")
     per_experiment: dict[str, int] = {}
@@ -81,20 +85,23 @@ def build_tasks(stage: str, items: list[tuple[str, str]], drive: DriveLayout) ->
             drive.inside(checkpoint, "checkpoint")
             if per_experiment[experiment] > 1:
                 signal_dir = exp.eval_task_dir(checkpoint)
-        tasks.append(Task(experiment, checkpoint, i, str(signal_dir)))
+        tasks.append(Task(experiment, checkpoint, i, str(signal_dir),
+                          int((generations or {}).get(experiment, 1))))
     return tasks
 
 
 def render_job(config: Config, stage: str, items: list[tuple[str, str]], *,
                attempt: int = 1, mem: str | None = None, time: str | None = None,
                array_throttle: int | None = None, dependency: str | None = None,
-               comment: str | None = None) -> RenderedJob:
-    """One script for one or many (experiment, checkpoint) tasks; many become an array."""
+               comment: str | None = None,
+               generations: Mapping[str, int] | None = None) -> RenderedJob:
+    """One script for one or many (experiment, checkpoint) tasks; many become an array.
+    Each task exports its experiment's training generation (``generations``, else 1)."""
     if stage not in STAGE_PREFIX:
         raise InvalidName(f"unknown stage {stage!r}; expected evaluation or analysis")
     drive = config.drive
     stage_cfg = config.stage(stage)
-    tasks = build_tasks(stage, items, drive)
+    tasks = build_tasks(stage, items, drive, generations)
     prefix = STAGE_PREFIX[stage]
     is_array = len(tasks) > 1
     name = f"{prefix}_{tasks[0].experiment}" if not is_array else f"{prefix}_array"

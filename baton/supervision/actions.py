@@ -133,11 +133,13 @@ def dispatch(config: Config, ledger: Ledger, backend: SlurmBackend, sup: Any,
                                       dispatch_status="dispatched", dispatch_error=None,
                                       dispatched_at=datetime.now(UTC))
             return True
+        generation = ledger.stage_generation(sup.stage, original.id)  # a retrain's, kept
         outcome = submit_jobs(
             config, ledger, backend, sup.stage, [(sup.experiment, sup.checkpoint or "")],
             attempt=sup.attempt + 1, keys=[f"supervise:{sup.id}"],
             campaign=original.campaign, mem=format_memory(sup.new_mem_mb),
-            time=format_time(sup.new_time_s), parent_id=original.id)[0]
+            time=format_time(sup.new_time_s), parent_id=original.id,
+            generations={sup.experiment: generation} if generation else None)[0]
     except (BatonError, OSError) as exc:
         _failed(ledger, sup, exc, now or datetime.now(UTC))
         return False

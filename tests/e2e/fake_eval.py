@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from baton.evaluate.metric_schema import METRIC_SCHEMA
+from baton.evaluate.metric_schema import WRITTEN_METRIC_SCHEMA
 from baton.inbox import publish
 from baton.layout import DriveLayout
 from baton.signals import EvalComplete, EvalFailed
@@ -30,6 +30,7 @@ job = os.environ.get("SLURM_JOB_ID", "0")
 start = time.time()
 layout = drive.experiment(exp)
 signal_dir = Path(os.environ["BATON_SIGNAL_DIR"])
+generation = int(os.environ.get("BATON_GENERATION") or 1)  # a retrain's writes apart
 
 
 def chosen(var: str) -> bool:
@@ -62,8 +63,10 @@ for metric, value in (("accuracy", 0.75), ("perplexity", 42.0)):
         "experiment": [exp] * rows, "checkpoint": [Path(ckpt).name] * rows,
         "dataset": ["toy"] * rows, "item_group": [f"g{i % 2}" for i in range(rows)],
         "form": ["default"] * rows, "value": [value] * rows, "timestamp": [now] * rows,
-    }, schema=METRIC_SCHEMA)
-    pq.write_table(table, folder / f"part-{job}.parquet")
+        "generation": [generation] * rows,
+    }, schema=WRITTEN_METRIC_SCHEMA)
+    pq.write_table(table, folder / f"part-{job}{'' if generation == 1 else f'-g{generation}'}"
+                   ".parquet")
 publish(drive, EvalComplete(timestamp=datetime.now(UTC), experiment=exp, job_id=job,
                             status="complete", datasets_evaluated=["toy"],
                             metrics_summary={"toy/accuracy": 0.75},

@@ -14,7 +14,7 @@ import pytest
 
 from baton.config import Config
 from baton.evaluate.harness import evaluate
-from baton.evaluate.metric_schema import METRIC_SCHEMA
+from baton.evaluate.metric_schema import WRITTEN_METRIC_SCHEMA
 from baton.signals import read_signal
 
 
@@ -46,7 +46,7 @@ def test_streams_rows_in_batches_in_the_spec_layout(config: Config, ckpt: Path,
         meta = pq.read_metadata(f)
         assert meta.num_rows == 20_000
         assert meta.num_row_groups == 20  # written a batch at a time, never all at once
-        assert pq.read_schema(f).equals(METRIC_SCHEMA)
+        assert pq.read_schema(f).equals(WRITTEN_METRIC_SCHEMA)
     sig = read_signal(signal, config.drive).signal
     assert sig.datasets_evaluated == ["alpha", "beta", "gamma"]
     assert sig.metrics_summary == {f"{d}/accuracy": 0.5 for d in ("alpha", "beta", "gamma")}
