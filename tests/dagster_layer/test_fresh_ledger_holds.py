@@ -34,8 +34,8 @@ def _evaluated_before(site: InProcess, experiment: str) -> None:
 
 
 def test_fresh_ledger_holds_what_the_drive_has_results_of_until_adopted(
-        tmp_path: Path) -> None:
-    with InProcess(tmp_path) as site:
+        tmp_path: Path, ledger_url: str) -> None:
+    with InProcess(tmp_path, extra_env={"BATON_DATABASE_URL": ledger_url}) as site:
         site.train("old")
         _evaluated_before(site, "old")
         site.train("new")

@@ -53,7 +53,8 @@ def submissions(site: InProcess) -> int:
     return len(list((site.config.state_dir / "local-slurm" / "submissions").glob("*.json")))
 
 
-def test_rebuild_releases_the_hold_and_gives_back_the_history(tmp_path: Path) -> None:
+def test_rebuild_releases_the_hold_and_gives_back_the_history(tmp_path: Path,
+                                                             ledger_url: str) -> None:
     with InProcess(tmp_path) as site:
         site.train("past", checkpoints=[site.checkpoint("past", 100)])  # an array of two
         [req] = requests(site.tick("training_sensor"))
@@ -67,7 +68,10 @@ def test_rebuild_releases_the_hold_and_gives_back_the_history(tmp_path: Path) ->
         assert submitted == 2 and len(before["jobs"]) == 3
 
     # the ledger and the Dagster instance are lost; the drive and Slurm remember
-    lost = {"BATON_DATABASE_URL": f"sqlite:///{tmp_path / 'state' / 'new-ledger.db'}"}
+    # (rebuilt into SQLite or PostgreSQL)
+    new = ledger_url if not ledger_url.startswith("sqlite") else \
+        f"sqlite:///{tmp_path / 'state' / 'new-ledger.db'}"
+    lost = {"BATON_DATABASE_URL": new}
     with InProcess(tmp_path, extra_env=lost) as site:
         assert site.ledger.jobs() == []
         assert requests(site.tick("training_sensor")) == []  # held
