@@ -316,11 +316,15 @@ class Stages(LedgerBase):
 
     def stage_generation(self, stage: str, slurm_row: int) -> int | None:
         """The training generation the stage's task run by Slurm job row ``slurm_row``
-        answers (a repair resubmits it for the same generation); None when none does."""
+        answers (a repair resubmits it for the same generation), from its row or else its
+        trigger (a row written without it); None when none does."""
         table = evaluation_jobs if stage == "evaluation" else analysis_jobs
         with self.read() as conn:
-            return conn.execute(select(table.c.generation).where(
-                table.c.slurm_job_row == slurm_row)).scalar()
+            row = conn.execute(select(table.c.generation, table.c.trigger_key).where(
+                table.c.slurm_job_row == slurm_row)).first()
+            if row is None:
+                return None
+            return row.generation or generation_of(conn, row.trigger_key)
 
     def record_repair_task(self, *, stage: str, original_row: int, slurm_row: int,
                            job_id: str | None, attempt: int) -> bool:

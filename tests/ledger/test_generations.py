@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import column, insert, select, table
+from sqlalchemy import column, insert, select, table, update
 
 from baton.inbox import publish
 from baton.layout import DriveLayout
@@ -95,6 +95,12 @@ def test_a_retrain_is_a_new_generation_and_the_earlier_one_stays(
         f"{same.idempotency_key}#attempt-2": 2}
     assert _generations(led, analysis_jobs) == {first.idempotency_key: 1,
                                                 same.idempotency_key: 2}
+    assert led.stage_generation("evaluation", row) == 2  # what a repair of it evaluates
+    with led.write() as conn:  # a row written without its generation: from its trigger
+        conn.execute(update(evaluation_jobs).where(evaluation_jobs.c.slurm_job_row == row)
+                     .values(generation=None))
+    assert led.stage_generation("evaluation", row) == 2
+    assert led.stage_generation("analysis", row) is None
     assert led.check().ok, led.check().problems
     led.close()
 
