@@ -23,6 +23,12 @@ def _adopted(experiment: str) -> str:
     return f"adopted:{experiment}"
 
 
+def _prefixed(prefix: str) -> Any:
+    """SQL: facts whose key starts with ``prefix`` (a range on the unique index of
+    ``key``, in SQLite and PostgreSQL alike; ``;`` follows ``:``)."""
+    return (facts.c.key >= prefix) & (facts.c.key < prefix[:-1] + ";")
+
+
 class Holds(LedgerBase):
     def unguarded(self, experiments: list[str]) -> set[str]:
         """Of ``experiments``, those the hold applies to: no evaluation in the ledger, and
@@ -36,7 +42,7 @@ class Holds(LedgerBase):
                 evaluation_jobs.c.experiment_name).where(
                 evaluation_jobs.c.experiment_name.in_(experiments)).distinct())}
             adopted = {r[0] for r in conn.execute(select(facts.c.experiment).where(
-                facts.c.kind == ADOPTED, facts.c.experiment.in_(experiments)))}
+                facts.c.key.in_([_adopted(e) for e in experiments])))}
         return set(experiments) - evaluated - adopted
 
     @staticmethod
@@ -69,7 +75,7 @@ class Holds(LedgerBase):
         """(experiment, when it was first held) of every experiment held now."""
         with self.read() as conn:
             rows = conn.execute(select(facts.c.experiment, facts.c.created_at).where(
-                facts.c.kind == HELD).order_by(facts.c.id)).all()
+                _prefixed("held:")).order_by(facts.c.id)).all()
         first: dict[str, Any] = {}
         for exp, at in rows:
             first.setdefault(exp, at)
