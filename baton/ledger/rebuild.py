@@ -23,6 +23,7 @@ from baton.ledger.schema import (
 )
 from baton.ledger.signal_log import insert_accepted
 from baton.ledger.stages import APPLIERS, current_trigger
+from baton.ledger.training import generation_of
 from baton.signals import SignalFile
 from baton.slurm.states import JobStatus
 
@@ -122,7 +123,8 @@ def _record_job(conn: Connection, job: KeptJob, key_of: KeyOf, backend: str,
             conn.execute(update(slurm_jobs).where(slurm_jobs.c.id == row_id).values(**changes))
         stage_values: dict[str, Any] = dict(
             experiment_name=experiment, slurm_job_row=row_id, status="queued",
-            slurm_job_id=status.job_id, submitted_at=submitted, trigger_key=trigger)
+            slurm_job_id=status.job_id, submitted_at=submitted, trigger_key=trigger,
+            generation=generation_of(conn, trigger))
         if status.state == "RUNNING":
             stage_values.update(status="running", started_at=status.started_at)
         if job.stage == "evaluation":

@@ -30,9 +30,9 @@ def snapshot(ledger: Ledger, exp: str) -> dict[str, Any]:
     return {
         "jobs": [tuple(getattr(j, f) for f in FIELDS) for j in ledger.jobs()],
         "evaluations": [(t.slurm_job_id, t.status, t.checkpoint_path, t.trigger_key,
-                         t.completed_at) for t in ledger.evaluation_tasks(exp)],
+                         t.completed_at, t.generation) for t in ledger.evaluation_tasks(exp)],
         "analysis": (analysis.slurm_job_id, analysis.status, analysis.trigger_key,
-                     analysis.completed_at),
+                     analysis.completed_at, analysis.generation),
     }
 
 

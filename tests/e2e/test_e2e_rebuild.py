@@ -37,11 +37,13 @@ def snapshot(ledger: Ledger, experiments: list[str]) -> dict[str, Any]:
     evals, analyses = [], []
     for exp in experiments:
         evals += [(t.experiment_name, t.slurm_job_id, t.status, t.checkpoint_path,
-                   t.trigger_key, t.completed_at, t.mlflow_run_id, t.submitted_at)
+                   t.trigger_key, t.generation, t.completed_at, t.mlflow_run_id,
+                   t.submitted_at)
                   for t in ledger.evaluation_tasks(exp)]
         a = ledger.current_analysis(exp)
         analyses.append((a.experiment_name, a.slurm_job_id, a.status, a.trigger_key,
-                         a.completed_at, a.targets_manifest_path, a.submitted_at))
+                         a.generation, a.completed_at, a.targets_manifest_path,
+                         a.submitted_at))
     return {"jobs": jobs, "evaluations": evals, "analyses": analyses}
 
 
