@@ -71,6 +71,17 @@ class TrainingRuns(LedgerBase):
             return conn.execute(select(training_runs).where(
                 training_runs.c.experiment_name == experiment)).first()
 
+    def generation_for(self, experiment: str, signal_key: str) -> int:
+        """The generation of the experiment's training signal ``signal_key``: its own once
+        accepted, else the one it would start (``baton plan``)."""
+        with self.read() as conn:
+            own = generation_of(conn, signal_key)
+            if own is not None:
+                return own
+            return 1 + (conn.execute(select(func.max(training_generations.c.generation))
+                                     .where(training_generations.c.experiment_name ==
+                                            experiment)).scalar() or 0)
+
     def training_generations(self, experiment: str) -> Sequence[Row[Any]]:
         """Every generation of the experiment, the first first."""
         with self.read() as conn:

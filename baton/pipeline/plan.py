@@ -10,6 +10,7 @@ ledger that exists is only read, to say which tasks are already submitted.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,8 @@ def make_plan(config: Config, paths: list[Path], ledger: Ledger | None = None) -
             prev = latest.get(sf.signal.experiment)
             if prev is None or sf.signal.timestamp >= prev.signal.timestamp:
                 latest[sf.signal.experiment] = sf
+    generations = {exp: ledger.generation_for(exp, sf.idempotency_key)
+                   for exp, sf in latest.items()} if ledger is not None else None
     tasks = [PlannedTask(e, c, key)
              for exp, sf in sorted(latest.items())
              for (e, c), key in evaluation_items(exp, sf.idempotency_key,
@@ -121,7 +124,7 @@ def make_plan(config: Config, paths: list[Path], ledger: Ledger | None = None) -
         if not config.sensors.auto_evaluate:
             plan.notes.append("sensors.auto_evaluate is false: the daemon records these "
                               "models and leaves their evaluation to you (the UI, a backfill)")
-        plan.submissions.append(plan_stage(config, "evaluation", tasks, ledger))
+        plan.submissions.append(plan_stage(config, "evaluation", tasks, ledger, generations))
     evaluated = sorted({sf.signal.experiment for sf in accepted
                         if sf.kind == "eval_complete"
                         and getattr(sf.signal, "status", "") == "complete"})
@@ -143,9 +146,11 @@ def _analysis_key(experiment: str, latest: dict[str, SignalFile], ledger: Ledger
 
 
 def plan_stage(config: Config, stage: str, tasks: list[PlannedTask],
-               ledger: Ledger | None) -> PlannedSubmission:
+               ledger: Ledger | None, generations: Mapping[str, int] | None = None
+               ) -> PlannedSubmission:
     """The submission of ``tasks`` as a run would make it (those the ledger holds already
-    left out), checked and rendered but not submitted: ``baton plan`` and the dry run."""
+    left out), checked and rendered but not submitted: ``baton plan`` and the dry run.
+    ``generations``: each experiment's training generation, as the run exports it."""
     if ledger is not None:
         known = {row.submission_key: row.job_id
                  for e in {t.experiment for t in tasks}
@@ -160,7 +165,8 @@ def plan_stage(config: Config, stage: str, tasks: list[PlannedTask],
     try:
         resources = validate_request(config, stage, items, keys, attempt=1, mem=None,
                                      time=None, campaigns={})
-        rendered = render_job(config, stage, items, comment=comment_token(keys))
+        rendered = render_job(config, stage, items, comment=comment_token(keys),
+                              generations=generations)
     except BatonError as exc:
         return PlannedSubmission(stage, tasks, problem=str(exc))
     return PlannedSubmission(stage, tasks, rendered, resources)

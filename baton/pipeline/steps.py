@@ -57,11 +57,12 @@ def submit_evaluations(config: Config, ledger: Ledger, backend: SlurmBackend,
         for item, key in evaluation_items(exp, run.signal_key, ckpts):
             items.append(item)
             keys.append(key)
+    generations = {e: r.generation or 1 for e, r in runs.items()}
     if config.sensors.dry_run:
-        return _dry_run(config, ledger, "evaluation", experiments, items, keys)
+        return _dry_run(config, ledger, "evaluation", experiments, items, keys, generations)
     outcomes = submit_jobs(config, ledger, backend, "evaluation", items, keys=keys,
                            campaign={e: r.campaign for e, r in runs.items()},
-                           generations={e: r.generation or 1 for e, r in runs.items()})
+                           generations=generations)
     for o in outcomes:
         ledger.record_evaluation_task(experiment=o.experiment,
                                       trigger_key=triggers[o.experiment], checkpoint=o.checkpoint,
@@ -82,7 +83,7 @@ def submit_analyses(config: Config, ledger: Ledger, backend: SlurmBackend,
     items = [(e, "") for e in experiments]
     keys = [analysis_key(e, triggers[e]) for e in experiments]
     if config.sensors.dry_run:
-        return _dry_run(config, ledger, "analysis", experiments, items, keys)
+        return _dry_run(config, ledger, "analysis", experiments, items, keys, generations)
     outcomes = submit_jobs(config, ledger, backend, "analysis", items, keys=keys,
                            campaign={e: _campaign(ledger, e) for e in experiments},
                            generations=generations)
@@ -99,12 +100,14 @@ def _campaign(ledger: Ledger, experiment: str) -> str | None:
 
 
 def _dry_run(config: Config, ledger: Ledger, stage: str, experiments: list[str],
-             items: list[tuple[str, str]], keys: list[str]) -> dict[str, Submission]:
+             items: list[tuple[str, str]], keys: list[str],
+             generations: dict[str, int]) -> dict[str, Submission]:
     """``sensors.dry_run``: check and render the submission as :func:`submit_jobs` would,
     and say what would be submitted; nothing is claimed, recorded or submitted. A
     submission the checks refuse fails as it would for real."""
     planned = plan_stage(config, stage, [PlannedTask(e, c, k)
-                                         for (e, c), k in zip(items, keys, strict=True)], ledger)
+                                         for (e, c), k in zip(items, keys, strict=True)], ledger,
+                         generations)
     if planned.problem:
         raise BatonError(f"dry run: submitting {stage} would fail: {planned.problem}")
     for t in planned.tasks:
