@@ -8,6 +8,7 @@ through the appliers the sensors use. Nothing is submitted."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -67,15 +68,37 @@ def rebuild_ledger(config: Config, ledger: Ledger, backend: SlurmBackend) -> Reb
         ledger.note_campaign(sf.signal.campaign, sf.signal.campaign_type, f"signal {sf.path}",
                              config.campaigns)
     events: list[SignalFile | KeptJob] = [*sigs, *jobs]
-    events.sort(key=_when)
+    events.sort(key=_order(jobs))
     rebuilt = ledger.rebuild(events, _key_of, backend.name)
     return RebuildReport(rebuilt, skipped + rebuilt.orphans, left)
 
 
-def _when(event: SignalFile | KeptJob) -> tuple[datetime, int]:
-    if isinstance(event, SignalFile):
-        return event.signal.timestamp, _ORDER[event.kind]
-    return event.submitted_at or datetime.max.replace(tzinfo=UTC), _ORDER["job"]
+def _order(jobs: list[KeptJob]) -> Callable[[SignalFile | KeptJob], tuple[datetime, int]]:
+    """The replay's order: by time, where Slurm's times are whole seconds and a signal's
+    are not. A job counts at the end of its submission's second (after the signal that
+    asked for it, however soon it was submitted), and a signal from a job never before
+    that job (however fast it ran)."""
+    at: dict[int, datetime] = {}
+    of_job: dict[str, datetime] = {}
+    for job in jobs:
+        when = job.submitted_at
+        at[id(job)] = when + timedelta(microseconds=999_999) if when else \
+            datetime.max.replace(tzinfo=UTC)
+        for s in job.statuses:
+            for jid in (s.job_id, s.array_job_id):
+                if jid:
+                    of_job[jid] = at[id(job)]
+
+    def key(event: SignalFile | KeptJob) -> tuple[datetime, int]:
+        if isinstance(event, KeptJob):
+            return at[id(event)], _ORDER["job"]
+        when = event.signal.timestamp
+        job_id = getattr(event.signal, "job_id", None)
+        if job_id in of_job:
+            when = max(when, of_job[job_id])
+        return when, _ORDER[event.kind]
+
+    return key
 
 
 def _key_of(stage: str, experiment: str, checkpoint: str, trigger: str) -> str:

@@ -103,3 +103,39 @@ def test_rebuild_releases_the_hold_and_gives_back_the_history(tmp_path: Path,
                                capture_output=True, text=True, check=False)
         assert again.returncode == 1 and "already holds" in again.stderr
         assert "Traceback" not in again.stderr
+
+
+def test_a_retrained_experiment_rebuilds_its_latest_generation_and_names_the_rest(
+        tmp_path: Path) -> None:
+    """The drive keeps only the latest training signal of an experiment: its jobs come
+    back (as generation 1), the earlier generation's are named as not rebuilt, and
+    nothing is submitted again."""
+
+    def through_analysis(site: InProcess) -> None:
+        [req] = requests(site.tick("training_sensor"))
+        assert site.run(req, "training_sensor").success
+        assert site.run(next_run(site, "evaluation_sensor", "re"), "evaluation_sensor").success
+        assert site.run(next_run(site, "analysis_sensor", "re"), "analysis_sensor").success
+
+    with InProcess(tmp_path) as site:
+        site.train("re")
+        through_analysis(site)
+        site.train("re")  # retrained: a new signal in the same place
+        through_analysis(site)
+        latest = [j.job_id for j in site.ledger.jobs()][2:]
+        submitted = submissions(site)
+    lost = {"BATON_DATABASE_URL": f"sqlite:///{tmp_path / 'state' / 'new-ledger.db'}"}
+    with InProcess(tmp_path, extra_env=lost) as site:
+        proc = subprocess.run([sys.executable, "-m", "baton", "db", "rebuild"],
+                              capture_output=True, text=True, check=False)
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        not_rebuilt = [line for line in proc.stdout.splitlines()
+                       if line.startswith("not rebuilt:")]
+        assert len(not_rebuilt) == 2, proc.stdout
+        assert "no training signal of re before it" in not_rebuilt[0]
+        assert "no evaluation of re before it" in not_rebuilt[1]
+        assert [j.job_id for j in site.ledger.jobs()] == latest
+        assert [t.generation for t in site.ledger.evaluation_tasks("re")] == [1]
+        assert requests(site.tick("training_sensor")) == []
+        assert site.run(next_run(site, "evaluation_sensor", "re"), "evaluation_sensor").success
+        assert submissions(site) == submitted
