@@ -1,12 +1,15 @@
 """``baton analyze``: what the analysis Slurm job runs. Reads the experiment's metrics
 (and its campaign's) with DuckDB and writes figures, tables, a report and a manifest
-under ``analysis/``, logs to MLflow, and announces ``.analysis_complete``."""
+under ``analysis/``, logs to MLflow, and announces ``.analysis_complete``. Run by hand
+(outside Slurm) it writes to a folder of its own instead (``results``) and announces
+nothing, unless ``baton analyze --publish``, as ``baton evaluate``."""
 
 from __future__ import annotations
 
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +27,48 @@ from baton.analyze.outputs import (
 from baton.analyze.stats import bootstrap_ci
 from baton.config import Config
 from baton.errors import BatonError
-from baton.evaluate.harness import job_tag
+from baton.evaluate.harness import job_tag, new_hand_folder
 from baton.fsio import atomic_write
 from baton.inbox import publish
-from baton.layout import DriveLayout
-from baton.signals import AnalysisComplete, TrainingComplete, read_signal, utcnow
+from baton.layout import DriveLayout, ExperimentLayout
+from baton.signals import AnalysisComplete, TrainingComplete, read_signal, utcnow, write_signal
 from baton.tracking import Tracker
 
 log = logging.getLogger(__name__)
 MAX_CAMPAIGN_SCAN = 5000
+
+
+@dataclass(frozen=True)
+class HandAnalysisLayout(ExperimentLayout):
+    """An experiment whose analysis outputs go to a folder of their own (a hand run):
+    ``figures/``, ``tables/`` and the report in ``results``."""
+
+    results: Path = Path()
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.results / "figures"
+
+    @property
+    def tables_dir(self) -> Path:
+        return self.results / "tables"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.results
+
+
+def hand_analysis_dir(exp: ExperimentLayout) -> Path:
+    """A new ``hand/{UTC time}/`` folder under the experiment's reports folder, for one
+    hand run: the pipeline's outputs are never replaced by it."""
+    return new_hand_folder(exp.reports_dir / "hand")
+
+
+def _announce(drive: DriveLayout, exp: ExperimentLayout, signal: AnalysisComplete) -> Path:
+    """Publish the signal to the pipeline; a hand run's only written to its own folder."""
+    if isinstance(exp, HandAnalysisLayout):
+        return write_signal(exp.results / f"{signal.kind}.json", signal)
+    return publish(drive, signal, exp.analysis_signal)
 
 
 def _training(drive: DriveLayout, experiment: str) -> TrainingComplete | None:
@@ -71,11 +107,16 @@ def final_checkpoint(m: Metrics, experiment: str, final_step: int | None) -> str
     return max(names, key=lambda c: step_of(c, final_step) or -1)
 
 
-def analyze(config: Config, experiment: str, compare: list[str] | None = None
-            ) -> tuple[bool, Path]:
+def analyze(config: Config, experiment: str, compare: list[str] | None = None,
+            results: Path | None = None) -> tuple[bool, Path]:
+    """Analyse one experiment; returns (succeeded, signal path). ``results``: a folder of
+    its own for the outputs and the signal (``analysis_complete.json``, announced to no
+    one); None: the experiment's, announced to the pipeline (what the Slurm job does)."""
     start = time.time()
     drive = config.drive
     exp = drive.experiment(experiment)
+    if results is not None:
+        exp = HandAnalysisLayout(drive, exp.name, results)
     training = _training(drive, experiment)
     campaign = training.campaign if training else None
     tracker = Tracker(config.mlflow.tracking_uri)
@@ -85,30 +126,29 @@ def analyze(config: Config, experiment: str, compare: list[str] | None = None
     try:
         outputs = _analyze(drive, experiment, training,
                            compare if compare is not None else
-                           campaign_members(drive, campaign, experiment), tracker)
+                           campaign_members(drive, campaign, experiment), tracker, exp)
     except Exception as exc:
         log.exception("analysis of %s failed", experiment)
         tracker.end(ok=False)
-        path = publish(drive, AnalysisComplete(
+        path = _announce(drive, exp, AnalysisComplete(
             timestamp=utcnow(), experiment=experiment, job_id=job_tag(), status="failed",
             error_message=f"{type(exc).__name__}: {exc}"[:60000],
             analysis_duration_seconds=round(time.time() - start, 3),
-            mlflow_run_id=tracker.run_id), exp.analysis_signal)
+            mlflow_run_id=tracker.run_id))
         return False, path
     report, manifest, files = outputs
     tracker.artifact(report)
     tracker.end()
-    path = publish(drive, AnalysisComplete(
+    path = _announce(drive, exp, AnalysisComplete(
         timestamp=utcnow(), experiment=experiment, job_id=job_tag(), status="complete",
         report_path=str(report), manifest_path=str(manifest), outputs=[str(f) for f in files],
-        analysis_duration_seconds=round(time.time() - start, 3), mlflow_run_id=tracker.run_id),
-        exp.analysis_signal)
+        analysis_duration_seconds=round(time.time() - start, 3), mlflow_run_id=tracker.run_id))
     return True, path
 
 
 def _analyze(drive: DriveLayout, experiment: str, training: TrainingComplete | None,
-             others: list[str], tracker: Tracker) -> tuple[Path, Path, list[Path]]:
-    exp = drive.experiment(experiment)
+             others: list[str], tracker: Tracker, exp: ExperimentLayout
+             ) -> tuple[Path, Path, list[Path]]:
     final_step = training.total_steps if training else None
     m = Metrics(drive, [experiment, *others])
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from baton.cli import argtypes
@@ -17,13 +18,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Inside Slurm (the pipeline's job) the results and the signal go to the experiment,
     as always. By hand they go to a folder of their own unless ``--publish``: a rerun
     must not answer, join or overwrite a live evaluation of the same experiment."""
-    from baton.evaluate.harness import evaluate, hand_results_dir, job_tag
-    from baton.signals import OUTSIDE_SLURM
+    from baton.evaluate.harness import evaluate, hand_results_dir
 
     config = config_from(args)
     exp = config.drive.experiment(args.experiment)
-    by_hand = job_tag() == OUTSIDE_SLURM
-    results: Path | None = None
+    results = _results(args, lambda: hand_results_dir(exp))
+    ok, path = evaluate(config, args.experiment, args.checkpoint,
+                        Path(args.eval_config) if args.eval_config else None, results)
+    return _said(ok, path, results)
+
+
+def _results(args: argparse.Namespace, hand_folder: Callable[[], Path]) -> Path | None:
+    """Where a run's results go: ``--output``, a new hand folder when run by hand (no
+    ``SLURM_JOB_ID``) without ``--publish``, else None: the experiment's, announced."""
+    from baton.evaluate.harness import job_tag
+    from baton.signals import OUTSIDE_SLURM
+
     if args.output:
         results = Path(args.output).absolute()
         try:
@@ -31,15 +41,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise BatonError(f"--output {args.output}: cannot make the folder: "
                              f"{exc.strerror or exc}") from None
-    elif by_hand and not args.publish:
-        results = hand_results_dir(exp)
-    ok, path = evaluate(config, args.experiment, args.checkpoint,
-                        Path(args.eval_config) if args.eval_config else None, results)
+        return results
+    if job_tag() == OUTSIDE_SLURM and not args.publish:
+        return hand_folder()
+    return None
+
+
+def _said(ok: bool, path: Path, results: Path | None) -> int:
+    """One line: the outcome and where the results went (or who was told)."""
+    from baton.evaluate.harness import job_tag
+    from baton.signals import OUTSIDE_SLURM
+
     outcome = "complete" if ok else "FAILED"
     if results is not None:
         print(f"{outcome}: results in {results} (not announced to the pipeline; "
               "--publish to announce a hand run)")
-    elif by_hand:
+    elif job_tag() == OUTSIDE_SLURM:
         print(f"{outcome}: published as job {OUTSIDE_SLURM} (outside Slurm): {path}")
     else:
         print(f"{outcome}: {path}")
@@ -47,12 +64,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from baton.analyze.run import analyze
+    """As ``baton evaluate``: by hand, a folder of its own unless ``--publish``."""
+    from baton.analyze.run import analyze, hand_analysis_dir
 
+    config = config_from(args)
+    exp = config.drive.experiment(args.experiment)
     compare = [c for c in args.compare.split(",") if c] if args.compare is not None else None
-    ok, path = analyze(config_from(args), args.experiment, compare)
-    print(f"{'complete' if ok else 'FAILED'}: {path}")
-    return 0 if ok else 1
+    results = _results(args, lambda: hand_analysis_dir(exp))
+    ok, path = analyze(config, args.experiment, compare, results)
+    return _said(ok, path, results)
 
 
 def cmd_example_train(args: argparse.Namespace) -> int:
@@ -149,6 +169,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--experiment", required=True)
     p.add_argument("--compare", help="comma-separated experiments to compare with (default: "
                    "the other experiments of its campaign)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--publish", action="store_true", help="run by hand (outside Slurm): "
+                       "write into the experiment's analysis folders and announce the signal "
+                       "to the pipeline as job 0 (default: a folder of its own, hand/{UTC "
+                       "time}/ under the experiment's reports folder, announced to no one)")
+    where.add_argument("--output", metavar="DIR", help="write the figures, tables, report "
+                       "and the signal (as analysis_complete.json) to DIR, announced to no one")
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("sql", help="ad-hoc SQL (DuckDB) over the views metrics, predictions, "
