@@ -64,12 +64,12 @@ def rebuild_ledger(config: Config, ledger: Ledger, backend: SlurmBackend) -> Reb
         else:
             sigs.append(sf)
     jobs = _jobs(scripts, backend, skipped) if scripts else []
-    for sf in sigs:
-        ledger.note_campaign(sf.signal.campaign, sf.signal.campaign_type, f"signal {sf.path}",
-                             config.campaigns)
     events: list[SignalFile | KeptJob] = [*sigs, *jobs]
     events.sort(key=_order(jobs))
-    rebuilt = ledger.rebuild(events, _key_of, backend.name)
+    rebuilt = ledger.rebuild(events, _key_of, backend.name)  # refuses a ledger with jobs
+    for sf in sigs:  # as the sensors register them (idempotent), once the rebuild is in
+        ledger.note_campaign(sf.signal.campaign, sf.signal.campaign_type, f"signal {sf.path}",
+                             config.campaigns)
     return RebuildReport(rebuilt, skipped + rebuilt.orphans, left)
 
 

@@ -86,7 +86,7 @@ def test_rebuild_gives_back_the_history_and_the_daemon_submits_nothing(tmp_path:
     p.start()
     try:
         for exp in exps:
-            p.train(exp)
+            p.train(exp, campaign=f"sweep-{token}")
         for exp in exps:
             p.wait_for(f"analysis_report of {exp}",
                        lambda e=exp: p.materialized("analysis_report", e))
@@ -95,6 +95,8 @@ def test_rebuild_gives_back_the_history_and_the_daemon_submits_nothing(tmp_path:
     finally:
         p.stop()
     before = snapshot(p.ledger, exps)
+    campaigns = [(c.tag, c.type, c.active) for c in p.ledger.list_campaigns()]
+    assert campaigns == [(f"sweep-{token}", "default", False)]
     assert all(j[JOB_FIELDS.index("state")] == "COMPLETED" for j in before["jobs"])
     tokens = {(j.metadata or {})["token"] for j in p.ledger.jobs()}
     submitted = accounted(tokens)
@@ -119,9 +121,11 @@ def test_rebuild_gives_back_the_history_and_the_daemon_submits_nothing(tmp_path:
     assert after["jobs"] == before["jobs"]
     same(before["evaluations"], after["evaluations"])
     same(before["analyses"], after["analyses"])
-    # a second rebuild refuses: the ledger holds the history now
+    assert [(c.tag, c.type, c.active) for c in p.ledger.list_campaigns()] == campaigns
+    # a second rebuild refuses, and changes nothing
     again = baton(p, "db", "rebuild")
     assert again.returncode == 1 and "already holds" in again.stderr
+    assert snapshot(p.ledger, exps) == after
 
     # the daemon, restarted on the rebuilt ledger and a new Dagster home, catches Dagster
     # up to every report and submits nothing
