@@ -162,6 +162,10 @@ class SlurmConfig(Section):
     retries: int = Field(default=5, ge=1, le=20)
     retry_base_seconds: float = Field(default=1.0, ge=0)
     local_max_concurrent: int = Field(default=2, ge=1)
+    # a claim still SUBMITTING this long after it was made lost its submitter (a killed
+    # run): the tracker adopts the queued job carrying its token, or marks it failed so
+    # that the sensor asks again
+    stale_claim_seconds: float = Field(default=600, gt=0)
 
 
 class MLflowConfig(Section):

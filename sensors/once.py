@@ -1,34 +1,102 @@
-"""Emit each run request until Dagster holds its run, then never again.
+"""Emit each run request until one of its runs succeeds, then never again.
 
-Run keys make a repeated request harmless; confirming the run (and recording that as a
-fact in the ledger) keeps an idle tick from re-asking about the whole history. A crash
-between deciding and the daemon persisting the request is covered: nothing is confirmed
-until the run exists, so the next tick asks again."""
+A request is decided from the runs Dagster holds for it (its first run key and its
+retries' ``{key}#n``, all tagged ``baton/request``):
+
+- a run succeeded: done, confirmed as a fact in the ledger, so an idle tick does not
+  re-ask about the whole history (a dry run succeeds too, and is done);
+- a run is still in flight (queued, starting, running, canceling): wait for its outcome;
+- every run ended without success (failed or canceled; run monitoring fails a run whose
+  process died, e.g. a daemon SIGKILLed while the run was STARTING): ask again under a new
+  run key, ``{key}#2``, ``#3``... (Dagster drops a repeated key), up to ``MAX_RUNS`` runs.
+  Asking again submits nothing twice: a submission is claimed by its key in the ledger,
+  so the new run submits only what no claim holds, and records what the dead run
+  submitted but did not record (its stage rows are kept once per claim). Only a claim
+  still SUBMITTING (its submitter died between claim and Slurm's answer) makes the
+  request wait, until the tracker adopts the queued job carrying its token or marks the
+  claim failed (then the new run claims it again).
+
+A crash between deciding and the daemon persisting the request is covered: nothing is
+confirmed until a run succeeds, so the next tick asks again."""
 
 
-from dagster import RunRequest, RunsFilter, SensorEvaluationContext
+from collections.abc import Sequence
+
+from dagster import DagsterRun, DagsterRunStatus, RunRequest, RunsFilter, SensorEvaluationContext
 
 from baton.ledger import Ledger
+from baton.pipeline.keys import analysis_key, evaluation_key
 
 RUN_KEY_TAG = "dagster/run_key"
+REQUEST_TAG = "baton/request"  # the request's first run key, on every run asked for it
+MAX_RUNS = 5
 
 
-def run_exists(context: SensorEvaluationContext, run_key: str) -> bool:
-    runs = context.instance.get_run_records(filters=RunsFilter(tags={RUN_KEY_TAG: run_key}),
-                                            limit=1)
-    return bool(runs)
+def runs_of(context: SensorEvaluationContext, key: str) -> list[DagsterRun]:
+    """Every run asked for the request ``key``: by its tag, and by the first run key for
+    runs requested before the tag existed."""
+    found: dict[str, DagsterRun] = {}
+    for tags in ({REQUEST_TAG: key}, {RUN_KEY_TAG: key}):
+        for record in context.instance.get_run_records(filters=RunsFilter(tags=tags)):
+            found[record.dagster_run.run_id] = record.dagster_run
+    return list(found.values())
+
+
+def submitting(ledger: Ledger, request: RunRequest) -> bool:
+    """Whether a submission the request's run claims (an evaluation; the analysis that
+    recording an evaluation submits) is still being submitted."""
+    kind, _, trigger = (request.run_key or "").partition(":")
+    exp = request.partition_key
+    if kind == "evaluation_job" and exp:
+        stage, prefix = "evaluation", evaluation_key(exp, trigger, "").rpartition(":")[0]
+    elif kind == "evaluation_metrics" and exp:
+        stage, prefix = "analysis", analysis_key(exp, trigger)
+    else:
+        return False  # the other runs only record: nothing to claim
+    return any(row.state == "SUBMITTING" and row.submission_key.startswith(prefix)
+               for row in ledger.jobs(experiment=exp, stage=stage))
 
 
 def requests_once(context: SensorEvaluationContext, ledger: Ledger,
                   requests: list[RunRequest]) -> list[RunRequest]:
-    """The requests whose runs do not exist yet; the others are confirmed as facts."""
+    """The requests to emit this tick: those without a run yet, and the retries of those
+    whose every run ended without success; the others wait, or are confirmed as facts."""
     out = []
     for request in requests:
         key = request.run_key
         assert key, "every baton run request has a run key"
-        if run_exists(context, key):
+        runs = runs_of(context, key)
+        if not runs:
+            out.append(_tagged(request, key, key))
+            continue
+        if any(run.status == DagsterRunStatus.SUCCESS for run in runs):
             ledger.record_fact(f"run:{key}", "run_requested",
                                detail={"partition": request.partition_key})
-        else:
-            out.append(request)
+            continue
+        if not all(run.is_finished for run in runs) or submitting(ledger, request):
+            continue  # its outcome, or the tracker's settling of its claim, decides
+        if len(runs) >= MAX_RUNS:
+            context.log.error(f"{key}: {len(runs)} runs ended without success "
+                              f"({_statuses(runs)}); not asking again")
+            ledger.record_fact(f"run:{key}", "run_given_up",
+                               detail={"partition": request.partition_key,
+                                       "runs": [r.run_id for r in runs]})
+            continue
+        retry = f"{key}#{len(runs) + 1}"
+        context.log.warning(f"{key}: every run ended without success ({_statuses(runs)}); "
+                            f"asking again as {retry}")
+        out.append(_tagged(request, key, retry))
     return out
+
+
+def _tagged(request: RunRequest, key: str, run_key: str) -> RunRequest:
+    return RunRequest(run_key=run_key, run_config=request.run_config,
+                      tags={**request.tags, REQUEST_TAG: key}, job_name=request.job_name,
+                      asset_selection=request.asset_selection,
+                      asset_check_keys=request.asset_check_keys,
+                      stale_assets_only=request.stale_assets_only,
+                      partition_key=request.partition_key)
+
+
+def _statuses(runs: Sequence[DagsterRun]) -> str:
+    return ", ".join(f"{r.run_id[:8]} {r.status.value}" for r in runs)

@@ -18,8 +18,10 @@ from resources import LedgerResource, SlurmResource
 
 def build_tracker(config: Config) -> SensorDefinition:
     """The tracker, ticking every ``sensors.interval_seconds``; a task whose job ended
-    without its signal fails after ``sensors.missing_signal_grace_seconds`` (of ``config``)."""
+    without its signal fails after ``sensors.missing_signal_grace_seconds``, a claim whose
+    submitter died is settled after ``slurm.stale_claim_seconds`` (of ``config``)."""
     grace = config.sensors.missing_signal_grace_seconds
+    stale = config.slurm.stale_claim_seconds
 
     @sensor(name="slurm_tracker", minimum_interval_seconds=config.sensors.interval_seconds,
             default_status=DefaultSensorStatus.RUNNING,
@@ -28,13 +30,13 @@ def build_tracker(config: Config) -> SensorDefinition:
                         "analysis tasks whose job failed.")
     def slurm_tracker(context: SensorEvaluationContext, slurm: SlurmResource,
                       ledger: LedgerResource) -> SkipReason:
-        return track(context, slurm, ledger, grace)
+        return track(context, slurm, ledger, grace, stale)
 
     return slurm_tracker
 
 
 def track(context: SensorEvaluationContext, slurm: SlurmResource, ledger: LedgerResource,
-          grace_seconds: float) -> SkipReason:
+          grace_seconds: float, stale_claim_seconds: float = 600) -> SkipReason:
     """One tick of the tracker. A job whose end came from the controller (slurmdbd down)
     is polled again for its CPU time and MaxRSS until accounting answers or the wait is
     over; then the tick says so, once."""
@@ -57,7 +59,7 @@ def track(context: SensorEvaluationContext, slurm: SlurmResource, ledger: Ledger
             f"{len(gave_up)} job(s) ended over {FIGURES_WAIT_SECONDS // 3600} h ago and Slurm "
             f"accounting never gave their CPU time and MaxRSS: recorded as unavailable ({ids})")
         detail += f"; {len(gave_up)} without accounting figures"
-    settled = reconcile_stale(led, slurm.client())
+    settled = reconcile_stale(led, slurm.client(), stale_claim_seconds)
     if settled:
         context.log.warning(f"settled {settled} submission(s) whose submitter died")
     stage_changes = led.sync_stage_rows(grace_seconds)

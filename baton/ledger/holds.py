@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, insert, select
 
 from baton.ledger.base import LedgerBase, transaction, utcnow
-from baton.ledger.schema import evaluation_jobs, facts
+from baton.ledger.schema import evaluation_jobs, facts, slurm_jobs
 
 HELD = "experiment_held"
 ADOPTED = "drive_adopted"
@@ -31,8 +31,9 @@ def _prefixed(prefix: str) -> Any:
 
 class Holds(LedgerBase):
     def unguarded(self, experiments: list[str]) -> set[str]:
-        """Of ``experiments``, those the hold applies to: no evaluation in the ledger, and
-        neither they nor the whole drive adopted."""
+        """Of ``experiments``, those the hold applies to: no evaluation in the ledger (not
+        even a submission whose run died before it recorded the evaluation: the ledger
+        made the drive's results), and neither they nor the whole drive adopted."""
         if not experiments:
             return set()
         with self.read() as conn:
@@ -41,6 +42,9 @@ class Holds(LedgerBase):
             evaluated = {r[0] for r in conn.execute(select(
                 evaluation_jobs.c.experiment_name).where(
                 evaluation_jobs.c.experiment_name.in_(experiments)).distinct())}
+            evaluated |= {r[0] for r in conn.execute(select(slurm_jobs.c.experiment).where(
+                slurm_jobs.c.stage == "evaluation",
+                slurm_jobs.c.experiment.in_(experiments)).distinct())}
             adopted = {r[0] for r in conn.execute(select(facts.c.experiment).where(
                 facts.c.key.in_([_adopted(e) for e in experiments])))}
         return set(experiments) - evaluated - adopted

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from baton.config import load_config
+from baton.demo import RunMonitoring, dagster_instance_yaml
 from baton.inbox import publish
 from baton.layout import DriveLayout
 from baton.ledger import Ledger, open_ledger
@@ -22,22 +23,27 @@ from baton.signals import TrainingComplete
 
 ROOT = Path(__file__).resolve().parents[2]
 E2E = Path(__file__).resolve().parent
+# a run whose process died (a SIGKILLed daemon) fails within a minute, and the sensor that
+# asked for it asks again; a live run of the tests starts and ends well within these
+E2E_MONITORING = RunMonitoring(start_timeout_seconds=45, max_runtime_seconds=120,
+                               poll_interval_seconds=3)
 
 
 class Pipeline:
     def __init__(self, tmp: Path, backend: str, extra_env: dict[str, str] | None = None,
-                 extra_config: str = "") -> None:
+                 extra_config: str = "", slurm_config: str = "",
+                 monitoring: RunMonitoring = E2E_MONITORING) -> None:
         self.tmp = tmp
         self.home = tmp / "dagster_home"
         self.home.mkdir(parents=True, exist_ok=True)
-        (self.home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        (self.home / "dagster.yaml").write_text(dagster_instance_yaml(monitoring))
         self.drive = DriveLayout(tmp / "drive")
         self.drive.create()
         self.config_file = tmp / "baton.yaml"
         py = sys.executable
         self.config_file.write_text(
             f"shared_drive: {self.drive.root}\nstate_dir: {tmp / 'state'}\n"
-            f"slurm:\n  backend: {backend}\n  local_max_concurrent: 4\n"
+            f"slurm:\n  backend: {backend}\n  local_max_concurrent: 4\n{slurm_config}"
             "sensors:\n  interval_seconds: 1\n  debounce_seconds: 0.2\n"
             "  full_rescan_seconds: 30\n  missing_signal_grace_seconds: 20\n"
             "stages:\n"

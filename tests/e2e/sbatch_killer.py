@@ -1,0 +1,39 @@
+"""The real sbatch, except that chosen calls SIGKILL the caller's whole process group (the
+dagster-daemon's: its code server and every run it launched) just before or just after
+the real sbatch runs: a daemon crash placed exactly inside a submitting run. The kill is
+the only thing faked; the job, when submitted, is Slurm's.
+
+Installed as ``sbatch`` first on the daemon's PATH. ``SBATCH_KILL`` lists the calls, e.g.
+``1:before,2:after`` (calls are counted across daemon restarts in ``SBATCH_KILL_LOG``,
+one line per call: its number, and ``killed before``/``killed after`` for a kill);
+``SBATCH_REAL`` is the real sbatch."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+
+
+def main() -> int:
+    plan = dict(item.split(":") for item in os.environ["SBATCH_KILL"].split(","))
+    with open(os.environ["SBATCH_KILL_LOG"], "a+") as log:
+        fcntl.flock(log, fcntl.LOCK_EX)  # concurrent runs: each call gets its own number
+        log.seek(0)
+        call = str(len(log.read().splitlines()) + 1)
+        when = plan.get(call)
+        log.write(f"{call}{f' killed {when}' if when else ''}\n")
+        log.flush()
+        os.fsync(log.fileno())
+    if when == "before":
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+    proc = subprocess.run([os.environ["SBATCH_REAL"], *sys.argv[1:]], check=False)
+    if when == "after":  # Slurm has the job; the reply never reaches baton
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+    return proc.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
