@@ -29,6 +29,8 @@ from baton.slurm.states import JobStatus
 
 # (stage, experiment, checkpoint, trigger) -> the submission key the pipeline gave the task
 KeyOf = Callable[[str, str, str, str], str]
+# the submission keys of a job's tasks -> the token the pipeline gave the job as comment
+TokenOf = Callable[[list[str]], str]
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,7 @@ class Rebuilt:
 class Rebuild(LedgerBase):
     @transaction()
     def rebuild(self, conn: Connection, events: Sequence[SignalFile | KeptJob], key_of: KeyOf,
-                backend: str) -> Rebuilt:
+                token_of: TokenOf, backend: str) -> Rebuilt:
         """Replay ``events`` in their order (the caller sorts them by time) into a ledger
         that holds no job; signals it already recorded (a daemon ran on the empty ledger)
         are applied again where their first application found nothing to answer."""
@@ -79,7 +81,7 @@ class Rebuild(LedgerBase):
             if isinstance(event, SignalFile):
                 done.signals += _replay_signal(conn, event, event.idempotency_key in known)
             else:
-                _record_job(conn, event, key_of, backend, done)
+                _record_job(conn, event, key_of, token_of, backend, done)
         return done
 
 
@@ -92,11 +94,16 @@ def _replay_signal(conn: Connection, sf: SignalFile, recorded: bool) -> int:
     return 1
 
 
-def _record_job(conn: Connection, job: KeptJob, key_of: KeyOf, backend: str,
-                done: Rebuilt) -> None:
-    done.jobs += 1
-    for index, ((experiment, checkpoint), status) in enumerate(
-            zip(job.tasks, job.statuses, strict=True)):
+def _record_job(conn: Connection, job: KeptJob, key_of: KeyOf, token_of: TokenOf,
+                backend: str, done: Rebuilt) -> None:
+    """Write one job's rows as its submission did, if it is the pipeline's: its tasks'
+    submission keys, derived from what the replay holds when it was submitted, must give
+    the token the job carried (else it was submitted by hand, or for something the drive
+    no longer shows)."""
+    first = job.statuses[0].array_job_id or job.statuses[0].job_id
+    what = f"{job.stage} job {first} ({job.script_path})"
+    runs, triggers = [], []
+    for experiment, _ in job.tasks:
         run = conn.execute(select(training_runs.c.id, training_runs.c.campaign,
                                   training_runs.c.signal_key).where(
             training_runs.c.experiment_name == experiment)).first()
@@ -104,13 +111,24 @@ def _record_job(conn: Connection, job: KeptJob, key_of: KeyOf, backend: str,
             else current_trigger(conn, experiment)
         if trigger is None:  # nothing on the drive asked for it (before it was submitted)
             asked = "training signal" if job.stage == "evaluation" else "evaluation"
-            done.orphans.append(f"{job.stage} job {status.job_id} of {experiment} "
-                                f"({job.script_path}): no {asked} of {experiment} before it")
-            continue
+            done.orphans.append(f"{what}: no {asked} of {experiment} before it")
+            return
+        runs.append(run)
+        triggers.append(trigger)
+    keys = [key_of(job.stage, e, c, trig)
+            for (e, c), trig in zip(job.tasks, triggers, strict=True)]
+    if token_of(keys) != job.token:
+        done.orphans.append(f"{what}: its comment {job.token} is not the pipeline's for "
+                            "these tasks (submitted by hand, or for a training signal the "
+                            "drive no longer has)")
+        return
+    done.jobs += 1
+    for index, ((experiment, checkpoint), status, run, trigger, key) in enumerate(zip(
+            job.tasks, job.statuses, runs, triggers, keys, strict=True)):
         submitted = status.submitted_at or utcnow()
         meta: dict[str, Any] = {"checkpoint": checkpoint} if checkpoint else {}
         values: dict[str, Any] = dict(
-            submission_key=key_of(job.stage, experiment, checkpoint, trigger),
+            submission_key=key,
             stage=job.stage, experiment=experiment, campaign=run.campaign if run else None,
             attempt=job.attempt, backend=backend, job_id=status.job_id, state="PENDING",
             submitted_at=submitted, script_path=job.script_path,

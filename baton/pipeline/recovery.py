@@ -18,6 +18,7 @@ from baton.ledger import Ledger
 from baton.ledger.rebuild import KeptJob, Rebuilt
 from baton.pipeline.history import KeptScript, drive_signals, kept_scripts
 from baton.pipeline.keys import analysis_key, evaluation_key
+from baton.pipeline.submission import comment_token
 from baton.signals import SignalFile, acceptance_problem
 from baton.slurm.backend import SlurmBackend
 from baton.slurm.states import JobStatus
@@ -66,7 +67,8 @@ def rebuild_ledger(config: Config, ledger: Ledger, backend: SlurmBackend) -> Reb
     jobs = _jobs(scripts, backend, skipped) if scripts else []
     events: list[SignalFile | KeptJob] = [*sigs, *jobs]
     events.sort(key=_order(jobs))
-    rebuilt = ledger.rebuild(events, _key_of, backend.name)  # refuses a ledger with jobs
+    # refuses a ledger that holds jobs; a job counts when its tasks' keys give its token
+    rebuilt = ledger.rebuild(events, _key_of, comment_token, backend.name)
     for sf in sigs:  # as the sensors register them (idempotent), once the rebuild is in
         ledger.note_campaign(sf.signal.campaign, sf.signal.campaign_type, f"signal {sf.path}",
                              config.campaigns)
