@@ -47,8 +47,8 @@ def submitting(ledger: Ledger, request: RunRequest) -> bool:
     recording an evaluation submits) is still being submitted."""
     kind, _, trigger = (request.run_key or "").partition(":")
     exp = request.partition_key
-    if kind == "evaluation_job" and exp:
-        stage, prefix = "evaluation", evaluation_key(exp, trigger, "").rpartition(":")[0]
+    if kind == "evaluation_job" and exp:  # every task's key: this, then its checkpoint's
+        stage, prefix = "evaluation", evaluation_key(exp, trigger, "").rpartition(":")[0] + ":"
     elif kind == "evaluation_metrics" and exp:
         stage, prefix = "analysis", analysis_key(exp, trigger)
     else:

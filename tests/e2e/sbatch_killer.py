@@ -12,13 +12,30 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
+
+
+def install(tmp: Path, kills: str) -> dict[str, str]:
+    """Put ``sbatch`` (this wrapper) first on PATH in ``tmp/bin``; returns the environment
+    that a daemon needs for it, killing at ``kills`` (the calls are logged in
+    ``tmp/sbatch-calls.log``)."""
+    bindir = tmp / "bin"
+    bindir.mkdir(exist_ok=True)
+    wrapper = bindir / "sbatch"
+    wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} {Path(__file__).resolve()} \"$@\"\n")
+    wrapper.chmod(0o755)
+    real = shutil.which("sbatch")
+    assert real, "sbatch is not on PATH"
+    return {"PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}", "SBATCH_REAL": real,
+            "SBATCH_KILL": kills, "SBATCH_KILL_LOG": str(tmp / "sbatch-calls.log")}
 
 
 def main() -> int:
-    plan = dict(item.split(":") for item in os.environ["SBATCH_KILL"].split(","))
+    plan = dict(item.split(":") for item in os.environ["SBATCH_KILL"].split(",") if item)
     with open(os.environ["SBATCH_KILL_LOG"], "a+") as log:
         fcntl.flock(log, fcntl.LOCK_EX)  # concurrent runs: each call gets its own number
         log.seek(0)

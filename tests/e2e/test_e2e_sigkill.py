@@ -10,12 +10,9 @@ claim, no job) and just after another's (a job whose reply baton never read)."""
 
 from __future__ import annotations
 
-import os
 import secrets
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,7 +20,8 @@ import pytest
 from dagster import DagsterRunStatus, RunsFilter
 
 from baton.demo import RunMonitoring
-from tests.e2e.harness import E2E, Pipeline
+from tests.e2e.harness import Pipeline
+from tests.e2e.sbatch_killer import install
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm, pytest.mark.usefixtures("slurm")]
 
@@ -31,19 +29,6 @@ SIGNALS = 5
 # orphaned runs fail within seconds here, so the drill fits in a few minutes
 MONITORING = RunMonitoring(start_timeout_seconds=20, max_runtime_seconds=40,
                            poll_interval_seconds=2)
-
-
-def install_killer(tmp: Path, kills: str) -> dict[str, str]:
-    """``sbatch`` first on PATH: the real one, killing the daemon's group at ``kills``."""
-    bindir = tmp / "bin"
-    bindir.mkdir()
-    wrapper = bindir / "sbatch"
-    wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} {E2E / 'sbatch_killer.py'} \"$@\"\n")
-    wrapper.chmod(0o755)
-    real = shutil.which("sbatch")
-    assert real, "sbatch is not on PATH"
-    return {"PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}", "SBATCH_REAL": real,
-            "SBATCH_KILL": kills, "SBATCH_KILL_LOG": str(tmp / "sbatch-calls.log")}
 
 
 def restart_after_crash(p: Pipeline, timeout: float = 300) -> None:
@@ -81,7 +66,7 @@ def test_daemon_killed_inside_submitting_runs_evaluates_each_experiment_once(
     token = secrets.token_hex(3)
     exps = [f"kill{i}-{token}" for i in range(SIGNALS)]
     release = tmp_path / "release"
-    env = {**install_killer(tmp_path, "1:before,2:after"),
+    env = {**install(tmp_path, "1:before,2:after"),
            "FAKE_EVAL_HOLD": ",".join(exps), "FAKE_EVAL_RELEASE": str(release)}
     p = Pipeline(tmp_path, "sbatch", env, slurm_config="  stale_claim_seconds: 15\n",
                  monitoring=MONITORING)

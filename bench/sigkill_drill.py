@@ -1,0 +1,145 @@
+"""``python -m bench.sigkill_drill [--signals 30] [--kills 3] [--seed N]``: the SIGKILL
+drill of issue 14 on the real Slurm, at full size and with random kills (the test suite's
+tests/e2e/test_e2e_sigkill.py places three kills deterministically with 5 signals).
+
+``--signals`` training signals land at once; the dagster-daemon's whole process group is
+SIGKILLed ``--kills`` times at random moments while `submit_evaluation` runs are in
+flight (one of them, at random, by the sbatch wrapper just before or just after a real
+sbatch), and restarted 2 s later each time. The evaluation jobs are held until the
+ledger holds every experiment's task, then released. The drill passes when every
+experiment has exactly one evaluation, in the ledger and in Slurm (by its comment token),
+and its `evaluation_metrics`. Prints one line; exits 1 on a violation."""
+
+from __future__ import annotations
+
+import argparse
+import random
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from dagster import DagsterRunStatus, RunsFilter
+
+from baton.demo import RunMonitoring
+from bench.context import scancel
+from tests.e2e.harness import Pipeline
+from tests.e2e.sbatch_killer import install
+
+IN_FLIGHT = [DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]
+MONITORING = RunMonitoring(start_timeout_seconds=30, max_runtime_seconds=60,
+                           poll_interval_seconds=3)
+
+
+def in_flight(p: Pipeline) -> bool:
+    return bool(p.instance().get_run_records(
+        RunsFilter(job_name="submit_evaluation", statuses=IN_FLIGHT), limit=1))
+
+
+def kill_at_random(p: Pipeline, rng: random.Random, timeout: float = 600) -> bool:
+    """SIGKILL the daemon's group a random 0-5 s after a submitting run is in flight (or
+    see the sbatch wrapper do it); False when no run was in flight any more."""
+    deadline = time.monotonic() + timeout
+    while not in_flight(p):
+        if p.daemon is not None and p.daemon.poll() is not None:
+            return True  # the wrapper killed it
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    time.sleep(rng.uniform(0, 5))
+    p.kill(signal.SIGKILL, group=True)
+    return True
+
+
+def revive(p: Pipeline) -> bool:
+    """Restart the daemon 2 s after a kill of the sbatch wrapper that came late."""
+    if p.daemon is not None and p.daemon.poll() is not None:
+        p.daemon = None
+        time.sleep(2)
+        p.start()
+    return False
+
+
+def drill(tmp: Path, signals: int, kills: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    token = secrets.token_hex(3)
+    exps = [f"drill{i}-{token}" for i in range(signals)]
+    release = tmp / "release"
+    wrapper_call = rng.randint(1, max(1, signals // 3))
+    env = {**install(tmp, f"{wrapper_call}:{rng.choice(['before', 'after'])}"),
+           "FAKE_EVAL_HOLD": ",".join(exps), "FAKE_EVAL_RELEASE": str(release)}
+    p = Pipeline(tmp, "sbatch", env, slurm_config="  stale_claim_seconds: 20\n",
+                 monitoring=MONITORING)
+    p.start()
+    try:
+        for exp in exps:
+            p.train(exp)
+        for _ in range(kills):
+            if not kill_at_random(p, rng):
+                break
+            if p.daemon is not None:
+                p.daemon.wait(60)
+            p.daemon = None
+            time.sleep(2)
+            p.start()
+        p.wait_for("every experiment's evaluation task", lambda: revive(p) or all(
+            any(t.slurm_job_id for t in p.ledger.evaluation_tasks(e)) for e in exps),
+            timeout=1200)
+        release.touch()
+        for exp in exps:
+            p.wait_for(f"evaluation_metrics of {exp}",
+                       lambda e=exp: revive(p) or p.materialized("evaluation_metrics", e),
+                       timeout=900)
+    finally:
+        release.touch()
+        p.stop()
+        scancel([j.job_id for j in p.ledger.jobs() if j.job_id and j.state in (
+            "PENDING", "RUNNING")])
+    return violations(p, exps)
+
+
+def violations(p: Pipeline, exps: list[str]) -> list[str]:
+    """What breaks "exactly one evaluation per experiment", in the ledger and in Slurm."""
+    out = []
+    names = ",".join(f"eval_{e}" for e in exps)
+    lines = subprocess.run(["sacct", "--noheader", "--parsable2", "--allocations",
+                            "--starttime=now-3hours", "--format=JobName,JobID,Comment",
+                            f"--name={names}"], capture_output=True, text=True,
+                           check=True).stdout.split()
+    in_slurm: dict[str, list[tuple[str, str]]] = {}
+    for line in lines:
+        name, job_id, comment = line.split("|")
+        in_slurm.setdefault(name.removeprefix("eval_"), []).append((job_id, comment))
+    for exp in exps:
+        rows = p.ledger.jobs(experiment=exp, stage="evaluation")
+        held = [(r.job_id, (r.metadata or {}).get("token")) for r in rows]
+        if len(rows) != 1 or in_slurm.get(exp) != held:
+            out.append(f"{exp}: ledger {held}, Slurm {in_slurm.get(exp, [])}")
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.sigkill_drill")
+    parser.add_argument("--signals", type=int, default=30)
+    parser.add_argument("--kills", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=None)
+    args = parser.parse_args()
+    seed = args.seed if args.seed is not None else random.randrange(1 << 30)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="baton-drill-") as tmp:
+        bad = drill(Path(tmp), args.signals, args.kills, seed)
+    took = time.monotonic() - started
+    if bad:
+        print(f"drill (seed {seed}): {len(bad)} of {args.signals} experiments not evaluated "
+              "exactly once:\n  " + "\n  ".join(bad))
+        return 1
+    print(f"drill (seed {seed}): {args.signals} signals, {args.kills} kills of the daemon's "
+          f"process group: every experiment evaluated exactly once ({took:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
