@@ -63,7 +63,9 @@ def revive(p: Pipeline) -> bool:
     return False
 
 
-def drill(tmp: Path, signals: int, kills: int, seed: int) -> list[str]:
+def drill(tmp: Path, signals: int, kills: int, seed: int) -> tuple[list[str], str]:
+    """The drill's violations, and what was killed (the daemon's kills; the sbatch
+    wrapper's, from its log)."""
     rng = random.Random(seed)
     token = secrets.token_hex(3)
     exps = [f"drill{i}-{token}" for i in range(signals)]
@@ -73,6 +75,7 @@ def drill(tmp: Path, signals: int, kills: int, seed: int) -> list[str]:
            "FAKE_EVAL_HOLD": ",".join(exps), "FAKE_EVAL_RELEASE": str(release)}
     p = Pipeline(tmp, "sbatch", env, slurm_config="  stale_claim_seconds: 20\n",
                  monitoring=MONITORING)
+    done = 0
     p.start()
     try:
         for exp in exps:
@@ -80,6 +83,7 @@ def drill(tmp: Path, signals: int, kills: int, seed: int) -> list[str]:
         for _ in range(kills):
             if not kill_at_random(p, rng):
                 break
+            done += 1
             if p.daemon is not None:
                 p.daemon.wait(60)
             p.daemon = None
@@ -98,7 +102,12 @@ def drill(tmp: Path, signals: int, kills: int, seed: int) -> list[str]:
         p.stop()
         scancel([j.job_id for j in p.ledger.jobs() if j.job_id and j.state in (
             "PENDING", "RUNNING")])
-    return violations(p, exps)
+    calls = (tmp / "sbatch-calls.log").read_text().splitlines() \
+        if (tmp / "sbatch-calls.log").exists() else []
+    by_wrapper = [c for c in calls if "killed" in c]
+    what = (f"{done} kills of the daemon's process group (the sbatch wrapper's: "
+            f"{', '.join(by_wrapper) or 'none'}; {len(calls)} sbatch calls)")
+    return violations(p, exps), what
 
 
 def violations(p: Pipeline, exps: list[str]) -> list[str]:
@@ -130,14 +139,14 @@ def main() -> int:
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="baton-drill-") as tmp:
-        bad = drill(Path(tmp), args.signals, args.kills, seed)
+        bad, what = drill(Path(tmp), args.signals, args.kills, seed)
     took = time.monotonic() - started
     if bad:
-        print(f"drill (seed {seed}): {len(bad)} of {args.signals} experiments not evaluated "
-              "exactly once:\n  " + "\n  ".join(bad))
+        print(f"drill (seed {seed}, {what}): {len(bad)} of {args.signals} experiments not "
+              "evaluated exactly once:\n  " + "\n  ".join(bad))
         return 1
-    print(f"drill (seed {seed}): {args.signals} signals, {args.kills} kills of the daemon's "
-          f"process group: every experiment evaluated exactly once ({took:.0f} s)")
+    print(f"drill (seed {seed}): {args.signals} signals, {what}: every experiment "
+          f"evaluated exactly once ({took:.0f} s)")
     return 0
 
 
