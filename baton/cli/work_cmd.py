@@ -148,6 +148,19 @@ def cmd_exporter(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hand_run_options(p: argparse.ArgumentParser, into: str, under: str, what: str
+                      ) -> None:
+    """Where a run by hand (outside Slurm) writes: by default a folder of its own,
+    announced to no one, so it never answers or overwrites the pipeline's work."""
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--publish", action="store_true", help="run by hand (outside Slurm): "
+                       f"write into the experiment's {into} and announce the signal to the "
+                       "pipeline as job 0 (default: a folder of its own, hand/{UTC time}/ "
+                       f"under the experiment's {under}, announced to no one)")
+    where.add_argument("--output", metavar="DIR", help=f"write {what} to DIR, announced to "
+                       "no one")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="evaluate one checkpoint (what the evaluation Slurm "
                        "job runs): Parquet metrics, MLflow, .eval_complete/.eval_failed")
@@ -155,13 +168,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--config", dest="eval_config", help="eval.yaml (default: "
                    "config/evaluation/base_eval.yaml on the drive, else the example evaluator)")
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--publish", action="store_true", help="run by hand (outside Slurm): "
-                       "write into the experiment's metrics and announce the signal to the "
-                       "pipeline as job 0 (default: a folder of its own, hand/{UTC time}/ "
-                       "under the experiment's evaluation folder, announced to no one)")
-    where.add_argument("--output", metavar="DIR", help="write the results and the signal "
-                       "(as eval_complete.json / eval_failed.json) to DIR, announced to no one")
+    _hand_run_options(p, "metrics", "evaluation folder", "the results and the signal (as "
+                      "eval_complete.json / eval_failed.json)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("analyze", help="analyse one experiment (what the analysis Slurm job "
@@ -169,13 +177,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--experiment", required=True)
     p.add_argument("--compare", help="comma-separated experiments to compare with (default: "
                    "the other experiments of its campaign)")
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--publish", action="store_true", help="run by hand (outside Slurm): "
-                       "write into the experiment's analysis folders and announce the signal "
-                       "to the pipeline as job 0 (default: a folder of its own, hand/{UTC "
-                       "time}/ under the experiment's reports folder, announced to no one)")
-    where.add_argument("--output", metavar="DIR", help="write the figures, tables, report "
-                       "and the signal (as analysis_complete.json) to DIR, announced to no one")
+    _hand_run_options(p, "analysis folders", "reports folder", "the figures, tables, "
+                      "report and the signal (as analysis_complete.json)")
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("sql", help="ad-hoc SQL (DuckDB) over the views metrics, predictions, "

@@ -6,9 +6,7 @@ the experiment's analysis folders as job 0 and says so."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ from baton.config import Config
 from baton.evaluate.harness import evaluate
 from baton.signals import read_signal
 from tests.evaluate.test_evaluate import eval_config
+from tests.evaluate.test_hand_run import baton_by_hand
 
 
 @pytest.fixture
@@ -32,15 +31,7 @@ def evaluated(config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
 def analyze_cmd(config: Config, *extra: str, job: str | None = None
                 ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "SHARED_DRIVE": str(config.shared_drive),
-           "BATON_STATE_DIR": str(config.state_dir), "BATON_CONFIG": ""}
-    for var in [v for v in env if v.startswith("SLURM_")] + ["BATON_SIGNAL_DIR",
-                                                            "MLFLOW_TRACKING_URI"]:
-        env.pop(var, None)
-    if job is not None:
-        env["SLURM_JOB_ID"] = job
-    return subprocess.run([sys.executable, "-m", "baton", "analyze", "--experiment", "exp1",
-                           *extra], env=env, capture_output=True, text=True, check=False)
+    return baton_by_hand(config, "analyze", "--experiment", "exp1", *extra, job=job)
 
 
 def files(*folders: Path) -> dict[str, bytes]:

@@ -16,8 +16,10 @@ from baton.signals import read_signal
 from tests.evaluate.test_evaluate import ckpt, eval_config  # noqa: F401 (fixture)
 
 
-def run(config: Config, checkpoint: Path, cfg: Path, *extra: str, job: str | None = None
-        ) -> subprocess.CompletedProcess[str]:
+def baton_by_hand(config: Config, *args: str, job: str | None = None
+                  ) -> subprocess.CompletedProcess[str]:
+    """``baton ARGS`` as a person runs it on the login node (``job``: as Slurm's job
+    ``job`` runs it), on ``config``'s drive."""
     env = {**os.environ, "SHARED_DRIVE": str(config.shared_drive),
            "BATON_STATE_DIR": str(config.state_dir), "BATON_CONFIG": ""}
     for var in [v for v in env if v.startswith("SLURM_")] + ["BATON_SIGNAL_DIR",
@@ -25,9 +27,14 @@ def run(config: Config, checkpoint: Path, cfg: Path, *extra: str, job: str | Non
         env.pop(var, None)
     if job is not None:
         env["SLURM_JOB_ID"] = job
-    return subprocess.run([sys.executable, "-m", "baton", "evaluate", "--experiment", "exp1",
-                           "--checkpoint", str(checkpoint), "--config", str(cfg), *extra],
-                          env=env, capture_output=True, text=True, check=False)
+    return subprocess.run([sys.executable, "-m", "baton", *args], env=env,
+                          capture_output=True, text=True, check=False)
+
+
+def run(config: Config, checkpoint: Path, cfg: Path, *extra: str, job: str | None = None
+        ) -> subprocess.CompletedProcess[str]:
+    return baton_by_hand(config, "evaluate", "--experiment", "exp1", "--checkpoint",
+                         str(checkpoint), "--config", str(cfg), *extra, job=job)
 
 
 def markers(config: Config) -> list[Path]:
