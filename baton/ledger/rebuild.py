@@ -1,11 +1,13 @@
 """Rebuilding a ledger that lost its history, from what the drive and Slurm's accounting
 remember (``baton db rebuild``): signals replayed through the appliers the sensors use,
 and each job written as its submission wrote it, with what accounting says of it since.
-One transaction: a rebuild that fails leaves the ledger as it was."""
+A retrain overwrites the experiment's training signal on the drive: a job's audit script
+names the signal and generation each task answers, so an earlier generation comes back
+from its jobs. One transaction: a rebuild that fails leaves the ledger as it was."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -16,21 +18,34 @@ from baton.errors import BatonError
 from baton.ledger.base import LedgerBase, transaction, utcnow
 from baton.ledger.schema import (
     analysis_jobs,
+    checkpoints,
     evaluation_jobs,
     signals,
     slurm_jobs,
+    training_generations,
     training_runs,
 )
 from baton.ledger.signal_log import insert_accepted
 from baton.ledger.stages import APPLIERS, current_trigger
 from baton.ledger.training import generation_of
-from baton.signals import SignalFile
-from baton.slurm.states import JobStatus
+from baton.signals import SignalFile, TrainingComplete
+from baton.slurm.states import JobStatus, is_terminal
 
 # (stage, experiment, checkpoint, trigger) -> the submission key the pipeline gave the task
 KeyOf = Callable[[str, str, str, str], str]
 # the submission keys of a job's tasks -> the token the pipeline gave the job as comment
 TokenOf = Callable[[list[str]], str]
+
+
+@dataclass(frozen=True)
+class Answered:
+    """The training signal a task answers, as its audit script names it
+    (``# baton-trigger:``): what places the task in its generation once a retrain has
+    overwritten that signal on the drive."""
+
+    signal_key: str
+    generation: int
+    signal_time: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -47,6 +62,8 @@ class KeptJob:
     stdout_paths: tuple[str | None, ...]
     stderr_paths: tuple[str | None, ...]
     requested: dict[str, Any] = field(default_factory=dict)  # req_cpus, req_mem_mb, ...
+    # per task, in order; empty for a script written before scripts named them
+    answered: tuple[Answered, ...] = ()
 
     @property
     def submitted_at(self) -> datetime | None:
@@ -63,12 +80,28 @@ class Rebuilt:
 
 
 class Rebuild(LedgerBase):
+    def generation_signals(self, generations: Mapping[str, int]) -> dict[str, tuple[str, str]]:
+        """Each experiment's training signal of its generation in ``generations``: (key,
+        ISO time), for its submission's audit script to name (see :class:`Answered`)."""
+        if not generations:
+            return {}
+        with self.read() as conn:
+            rows = conn.execute(select(
+                training_generations.c.experiment_name, training_generations.c.generation,
+                training_generations.c.signal_key, training_generations.c.signal_time).where(
+                training_generations.c.experiment_name.in_(list(generations)))).all()
+        return {r.experiment_name: (r.signal_key,
+                                    r.signal_time.isoformat() if r.signal_time else "")
+                for r in rows if generations.get(r.experiment_name) == r.generation}
+
     @transaction()
     def rebuild(self, conn: Connection, events: Sequence[SignalFile | KeptJob], key_of: KeyOf,
                 token_of: TokenOf, backend: str) -> Rebuilt:
         """Replay ``events`` in their order (the caller sorts them by time) into a ledger
         that holds no job; signals it already recorded (a daemon ran on the empty ledger)
-        are applied again where their first application found nothing to answer."""
+        are applied again where their first application found nothing to answer. A
+        training signal takes the generation its jobs' scripts name (a retrain's latest
+        comes after the earlier generations its jobs give back)."""
         held = sum(conn.execute(select(func.count()).select_from(t)).scalar_one()
                    for t in (slurm_jobs, evaluation_jobs, analysis_jobs))
         if held:
@@ -77,11 +110,20 @@ class Rebuild(LedgerBase):
                              "and rebuild into a new ledger (`baton db init`)")
         done = Rebuilt()
         known = {r[0] for r in conn.execute(select(signals.c.idempotency_key))}
+        numbered = {a.signal_key: a.generation for e in events if isinstance(e, KeptJob)
+                    for a in e.answered}
+        campaigns = {e.signal.experiment: e.signal.campaign for e in events
+                     if isinstance(e, SignalFile) and isinstance(e.signal, TrainingComplete)}
+        for key, generation in numbered.items():  # taken by a daemon on the empty ledger
+            _renumber(conn, key, generation)
         for event in events:
             if isinstance(event, SignalFile):
                 done.signals += _replay_signal(conn, event, event.idempotency_key in known)
+                if event.idempotency_key in numbered:
+                    _renumber(conn, event.idempotency_key, numbered[event.idempotency_key])
             else:
-                _record_job(conn, event, key_of, token_of, backend, done)
+                _record_job(conn, event, key_of, token_of, backend, done, campaigns)
+        _settle_earlier_generations(conn)
         return done
 
 
@@ -94,18 +136,111 @@ def _replay_signal(conn: Connection, sf: SignalFile, recorded: bool) -> int:
     return 1
 
 
+def _renumber(conn: Connection, key: str, generation: int) -> None:
+    """Give the training signal ``key`` the generation its jobs' scripts name, when it has
+    another and that one is free (numbered in replay order, it would follow only the
+    generations whose jobs came back)."""
+    row = conn.execute(select(training_generations).where(
+        training_generations.c.signal_key == key)).first()
+    if row is None or row.generation == generation:
+        return
+    taken = conn.execute(select(training_generations.c.id).where(
+        training_generations.c.experiment_name == row.experiment_name,
+        training_generations.c.generation == generation)).first()
+    if taken is None:
+        conn.execute(update(training_generations).where(
+            training_generations.c.id == row.id).values(generation=generation))
+        conn.execute(update(training_runs).where(training_runs.c.signal_key == key)
+                     .values(generation=generation))
+
+
+def _conflict(conn: Connection, experiment: str, answered: Answered) -> str | None:
+    """Why the ledger cannot take the generation a task answers as its script says; None
+    when it can (it holds it already, or its number is free)."""
+    own = conn.execute(select(training_generations.c.experiment_name).where(
+        training_generations.c.signal_key == answered.signal_key)).scalar()
+    if own is not None:
+        return None if own == experiment else f"its signal {answered.signal_key} is {own}'s"
+    other = conn.execute(select(training_generations.c.signal_key).where(
+        training_generations.c.experiment_name == experiment,
+        training_generations.c.generation == answered.generation)).scalar()
+    return None if other is None else \
+        f"generation {answered.generation} of {experiment} is another training signal's ({other})"
+
+
+def _place(conn: Connection, experiment: str, answered: Answered, checkpoint: str,
+           campaign: str | None) -> None:
+    """Make sure the ledger knows the generation a task answers (an earlier one, whose
+    signal the drive no longer has: numbered, timed and checkpointed as its script says,
+    and the experiment's training run if it has none yet). :func:`_conflict` first."""
+    if conn.execute(select(training_generations.c.id).where(
+            training_generations.c.signal_key == answered.signal_key)).first() is None:
+        conn.execute(insert(training_generations).values(
+            experiment_name=experiment, generation=answered.generation,
+            signal_key=answered.signal_key, signal_time=answered.signal_time,
+            checkpoint_path=checkpoint or None))
+    if conn.execute(select(training_runs.c.id).where(
+            training_runs.c.experiment_name == experiment)).first() is None:
+        # its latest signal, later in the replay, brings the rest
+        conn.execute(insert(training_runs).values(
+            experiment_name=experiment, campaign=campaign, status="completed",
+            completed_at=answered.signal_time, checkpoint_path=checkpoint or None,
+            signal_key=answered.signal_key, generation=answered.generation))
+    if checkpoint:
+        _note_checkpoint(conn, experiment, checkpoint, answered.signal_time)
+
+
+def _note_checkpoint(conn: Connection, experiment: str, checkpoint: str,
+                     when: datetime | None) -> None:
+    """An earlier generation's checkpoint, as its training signal listed it."""
+    run_id = conn.execute(select(training_runs.c.id).where(
+        training_runs.c.experiment_name == experiment)).scalar()
+    if run_id is None or not checkpoint or conn.execute(select(checkpoints.c.id).where(
+            checkpoints.c.training_run_id == run_id,
+            checkpoints.c.checkpoint_path == checkpoint)).first():
+        return
+    conn.execute(insert(checkpoints).values(training_run_id=run_id, checkpoint_path=checkpoint,
+                                            created_at=when))
+
+
+def _settle_earlier_generations(conn: Connection) -> None:
+    """An earlier generation's task whose signal a retrain overwrote is left open by the
+    replay: its state and end come from accounting (COMPLETED: completed)."""
+    latest = dict(conn.execute(select(training_generations.c.experiment_name,
+                                      func.max(training_generations.c.generation)).group_by(
+        training_generations.c.experiment_name)).all())
+    for table in (evaluation_jobs, analysis_jobs):
+        rows = conn.execute(select(table.c.id, table.c.experiment_name, table.c.generation,
+                                   slurm_jobs.c.job_id, slurm_jobs.c.state,
+                                   slurm_jobs.c.ended_at, slurm_jobs.c.exit_code).join(
+            slurm_jobs, slurm_jobs.c.id == table.c.slurm_job_row).where(
+            table.c.status.not_in(("completed", "failed")))).all()
+        for r in rows:
+            if r.generation is None or r.generation >= latest.get(r.experiment_name, 0) \
+                    or not is_terminal(r.state):
+                continue
+            ok = r.state == "COMPLETED"
+            code = "" if r.exit_code is None else f" (exit {r.exit_code})"
+            conn.execute(update(table).where(table.c.id == r.id).values(
+                status="completed" if ok else "failed", completed_at=r.ended_at,
+                error_message=None if ok else f"Slurm job {r.job_id} ended {r.state}{code}"))
+
+
 def _record_job(conn: Connection, job: KeptJob, key_of: KeyOf, token_of: TokenOf,
-                backend: str, done: Rebuilt) -> None:
+                backend: str, done: Rebuilt, campaigns: Mapping[str, str | None]) -> None:
     """Write one job's rows as its submission did, if it is the pipeline's: its tasks'
-    submission keys, derived from what the replay holds when it was submitted, must give
-    the token the job carried (else it was submitted by hand, or for something the drive
-    no longer shows)."""
+    submission keys, derived from the training signals its script names (or, for a
+    script written before scripts named them, from what the replay holds when it was
+    submitted), must give the token the job carried (else it was submitted by hand, or
+    for something the drive no longer shows)."""
     first = job.statuses[0].array_job_id or job.statuses[0].job_id
     what = f"{job.stage} job {first} ({job.script_path})"
-    runs, triggers = [], []
-    for experiment, _ in job.tasks:
-        run = conn.execute(select(training_runs.c.id, training_runs.c.campaign,
-                                  training_runs.c.signal_key).where(
+    triggers: list[str] = []
+    for index, (experiment, _) in enumerate(job.tasks):
+        if job.answered:
+            triggers.append(job.answered[index].signal_key)
+            continue
+        run = conn.execute(select(training_runs.c.signal_key).where(
             training_runs.c.experiment_name == experiment)).first()
         trigger = (run.signal_key if run else None) if job.stage == "evaluation" \
             else current_trigger(conn, experiment)
@@ -113,7 +248,6 @@ def _record_job(conn: Connection, job: KeptJob, key_of: KeyOf, token_of: TokenOf
             asked = "training signal" if job.stage == "evaluation" else "evaluation"
             done.orphans.append(f"{what}: no {asked} of {experiment} before it")
             return
-        runs.append(run)
         triggers.append(trigger)
     keys = [key_of(job.stage, e, c, trig)
             for (e, c), trig in zip(job.tasks, triggers, strict=True)]
@@ -122,6 +256,15 @@ def _record_job(conn: Connection, job: KeptJob, key_of: KeyOf, token_of: TokenOf
                             "these tasks (submitted by hand, or for a training signal the "
                             "drive no longer has)")
         return
+    placed = list(zip(job.tasks, job.answered, strict=False))
+    for (experiment, _), answered in placed:  # all checked before any is written
+        if problem := _conflict(conn, experiment, answered):
+            done.orphans.append(f"{what}: {problem}")
+            return
+    for (experiment, checkpoint), answered in placed:
+        _place(conn, experiment, answered, checkpoint, campaigns.get(experiment))
+    runs = [conn.execute(select(training_runs.c.id, training_runs.c.campaign).where(
+        training_runs.c.experiment_name == e)).first() for e, _ in job.tasks]
     done.jobs += 1
     for index, ((experiment, checkpoint), status, run, trigger, key) in enumerate(zip(
             job.tasks, job.statuses, runs, triggers, keys, strict=True)):

@@ -10,13 +10,15 @@ import logging
 import re
 import shlex
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from baton.errors import BatonError, SignalError
 from baton.layout import DriveLayout
+from baton.ledger.rebuild import Answered
 from baton.pipeline.scan import CANONICAL
 from baton.signals import SignalFile, read_signal
-from baton.slurm.render import STAGE_PREFIX
+from baton.slurm.render import STAGE_PREFIX, TRIGGER_LINE
 from baton.slurm.spec import JobSpec, spec_from_script
 
 log = logging.getLogger(__name__)
@@ -27,13 +29,15 @@ _ATTEMPT = re.compile(r"\.attempt-(\d+)\.")
 @dataclass(frozen=True)
 class KeptScript:
     """One submission as its audit copy tells it: the stage, the token it carried as its
-    comment, its tasks (experiment, checkpoint) in array order, its attempt."""
+    comment, its tasks (experiment, checkpoint) in array order, its attempt, and the
+    training signal each task answers (empty: a script written before scripts named it)."""
 
     path: Path
     stage: str
     spec: JobSpec
     tasks: tuple[tuple[str, str], ...]
     attempt: int
+    answered: tuple[Answered, ...] = ()
 
     @property
     def token(self) -> str | None:
@@ -63,6 +67,31 @@ def script_tasks(script: str) -> list[tuple[str, str]]:
     return tasks
 
 
+def script_answers(script: str, tasks: int) -> tuple[Answered, ...]:
+    """The training signal each of a script's ``tasks`` answers, from its ``# baton-trigger:
+    task=I generation=N signal=KEY [time=ISO]`` lines (written since a retrain's jobs must
+    be placed after its signal is overwritten); empty when the script names none. Raises
+    BatonError naming the line that does not read."""
+    found: dict[int, Answered] = {}
+    for number, line in enumerate(script.splitlines(), 1):
+        if not line.startswith(TRIGGER_LINE):
+            continue
+        fields = dict(w.split("=", 1) for w in line[len(TRIGGER_LINE):].split() if "=" in w)
+        try:
+            when = datetime.fromisoformat(fields["time"]) if fields.get("time") else None
+            found[int(fields["task"])] = Answered(
+                fields["signal"], int(fields["generation"]),
+                when.astimezone(UTC) if when and when.tzinfo else when)
+        except (KeyError, ValueError) as exc:
+            raise BatonError(f"line {number} ({line.strip()}) does not read: {exc}") from None
+    if not found:
+        return ()
+    if sorted(found) != list(range(tasks)):
+        raise BatonError(f"its {TRIGGER_LINE} lines name tasks {sorted(found)}, not its "
+                         f"{tasks} task(s)")
+    return tuple(found[i] for i in range(tasks))
+
+
 def kept_scripts(drive: DriveLayout) -> tuple[list[KeptScript], list[str]]:
     """Every stage script kept under ``logs/scripts/``, oldest first, and the problems of
     those that cannot be read (one line each)."""
@@ -80,9 +109,14 @@ def kept_scripts(drive: DriveLayout) -> tuple[list[KeptScript], list[str]]:
             if not tasks:
                 problems.append(f"{path}: names no task (not rendered by baton?)")
                 continue
+            try:
+                answered = script_answers(text, len(tasks))
+            except BatonError as exc:
+                problems.append(f"{path}: {exc}")
+                continue
             m = _ATTEMPT.search(path.name)
             found.append(KeptScript(path, stage, spec, tuple(tasks),
-                                    int(m.group(1)) if m else 1))
+                                    int(m.group(1)) if m else 1, answered))
     found.sort(key=lambda s: (s.path.stat().st_mtime, str(s.path)))
     return found, problems
 

@@ -86,8 +86,8 @@ def _order(jobs: list[KeptJob]) -> Callable[[SignalFile | KeptJob], tuple[dateti
         when = job.submitted_at
         at[id(job)] = when + timedelta(microseconds=999_999) if when else \
             datetime.max.replace(tzinfo=UTC)
-        for s in job.statuses:
-            for jid in (s.job_id, s.array_job_id):
+        for s in job.statuses:  # an array task's signal names its own (raw) job id
+            for jid in (s.job_id, s.array_job_id, s.raw_job_id):
                 if jid:
                     of_job[jid] = at[id(job)]
 
@@ -163,7 +163,8 @@ def _kept_job(script: KeptScript, statuses: tuple[JobStatus, ...]) -> KeptJob:
                            for i in range(len(statuses))),
         requested=dict(req_cpus=spec.cpus,
                        req_mem_mb=parse_memory_request_mb(spec.mem) if spec.mem else None,
-                       req_time_s=parse_time_limit_seconds(spec.time) if spec.time else None))
+                       req_time_s=parse_time_limit_seconds(spec.time) if spec.time else None),
+        answered=script.answered)
 
 
 def _expand(pattern: str | None, job_id: str, task: int, is_array: bool) -> str | None:

@@ -7,6 +7,7 @@ own configuration) are inserted as they are.
 
 from __future__ import annotations
 
+import re
 import shlex
 import sys
 from collections.abc import Mapping
@@ -42,6 +43,14 @@ class Task:
     index: int = 0
     signal_dir: str = ""
     generation: int = 1  # the experiment's training generation it answers (a retrain's >1)
+    trigger: str = ""  # that generation's training signal (its key), for the audit copy
+    signal_time: str = ""  # its timestamp (ISO 8601), when known
+
+
+# what ``baton db rebuild`` reads back from the audit copy: per task, the training signal
+# it answers (a retrain overwrites that signal on the drive, the script keeps its key)
+TRIGGER_LINE = "# baton-trigger:"
+_WORD = re.compile(r"[A-Za-z0-9._:#+-]*")
 
 
 @dataclass(frozen=True)
@@ -67,9 +76,11 @@ def _environment(extra_dir: Path | None) -> jinja2.Environment:
 
 
 def build_tasks(stage: str, items: list[tuple[str, str]], drive: DriveLayout,
-                generations: Mapping[str, int] | None = None) -> list[Task]:
+                generations: Mapping[str, int] | None = None,
+                triggers: Mapping[str, tuple[str, str]] | None = None) -> list[Task]:
     """Validate every (experiment, checkpoint) pair before anything is rendered.
-    ``generations``: each experiment's training generation (1 when not given)."""
+    ``generations``: each experiment's training generation (1 when not given);
+    ``triggers``: each experiment's (signal key, signal time) of that generation."""
     if not items:
         raise InvalidName("nothing to submit: no experiments given")
     per_experiment: dict[str, int] = {}
@@ -85,8 +96,13 @@ def build_tasks(stage: str, items: list[tuple[str, str]], drive: DriveLayout,
             drive.inside(checkpoint, "checkpoint")
             if per_experiment[experiment] > 1:
                 signal_dir = exp.eval_task_dir(checkpoint)
+        trigger, signal_time = (triggers or {}).get(experiment, ("", ""))
+        for value in (trigger, signal_time):  # goes into a comment line: one word
+            if not _WORD.fullmatch(value):
+                raise InvalidName(f"training signal {value!r} of {experiment} cannot be "
+                                  "named in a script (not one word)")
         tasks.append(Task(experiment, checkpoint, i, str(signal_dir),
-                          int((generations or {}).get(experiment, 1))))
+                          int((generations or {}).get(experiment, 1)), trigger, signal_time))
     return tasks
 
 
@@ -94,14 +110,17 @@ def render_job(config: Config, stage: str, items: list[tuple[str, str]], *,
                attempt: int = 1, mem: str | None = None, time: str | None = None,
                array_throttle: int | None = None, dependency: str | None = None,
                comment: str | None = None,
-               generations: Mapping[str, int] | None = None) -> RenderedJob:
+               generations: Mapping[str, int] | None = None,
+               triggers: Mapping[str, tuple[str, str]] | None = None) -> RenderedJob:
     """One script for one or many (experiment, checkpoint) tasks; many become an array.
-    Each task exports its experiment's training generation (``generations``, else 1)."""
+    Each task exports its experiment's training generation (``generations``, else 1); with
+    ``triggers`` (experiment -> that generation's signal key and time) the script also
+    names them in a ``# baton-trigger:`` comment per task, for ``baton db rebuild``."""
     if stage not in STAGE_PREFIX:
         raise InvalidName(f"unknown stage {stage!r}; expected evaluation or analysis")
     drive = config.drive
     stage_cfg = config.stage(stage)
-    tasks = build_tasks(stage, items, drive, generations)
+    tasks = build_tasks(stage, items, drive, generations, triggers)
     prefix = STAGE_PREFIX[stage]
     is_array = len(tasks) > 1
     name = f"{prefix}_{tasks[0].experiment}" if not is_array else f"{prefix}_array"

@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from dagster import RunRequest, SensorResult
+from sqlalchemy import select
 
 from baton.ledger import Ledger
+from baton.ledger.schema import analysis_jobs, checkpoints, evaluation_jobs
 from tests.e2e.harness import InProcess
 
 FIELDS = ("submission_key", "stage", "experiment", "attempt", "backend", "job_id",
@@ -105,27 +107,104 @@ def test_rebuild_releases_the_hold_and_gives_back_the_history(tmp_path: Path,
         assert "Traceback" not in again.stderr
 
 
-def test_a_retrained_experiment_rebuilds_its_latest_generation_and_names_the_rest(
-        tmp_path: Path) -> None:
-    """The drive keeps only the latest training signal of an experiment: its jobs come
-    back (as generation 1), the earlier generation's are named as not rebuilt, and
-    nothing is submitted again."""
+def stage_rows(ledger: Ledger, exp: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Every generation's evaluation tasks and analyses (not only the current ones)."""
+    with ledger.read() as conn:
+        return {
+            "evaluations": [(r.slurm_job_id, r.status, r.checkpoint_path, r.trigger_key,
+                             r.completed_at, r.generation) for r in conn.execute(
+                select(evaluation_jobs).where(evaluation_jobs.c.experiment_name == exp)
+                .order_by(evaluation_jobs.c.id))],
+            "analyses": [(r.slurm_job_id, r.status, r.trigger_key, r.completed_at,
+                          r.generation) for r in conn.execute(
+                select(analysis_jobs).where(analysis_jobs.c.experiment_name == exp)
+                .order_by(analysis_jobs.c.id))],
+        }
+
+
+def generations(ledger: Ledger, exp: str) -> list[tuple[Any, ...]]:
+    return [(g.generation, g.signal_key, g.signal_time, g.checkpoint_path)
+            for g in ledger.training_generations(exp)]
+
+
+def test_a_retrained_experiment_rebuilds_every_generation(tmp_path: Path) -> None:
+    """The drive keeps only the latest training signal of an experiment (and the latest
+    signal of each evaluation task and analysis): the scripts kept for audit name the
+    signal and the generation each task answers, so the earlier generation's jobs,
+    evaluation and analysis come back too (a task whose signal was written over: its state
+    and end from accounting), the latest signal is generation 2 again, and nothing is
+    submitted again. Scripts written before they named it rebuild the latest generation
+    (as generation 1) and name the earlier one's jobs."""
 
     def through_analysis(site: InProcess) -> None:
         [req] = requests(site.tick("training_sensor"))
         assert site.run(req, "training_sensor").success
         assert site.run(next_run(site, "evaluation_sensor", "re"), "evaluation_sensor").success
         assert site.run(next_run(site, "analysis_sensor", "re"), "analysis_sensor").success
+        site.wait_for("every job's figures", lambda: all(j.figures for j in site.ledger.jobs()),
+                      between=lambda: site.tick("slurm_tracker"))
 
     with InProcess(tmp_path) as site:
-        site.train("re")
+        kept = site.checkpoint("re", 100)  # its task's signal is not written over
+        site.train("re", checkpoints=[kept])  # an array: final and checkpoint 100
         through_analysis(site)
-        site.train("re")  # retrained: a new signal in the same place
+        site.train("re", checkpoints=[site.checkpoint("re", 200)])  # retrained
         through_analysis(site)
-        latest = [j.job_id for j in site.ledger.jobs()][2:]
+        jobs = snapshot(site.ledger, "re")["jobs"]
+        rows = stage_rows(site.ledger, "re")
+        before = generations(site.ledger, "re")
         submitted = submissions(site)
+    assert [g[0] for g in before] == [1, 2] and len(jobs) == 6
+    assert [r[-1] for r in rows["evaluations"]] == [1, 1, 2, 2]
+    assert [r[-1] for r in rows["analyses"]] == [1, 2]
+    ended = {j[FIELDS.index("job_id")]: j[FIELDS.index("ended_at")] for j in jobs}
+
+    def rebuilt_as_before(site: InProcess) -> None:
+        proc = subprocess.run([sys.executable, "-m", "baton", "db", "rebuild"],
+                              capture_output=True, text=True, check=False)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "rebuilt 4 job(s): 4 evaluation task(s), 2 analysis(es)" in proc.stdout
+        assert snapshot(site.ledger, "re")["jobs"] == jobs
+        assert generations(site.ledger, "re") == before
+        rebuilt = stage_rows(site.ledger, "re")
+        for kind in ("evaluations", "analyses"):
+            for old, new in zip(rows[kind], rebuilt[kind], strict=True):
+                if new[-1] == 2 or kept in new:  # as their signals say
+                    assert new == old
+                    continue
+                # the earlier generation's signal was written over: accounting's end
+                end = new[-2]
+                assert new[:-2] == old[:-2] and new[-1] == old[-1] == 1, (old, new)
+                assert end == ended[new[0]] and abs((end - old[-2]).total_seconds()) < 60
+        assert site.ledger.training_run("re").generation == 2
+        with site.ledger.read() as conn:
+            assert {r.checkpoint_path for r in conn.execute(select(checkpoints))} == {
+                str(site.drive.experiment("re").final_dir), kept,
+                site.drive.experiment("re").checkpoint(200).as_posix()}
+
+    # straight into a new ledger
+    new = {"BATON_DATABASE_URL": f"sqlite:///{tmp_path / 'state' / 'rebuilt-ledger.db'}"}
+    with InProcess(tmp_path, extra_env=new) as site:
+        rebuilt_as_before(site)
+    # or after the daemon ran on the empty ledger: it took the latest signal as
+    # generation 1 (and held the experiment); the rebuild numbers it 2 again
     lost = {"BATON_DATABASE_URL": f"sqlite:///{tmp_path / 'state' / 'new-ledger.db'}"}
     with InProcess(tmp_path, extra_env=lost) as site:
+        assert requests(site.tick("training_sensor")) == []  # held
+        assert [g[0] for g in generations(site.ledger, "re")] == [1]
+        site.tick("evaluation_sensor")
+        site.tick("analysis_sensor")
+        rebuilt_as_before(site)
+        assert requests(site.tick("training_sensor")) == []
+        assert site.run(next_run(site, "evaluation_sensor", "re"), "evaluation_sensor").success
+        assert submissions(site) == submitted
+
+    # scripts written before the renderer named the signal: today's rebuild
+    for script in (site.drive.logs / "scripts").rglob("*.sh"):
+        script.write_text("".join(line for line in script.read_text().splitlines(True)
+                                  if not line.startswith("# baton-trigger:")))
+    older = {"BATON_DATABASE_URL": f"sqlite:///{tmp_path / 'state' / 'older-ledger.db'}"}
+    with InProcess(tmp_path, extra_env=older) as site:
         proc = subprocess.run([sys.executable, "-m", "baton", "db", "rebuild"],
                               capture_output=True, text=True, check=False)
         assert proc.returncode == 1, proc.stdout + proc.stderr
@@ -134,8 +213,5 @@ def test_a_retrained_experiment_rebuilds_its_latest_generation_and_names_the_res
         assert len(not_rebuilt) == 2, proc.stdout
         assert "no training signal of re before it" in not_rebuilt[0]
         assert "no evaluation of re before it" in not_rebuilt[1]
-        assert [j.job_id for j in site.ledger.jobs()] == latest
-        assert [t.generation for t in site.ledger.evaluation_tasks("re")] == [1]
-        assert requests(site.tick("training_sensor")) == []
-        assert site.run(next_run(site, "evaluation_sensor", "re"), "evaluation_sensor").success
-        assert submissions(site) == submitted
+        assert snapshot(site.ledger, "re")["jobs"] == jobs[3:]
+        assert [t.generation for t in site.ledger.evaluation_tasks("re")] == [1, 1]
