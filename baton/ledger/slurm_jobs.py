@@ -12,7 +12,15 @@ from sqlalchemy import Connection, Row, delete, func, insert, select, update
 
 from baton.ledger.base import LedgerBase, transaction, utcnow
 from baton.ledger.engine import STREAM_ROWS
-from baton.ledger.schema import FIGURES_AWAITED, FINAL_JOB, OPEN_JOB, slurm_jobs, training_runs
+from baton.ledger.schema import (
+    FIGURES_AWAITED,
+    FINAL_JOB,
+    OPEN_JOB,
+    analysis_jobs,
+    evaluation_jobs,
+    slurm_jobs,
+    training_runs,
+)
 from baton.slurm.states import FIGURES_UNAVAILABLE, JobStatus
 
 # how long after its end a job's CPU time and MaxRSS are awaited from accounting (slurmdbd
@@ -100,16 +108,25 @@ class SlurmJobs(LedgerBase):
     def release_claims(self, conn: Connection, row_ids: list[int]) -> None:
         """Give back claims whose sbatch never ran (the script could not be written...):
         nothing reached Slurm, so there is no submission to record, count or repair, and
-        the key is free for the corrected retry."""
-        conn.execute(delete(slurm_jobs).where(
+        the key is free for the corrected retry. The stage tasks written with the claims go
+        with them."""
+        released = list(conn.execute(select(slurm_jobs.c.id).where(
             slurm_jobs.c.id.in_(row_ids), slurm_jobs.c.state == "SUBMITTING",
-            slurm_jobs.c.job_id.is_(None)))
+            slurm_jobs.c.job_id.is_(None))).scalars())
+        if released:
+            _drop_awaiting_tasks(conn, released)
+            conn.execute(delete(slurm_jobs).where(slurm_jobs.c.id.in_(released)))
 
-    def mark_submit_failed(self, row_id: int, reason: str) -> None:
+    @transaction()
+    def mark_submit_failed(self, conn: Connection, row_id: int, reason: str) -> None:
         """A submission that never reached Slurm; the key stays taken (resubmit is a new
-        attempt with its own key), and the reason is kept."""
-        self._update_job(row_id, state="SUBMIT_FAILED", reason=reason, ended_at=utcnow(),
-                         figures=FIGURES_UNAVAILABLE)
+        attempt with its own key), and the reason is kept. The stage tasks claimed with it
+        go: no job will answer them, and the retry that claims the key again writes them
+        again (left queued, Slurm's word would fail them and fire their join)."""
+        _drop_awaiting_tasks(conn, [row_id])
+        conn.execute(update(slurm_jobs).where(slurm_jobs.c.id == row_id).values(
+            state="SUBMIT_FAILED", reason=reason, ended_at=utcnow(),
+            figures=FIGURES_UNAVAILABLE, updated_at=utcnow()))
 
     @transaction()
     def _update_job(self, conn: Connection, row_id: int, **values: Any) -> None:
@@ -194,3 +211,11 @@ class SlurmJobs(LedgerBase):
             j.stage != SCRIPT_STAGE)
         with self.read() as conn:
             yield from conn.execution_options(yield_per=STREAM_ROWS).execute(q)
+
+
+def _drop_awaiting_tasks(conn: Connection, row_ids: list[int]) -> None:
+    """Remove the unanswered stage tasks (evaluation, analysis) of Slurm job rows that will
+    never run a job."""
+    for table in (evaluation_jobs, analysis_jobs):
+        conn.execute(delete(table).where(table.c.slurm_job_row.in_(row_ids),
+                                         table.c.status.not_in(("completed", "failed"))))

@@ -55,7 +55,8 @@ def apply_eval_signal(conn: Connection, sf: SignalFile) -> int:
     A task's signal (``tasks/{checkpoint}/``) answers that checkpoint's tasks; one at the
     experiment level the checkpoints it lists, or every task when it lists none. A run
     outside Slurm (job ``0``) answers no task that Slurm runs: a hand rerun cannot answer
-    a live evaluation."""
+    a live evaluation: only rows of no pipeline job (no ``slurm_job_row``), so not one
+    claimed whose job id Slurm has not yet given either."""
     sig = sf.signal
     assert isinstance(sig, EvalComplete)
     status = "completed" if sig.status == "complete" and sig.kind == "eval_complete" \
@@ -72,7 +73,7 @@ def apply_eval_signal(conn: Connection, sf: SignalFile) -> int:
     elif ckpts:
         rows = [r for r in rows if r.checkpoint_path in ckpts]
     if sig.job_id == OUTSIDE_SLURM:
-        rows = [r for r in rows if r.slurm_job_id is None]
+        rows = [r for r in rows if r.slurm_job_row is None]
     for r in rows:
         conn.execute(update(evaluation_jobs).where(evaluation_jobs.c.id == r.id).values(
             status=status, completed_at=sig.timestamp, error_message=sig.error_message,
@@ -90,13 +91,13 @@ def apply_eval_signal(conn: Connection, sf: SignalFile) -> int:
 def apply_analysis_signal(conn: Connection, sf: SignalFile) -> bool:
     """Record an ``.analysis_complete`` against the experiment's latest analysis; False
     when there is none to answer. A run outside Slurm (job ``0``: ``baton analyze`` by
-    hand) answers no analysis that Slurm runs, as for an evaluation."""
+    hand) answers no analysis of a pipeline job, as for an evaluation."""
     sig = sf.signal
     assert isinstance(sig, AnalysisComplete)
-    row = conn.execute(select(analysis_jobs.c.id, analysis_jobs.c.slurm_job_id).where(
+    row = conn.execute(select(analysis_jobs.c.id, analysis_jobs.c.slurm_job_row).where(
         analysis_jobs.c.experiment_name == sig.experiment).order_by(
         analysis_jobs.c.id.desc()).limit(1)).first()
-    if row is None or (sig.job_id == OUTSIDE_SLURM and row.slurm_job_id is not None):
+    if row is None or (sig.job_id == OUTSIDE_SLURM and row.slurm_job_row is not None):
         return False
     conn.execute(update(analysis_jobs).where(analysis_jobs.c.id == row.id).values(
         status="completed" if sig.status == "complete" else "failed",
@@ -126,6 +127,18 @@ def _output_type(path: str) -> str:
     if path.endswith((".png", ".pdf", ".svg", ".jpg")):
         return "figure"
     return "table"
+
+
+def _fill_job_id(conn: Connection, table: Table, slurm_row: int, job_id: str | None) -> bool:
+    """The stage row of Slurm job row ``slurm_row`` given its job id when it has none yet;
+    False when there is no such row."""
+    row = conn.execute(select(table.c.id, table.c.slurm_job_id).where(
+        table.c.slurm_job_row == slurm_row)).first()
+    if row is None:
+        return False
+    if job_id is not None and row.slurm_job_id is None:
+        conn.execute(update(table).where(table.c.id == row.id).values(slurm_job_id=job_id))
+    return True
 
 
 def repaired_trigger(trigger: str, attempt: int) -> str:
@@ -178,9 +191,11 @@ class Stages(LedgerBase):
     @transaction()
     def record_evaluation_task(self, conn: Connection, *, experiment: str, trigger_key: str,
                                checkpoint: str, slurm_row: int, job_id: str | None) -> None:
-        """One evaluation task (one checkpoint of one training signal); once per slurm row."""
-        if conn.execute(select(evaluation_jobs.c.id).where(
-                evaluation_jobs.c.slurm_job_row == slurm_row)).first():
+        """One evaluation task (one checkpoint of one training signal); once per slurm row.
+        Written with the submission's claim (``job_id`` None), so that its job's signal finds
+        it even if the submitter dies right after sbatch; called again with the job id once
+        Slurm answers, it fills it in."""
+        if _fill_job_id(conn, evaluation_jobs, slurm_row, job_id):
             return
         run = conn.execute(select(training_runs.c.id).where(
             training_runs.c.experiment_name == experiment)).scalar()
@@ -259,9 +274,9 @@ class Stages(LedgerBase):
     @transaction()
     def record_analysis(self, conn: Connection, *, experiment: str, trigger_key: str,
                         slurm_row: int, job_id: str | None) -> None:
-        """One analysis of an evaluation; once per slurm row."""
-        if conn.execute(select(analysis_jobs.c.id).where(
-                analysis_jobs.c.slurm_job_row == slurm_row)).first():
+        """One analysis of an evaluation; once per slurm row, written with the claim and
+        given its job id later, as :meth:`record_evaluation_task`."""
+        if _fill_job_id(conn, analysis_jobs, slurm_row, job_id):
             return
         conn.execute(insert(analysis_jobs).values(
             experiment_name=experiment, slurm_job_row=slurm_row, status="queued",

@@ -43,7 +43,9 @@ def _group(experiments: list[str], outcomes: list[TaskOutcome]) -> dict[str, Sub
 def submit_evaluations(config: Config, ledger: Ledger, backend: SlurmBackend,
                        experiments: list[str]) -> dict[str, Submission]:
     """One task per checkpoint of each experiment's latest training signal, all in one
-    submission (one job array when there are several tasks)."""
+    submission (one job array when there are several tasks). Each task's row is written
+    with its claim, before sbatch: a job's signal finds it even if this process dies
+    before Slurm's answer is recorded."""
     runs = {e: ledger.training_run(e) for e in experiments}
     missing = [e for e, r in runs.items() if r is None or not r.signal_key]
     if missing:
@@ -60,13 +62,16 @@ def submit_evaluations(config: Config, ledger: Ledger, backend: SlurmBackend,
     generations = {e: r.generation or 1 for e, r in runs.items()}
     if config.sensors.dry_run:
         return _dry_run(config, ledger, "evaluation", experiments, items, keys, generations)
+
+    def task(row_id: int, experiment: str, checkpoint: str, job_id: str | None = None) -> None:
+        ledger.record_evaluation_task(experiment=experiment, trigger_key=triggers[experiment],
+                                      checkpoint=checkpoint, slurm_row=row_id, job_id=job_id)
+
     outcomes = submit_jobs(config, ledger, backend, "evaluation", items, keys=keys,
                            campaign={e: r.campaign for e, r in runs.items()},
-                           generations=generations)
-    for o in outcomes:
-        ledger.record_evaluation_task(experiment=o.experiment,
-                                      trigger_key=triggers[o.experiment], checkpoint=o.checkpoint,
-                                      slurm_row=o.row_id, job_id=o.job_id)
+                           generations=generations, on_claim=task)
+    for o in outcomes:  # the job ids (and the tasks of a claim made before this change)
+        task(o.row_id, o.experiment, o.checkpoint, o.job_id)
     return _group(experiments, outcomes)
 
 
@@ -84,12 +89,16 @@ def submit_analyses(config: Config, ledger: Ledger, backend: SlurmBackend,
     keys = [analysis_key(e, triggers[e]) for e in experiments]
     if config.sensors.dry_run:
         return _dry_run(config, ledger, "analysis", experiments, items, keys, generations)
+
+    def analysis(row_id: int, experiment: str, _: str = "", job_id: str | None = None) -> None:
+        ledger.record_analysis(experiment=experiment, trigger_key=triggers[experiment],
+                               slurm_row=row_id, job_id=job_id)
+
     outcomes = submit_jobs(config, ledger, backend, "analysis", items, keys=keys,
                            campaign={e: _campaign(ledger, e) for e in experiments},
-                           generations=generations)
+                           generations=generations, on_claim=analysis)
     for o in outcomes:
-        ledger.record_analysis(experiment=o.experiment, trigger_key=triggers[o.experiment],
-                               slurm_row=o.row_id, job_id=o.job_id)
+        analysis(o.row_id, o.experiment, job_id=o.job_id)
     return _group(experiments, outcomes)
 
 

@@ -6,17 +6,19 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
 
 from baton.config import Config
-from baton.errors import BatonError
+from baton.errors import BatonError, SlurmError
 from baton.layout import validate_name
 from baton.ledger import Ledger
 from baton.slurm.backend import SlurmBackend, Submitted
 from baton.slurm.render import keep_for_audit, render_job
+from baton.slurm.states import JobStatus
 from baton.units import parse_memory_request_mb, parse_time_limit_seconds
 
 log = logging.getLogger(__name__)
@@ -47,7 +49,8 @@ def submit_jobs(config: Config, ledger: Ledger, backend: SlurmBackend, stage: st
                 campaign: str | Mapping[str, str | None] | None = None,
                 mem: str | None = None, time: str | None = None,
                 parent_id: int | None = None,
-                generations: Mapping[str, int] | None = None) -> list[TaskOutcome]:
+                generations: Mapping[str, int] | None = None,
+                on_claim: Callable[[int, str, str], None] | None = None) -> list[TaskOutcome]:
     """Submit (experiment, checkpoint) tasks of ``stage``: one job, or one array for many.
 
     Everything is checked before anything is written (:func:`check_request`): a refused
@@ -57,7 +60,9 @@ def submit_jobs(config: Config, ledger: Ledger, backend: SlurmBackend, stage: st
     campaign named is registered the first time a job names it. ``generations``: each
     experiment's training generation, exported to its tasks (a retrain's evaluation writes
     apart from the earlier one's). A claim whose sbatch never ran is released; a submission
-    Slurm refused is recorded as failed. Raises BatonError.
+    Slurm refused is recorded as failed. ``on_claim(row_id, experiment, checkpoint)`` runs
+    for each task claimed here before sbatch (the caller's stage rows, there before any job
+    can signal, even if this process dies right after sbatch). Raises BatonError.
     """
     keys = keys or [submission_key(stage, e, attempt, c if len(items) > 1 else "")
                     for e, c in items]
@@ -92,12 +97,14 @@ def submit_jobs(config: Config, ledger: Ledger, backend: SlurmBackend, stage: st
     what = f"{stage} for {', '.join(e for _, e, _, _ in mine)}"
     row_ids = [row_id for row_id, *_ in mine]
     try:
+        if on_claim is not None:
+            for row_id, experiment, checkpoint, _ in mine:
+                on_claim(row_id, experiment, checkpoint)
         token = comment_token([k for *_, k in mine])
         ledger.note_token(row_ids, token)
         rendered = render_job(config, stage, [(e, c) for _, e, c, _ in mine],
                               attempt=attempt, mem=mem, time=time, comment=token,
-                              generations=generations,  # and their signals, for a rebuild
-                              triggers=ledger.generation_signals(generations or {}))
+                              generations=generations)
         script_path = keep_for_audit(config.drive, rendered, attempt)
     except BaseException as exc:  # sbatch never ran: nothing to record as a submission
         _release(ledger, row_ids)
@@ -200,21 +207,71 @@ def _expand(pattern: str | None, job_id: str, task: int, is_array: bool) -> str 
 
 def reconcile_stale(ledger: Ledger, backend: SlurmBackend, older_than_s: float = 600) -> int:
     """Settle claims whose submitter died between claiming and recording Slurm's answer:
-    adopt the job if the queue holds one with the submission's token, else mark the claim
-    failed (a retry may then claim it again). Returns how many rows were settled."""
+    adopt the job if the queue holds one with the submission's token, else if accounting
+    knows one (it already ran and left the queue: adopted with its final state), else mark
+    the claim failed (a retry may then claim it again). Returns how many rows were settled;
+    when accounting cannot answer, the claims not found in the queue wait for a later call
+    (failing them could submit a job that ran a second time)."""
     rows = ledger.stale_submissions(older_than_s)
     find = getattr(backend, "find_by_comment", None)
+    siblings: dict[str, int] = {}
+    for row in rows:
+        token = (row.metadata or {}).get("token")
+        if token:
+            siblings[token] = siblings.get(token, 0) + 1
+    unfound = []
     for row in rows:
         meta = row.metadata or {}
         found = find(meta["token"]) if find and meta.get("token") else None
         if found:
-            siblings = [r for r in rows if (r.metadata or {}).get("token") == meta["token"]]
-            job_id = f"{found}_{meta.get('task_index', 0)}" if len(siblings) > 1 else found
+            job_id = f"{found}_{meta.get('task_index', 0)}" \
+                if siblings[meta["token"]] > 1 else found
             log.warning("adopting job %s for %s: its submitter died before recording it",
                         job_id, row.submission_key)
             ledger.mark_submitted(row.id, job_id)
         else:
+            unfound.append(row)
+    try:
+        ran = _ran(backend, unfound)
+    except SlurmError as exc:
+        log.warning("Slurm's accounting did not answer (%s): %d claim(s) of dead submitters "
+                    "are settled later", exc, len(unfound))
+        return len(rows) - len(unfound)
+    for row in unfound:
+        meta = row.metadata or {}
+        status = _task_status(ran.get(meta.get("token") or "", {}),
+                              meta.get("task_index", 0), siblings.get(meta.get("token"), 1))
+        if status is not None:
+            log.warning("adopting job %s (%s) for %s from accounting: its submitter died "
+                        "before recording it", status.job_id, status.state,
+                        row.submission_key)
+            ledger.mark_submitted(row.id, status.job_id, submitted_at=status.submitted_at,
+                                  array_job_id=status.array_job_id,
+                                  array_task_id=status.array_task_id)
+            ledger.apply_statuses({status.job_id: status})
+        else:
             ledger.mark_submit_failed(row.id, "the submitting process ended before Slurm's "
-                                      "answer was recorded, and no queued job carries its "
-                                      "token; retry to submit it")
+                                      "answer was recorded, and no job in the queue or in "
+                                      "accounting carries its token; retry to submit it")
     return len(rows)
+
+
+def _ran(backend: SlurmBackend, rows: list[Any]) -> dict[str, dict[str, JobStatus]]:
+    """The jobs accounting knows by token, since the first of ``rows`` was claimed; empty
+    when no row carries a token or the backend keeps no accounting."""
+    read = getattr(backend, "jobs_by_comment", None)
+    claimed = [r.created_at for r in rows if (r.metadata or {}).get("token")]
+    if read is None or not claimed:
+        return {}
+    since = min(claimed)
+    since = since if since.tzinfo else since.replace(tzinfo=UTC)
+    result: dict[str, dict[str, JobStatus]] = read(since - timedelta(minutes=1))
+    return result
+
+
+def _task_status(found: dict[str, JobStatus], index: int, tasks: int) -> JobStatus | None:
+    """Accounting's status of task ``index`` of a submission of ``tasks`` tasks."""
+    if tasks > 1:
+        return next((s for s in found.values() if s.array_task_id == index), None)
+    singles = [s for s in found.values() if s.array_task_id is None]
+    return singles[-1] if singles else None

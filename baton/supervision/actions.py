@@ -134,21 +134,28 @@ def dispatch(config: Config, ledger: Ledger, backend: SlurmBackend, sup: Any,
                                       dispatched_at=datetime.now(UTC))
             return True
         generation = ledger.stage_generation(sup.stage, original.id)  # a retrain's, kept
+
+        def task(row_id: int, *_: str, job_id: str | None = None) -> None:
+            """The repair's stage task, written with its claim (before sbatch: its job's
+            signal finds it even if this process dies before Slurm's answer is recorded)."""
+            ledger.record_repair_task(stage=sup.stage, original_row=original.id,
+                                      slurm_row=row_id, job_id=job_id,
+                                      attempt=sup.attempt + 1)
+
         outcome = submit_jobs(
             config, ledger, backend, sup.stage, [(sup.experiment, sup.checkpoint or "")],
             attempt=sup.attempt + 1, keys=[f"supervise:{sup.id}"],
             campaign=original.campaign, mem=format_memory(sup.new_mem_mb),
             time=format_time(sup.new_time_s), parent_id=original.id,
-            generations={sup.experiment: generation} if generation else None)[0]
+            generations={sup.experiment: generation} if generation else None,
+            on_claim=task)[0]
     except (BatonError, OSError) as exc:
         _failed(ledger, sup, exc, now or datetime.now(UTC))
         return False
     if outcome.job_id is None:  # a racing dispatcher held the claim, and its try failed
         return False
     repair = ledger.job(outcome.row_id)
-    ledger.record_repair_task(stage=sup.stage, original_row=original.id,
-                              slurm_row=outcome.row_id, job_id=outcome.job_id,
-                              attempt=sup.attempt + 1)
+    task(outcome.row_id, job_id=outcome.job_id)
     script = Path(repair.script_path).read_text() if repair and repair.script_path else None
     ledger.update_supervision(sup.id, script=script, dispatch_status="dispatched",
                               dispatch_error=None, repair_row=outcome.row_id,

@@ -1,0 +1,81 @@
+"""A supervisor killed right after the sbatch of a repair loses nothing: the repair's task
+row exists from its claim on, so the repair job's signal answers it. Local backend, SQLite
+ledger; the one faked call is the crash."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from baton.config import load_config
+from baton.inbox import publish
+from baton.ledger import open_ledger
+from baton.ledger.stages import apply_eval_signal
+from baton.ledger.training import apply_training_signal
+from baton.pipeline.steps import submit_evaluations
+from baton.signals import EvalComplete, TrainingComplete, read_signal
+from baton.slurm.backend import Submitted
+from baton.slurm.factory import make_backend
+from baton.supervision.actions import tick
+
+
+class Killed(BaseException):
+    """The process dies here (SIGKILL): nothing after it runs."""
+
+
+def test_a_repair_killed_after_sbatch_keeps_its_task(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    doc = {"shared_drive": str(tmp_path / "drive"), "state_dir": str(tmp_path / "state"),
+           "database_url": f"sqlite:///{tmp_path / 'ledger.db'}",
+           "slurm": {"backend": "local", "local_max_concurrent": 2},
+           "stages": {"evaluation": {"time": "00:10:00", "mem": "100M", "cpus": 1,
+                                     "command": "exit 1",
+                                     "supervision": {"resubmit_failed": True}}}}
+    (tmp_path / "baton.yaml").write_text(yaml.safe_dump(doc))
+    config = load_config(tmp_path / "baton.yaml")
+    config.drive.create()
+    ledger = open_ledger(config.ledger_url, init=True)
+    backend = make_backend(config, "local")
+    final = config.drive.experiment("exp1").final_dir
+    final.mkdir(parents=True)
+    (final / "model.safetensors").write_bytes(b"\1")
+    sf = read_signal(publish(config.drive, TrainingComplete(
+        timestamp=datetime.now(UTC), experiment="exp1", hostname="h", user="u",
+        checkpoint_path=str(final))), config.drive)
+    assert ledger.accept_signal(sf, apply_training_signal)
+    [task] = submit_evaluations(config, ledger, backend, ["exp1"])["exp1"].tasks
+    deadline = time.monotonic() + 60
+    while ledger.job(task.row_id).state != "FAILED":
+        assert time.monotonic() < deadline, ledger.job(task.row_id)
+        ledger.apply_statuses(backend.status([task.job_id]))
+        time.sleep(0.1)
+    ledger.sync_stage_rows()
+
+    real = backend.submit
+    done: list[Submitted] = []
+
+    def dies_after_sbatch(spec: Any, script_path: Path) -> Submitted:
+        done.append(real(spec, script_path))
+        raise Killed
+
+    monkeypatch.setattr(backend, "submit", dies_after_sbatch)
+    with pytest.raises(Killed):
+        tick(config, ledger, backend, datetime.now(UTC))
+    [repair] = done
+    tasks = ledger.evaluation_tasks("exp1")
+    assert [(t.status, t.trigger_key.endswith("#attempt-2")) for t in tasks] == [
+        ("queued", True)]  # the repair's task, there before its job can signal
+
+    sig = EvalComplete(timestamp=datetime.now(UTC), experiment="exp1",
+                       job_id=repair.job_id, status="complete", datasets_evaluated=["toy"],
+                       checkpoints_evaluated=[str(final)])
+    path = publish(config.drive, sig,
+                   config.drive.experiment("exp1").eval_task_dir(final) / sig.filename)
+    assert ledger.accept_signal(read_signal(path, config.drive), apply_eval_signal)
+    assert [t.status for t in ledger.evaluation_tasks("exp1")] == ["completed"]
+    ledger.close()
