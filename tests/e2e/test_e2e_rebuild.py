@@ -1,8 +1,11 @@
 """A lost ledger (issue 14, point 3), on the real Slurm through the real daemon: five
-experiments complete; the ledger and the Dagster home are deleted; `baton db rebuild`
+experiments complete, one is retrained and completes again; the ledger and the Dagster
+home are deleted; `baton db rebuild`
 gives back the jobs, evaluations and analyses as they were (Slurm ids, states, times) from
-the drive and Slurm's accounting; the daemon restarted on the rebuilt ledger and a new
-Dagster home replays Dagster's view up to every report and submits nothing."""
+the drive and Slurm's accounting, both generations of the retrained one (the earlier
+one's signals written over: its state and end from accounting); the daemon restarted on
+the rebuilt ledger and a new Dagster home replays Dagster's view up to every report and
+submits nothing."""
 
 from __future__ import annotations
 
@@ -14,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from baton.ledger import Ledger, open_ledger
 from baton.ledger.engine import sqlite_file
+from baton.ledger.schema import analysis_jobs, evaluation_jobs
 from tests.e2e.harness import Pipeline
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
@@ -45,6 +50,17 @@ def snapshot(ledger: Ledger, experiments: list[str]) -> dict[str, Any]:
                          a.generation, a.completed_at, a.targets_manifest_path,
                          a.submitted_at))
     return {"jobs": jobs, "evaluations": evals, "analyses": analyses}
+
+
+def generations(ledger: Ledger, exp: str) -> tuple[list[tuple], list[tuple]]:
+    """Every generation's stage rows (job, status, trigger, completed_at, generation) and
+    training generations of ``exp``."""
+    with ledger.read() as conn:
+        rows = [(r.slurm_job_id, r.status, r.trigger_key, r.completed_at, r.generation)
+                for table in (evaluation_jobs, analysis_jobs) for r in conn.execute(
+                    select(table).where(table.c.experiment_name == exp).order_by(table.c.id))]
+    return rows, [(g.generation, g.signal_key, g.signal_time, g.checkpoint_path)
+                  for g in ledger.training_generations(exp)]
 
 
 def same(before: list[tuple], after: list[tuple]) -> None:
@@ -90,18 +106,24 @@ def test_rebuild_gives_back_the_history_and_the_daemon_submits_nothing(tmp_path:
         for exp in exps:
             p.wait_for(f"analysis_report of {exp}",
                        lambda e=exp: p.materialized("analysis_report", e))
+        p.train(exps[0], campaign=f"sweep-{token}")  # retrained: generation 2
+        p.wait_for(f"the second analysis of {exps[0]}", lambda: (
+            (a := p.ledger.current_analysis(exps[0])) is not None and a.generation == 2
+            and a.status == "completed"))
         # at rest: the tracker has every job's final figures from accounting
         p.wait_for("every job's figures", lambda: all(j.figures for j in p.ledger.jobs()))
     finally:
         p.stop()
     before = snapshot(p.ledger, exps)
+    retrained = generations(p.ledger, exps[0])
+    assert [g[0] for g in retrained[1]] == [1, 2]
     campaigns = [(c.tag, c.type, c.active) for c in p.ledger.list_campaigns()]
     assert campaigns == [(f"sweep-{token}", "default", False)]
     assert all(j[JOB_FIELDS.index("state")] == "COMPLETED" for j in before["jobs"])
     tokens = {(j.metadata or {})["token"] for j in p.ledger.jobs()}
     submitted = accounted(tokens)
     scripts = sorted((p.drive.logs / "scripts").rglob("*.sh"))
-    assert submitted == len(before["jobs"]) == 10
+    assert submitted == len(before["jobs"]) == 12
 
     # the ledger and the Dagster home are lost
     p.ledger.close()
@@ -115,12 +137,21 @@ def test_rebuild_gives_back_the_history_and_the_daemon_submits_nothing(tmp_path:
     assert baton(p, "db", "init").returncode == 0
     proc = baton(p, "db", "rebuild")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "5 evaluation task(s), 5 analysis(es); submitted nothing" in proc.stdout, proc.stdout
+    assert "6 evaluation task(s), 6 analysis(es); submitted nothing" in proc.stdout, proc.stdout
     p.ledger = open_ledger(p.config.ledger_url)
     after = snapshot(p.ledger, exps)
     assert after["jobs"] == before["jobs"]
     same(before["evaluations"], after["evaluations"])
     same(before["analyses"], after["analyses"])
+    rows, generated = generations(p.ledger, exps[0])
+    assert generated == retrained[1]
+    ended = {j[JOB_FIELDS.index("job_id")]: j[JOB_FIELDS.index("ended_at")]
+             for j in before["jobs"]}
+    for old, new in zip(retrained[0], rows, strict=True):
+        if new[-1] == 2:
+            assert new == old
+        else:  # its signals were written over by the retrain's: accounting's end
+            assert new[:-2] == old[:-2] and new[-2] == ended[new[0]], (old, new)
     assert [(c.tag, c.type, c.active) for c in p.ledger.list_campaigns()] == campaigns
     # a second rebuild refuses, and changes nothing
     again = baton(p, "db", "rebuild")
