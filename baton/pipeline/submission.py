@@ -104,7 +104,8 @@ def submit_jobs(config: Config, ledger: Ledger, backend: SlurmBackend, stage: st
         ledger.note_token(row_ids, token)
         rendered = render_job(config, stage, [(e, c) for _, e, c, _ in mine],
                               attempt=attempt, mem=mem, time=time, comment=token,
-                              generations=generations)
+                              generations=generations,  # and their signals, for a rebuild
+                              triggers=ledger.generation_signals(generations or {}))
         script_path = keep_for_audit(config.drive, rendered, attempt)
     except BaseException as exc:  # sbatch never ran: nothing to record as a submission
         _release(ledger, row_ids)
