@@ -76,14 +76,34 @@ class SlurmJobs(LedgerBase):
             state="SUBMITTING", reason=None, ended_at=None, figures=None, updated_at=utcnow())
         ).rowcount == 1
 
-    def mark_submitted(self, row_id: int, job_id: str, *, script_path: str | None = None,
-                       stdout_path: str | None = None, stderr_path: str | None = None,
-                       array_job_id: str | None = None, array_task_id: int | None = None,
+    @transaction()
+    def mark_submitted(self, conn: Connection, row_id: int, job_id: str, *,
+                       script_path: str | None = None, stdout_path: str | None = None,
+                       stderr_path: str | None = None, array_job_id: str | None = None,
+                       array_task_id: int | None = None,
                        submitted_at: datetime | None = None) -> None:
-        self._update_job(row_id, job_id=job_id, state="PENDING",
-                         submitted_at=submitted_at or utcnow(), script_path=script_path,
-                         stdout_path=stdout_path, stderr_path=stderr_path,
-                         array_job_id=array_job_id, array_task_id=array_task_id)
+        """Slurm's answer to a claim, recorded by its submitter (which then gives the
+        claim's stage tasks their job id itself)."""
+        conn.execute(update(slurm_jobs).where(slurm_jobs.c.id == row_id).values(
+            job_id=job_id, state="PENDING", submitted_at=submitted_at or utcnow(),
+            script_path=script_path, stdout_path=stdout_path, stderr_path=stderr_path,
+            array_job_id=array_job_id, array_task_id=array_task_id, updated_at=utcnow()))
+
+    @transaction()
+    def adopt_job(self, conn: Connection, row_id: int, job_id: str, *,
+                  array_job_id: str | None = None, array_task_id: int | None = None,
+                  submitted_at: datetime | None = None) -> None:
+        """The job of a claim whose submitter died before recording it, found by its token:
+        recorded as the submitter would have, and the stage tasks written with the claim
+        learn their job id with it (no retried run may come to fill it in: the request
+        the dead run answered has its tasks)."""
+        conn.execute(update(slurm_jobs).where(slurm_jobs.c.id == row_id).values(
+            job_id=job_id, state="PENDING", submitted_at=submitted_at or utcnow(),
+            array_job_id=array_job_id, array_task_id=array_task_id, updated_at=utcnow()))
+        for table in (evaluation_jobs, analysis_jobs):
+            conn.execute(update(table).where(table.c.slurm_job_row == row_id,
+                                             table.c.slurm_job_id.is_(None))
+                         .values(slurm_job_id=job_id))
 
     @transaction()
     def note_token(self, conn: Connection, row_ids: list[int], token: str) -> None:
@@ -127,11 +147,6 @@ class SlurmJobs(LedgerBase):
         conn.execute(update(slurm_jobs).where(slurm_jobs.c.id == row_id).values(
             state="SUBMIT_FAILED", reason=reason, ended_at=utcnow(),
             figures=FIGURES_UNAVAILABLE, updated_at=utcnow()))
-
-    @transaction()
-    def _update_job(self, conn: Connection, row_id: int, **values: Any) -> None:
-        conn.execute(update(slurm_jobs).where(slurm_jobs.c.id == row_id)
-                     .values(**values, updated_at=utcnow()))
 
     def job(self, row_id: int) -> Row[Any] | None:
         with self.read() as conn:

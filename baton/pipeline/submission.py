@@ -229,7 +229,7 @@ def reconcile_stale(ledger: Ledger, backend: SlurmBackend, older_than_s: float =
                 if siblings[meta["token"]] > 1 else found
             log.warning("adopting job %s for %s: its submitter died before recording it",
                         job_id, row.submission_key)
-            ledger.mark_submitted(row.id, job_id)
+            ledger.adopt_job(row.id, job_id)
         else:
             unfound.append(row)
     try:
@@ -246,9 +246,9 @@ def reconcile_stale(ledger: Ledger, backend: SlurmBackend, older_than_s: float =
             log.warning("adopting job %s (%s) for %s from accounting: its submitter died "
                         "before recording it", status.job_id, status.state,
                         row.submission_key)
-            ledger.mark_submitted(row.id, status.job_id, submitted_at=status.submitted_at,
-                                  array_job_id=status.array_job_id,
-                                  array_task_id=status.array_task_id)
+            ledger.adopt_job(row.id, status.job_id, submitted_at=status.submitted_at,
+                             array_job_id=status.array_job_id,
+                             array_task_id=status.array_task_id)
             ledger.apply_statuses({status.job_id: status})
         else:
             ledger.mark_submit_failed(row.id, "the submitting process ended before Slurm's "

@@ -106,6 +106,9 @@ def test_killed_after_sbatch_the_signal_still_answers_its_task(
     assert reconcile_stale(ledger, backend, older_than_s=0) == 1
     [job] = ledger.jobs(experiment="fast")
     assert (job.job_id, job.state) == (sub.job_id, "COMPLETED")
+    # its task knows the job from the adoption on (a request that is not asked again, its
+    # task in the ledger, still has it)
+    assert ledger.evaluation_tasks("fast")[0].slurm_job_id == sub.job_id
     again = submit_evaluations(cfg, ledger, backend, ["fast"])["fast"]
     assert (again.job_ids, again.submitted_now) == ([sub.job_id], False)
     [task] = ledger.evaluation_tasks("fast")

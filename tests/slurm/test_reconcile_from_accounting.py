@@ -3,6 +3,7 @@ accounting, with its id and final state, and never submitted again (real Slurm).
 
 from __future__ import annotations
 
+import secrets
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,7 +24,7 @@ def test_a_job_that_left_the_queue_is_adopted_from_accounting(config: Config,
     ledger = open_ledger(config.ledger_url, init=True)
     backend = SbatchBackend(base_delay=0.5)
     since = datetime.now(UTC) - timedelta(minutes=1)
-    key = "evaluation:gone:attempt-1"
+    key = f"evaluation:gone-{secrets.token_hex(4)}:attempt-1"  # its own token, this run
     claim = ledger.claim_submission(key, stage="evaluation", experiment="gone",
                                     backend="sbatch")
     token = comment_token([key])
