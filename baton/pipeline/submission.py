@@ -211,8 +211,9 @@ def reconcile_stale(ledger: Ledger, backend: SlurmBackend, older_than_s: float =
     adopt the job if the queue holds one with the submission's token, else if accounting
     knows one (it already ran and left the queue: adopted with its final state), else mark
     the claim failed (a retry may then claim it again). Returns how many rows were settled;
-    when accounting cannot answer, the claims not found in the queue wait for a later call
-    (failing them could submit a job that ran a second time)."""
+    when accounting cannot answer for now, the claims not found in the queue wait for a
+    later call (failing them could submit a job that ran a second time); on a cluster that
+    keeps no accounting the queue is all there is, and they are marked failed."""
     rows = ledger.stale_submissions(older_than_s)
     find = getattr(backend, "find_by_comment", None)
     siblings: dict[str, int] = {}
@@ -235,9 +236,11 @@ def reconcile_stale(ledger: Ledger, backend: SlurmBackend, older_than_s: float =
     try:
         ran = _ran(backend, unfound)
     except SlurmError as exc:
-        log.warning("Slurm's accounting did not answer (%s): %d claim(s) of dead submitters "
-                    "are settled later", exc, len(unfound))
-        return len(rows) - len(unfound)
+        if getattr(backend, "accounting", True):
+            log.warning("Slurm's accounting did not answer (%s): %d claim(s) of dead "
+                        "submitters are settled later", exc, len(unfound))
+            return len(rows) - len(unfound)
+        ran = {}  # the cluster keeps no accounting: the queue was all there is to ask
     for row in unfound:
         meta = row.metadata or {}
         status = _task_status(ran.get(meta.get("token") or "", {}),
@@ -262,7 +265,7 @@ def _ran(backend: SlurmBackend, rows: list[Any]) -> dict[str, dict[str, JobStatu
     when no row carries a token or the backend keeps no accounting."""
     read = getattr(backend, "jobs_by_comment", None)
     claimed = [r.created_at for r in rows if (r.metadata or {}).get("token")]
-    if read is None or not claimed:
+    if read is None or not claimed or not getattr(backend, "accounting", True):
         return {}
     since = min(claimed)
     since = since if since.tzinfo else since.replace(tzinfo=UTC)

@@ -140,12 +140,18 @@ class SbatchBackend:
         """Every job of this user that accounting knows since ``since``, by its comment
         (baton's submission token): what ``baton db rebuild`` matches the drive's scripts
         with. Needs ``AccountingStoreFlags=job_comment`` in slurm.conf; raises SlurmError
-        when accounting cannot answer."""
+        when accounting cannot answer (and notes a cluster that keeps none: ``accounting``
+        turns False)."""
         argv = ["sacct", "--parsable2", "--noheader", "--duplicates",
                 f"--format={','.join((*SACCT_FIELDS, 'Comment'))}",
                 f"--starttime={since.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%S')}",
                 "--endtime=now"]
-        return parse_sacct_comments(self._call(argv, "sacct").stdout)
+        try:
+            return parse_sacct_comments(self._call(argv, "sacct").stdout)
+        except SlurmError as exc:
+            if ACCOUNTING_OFF in str(exc).lower():
+                self.accounting = False
+            raise
 
     def queue_states(self) -> Counter[str]:
         """This user's jobs in the queue by state: one squeue, no retry (a caller that

@@ -4,7 +4,9 @@ accounting, with its id and final state, and never submitted again (real Slurm).
 from __future__ import annotations
 
 import secrets
+import subprocess
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,9 +18,9 @@ from baton.pipeline.submission import comment_token, reconcile_stale
 from baton.slurm.sbatch import SbatchBackend
 from tests.slurm.test_slurm_real import submit, wait_done
 
-pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm")]
 
-
+@pytest.mark.slurm
+@pytest.mark.usefixtures("slurm")
 def test_a_job_that_left_the_queue_is_adopted_from_accounting(config: Config,
                                                               tmp_path: Path) -> None:
     ledger = open_ledger(config.ledger_url, init=True)
@@ -41,3 +43,34 @@ def test_a_job_that_left_the_queue_is_adopted_from_accounting(config: Config,
     assert (row.job_id, row.state, row.exit_code) == (job, "COMPLETED", 0)
     assert ledger.claim_submission(key, stage="evaluation", experiment="gone",
                                    backend="sbatch").created is False  # a retry submits nothing
+
+
+@pytest.mark.parametrize("accounting", ["off", "down"])
+def test_without_accounting_a_claim_not_in_the_queue_is_settled(config: Config,
+                                                                accounting: str) -> None:
+    """A cluster that keeps no accounting (sacct: "accounting storage is disabled") can
+    never say more than its queue: a dead submitter's claim not in the queue is marked
+    failed, as before accounting was asked, instead of waiting for ever. Accounting that is
+    down for now (any other sacct error) makes the claim wait for a later call."""
+    ledger = open_ledger(config.ledger_url, init=True)
+    key = f"evaluation:lost-{secrets.token_hex(4)}:attempt-1"
+    claim = ledger.claim_submission(key, stage="evaluation", experiment="lost",
+                                    backend="sbatch")
+    ledger.note_token([claim.row_id], comment_token([key]))
+    said = {"off": "sacct: error: Slurm accounting storage is disabled\n",
+            "down": "sacct: error: slurmdbd: Connection refused\n"}[accounting]
+
+    def runner(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
+        # the one thing faked: a cluster without accounting (the CI cluster has it)
+        if argv[0] == "sacct":
+            return subprocess.CompletedProcess(list(argv), 1, "", said)
+        assert argv[0] == "squeue", argv
+        return subprocess.CompletedProcess(list(argv), 0, "", "")  # not in the queue
+
+    backend = SbatchBackend(runner=runner, attempts=1)
+    settled = reconcile_stale(ledger, backend, older_than_s=0)
+    row = ledger.job(claim.row_id)
+    if accounting == "off":
+        assert (settled, row.state) == (1, "SUBMIT_FAILED")
+    else:
+        assert (settled, row.state) == (0, "SUBMITTING")
