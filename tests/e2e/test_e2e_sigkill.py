@@ -82,10 +82,9 @@ def test_daemon_killed_inside_submitting_runs_evaluates_each_experiment_once(
         p.start()
         restart_after_crash(p)  # sbatch call 1: killed before the real sbatch
         restart_after_crash(p)  # sbatch call 2: killed after it (Slurm has the job)
-        # the held jobs may end once the ledger holds each one's task: the tracker found
-        # the job whose reply was lost in the queue, by its token, and the request asked
-        # again recorded its task (a job that ends before then answers no task: the gap
-        # docs/operator/dagster-settings.md#run-monitoring names)
+        # the jobs are held until the tracker has adopted the job whose reply was lost (by
+        # its token) and every task has its job id, so the kills land while all are queued
+        # (a job ending before its adoption is tests/pipeline/test_crash_after_sbatch.py's)
         p.wait_for("every experiment's evaluation task in the ledger", lambda: all(
             any(t.slurm_job_id for t in p.ledger.evaluation_tasks(e)) for e in exps),
             timeout=420)
