@@ -4,7 +4,9 @@ A request is decided from the runs Dagster holds for it (its first run key and i
 retries' ``{key}#n``, all tagged ``baton/request``):
 
 - a run succeeded: done, confirmed as a fact in the ledger, so an idle tick does not
-  re-ask about the whole history (a dry run succeeds too, and is done);
+  re-ask about the whole history (a dry run succeeds too, and is done); so is a run that
+  only records (the join, the reports) whose step failed: it recorded the failure it
+  found (an evaluation whose every task failed);
 - a run is still in flight (queued, starting, running, canceling): wait for its outcome;
 - every run ended without success (failed or canceled; run monitoring fails a run whose
   process died, e.g. a daemon SIGKILLed while the run was STARTING): ask again under a new
@@ -28,6 +30,9 @@ from baton.ledger import Ledger
 from baton.pipeline.keys import analysis_key, evaluation_key
 
 RUN_KEY_TAG = "dagster/run_key"
+FAILURE_REASON_TAG = "dagster/failure_reason"  # what Dagster says ended a failed run
+# the requests whose runs only record what the ledger holds: a failed step is their answer
+RECORDING = ("evaluation_metrics:", "analysis_report:", "campaign_report:")
 REQUEST_TAG = "baton/request"  # the request's first run key, on every run asked for it
 MAX_RUNS = 5
 
@@ -69,7 +74,8 @@ def requests_once(context: SensorEvaluationContext, ledger: Ledger,
         if not runs:
             out.append(_tagged(request, key, key))
             continue
-        if any(run.status == DagsterRunStatus.SUCCESS for run in runs):
+        if any(run.status == DagsterRunStatus.SUCCESS or _recorded_failure(key, run)
+               for run in runs):
             ledger.record_fact(f"run:{key}", "run_requested",
                                detail={"partition": request.partition_key})
             continue
@@ -87,6 +93,14 @@ def requests_once(context: SensorEvaluationContext, ledger: Ledger,
                             f"asking again as {retry}")
         out.append(_tagged(request, key, retry))
     return out
+
+
+def _recorded_failure(key: str, run: DagsterRun) -> bool:
+    """A recording run whose step failed: it ran and recorded the failure it found (an
+    evaluation whose every task failed fails ``evaluation_metrics``). Asking again would
+    only fail again; a run that died before its step ended has no such reason."""
+    return key.startswith(RECORDING) and run.status == DagsterRunStatus.FAILURE and \
+        run.tags.get(FAILURE_REASON_TAG) == "STEP_FAILURE"
 
 
 def _tagged(request: RunRequest, key: str, run_key: str) -> RunRequest:

@@ -128,6 +128,9 @@ def test_an_evaluation_that_produced_nothing_fails_and_says_why(
     stored = site.check("evaluation_metrics", "evaluation_succeeded", "nothing")
     assert stored is not None and stored.passed is False
     assert "simulated failure" in str(meta(stored, "failed_tasks"))
+    # the run failed on purpose, having recorded what it found: it is not asked again (a
+    # run that died before its step ended would be: tests/dagster_layer/test_request_again)
+    assert requests_of(site.tick(evaluation_sensor)) == []
 
 
 def test_a_wrong_schema_parquet_fails_schema_valid(site: InProcess) -> None:
