@@ -15,7 +15,7 @@ import pytest
 from baton.config import Config
 from baton.errors import BatonError
 from baton.inbox import publish
-from baton.ledger import Ledger, open_ledger
+from baton.ledger import Ledger
 from baton.ledger.stages import apply_eval_signal
 from baton.ledger.training import apply_training_signal
 from baton.pipeline import submission
@@ -28,23 +28,6 @@ from baton.slurm.local import LocalBackend
 
 class Killed(BaseException):
     """The process dies here (SIGKILL): nothing after it runs."""
-
-
-@pytest.fixture
-def cfg(config: Config, ledger_url: str) -> Config:
-    stages = {name: s.model_copy(update={"command": "true", "mem": "100M", "cpus": 1})
-              for name, s in config.stages.items()}
-    return config.model_copy(update={"database_url": ledger_url, "stages": stages})
-
-
-@pytest.fixture
-def ledger(cfg: Config) -> Ledger:
-    return open_ledger(cfg.ledger_url, init=True)
-
-
-@pytest.fixture
-def backend(cfg: Config) -> LocalBackend:
-    return LocalBackend(cfg.state_dir / "local")
 
 
 def train(cfg: Config, ledger: Ledger, name: str) -> str:

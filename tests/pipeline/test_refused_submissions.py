@@ -13,28 +13,11 @@ import pytest
 
 from baton.config import Config
 from baton.errors import BatonError
-from baton.ledger import Ledger, open_ledger
+from baton.ledger import Ledger
 from baton.pipeline.submission import submit_jobs
 from baton.slurm.local import LocalBackend
 
 BAD_NAMES = ["../etc", "x$(id)", "-rf", "x" * 200, ""]
-
-
-@pytest.fixture
-def cfg(config: Config, ledger_url: str) -> Config:
-    stages = {name: s.model_copy(update={"command": "true", "mem": "100M", "cpus": 1})
-              for name, s in config.stages.items()}
-    return config.model_copy(update={"database_url": ledger_url, "stages": stages})
-
-
-@pytest.fixture
-def ledger(cfg: Config) -> Ledger:
-    return open_ledger(cfg.ledger_url, init=True)
-
-
-@pytest.fixture
-def backend(cfg: Config) -> LocalBackend:
-    return LocalBackend(cfg.state_dir / "local")
 
 
 def checkpoint(cfg: Config, experiment: str) -> str:
