@@ -10,18 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from baton.config import load_config
 from baton.inbox import publish
-from baton.ledger import open_ledger
 from baton.ledger.stages import apply_eval_signal
 from baton.ledger.training import apply_training_signal
 from baton.pipeline.steps import submit_evaluations
 from baton.signals import EvalComplete, TrainingComplete, read_signal
 from baton.slurm.backend import Submitted
-from baton.slurm.factory import make_backend
 from baton.supervision.actions import tick
+from tests.supervision.site import local_site
 
 
 class Killed(BaseException):
@@ -30,20 +27,7 @@ class Killed(BaseException):
 
 def test_a_repair_killed_after_sbatch_keeps_its_task(tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    doc = {"shared_drive": str(tmp_path / "drive"), "state_dir": str(tmp_path / "state"),
-           "database_url": f"sqlite:///{tmp_path / 'ledger.db'}",
-           "slurm": {"backend": "local", "local_max_concurrent": 2},
-           "stages": {"evaluation": {"time": "00:10:00", "mem": "100M", "cpus": 1,
-                                     "command": "exit 1",
-                                     "supervision": {"resubmit_failed": True}}}}
-    (tmp_path / "baton.yaml").write_text(yaml.safe_dump(doc))
-    config = load_config(tmp_path / "baton.yaml")
-    config.drive.create()
-    ledger = open_ledger(config.ledger_url, init=True)
-    backend = make_backend(config, "local")
-    final = config.drive.experiment("exp1").final_dir
-    final.mkdir(parents=True)
-    (final / "model.safetensors").write_bytes(b"\1")
+    config, ledger, backend, final = local_site(tmp_path, "exit 1")
     sf = read_signal(publish(config.drive, TrainingComplete(
         timestamp=datetime.now(UTC), experiment="exp1", hostname="h", user="u",
         checkpoint_path=str(final))), config.drive)
