@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -16,13 +15,9 @@ from baton.ledger.stages import apply_eval_signal
 from baton.ledger.training import apply_training_signal
 from baton.pipeline.steps import submit_evaluations
 from baton.signals import EvalComplete, TrainingComplete, read_signal
-from baton.slurm.backend import Submitted
 from baton.supervision.actions import tick
+from tests.pipeline.test_crash_after_sbatch import Killed, dies_after_sbatch
 from tests.supervision.site import local_site
-
-
-class Killed(BaseException):
-    """The process dies here (SIGKILL): nothing after it runs."""
 
 
 def test_a_repair_killed_after_sbatch_keeps_its_task(tmp_path: Path,
@@ -40,14 +35,7 @@ def test_a_repair_killed_after_sbatch_keeps_its_task(tmp_path: Path,
         time.sleep(0.1)
     ledger.sync_stage_rows()
 
-    real = backend.submit
-    done: list[Submitted] = []
-
-    def dies_after_sbatch(spec: Any, script_path: Path) -> Submitted:
-        done.append(real(spec, script_path))
-        raise Killed
-
-    monkeypatch.setattr(backend, "submit", dies_after_sbatch)
+    done = dies_after_sbatch(backend, monkeypatch)
     with pytest.raises(Killed):
         tick(config, ledger, backend, datetime.now(UTC))
     [repair] = done
