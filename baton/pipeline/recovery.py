@@ -75,11 +75,13 @@ def rebuild_ledger(config: Config, ledger: Ledger, backend: SlurmBackend) -> Reb
     return RebuildReport(rebuilt, skipped + rebuilt.orphans, left)
 
 
-def _order(jobs: list[KeptJob]) -> Callable[[SignalFile | KeptJob], tuple[datetime, int]]:
+def _order(jobs: list[KeptJob]
+           ) -> Callable[[SignalFile | KeptJob], tuple[datetime, int, int]]:
     """The replay's order: by time, where Slurm's times are whole seconds and a signal's
     are not. A job counts at the end of its submission's second (after the signal that
     asked for it, however soon it was submitted), and a signal from a job never before
-    that job (however fast it ran)."""
+    that job (however fast it ran). Jobs of one second go in the order Slurm numbered
+    them (an earlier generation's analysis before a retrain's evaluation)."""
     at: dict[int, datetime] = {}
     of_job: dict[str, datetime] = {}
     for job in jobs:
@@ -91,14 +93,15 @@ def _order(jobs: list[KeptJob]) -> Callable[[SignalFile | KeptJob], tuple[dateti
                 if jid:
                     of_job[jid] = at[id(job)]
 
-    def key(event: SignalFile | KeptJob) -> tuple[datetime, int]:
+    def key(event: SignalFile | KeptJob) -> tuple[datetime, int, int]:
         if isinstance(event, KeptJob):
-            return at[id(event)], _ORDER["job"]
+            first = event.statuses[0].array_job_id or event.statuses[0].job_id
+            return at[id(event)], _ORDER["job"], int(first) if first.isdigit() else 0
         when = event.signal.timestamp
         job_id = getattr(event.signal, "job_id", None)
         if job_id in of_job:
             when = max(when, of_job[job_id])
-        return when, _ORDER[event.kind]
+        return when, _ORDER[event.kind], 0
 
     return key
 

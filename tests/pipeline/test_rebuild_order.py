@@ -27,3 +27,19 @@ def test_an_array_tasks_signal_comes_after_its_job() -> None:
     sf = SignalFile(Path("/d/evaluation/re/tasks/b/.eval_complete"), signal, "0" * 64, 1, 0.0)
     key = _order([job])
     assert key(sf) > key(job)
+
+
+def test_jobs_of_one_second_replay_in_the_order_slurm_numbered_them() -> None:
+    """Accounting's submission times are whole seconds: a retrain's evaluation submitted
+    in the second of the earlier generation's analysis must not be replayed before it
+    (seen in CI: the analysis was then checked against the later generation's trigger).
+    Slurm numbers jobs in the order it took them."""
+
+    def job(job_id: str, stage: str) -> KeptJob:
+        status = JobStatus(job_id=job_id, state="COMPLETED", submitted_at=SUBMITTED)
+        return KeptJob(stage=stage, tasks=(("re", ""),), statuses=(status,), token="baton-x",
+                       attempt=1, script_path=f"{job_id}.sh", stdout_paths=(None,),
+                       stderr_paths=(None,))
+
+    jobs = [job("10", "evaluation"), job("9", "analysis"), job("11", "evaluation")]
+    assert [j.statuses[0].job_id for j in sorted(jobs, key=_order(jobs))] == ["9", "10", "11"]
