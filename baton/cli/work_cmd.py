@@ -29,8 +29,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _results(args: argparse.Namespace, hand_folder: Callable[[], Path]) -> Path | None:
-    """Where a run's results go: ``--output``, a new hand folder when run by hand (no
-    ``SLURM_JOB_ID``) without ``--publish``, else None: the experiment's, announced."""
+    """Where a run's results go: ``--output``, a new hand folder when run by hand (not by
+    the pipeline's job script) without ``--publish``, else None: the experiment's,
+    announced."""
     from baton.evaluate.harness import job_tag
     from baton.signals import OUTSIDE_SLURM
 

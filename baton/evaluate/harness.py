@@ -84,7 +84,12 @@ def _first(exc: ValidationError) -> str:
 
 
 def job_tag() -> str:
-    """The Slurm id of this task (``123`` or ``123_4``), ``0`` outside Slurm."""
+    """The Slurm id of this task (``123`` or ``123_4``) when the pipeline's job script runs
+    it (the script exports ``BATON_STAGE``); ``0`` otherwise: by hand, inside a person's
+    own ``salloc`` too (which sets ``SLURM_JOB_ID`` as well), so that its signal answers
+    no task of a pipeline job."""
+    if not os.environ.get("BATON_STAGE"):
+        return OUTSIDE_SLURM
     array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
     if array and task:
         return f"{array}_{task}"

@@ -22,6 +22,7 @@ from tests.evaluate.test_hand_run import baton_by_hand
 def evaluated(config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Config:
     exp = config.drive.experiment("exp1")
     monkeypatch.setenv("SLURM_JOB_ID", "41")  # the pipeline's evaluation job
+    monkeypatch.setenv("BATON_STAGE", "evaluation")
     for step in (100, 200):
         ckpt = exp.checkpoint(step)
         ckpt.mkdir(parents=True)
@@ -29,9 +30,10 @@ def evaluated(config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     return config
 
 
-def analyze_cmd(config: Config, *extra: str, job: str | None = None
-                ) -> subprocess.CompletedProcess[str]:
-    return baton_by_hand(config, "analyze", "--experiment", "exp1", *extra, job=job)
+def analyze_cmd(config: Config, *extra: str, job: str | None = None,
+                salloc: str | None = None) -> subprocess.CompletedProcess[str]:
+    return baton_by_hand(config, "analyze", "--experiment", "exp1", *extra, job=job,
+                         salloc=salloc)
 
 
 def files(*folders: Path) -> dict[str, bytes]:
@@ -60,6 +62,17 @@ def test_a_hand_analysis_keeps_to_its_own_folder(evaluated: Config) -> None:
     assert (results / "report.html").is_file()
     assert (results / "tables" / "accuracy_by_group.csv").is_file()
     assert (results / "figures" / "accuracy_by_group.png").is_file()
+
+
+def test_a_hand_analysis_inside_an_allocation_is_still_by_hand(evaluated: Config) -> None:
+    """``SLURM_JOB_ID`` of a person's ``salloc`` does not make the run the pipeline's."""
+    exp = evaluated.drive.experiment("exp1")
+    hand = analyze_cmd(evaluated, salloc="4243")
+    assert hand.returncode == 0, hand.stderr
+    assert not exp.analysis_signal.exists()
+    [results] = (exp.reports_dir / "hand").iterdir()
+    assert hand.stdout.startswith(f"complete: results in {results} (not announced")
+    assert json.loads((results / "analysis_complete.json").read_text())["job_id"] == "0"
 
 
 def test_publish_announces_a_hand_analysis_as_job_0(evaluated: Config) -> None:

@@ -217,7 +217,8 @@ def test_failure_before_any_dataset_writes_eval_failed(config: Config, ckpt: Pat
     else:
         checkpoint = str(config.drive.experiment("exp1").checkpoint(999))
     env = {**os.environ, "SHARED_DRIVE": str(config.shared_drive),
-           "BATON_STATE_DIR": str(config.state_dir), "BATON_CONFIG": "", "SLURM_JOB_ID": "77"}
+           "BATON_STATE_DIR": str(config.state_dir), "BATON_CONFIG": "", "SLURM_JOB_ID": "77",
+           "BATON_STAGE": "evaluation"}  # the pipeline's job
     for var in ("BATON_SIGNAL_DIR", "MLFLOW_TRACKING_URI", "SLURM_ARRAY_JOB_ID",
                 "SLURM_ARRAY_TASK_ID"):
         env.pop(var, None)
@@ -246,6 +247,7 @@ def test_reevaluating_a_checkpoint_replaces_its_rows(config: Config, ckpt: Path,
     cfg = eval_config(tmp_path, rows=50, detail=True)
     other = exp.checkpoint(1000)  # checkpoint-1000 starts with "checkpoint-100"
     other.mkdir()
+    monkeypatch.setenv("BATON_STAGE", "evaluation")  # the pipeline's jobs
     monkeypatch.setenv("SLURM_JOB_ID", "5")
     assert evaluate(config, "exp1", str(other), cfg)[0]
 

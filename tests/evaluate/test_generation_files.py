@@ -33,6 +33,7 @@ def test_a_retrain_keeps_the_earlier_generation(config: Config, ckpt: Path,  # n
     exp = config.drive.experiment("exp1")
     cfg = eval_config(tmp_path, rows=50, detail=True)
     monkeypatch.delenv("BATON_GENERATION", raising=False)
+    monkeypatch.setenv("BATON_STAGE", "evaluation")  # the pipeline's jobs
     monkeypatch.setenv("SLURM_JOB_ID", "1")
     assert evaluate(config, "exp1", str(ckpt), cfg)[0]  # no generation said: the first
     monkeypatch.setenv("BATON_GENERATION", "2")
@@ -74,6 +75,7 @@ def test_files_from_before_generations_read_as_the_first(config: Config,
                                  [None], METRIC_SCHEMA.field("timestamp").type)},
                             schema=METRIC_SCHEMA), folder / "part-checkpoint-100-7.parquet")
     monkeypatch.setenv("BATON_GENERATION", "2")
+    monkeypatch.setenv("BATON_STAGE", "evaluation")  # the pipeline's job
     monkeypatch.setenv("SLURM_JOB_ID", "8")
     ok, signal = evaluate(config, "exp1", str(ckpt), eval_config(tmp_path, rows=10))
     assert ok, read_signal(signal, config.drive).signal

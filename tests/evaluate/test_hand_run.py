@@ -16,25 +16,29 @@ from baton.signals import read_signal
 from tests.evaluate.test_evaluate import ckpt, eval_config  # noqa: F401 (fixture)
 
 
-def baton_by_hand(config: Config, *args: str, job: str | None = None
-                  ) -> subprocess.CompletedProcess[str]:
-    """``baton ARGS`` as a person runs it on the login node (``job``: as Slurm's job
-    ``job`` runs it), on ``config``'s drive."""
+def baton_by_hand(config: Config, *args: str, job: str | None = None,
+                  salloc: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``baton ARGS`` as a person runs it on the login node, on ``config``'s drive
+    (``job``: as the pipeline's Slurm job ``job`` runs it, its script exporting
+    ``BATON_STAGE``; ``salloc``: by hand inside a person's own allocation)."""
     env = {**os.environ, "SHARED_DRIVE": str(config.shared_drive),
            "BATON_STATE_DIR": str(config.state_dir), "BATON_CONFIG": ""}
-    for var in [v for v in env if v.startswith("SLURM_")] + ["BATON_SIGNAL_DIR",
-                                                            "MLFLOW_TRACKING_URI"]:
+    for var in [v for v in env if v.startswith("SLURM_")] + [
+            "BATON_SIGNAL_DIR", "BATON_STAGE", "MLFLOW_TRACKING_URI"]:
         env.pop(var, None)
     if job is not None:
-        env["SLURM_JOB_ID"] = job
+        env.update(SLURM_JOB_ID=job, BATON_STAGE=args[0])
+    if salloc is not None:
+        env["SLURM_JOB_ID"] = salloc
     return subprocess.run([sys.executable, "-m", "baton", *args], env=env,
                           capture_output=True, text=True, check=False)
 
 
-def run(config: Config, checkpoint: Path, cfg: Path, *extra: str, job: str | None = None
-        ) -> subprocess.CompletedProcess[str]:
+def run(config: Config, checkpoint: Path, cfg: Path, *extra: str, job: str | None = None,
+        salloc: str | None = None) -> subprocess.CompletedProcess[str]:
     return baton_by_hand(config, "evaluate", "--experiment", "exp1", "--checkpoint",
-                         str(checkpoint), "--config", str(cfg), *extra, job=job)
+                         str(checkpoint), "--config", str(cfg), *extra, job=job,
+                         salloc=salloc)
 
 
 def markers(config: Config) -> list[Path]:
@@ -73,6 +77,22 @@ def test_a_hand_run_keeps_to_its_own_folder(config: Config, ckpt: Path,  # noqa:
     written = json.loads((results / "eval_complete.json").read_text())
     assert (written["job_id"], written["status"]) == ("0", "complete")
     assert json.loads((results / "eval_metadata.json").read_text())["job_id"] == "0"
+
+
+def test_a_hand_run_inside_an_allocation_is_still_by_hand(config: Config, ckpt: Path,  # noqa: F811
+                                                          tmp_path: Path) -> None:
+    """A person's ``salloc`` sets ``SLURM_JOB_ID`` too: only the pipeline's own job script
+    (which exports ``BATON_STAGE``) publishes. Before, a rerun inside an allocation wrote
+    the experiment's signal under the allocation's job id, which answers the live tasks of
+    its checkpoint."""
+    exp = config.drive.experiment("exp1")
+    hand = run(config, ckpt, eval_config(tmp_path, rows=10), salloc="4242")
+    assert hand.returncode == 0, hand.stderr
+    assert not exp.eval_complete_signal.exists()
+    assert markers(config) == []
+    [results] = (exp.eval_dir / "hand").iterdir()
+    assert hand.stdout.startswith(f"complete: results in {results} (not announced")
+    assert json.loads((results / "eval_complete.json").read_text())["job_id"] == "0"
 
 
 def test_a_failed_hand_run_says_where_and_announces_nothing(config: Config, ckpt: Path,  # noqa: F811
