@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, func, insert, select, text, update
 
 from baton.errors import BatonError
 from baton.ledger.base import LedgerBase, transaction, utcnow
@@ -22,11 +23,19 @@ from baton.ledger.schema import (
     evaluation_jobs,
     signals,
     slurm_jobs,
+    supervisions,
     training_generations,
     training_runs,
 )
 from baton.ledger.signal_log import insert_accepted
-from baton.ledger.stages import APPLIERS, current_trigger
+from baton.ledger.stages import (
+    APPLIERS,
+    MISSING_SIGNAL_GRACE_S,
+    current_trigger,
+    repaired_trigger,
+    sync_stage_table,
+)
+from baton.ledger.supervisions import execution_status, job_key
 from baton.ledger.training import generation_of
 from baton.signals import SignalFile, TrainingComplete
 from baton.slurm.states import JobStatus, is_terminal
@@ -64,6 +73,7 @@ class KeptJob:
     requested: dict[str, Any] = field(default_factory=dict)  # req_cpus, req_mem_mb, ...
     # per task, in order; empty for a script written before scripts named them
     answered: tuple[Answered, ...] = ()
+    repair: Mapping[str, Any] | None = None  # a repair's supervision, as its script names it
 
     @property
     def submitted_at(self) -> datetime | None:
@@ -76,6 +86,7 @@ class Rebuilt:
     jobs: int = 0
     evaluations: int = 0
     analyses: int = 0
+    repairs: int = 0  # of the jobs: the supervisor's resubmissions, with their supervision
     orphans: list[str] = field(default_factory=list)  # tasks nothing on the drive asked for
 
 
@@ -121,9 +132,16 @@ class Rebuild(LedgerBase):
                 done.signals += _replay_signal(conn, event, event.idempotency_key in known)
                 if event.idempotency_key in numbered:
                     _renumber(conn, event.idempotency_key, numbered[event.idempotency_key])
+            elif event.repair:
+                _record_repair(conn, event, token_of, backend, done)
             else:
                 _record_job(conn, event, key_of, token_of, backend, done, campaigns)
         _settle_earlier_generations(conn)
+        for table in (evaluation_jobs, analysis_jobs):  # as the tracker's next tick would
+            sync_stage_table(conn, table, utcnow() - timedelta(seconds=MISSING_SIGNAL_GRACE_S))
+        if done.repairs and conn.dialect.name == "postgresql":  # ids given: move past them
+            conn.execute(text("SELECT setval(pg_get_serial_sequence('supervisions', 'id'), "
+                              "(SELECT max(id) FROM supervisions))"))
         return done
 
 
@@ -266,33 +284,92 @@ def _record_job(conn: Connection, job: KeptJob, key_of: KeyOf, token_of: TokenOf
     runs = [conn.execute(select(training_runs.c.id, training_runs.c.campaign).where(
         training_runs.c.experiment_name == e)).first() for e, _ in job.tasks]
     done.jobs += 1
-    for index, ((experiment, checkpoint), status, run, trigger, key) in enumerate(zip(
-            job.tasks, job.statuses, runs, triggers, keys, strict=True)):
-        submitted = status.submitted_at or utcnow()
-        meta: dict[str, Any] = {"checkpoint": checkpoint} if checkpoint else {}
-        values: dict[str, Any] = dict(
-            submission_key=key,
-            stage=job.stage, experiment=experiment, campaign=run.campaign if run else None,
-            attempt=job.attempt, backend=backend, job_id=status.job_id, state="PENDING",
-            submitted_at=submitted, script_path=job.script_path,
-            stdout_path=job.stdout_paths[index], stderr_path=job.stderr_paths[index],
-            restarts=0, created_at=submitted, updated_at=utcnow(),
-            metadata={**meta, "token": job.token, "task_index": index}, **job.requested)
-        row_id = conn.execute(insert(slurm_jobs).values(**values)).inserted_primary_key[0]
-        row = conn.execute(select(slurm_jobs).where(slurm_jobs.c.id == row_id)).one()
-        if changes := status.ledger_values(row):
-            conn.execute(update(slurm_jobs).where(slurm_jobs.c.id == row_id).values(**changes))
-        stage_values: dict[str, Any] = dict(
-            experiment_name=experiment, slurm_job_row=row_id, status="queued",
-            slurm_job_id=status.job_id, submitted_at=submitted, trigger_key=trigger,
-            generation=generation_of(conn, trigger))
-        if status.state == "RUNNING":
-            stage_values.update(status="running", started_at=status.started_at)
-        if job.stage == "evaluation":
-            conn.execute(insert(evaluation_jobs).values(
-                training_run_id=run.id if run else None, checkpoint_path=checkpoint,
-                **stage_values))
-            done.evaluations += 1
-        else:
-            conn.execute(insert(analysis_jobs).values(**stage_values))
-            done.analyses += 1
+    for index, (run, trigger, key) in enumerate(zip(runs, triggers, keys, strict=True)):
+        _insert_task(conn, job, index, key, trigger, backend, done, run=run,
+                     generation=generation_of(conn, trigger))
+
+
+def _record_repair(conn: Connection, job: KeptJob, token_of: TokenOf, backend: str,
+                   done: Rebuilt) -> None:
+    """Write a repair as the supervisor's dispatch did: its job (the child of the job it
+    repairs), its task (the repaired task's trigger, ``#attempt-N``) and the supervision
+    that made it, as the repair's script names them; the job it repairs must be rebuilt
+    already and the named key must give the token the repair carried."""
+    named = job.repair or {}
+    what = f"{job.stage} repair {job.statuses[0].job_id} ({job.script_path})"
+    table = evaluation_jobs if job.stage == "evaluation" else analysis_jobs
+    original = conn.execute(select(slurm_jobs).where(
+        slurm_jobs.c.job_id == str(named["repairs"])).order_by(slurm_jobs.c.id.desc())).first()
+    task = None if original is None else conn.execute(select(table).where(
+        table.c.slurm_job_row == original.id)).first()
+    if original is None or task is None or task.trigger_key is None:
+        done.orphans.append(f"{what}: the job it repairs ({named['repairs']}) is not rebuilt")
+        return
+    if token_of([named["submission_key"]]) != job.token:
+        done.orphans.append(f"{what}: its comment {job.token} is not the one its script's "
+                            f"{named['submission_key']} gives")
+        return
+    done.jobs += 1
+    done.repairs += 1
+    run = conn.execute(select(training_runs.c.id, training_runs.c.campaign).where(
+        training_runs.c.experiment_name == original.experiment)).first()
+    row_id = _insert_task(conn, job, 0, named["submission_key"],
+                          repaired_trigger(task.trigger_key, job.attempt), backend, done, run=run,
+                          generation=task.generation, parent_id=original.id)
+    status = job.statuses[0]
+    conn.execute(insert(supervisions).values(
+        id=named["supervision"], key=named.get("key") or job_key(original.id, named["reason"]),
+        experiment=original.experiment, stage=job.stage,
+        checkpoint=(original.metadata or {}).get("checkpoint"), job_row=original.id,
+        job_id=original.job_id, attempt=original.attempt, reason=named["reason"],
+        action=named.get("action", "resubmit"), note=named.get("note"),
+        requested_by=named.get("requested_by") or "supervisor",
+        script=Path(job.script_path).read_text(errors="replace"),
+        new_mem_mb=named.get("new_mem_mb"), new_time_s=named.get("new_time_s"),
+        dispatch_status="dispatched", repair_row=row_id, repair_job_id=status.job_id,
+        execution_status=execution_status(status.state),
+        created_at=_when(named.get("created_at")) or status.submitted_at or utcnow(),
+        dispatched_at=status.submitted_at,
+        finished_at=status.ended_at if is_terminal(status.state) else None))
+
+
+def _when(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+def _insert_task(conn: Connection, job: KeptJob, index: int, key: str, trigger: str,
+                 backend: str, done: Rebuilt, *, run: Any, generation: int | None,
+                 parent_id: int | None = None) -> int:
+    """One task's job row, with what accounting says of it, and its stage row; returns
+    the job row's id."""
+    experiment, checkpoint = job.tasks[index]
+    status = job.statuses[index]
+    submitted = status.submitted_at or utcnow()
+    meta: dict[str, Any] = {"checkpoint": checkpoint} if checkpoint else {}
+    values: dict[str, Any] = dict(
+        submission_key=key,
+        stage=job.stage, experiment=experiment, campaign=run.campaign if run else None,
+        attempt=job.attempt, backend=backend, job_id=status.job_id, state="PENDING",
+        submitted_at=submitted, script_path=job.script_path,
+        stdout_path=job.stdout_paths[index], stderr_path=job.stderr_paths[index],
+        restarts=0, created_at=submitted, updated_at=utcnow(), parent_id=parent_id,
+        metadata={**meta, "token": job.token, "task_index": index}, **job.requested)
+    row_id = conn.execute(insert(slurm_jobs).values(**values)).inserted_primary_key[0]
+    row = conn.execute(select(slurm_jobs).where(slurm_jobs.c.id == row_id)).one()
+    if changes := status.ledger_values(row):
+        conn.execute(update(slurm_jobs).where(slurm_jobs.c.id == row_id).values(**changes))
+    stage_values: dict[str, Any] = dict(
+        experiment_name=experiment, slurm_job_row=row_id, status="queued",
+        slurm_job_id=status.job_id, submitted_at=submitted, trigger_key=trigger,
+        generation=generation)
+    if status.state == "RUNNING":
+        stage_values.update(status="running", started_at=status.started_at)
+    if job.stage == "evaluation":
+        conn.execute(insert(evaluation_jobs).values(
+            training_run_id=run.id if run else None, checkpoint_path=checkpoint,
+            **stage_values))
+        done.evaluations += 1
+    else:
+        conn.execute(insert(analysis_jobs).values(**stage_values))
+        done.analyses += 1
+    return row_id

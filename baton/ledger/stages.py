@@ -147,6 +147,38 @@ def repaired_trigger(trigger: str, attempt: int) -> str:
     return f"{trigger.split('#attempt-')[0]}#attempt-{attempt}"
 
 
+# how long a completed job may take to write its signal before its task counts as failed
+MISSING_SIGNAL_GRACE_S = 300
+
+
+def sync_stage_table(conn: Connection, table: Table, cutoff: datetime) -> int:
+    """Slurm's word in one stage table (see :meth:`Stages.sync_stage_rows`): ``cutoff``,
+    the end before which a completed job's missing signal counts as never written."""
+    n = 0
+    rows = conn.execute(select(table.c.id, table.c.status, slurm_jobs).join(
+        slurm_jobs, slurm_jobs.c.id == table.c.slurm_job_row).where(
+        table.c.status.not_in(DONE))).all()
+    for r in rows:
+        values: dict[str, Any] = {}
+        if r.state == "RUNNING" and r.status == "queued":
+            values = {"status": "running", "started_at": r.started_at}
+        elif r.state in ("COMPLETED",) and r.ended_at and r.ended_at < cutoff:
+            values = {"status": "failed", "completed_at": r.ended_at,
+                      "error_message": f"Slurm job {r.job_id} completed but "
+                      "never wrote its completion signal"}
+        elif r.state != "COMPLETED" and is_terminal(r.state):
+            code = "" if r.exit_code is None else \
+                f" (exit {r.exit_code}:{r.exit_signal or 0})"
+            values = {"status": "failed", "completed_at": r.ended_at or utcnow(),
+                      "error_message": f"Slurm job {r.job_id} ended {r.state}"
+                      f"{code}" + (f": {r.reason}" if r.reason else "")}
+        if values:
+            conn.execute(update(table).where(table.c.id == r.id).values(**values))
+            n += 1
+    return n
+
+
+
 class Stages(LedgerBase):
     """The pipeline's state per experiment: what the sensors ask and record."""
 
@@ -239,7 +271,7 @@ class Stages(LedgerBase):
             window.keep("evaluations", (r.id for r in current), top)
         return ready
 
-    def sync_stage_rows(self, missing_signal_grace_s: float = 300) -> int:
+    def sync_stage_rows(self, missing_signal_grace_s: float = MISSING_SIGNAL_GRACE_S) -> int:
         """Carry Slurm's word into the stage tables: running; failed when the job failed, or
         finished but never wrote its signal within the grace period."""
         cutoff = utcnow() - timedelta(seconds=missing_signal_grace_s)
@@ -248,28 +280,7 @@ class Stages(LedgerBase):
 
     @transaction()
     def _sync_stage_table(self, conn: Connection, table: Table, cutoff: datetime) -> int:
-        n = 0
-        rows = conn.execute(select(table.c.id, table.c.status, slurm_jobs).join(
-            slurm_jobs, slurm_jobs.c.id == table.c.slurm_job_row).where(
-            table.c.status.not_in(DONE))).all()
-        for r in rows:
-            values: dict[str, Any] = {}
-            if r.state == "RUNNING" and r.status == "queued":
-                values = {"status": "running", "started_at": r.started_at}
-            elif r.state in ("COMPLETED",) and r.ended_at and r.ended_at < cutoff:
-                values = {"status": "failed", "completed_at": r.ended_at,
-                          "error_message": f"Slurm job {r.job_id} completed but "
-                          "never wrote its completion signal"}
-            elif r.state != "COMPLETED" and is_terminal(r.state):
-                code = "" if r.exit_code is None else \
-                    f" (exit {r.exit_code}:{r.exit_signal or 0})"
-                values = {"status": "failed", "completed_at": r.ended_at or utcnow(),
-                          "error_message": f"Slurm job {r.job_id} ended {r.state}"
-                          f"{code}" + (f": {r.reason}" if r.reason else "")}
-            if values:
-                conn.execute(update(table).where(table.c.id == r.id).values(**values))
-                n += 1
-        return n
+        return sync_stage_table(conn, table, cutoff)
 
     @transaction()
     def record_analysis(self, conn: Connection, *, experiment: str, trigger_key: str,

@@ -12,6 +12,7 @@ from sqlalchemy import Connection, Row, String, and_, cast, func, insert, litera
 
 from baton.ledger.base import LedgerBase, transaction, utcnow
 from baton.ledger.schema import facts, slurm_jobs, supervisions
+from baton.slurm.states import is_terminal
 
 # execution statuses that may still change (the job they follow has not ended)
 LIVE = ("pending", "running")
@@ -26,6 +27,15 @@ STAGES = ("evaluation", "analysis")
 
 def job_key(job_row: int, reason: str) -> str:
     return f"job-{job_row}:{reason}"
+
+
+def execution_status(state: str) -> str:
+    """A Slurm state in the supervision table's words."""
+    if state in ("SUBMITTING", "PENDING") or state.startswith("REQUEUE"):
+        return "pending"
+    if not is_terminal(state):
+        return "running"
+    return {"COMPLETED": "completed", "CANCELLED": "cancelled"}.get(state, "failed")
 
 
 def failed_try_text(n: int, of: int, at: datetime, error: object) -> str:

@@ -6,19 +6,21 @@ submits anything for an experiment a fresh ledger knows nothing about."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import shlex
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from baton.errors import BatonError, SignalError
 from baton.layout import DriveLayout
 from baton.ledger.rebuild import Answered
 from baton.pipeline.scan import CANONICAL
 from baton.signals import SignalFile, read_signal
-from baton.slurm.render import STAGE_PREFIX, TRIGGER_LINE
+from baton.slurm.render import REPAIR_LINE, STAGE_PREFIX, TRIGGER_LINE
 from baton.slurm.spec import JobSpec, spec_from_script
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,7 @@ class KeptScript:
     tasks: tuple[tuple[str, str], ...]
     attempt: int
     answered: tuple[Answered, ...] = ()
+    repair: dict[str, Any] | None = None
 
     @property
     def token(self) -> str | None:
@@ -92,6 +95,24 @@ def script_answers(script: str, tasks: int) -> tuple[Answered, ...]:
     return tuple(found[i] for i in range(tasks))
 
 
+def script_repair(script: str) -> dict[str, Any] | None:
+    """The supervision a repair's script answers (its ``# baton-repair:`` JSON line); None
+    when it names none. Raises BatonError when the line does not read."""
+    for number, line in enumerate(script.splitlines(), 1):
+        if line.startswith(REPAIR_LINE):
+            try:
+                found = json.loads(line[len(REPAIR_LINE):])
+            except ValueError as exc:
+                raise BatonError(f"line {number} ({REPAIR_LINE} ...) does not read: "
+                                 f"{exc}") from None
+            if not isinstance(found, dict) or not {"repairs", "submission_key",
+                                                   "supervision"} <= found.keys():
+                raise BatonError(f"line {number} ({REPAIR_LINE} ...) does not name the "
+                                 "job it repairs, its key and its supervision")
+            return found
+    return None
+
+
 def kept_scripts(drive: DriveLayout) -> tuple[list[KeptScript], list[str]]:
     """Every stage script kept under ``logs/scripts/``, oldest first, and the problems of
     those that cannot be read (one line each)."""
@@ -111,12 +132,13 @@ def kept_scripts(drive: DriveLayout) -> tuple[list[KeptScript], list[str]]:
                 continue
             try:
                 answered = script_answers(text, len(tasks))
+                repair = script_repair(text)
             except BatonError as exc:
                 problems.append(f"{path}: {exc}")
                 continue
             m = _ATTEMPT.search(path.name)
             found.append(KeptScript(path, stage, spec, tuple(tasks),
-                                    int(m.group(1)) if m else 1, answered))
+                                    int(m.group(1)) if m else 1, answered, repair))
     found.sort(key=lambda s: (s.path.stat().st_mtime, str(s.path)))
     return found, problems
 

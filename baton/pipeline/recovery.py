@@ -43,8 +43,10 @@ class RebuildReport:
 
     def lines(self) -> list[str]:
         r = self.rebuilt
-        out = [f"replayed {r.signals} signal(s); rebuilt {r.jobs} job(s): {r.evaluations} "
-               f"evaluation task(s), {r.analyses} analysis(es); submitted nothing"]
+        repairs = f" ({r.repairs} of them repairs, with their supervision)" if r.repairs else ""
+        out = [f"replayed {r.signals} signal(s); rebuilt {r.jobs} job(s){repairs}: "
+               f"{r.evaluations} evaluation task(s), {r.analyses} analysis(es); "
+               "submitted nothing"]
         out += [f"left for the sensors to quarantine: {s}" for s in self.left]
         return out + [f"not rebuilt: {s}" for s in self.skipped]
 
@@ -125,9 +127,9 @@ def _jobs(scripts: list[KeptScript], backend: SlurmBackend, skipped: list[str]
         raise BatonError(f"cannot read Slurm's accounting: {exc}") from None
     jobs = []
     for script in scripts:
-        if script.attempt > 1:
-            skipped.append(f"{script.path}: a repair (attempt {script.attempt}); its "
-                           "supervision is not on the drive")
+        if script.attempt > 1 and script.repair is None:
+            skipped.append(f"{script.path}: a repair (attempt {script.attempt}) whose script "
+                           "does not name its supervision (written before scripts did)")
             continue
         statuses = _task_statuses(script, by_token.get(script.token or "", {}))
         if statuses is None:
@@ -167,7 +169,7 @@ def _kept_job(script: KeptScript, statuses: tuple[JobStatus, ...]) -> KeptJob:
         requested=dict(req_cpus=spec.cpus,
                        req_mem_mb=parse_memory_request_mb(spec.mem) if spec.mem else None,
                        req_time_s=parse_time_limit_seconds(spec.time) if spec.time else None),
-        answered=script.answered)
+        answered=script.answered, repair=script.repair)
 
 
 def _expand(pattern: str | None, job_id: str, task: int, is_array: bool) -> str | None:

@@ -50,7 +50,8 @@ def submit_jobs(config: Config, ledger: Ledger, backend: SlurmBackend, stage: st
                 mem: str | None = None, time: str | None = None,
                 parent_id: int | None = None,
                 generations: Mapping[str, int] | None = None,
-                on_claim: Callable[[int, str, str], None] | None = None) -> list[TaskOutcome]:
+                on_claim: Callable[[int, str, str], None] | None = None,
+                repair: Mapping[str, Any] | None = None) -> list[TaskOutcome]:
     """Submit (experiment, checkpoint) tasks of ``stage``: one job, or one array for many.
 
     Everything is checked before anything is written (:func:`check_request`): a refused
@@ -62,7 +63,8 @@ def submit_jobs(config: Config, ledger: Ledger, backend: SlurmBackend, stage: st
     apart from the earlier one's). A claim whose sbatch never ran is released; a submission
     Slurm refused is recorded as failed. ``on_claim(row_id, experiment, checkpoint)`` runs
     for each task claimed here before sbatch (the caller's stage rows, there before any job
-    can signal, even if this process dies right after sbatch). Raises BatonError.
+    can signal, even if this process dies right after sbatch). ``repair``: the supervision
+    a repair answers, named in its script for ``baton db rebuild``. Raises BatonError.
     """
     keys = keys or [submission_key(stage, e, attempt, c if len(items) > 1 else "")
                     for e, c in items]
@@ -105,7 +107,8 @@ def submit_jobs(config: Config, ledger: Ledger, backend: SlurmBackend, stage: st
         rendered = render_job(config, stage, [(e, c) for _, e, c, _ in mine],
                               attempt=attempt, mem=mem, time=time, comment=token,
                               generations=generations,  # and their signals, for a rebuild
-                              triggers=ledger.generation_signals(generations or {}))
+                              triggers=ledger.generation_signals(generations or {}),
+                              repair=repair)
         script_path = keep_for_audit(config.drive, rendered, attempt)
     except BaseException as exc:  # sbatch never ran: nothing to record as a submission
         _release(ledger, row_ids)

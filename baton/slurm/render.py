@@ -7,6 +7,7 @@ own configuration) are inserted as they are.
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import sys
@@ -14,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import jinja2
 
@@ -50,6 +52,7 @@ class Task:
 # what ``baton db rebuild`` reads back from the audit copy: per task, the training signal
 # it answers (a retrain overwrites that signal on the drive, the script keeps its key)
 TRIGGER_LINE = "# baton-trigger:"
+REPAIR_LINE = "# baton-repair:"  # then JSON: the supervision a repair's script answers
 _WORD = re.compile(r"[A-Za-z0-9._:#+-]*")
 
 
@@ -111,11 +114,14 @@ def render_job(config: Config, stage: str, items: list[tuple[str, str]], *,
                array_throttle: int | None = None, dependency: str | None = None,
                comment: str | None = None,
                generations: Mapping[str, int] | None = None,
-               triggers: Mapping[str, tuple[str, str]] | None = None) -> RenderedJob:
+               triggers: Mapping[str, tuple[str, str]] | None = None,
+               repair: Mapping[str, Any] | None = None) -> RenderedJob:
     """One script for one or many (experiment, checkpoint) tasks; many become an array.
     Each task exports its experiment's training generation (``generations``, else 1); with
     ``triggers`` (experiment -> that generation's signal key and time) the script also
-    names them in a ``# baton-trigger:`` comment per task, for ``baton db rebuild``."""
+    names them in a ``# baton-trigger:`` comment per task, and a repair's script names the
+    supervision it answers (``repair``, one ``# baton-repair:`` JSON line): what ``baton db
+    rebuild`` reads back."""
     if stage not in STAGE_PREFIX:
         raise InvalidName(f"unknown stage {stage!r}; expected evaluation or analysis")
     drive = config.drive
@@ -152,7 +158,8 @@ def render_job(config: Config, stage: str, items: list[tuple[str, str]], *,
             spec=spec, stage=stage, tasks=tasks, drive=str(drive.root),
             mlflow_uri=config.mlflow.tracking_uri, setup=stage_cfg.setup, command=command,
             version=__version__,
-            rendered_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), attempt=attempt)
+            rendered_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), attempt=attempt,
+            repair=json.dumps(dict(repair), sort_keys=True, default=str) if repair else None)
     except (jinja2.TemplateError, OSError) as exc:  # the admin's template: say which
         raise ConfigError(config.source, f"stages.{stage}.template",
                           f"{template_name} cannot be rendered: {exc}") from None

@@ -98,8 +98,8 @@ def record(ledger: Ledger, row: Any, reason: str, decision: Decision, by: str,
            key: str | None = None) -> tuple[int, bool]:
     """Step 1: the decision about job ``row``, once per key."""
     dispatch_status = "pending" if decision.action in ("resubmit", "cancel") else "not_needed"
-    execution = {"resubmit": "pending", "cancel": execution_status(row.state),
-                 "alert": execution_status(row.state), "gave_up": "open"
+    execution = {"resubmit": "pending", "cancel": sv.execution_status(row.state),
+                 "alert": sv.execution_status(row.state), "gave_up": "open"
                  }.get(decision.action, "none")
     return ledger.claim_supervision(
         key or sv.job_key(row.id, reason), experiment=row.experiment, stage=row.stage,
@@ -108,6 +108,11 @@ def record(ledger: Ledger, row: Any, reason: str, decision: Decision, by: str,
         note=decision.note, requested_by=by, new_mem_mb=decision.mem_mb,
         new_time_s=decision.time_s, dispatch_status=dispatch_status,
         execution_status=execution)
+
+
+def repair_key(sid: int) -> str:
+    """The submission key of supervision ``sid``'s resubmission."""
+    return f"supervise:{sid}"
 
 
 def due(sup: Any, now: datetime) -> bool:
@@ -144,11 +149,11 @@ def dispatch(config: Config, ledger: Ledger, backend: SlurmBackend, sup: Any,
 
         outcome = submit_jobs(
             config, ledger, backend, sup.stage, [(sup.experiment, sup.checkpoint or "")],
-            attempt=sup.attempt + 1, keys=[f"supervise:{sup.id}"],
+            attempt=sup.attempt + 1, keys=[repair_key(sup.id)],
             campaign=original.campaign, mem=format_memory(sup.new_mem_mb),
             time=format_time(sup.new_time_s), parent_id=original.id,
             generations={sup.experiment: generation} if generation else None,
-            on_claim=task)[0]
+            on_claim=task, repair=_named(sup, original))[0]
     except (BatonError, OSError) as exc:
         _failed(ledger, sup, exc, now or datetime.now(UTC))
         return False
@@ -165,6 +170,17 @@ def dispatch(config: Config, ledger: Ledger, backend: SlurmBackend, sup: Any,
             ledger.update_supervision(give_up.id, only_if={"execution_status": "open"},
                                       execution_status="retried")
     return True
+
+
+def _named(sup: Any, original: Any) -> dict[str, Any]:
+    """What a repair's script says of the supervision it answers (``# baton-repair:``),
+    so that ``baton db rebuild`` brings both back: the job it repairs by Slurm id, and its
+    own submission key (which gives the token the job carries)."""
+    return {"supervision": sup.id, "key": sup.key, "submission_key": repair_key(sup.id),
+            "repairs": original.job_id, "reason": sup.reason, "action": sup.action,
+            "note": sup.note, "requested_by": sup.requested_by,
+            "new_mem_mb": sup.new_mem_mb, "new_time_s": sup.new_time_s,
+            "created_at": sup.created_at.isoformat() if sup.created_at else None}
 
 
 def _failed(ledger: Ledger, sup: Any, exc: Exception, now: datetime) -> None:
@@ -186,21 +202,12 @@ def _failed(ledger: Ledger, sup: Any, exc: Exception, now: datetime) -> None:
                   ", giving up" if final else ", tried again later", exc)
 
 
-def execution_status(state: str) -> str:
-    """A Slurm state in the supervision table's words."""
-    if state in ("SUBMITTING", "PENDING") or state.startswith("REQUEUE"):
-        return "pending"
-    if not is_terminal(state):
-        return "running"
-    return {"COMPLETED": "completed", "CANCELLED": "cancelled"}.get(state, "failed")
-
-
 def follow(ledger: Ledger) -> int:
     """Step 4: carry the state of each followed job into its supervision; returns how
     many changed."""
     changed = 0
     for r in ledger.live_supervisions():
-        status = execution_status(r.state)
+        status = sv.execution_status(r.state)
         if status != r.execution_status:
             done = (r.ended_at or datetime.now(UTC)) if is_terminal(r.state) else None
             changed += ledger.update_supervision(

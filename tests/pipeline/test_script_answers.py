@@ -11,7 +11,7 @@ import pytest
 from baton.config import Config
 from baton.errors import BatonError, InvalidName
 from baton.ledger.rebuild import Answered
-from baton.pipeline.history import script_answers, script_tasks
+from baton.pipeline.history import script_answers, script_repair, script_tasks
 from baton.slurm.render import render_job
 
 WHEN = datetime(2026, 12, 6, 23, 0, 1, 123456, tzinfo=UTC)
@@ -55,3 +55,20 @@ def test_a_signal_that_is_not_one_word_is_refused(config: Config) -> None:
 def test_a_line_that_does_not_read_is_named(line: str, problem: str) -> None:
     with pytest.raises(BatonError, match=problem):
         script_answers(f"#!/bin/bash\n{line}\nexport BATON_EXPERIMENT=a\n", 1)
+
+
+def test_a_repair_names_its_supervision(config: Config) -> None:
+    """Read back as written, a note with quotes, newlines and a ``#`` included; a line
+    that does not read, or names no job, is named."""
+    named = {"supervision": 7, "key": "job-3:oom", "submission_key": "supervise:7",
+             "repairs": "41_2", "reason": "oom", "note": 'mem "4G"\n# then 8G',
+             "new_mem_mb": 8192.0, "new_time_s": None}
+    text = render_job(config, "evaluation", checkpoints(config, "a"), attempt=2,
+                      repair=named).script
+    assert script_repair(text) == named
+    assert script_tasks(text) == [("a", str(config.drive.experiment("a").checkpoint(100)))]
+    with pytest.raises(BatonError, match=r"line \d+ \(# baton-repair: \.\.\.\) does not read"):
+        script_repair("#!/bin/bash\n# baton-repair: {not json\n")
+    with pytest.raises(BatonError, match="does not name the job it repairs"):
+        script_repair('# baton-repair: {"supervision": 7}\n')
+    assert script_repair("#!/bin/bash\n") is None
