@@ -16,12 +16,13 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from baton.config import Config, default_drive, load_config
+from baton.dagster_instance import DEMO_MONITORING, dagster_instance_yaml
+from baton.demo_processes import demo_processes, killpg
 from baton.errors import BatonError
 from baton.example.model import Hyper
 from baton.example.train import train_example
@@ -32,35 +33,6 @@ ROOT = Path(__file__).resolve().parents[1]
 LEARNING_RATES = (0.05, 0.2, 0.8)
 PHASES = ("waiting", "trained", "evaluating", "analysis", "reported")
 EVAL_CONFIG_MARK = "# written by baton demo --fail-dataset"
-
-
-@dataclass(frozen=True)
-class RunMonitoring:
-    """Dagster's run monitoring, as baton sets it on an instance it configures: a run whose
-    process died (a killed daemon, a reboot) is failed once it has been starting for
-    ``start_timeout_seconds`` or running for ``max_runtime_seconds`` (baton's runs submit
-    and return), which frees its slot in the run queue and lets the sensor that asked for
-    it ask again (see docs/operator/dagster-settings.md)."""
-
-    start_timeout_seconds: int
-    max_runtime_seconds: int
-    poll_interval_seconds: int
-
-
-# the demo's runs start in seconds on a laptop; a killed one is retried within minutes
-DEMO_MONITORING = RunMonitoring(start_timeout_seconds=120, max_runtime_seconds=600,
-                                poll_interval_seconds=15)
-
-
-def dagster_instance_yaml(monitoring: RunMonitoring) -> str:
-    """The dagster.yaml of an instance baton configures (the demo's, the tests'):
-    telemetry off, run monitoring on."""
-    return ("telemetry:\n  enabled: false\n"
-            "run_monitoring:\n  enabled: true\n"
-            f"  start_timeout_seconds: {monitoring.start_timeout_seconds}\n"
-            f"  max_runtime_seconds: {monitoring.max_runtime_seconds}\n"
-            f"  poll_interval_seconds: {monitoring.poll_interval_seconds}\n"
-            "  max_resume_run_attempts: 0\n")
 
 
 def free_port(preferred: int) -> int:
@@ -207,16 +179,16 @@ class Demo:
         started = [svc for svc in self.services if svc.proc]
         for svc in sorted(started, key=lambda s: s.name != "Dagster daemon"):
             if svc.proc and svc.proc.poll() is None:
-                _killpg(svc.proc.pid, signal.SIGTERM)
+                killpg(svc.proc.pid, signal.SIGTERM)
         for svc in started:
             assert svc.proc
             try:
                 svc.proc.wait(30)
             except subprocess.TimeoutExpired:
-                _killpg(svc.proc.pid, signal.SIGKILL)
+                killpg(svc.proc.pid, signal.SIGKILL)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     svc.proc.wait(10)
-            _killpg(svc.proc.pid, signal.SIGKILL)  # what the service left in its group
+            killpg(svc.proc.pid, signal.SIGKILL)  # what the service left in its group
         if started:
             say("stopped the services: " + ", ".join(svc.name for svc in started))
 
@@ -242,55 +214,6 @@ class Demo:
             left = demo_processes(self.home)
         if left:
             say(f"could not end: {', '.join(map(str, left))}")
-
-
-def _killpg(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
-
-
-def _ancestors() -> set[int]:
-    pids, pid = set(), os.getpid()
-    while pid > 1:
-        pids.add(pid)
-        try:
-            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            break
-    return pids
-
-
-def _processes() -> Iterator[tuple[int, bytes, bytes]]:
-    """(pid, cmdline, environ) of every process of this user that can be read."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if entry.stat().st_uid != os.getuid():
-                continue
-            yield int(entry.name), (entry / "cmdline").read_bytes(), \
-                (entry / "environ").read_bytes()
-        except OSError:
-            continue
-
-
-def demo_processes(home: Path) -> dict[int, str]:
-    """Processes of the demo at ``home`` other than this one and its ancestors: their
-    command line names the home, or their environment has its DAGSTER_HOME."""
-    mine = _ancestors()
-    home_b = str(home).encode()
-    inside = home_b + b"/"  # not a sibling such as {home}2
-    found = {}
-    for pid, cmdline, environ in _processes():
-        if pid in mine:
-            continue
-        args = cmdline.split(b"\0")
-        dagster_home = [v.removeprefix(b"DAGSTER_HOME=") for v in environ.split(b"\0")
-                        if v.startswith(b"DAGSTER_HOME=")]
-        if inside in cmdline or home_b in args or any(
-                v == home_b or v.startswith(inside) for v in dagster_home):
-            found[pid] = cmdline.replace(b"\0", b" ").decode(errors="replace").strip()
-    return found
 
 
 def cancel_unfinished(config: Config, timeout: float = 60, quiet: bool = False) -> list[str]:

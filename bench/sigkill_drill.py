@@ -16,7 +16,6 @@ import argparse
 import random
 import secrets
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,10 +23,10 @@ from pathlib import Path
 
 from dagster import DagsterRunStatus, RunsFilter
 
-from baton.demo import RunMonitoring
+from baton.dagster_instance import RunMonitoring
 from bench.context import scancel
 from tests.e2e.harness import Pipeline
-from tests.e2e.sbatch_killer import install
+from tests.e2e.sbatch_killer import evaluations_in_slurm, install
 
 IN_FLIGHT = [DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]
 MONITORING = RunMonitoring(start_timeout_seconds=30, max_runtime_seconds=60,
@@ -113,15 +112,7 @@ def drill(tmp: Path, signals: int, kills: int, seed: int) -> tuple[list[str], st
 def violations(p: Pipeline, exps: list[str]) -> list[str]:
     """What breaks "exactly one evaluation per experiment", in the ledger and in Slurm."""
     out = []
-    names = ",".join(f"eval_{e}" for e in exps)
-    lines = subprocess.run(["sacct", "--noheader", "--parsable2", "--allocations",
-                            "--starttime=now-3hours", "--format=JobName,JobID,Comment",
-                            f"--name={names}"], capture_output=True, text=True,
-                           check=True).stdout.split()
-    in_slurm: dict[str, list[tuple[str, str]]] = {}
-    for line in lines:
-        name, job_id, comment = line.split("|")
-        in_slurm.setdefault(name.removeprefix("eval_"), []).append((job_id, comment))
+    in_slurm = evaluations_in_slurm(exps)
     for exp in exps:
         rows = p.ledger.jobs(experiment=exp, stage="evaluation")
         held = [(r.job_id, (r.metadata or {}).get("token")) for r in rows]

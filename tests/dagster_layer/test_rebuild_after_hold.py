@@ -51,6 +51,17 @@ def next_run(site: InProcess, sensor: str, exp: str) -> RunRequest:
     return found[0]
 
 
+def through_analysis(site: InProcess, exp: str) -> None:
+    """The experiment's training signal taken, evaluated and analysed, every job's
+    figures in."""
+    [req] = requests(site.tick("training_sensor"))
+    assert site.run(req, "training_sensor").success
+    assert site.run(next_run(site, "evaluation_sensor", exp), "evaluation_sensor").success
+    assert site.run(next_run(site, "analysis_sensor", exp), "analysis_sensor").success
+    site.wait_for("every job's figures", lambda: all(j.figures for j in site.ledger.jobs()),
+                  between=lambda: site.tick("slurm_tracker"))
+
+
 def submissions(site: InProcess) -> int:
     return len(list((site.config.state_dir / "local-slurm" / "submissions").glob("*.json")))
 
@@ -59,12 +70,7 @@ def test_rebuild_releases_the_hold_and_gives_back_the_history(tmp_path: Path,
                                                              ledger_url: str) -> None:
     with InProcess(tmp_path) as site:
         site.train("past", checkpoints=[site.checkpoint("past", 100)])  # an array of two
-        [req] = requests(site.tick("training_sensor"))
-        assert site.run(req, "training_sensor").success
-        assert site.run(next_run(site, "evaluation_sensor", "past"), "evaluation_sensor").success
-        assert site.run(next_run(site, "analysis_sensor", "past"), "analysis_sensor").success
-        site.wait_for("every job's figures", lambda: all(j.figures for j in site.ledger.jobs()),
-                      between=lambda: site.tick("slurm_tracker"))
+        through_analysis(site, "past")
         before = snapshot(site.ledger, "past")
         submitted = submissions(site)
         assert submitted == 2 and len(before["jobs"]) == 3
@@ -136,20 +142,12 @@ def test_a_retrained_experiment_rebuilds_every_generation(tmp_path: Path) -> Non
     submitted again. Scripts written before they named it rebuild the latest generation
     (as generation 1) and name the earlier one's jobs."""
 
-    def through_analysis(site: InProcess) -> None:
-        [req] = requests(site.tick("training_sensor"))
-        assert site.run(req, "training_sensor").success
-        assert site.run(next_run(site, "evaluation_sensor", "re"), "evaluation_sensor").success
-        assert site.run(next_run(site, "analysis_sensor", "re"), "analysis_sensor").success
-        site.wait_for("every job's figures", lambda: all(j.figures for j in site.ledger.jobs()),
-                      between=lambda: site.tick("slurm_tracker"))
-
     with InProcess(tmp_path) as site:
         kept = site.checkpoint("re", 100)  # its task's signal is not written over
         site.train("re", checkpoints=[kept])  # an array: final and checkpoint 100
-        through_analysis(site)
+        through_analysis(site, "re")
         site.train("re", checkpoints=[site.checkpoint("re", 200)])  # retrained
-        through_analysis(site)
+        through_analysis(site, "re")
         jobs = snapshot(site.ledger, "re")["jobs"]
         rows = stage_rows(site.ledger, "re")
         before = generations(site.ledger, "re")

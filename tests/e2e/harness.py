@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from baton.config import load_config
-from baton.demo import RunMonitoring, dagster_instance_yaml
+from baton.dagster_instance import RunMonitoring, dagster_instance_yaml
 from baton.inbox import publish
 from baton.layout import DriveLayout
 from baton.ledger import Ledger, open_ledger

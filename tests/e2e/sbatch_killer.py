@@ -19,6 +19,22 @@ import sys
 from pathlib import Path
 
 
+def evaluations_in_slurm(experiments: list[str], since: str = "now-3hours"
+                         ) -> dict[str, list[tuple[str, str]]]:
+    """Each experiment's evaluation jobs in Slurm's accounting: (job id, comment token),
+    what a drill compares with the ledger's one job per experiment."""
+    names = ",".join(f"eval_{e}" for e in experiments)
+    lines = subprocess.run(["sacct", "--noheader", "--parsable2", "--allocations",
+                            f"--starttime={since}", "--format=JobName,JobID,Comment",
+                            f"--name={names}"], capture_output=True, text=True,
+                           check=True).stdout.split()
+    found: dict[str, list[tuple[str, str]]] = {}
+    for line in lines:
+        name, job_id, comment = line.split("|")
+        found.setdefault(name.removeprefix("eval_"), []).append((job_id, comment))
+    return found
+
+
 def install(tmp: Path, kills: str) -> dict[str, str]:
     """Put ``sbatch`` (this wrapper) first on PATH in ``tmp/bin``; returns the environment
     that a daemon needs for it, killing at ``kills`` (the calls are logged in

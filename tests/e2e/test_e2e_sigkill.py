@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from dagster import DagsterRunStatus, RunsFilter
 
-from baton.demo import RunMonitoring
+from baton.dagster_instance import RunMonitoring
 from tests.e2e.harness import Pipeline
-from tests.e2e.sbatch_killer import install
+from tests.e2e.sbatch_killer import evaluations_in_slurm, install
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm, pytest.mark.usefixtures("slurm")]
 
@@ -103,15 +103,7 @@ def test_daemon_killed_inside_submitting_runs_evaluates_each_experiment_once(
     ledger_jobs = {e: (r[0].job_id, (r[0].metadata or {}).get("token"))
                    for e, r in rows.items()}
     # ... and in Slurm: one job per experiment, the one the ledger holds (by its token)
-    names = ",".join(f"eval_{e}" for e in exps)
-    out = subprocess.run(["sacct", "--noheader", "--parsable2", "--allocations",
-                          "--starttime=now-1hour", "--format=JobName,JobID,Comment",
-                          f"--name={names}"], capture_output=True, text=True,
-                         check=True).stdout.split()
-    in_slurm: dict[str, list[tuple[str, str]]] = {}
-    for line in out:
-        name, job_id, comment = line.split("|")
-        in_slurm.setdefault(name.removeprefix("eval_"), []).append((job_id, comment))
+    in_slurm = evaluations_in_slurm(exps, since="now-1hour")
     assert in_slurm == {e: [ledger_jobs[e]] for e in exps}, (in_slurm, ledger_jobs)
     # the orphaned runs were asked for again, under new run keys
     instance = p.instance()
