@@ -231,8 +231,10 @@ MISSING_SIGNAL_SECONDS = {"evaluation": 86400.0, "analysis": 86400.0}
 class AlertsConfig(Section):
     """Thresholds of the Prometheus alert rules (``baton alerts render``). The rest come
     from what the configuration says about the things watched: each stage's time limit and
-    ``expected_seconds``, the sensors' interval, ``status`` and supervision policies."""
+    ``expected_seconds``, the sensors' interval, the jobs ``status.intervals`` names."""
 
+    # a number is a threshold of a rule: .inf or .nan would render a rule that never fires
+    model_config = ConfigDict(**Section.model_config, allow_inf_nan=False)
     for_duration: PromDuration = "5m"  # how long a warning must hold before it fires
     exporter_down_for: PromDuration = "5m"  # no baton exporter scraped this long
     component_down_for: PromDuration = "5m"  # a part of the exporter failing this long
@@ -247,8 +249,9 @@ class AlertsConfig(Section):
     # slow_limit_fraction of its time limit (so the alert comes before Slurm's kill)
     slow_factor: float = Field(default=2.0, gt=0)
     slow_limit_fraction: float = Field(default=0.8, gt=0, lt=1)
-    # per stage: the previous stage's complete signal has waited this long for the stage's
-    # (a stage left out keeps its default)
+    # per stage: how long a model may wait for the stage's complete signal after the
+    # previous stage's (training -> evaluation -> analysis); a stage left out keeps its
+    # default
     missing_signal_seconds: Annotated[
         dict[Literal["evaluation", "analysis"], Annotated[float, Field(gt=0)]],
         AfterValidator(lambda v: {**MISSING_SIGNAL_SECONDS, **v})] = Field(
