@@ -185,9 +185,15 @@ def test_render_refuses_a_missing_folder(tmp_path: Path,
     assert not (tmp_path / "nope").exists()
 
 
-def test_a_bad_threshold_is_one_line_naming_the_key(tmp_path: Path,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    (tmp_path / "baton.yaml").write_text("alerts:\n  for_duration: 5 minutes\n")
+@pytest.mark.parametrize(("line", "key"), [
+    ("for_duration: 5 minutes", "alerts.for_duration"),
+    ("ledger_stale_seconds: .inf", "alerts.ledger_stale_seconds"),  # a rule never firing
+    ("missing_signal_seconds: {training: 60}", "alerts.missing_signal_seconds.training")])
+def test_a_bad_threshold_is_one_line_naming_the_key(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], line: str, key: str) -> None:
+    (tmp_path / "baton.yaml").write_text(f"alerts:\n  {line}\n")
     assert main(["--config", str(tmp_path / "baton.yaml"), "alerts", "render"]) != 0
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "alerts.for_duration" in err, err
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert err.count("\n") == 0 and key in err, err
+    assert not captured.out  # no rules half-rendered
