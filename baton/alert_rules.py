@@ -118,7 +118,8 @@ def daemon_rules(config: Config) -> list[dict]:
               f"{_num(beat)}s: is the Dagster daemon running?"),
         alert("BatonSensorHeartbeatStale", f"absent({HEARTBEAT})", "critical",
               f"no baton sensor has ticked for {_num(beat)}s (none ever did, or the exporter "
-              "is down): is the Dagster daemon running?", _secs(beat), cause="absent"),
+              "cannot read the ledger): is the Dagster daemon running?", _secs(beat),
+              cause="absent"),
     ]
 
 

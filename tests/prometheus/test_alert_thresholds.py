@@ -122,8 +122,8 @@ def test_rendered_rules_fire_and_stay_silent(tmp_path: Path) -> None:
             {"eval_time": "46m", "alertname": "BatonSensorHeartbeatStale", "exp_alerts": [
                 {"exp_labels": {"severity": "critical", "cause": "absent"},
                  "exp_annotations": {"summary": "no baton sensor has ticked for 2700s (none "
-                                     "ever did, or the exporter is down): is the Dagster "
-                                     "daemon running?"}}]}]},
+                                     "ever did, or the exporter cannot read the ledger): "
+                                     "is the Dagster daemon running?"}}]}]},
         {"name": "slow per stage, missing analysis", "interval": "1m", "input_series": [
             {"series": 'baton_longest_running_job_seconds{stage="evaluation"}',
              "values": "2300+60x5"},
