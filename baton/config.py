@@ -218,6 +218,51 @@ class StatusConfig(Section):
                                   self.intervals.get(project, self.expected_interval_seconds))
 
 
+def _prom_duration(value: str) -> str:
+    if not re.fullmatch(r"([0-9]+(ms|s|m|h|d|w|y))+", value):
+        raise ValueError(f"{value!r} is not a Prometheus duration (e.g. 30s, 5m, 1h, 1d)")
+    return value
+
+
+PromDuration = Annotated[str, AfterValidator(_prom_duration)]
+MISSING_SIGNAL_SECONDS = {"evaluation": 86400.0, "analysis": 86400.0}
+
+
+class AlertsConfig(Section):
+    """Thresholds of the Prometheus alert rules (``baton alerts render``). The rest come
+    from what the configuration says about the things watched: each stage's time limit and
+    ``expected_seconds``, the sensors' interval, the jobs ``status.intervals`` names."""
+
+    # a number is a threshold of a rule: .inf or .nan would render a rule that never fires
+    model_config = ConfigDict(**Section.model_config, allow_inf_nan=False)
+    for_duration: PromDuration = "5m"  # how long a warning must hold before it fires
+    exporter_down_for: PromDuration = "5m"  # no baton exporter scraped this long
+    component_down_for: PromDuration = "5m"  # a part of the exporter failing this long
+    ledger_stale_seconds: float = Field(default=1800, gt=0)  # ledger numbers served older
+    # the sensors silent this many sensors.interval_seconds, and at least heartbeat_min
+    heartbeat_intervals: float = Field(default=3, ge=2)
+    heartbeat_min_seconds: float = Field(default=300, gt=0)
+    consecutive_failures: int = Field(default=3, ge=1)  # more Slurm failures in a row
+    drive_free_ratio: float = Field(default=0.10, gt=0, lt=1)  # less free on the drive
+    queue_depth: int = Field(default=50, ge=1)  # more jobs waiting in the Slurm queue
+    # a job running over slow_factor x its stage's expected_seconds, and in any case over
+    # slow_limit_fraction of its time limit (so the alert comes before Slurm's kill)
+    slow_factor: float = Field(default=2.0, gt=0)
+    slow_limit_fraction: float = Field(default=0.8, gt=0, lt=1)
+    # per stage: how long a model may wait for the stage's complete signal after the
+    # previous stage's (training -> evaluation -> analysis); a stage left out keeps its
+    # default
+    missing_signal_seconds: Annotated[
+        dict[Literal["evaluation", "analysis"], Annotated[float, Field(gt=0)]],
+        AfterValidator(lambda v: {**MISSING_SIGNAL_SECONDS, **v})] = Field(
+        default_factory=lambda: dict(MISSING_SIGNAL_SECONDS))
+    failure_rate: float = Field(default=0.25, gt=0, le=1)  # over this share of jobs failing
+    failure_rate_window: PromDuration = "1h"  # ... in this window
+    unknown_type_window: PromDuration = "1h"  # a signal named an unknown campaign type
+    backup_missing_seconds: float = Field(default=93600, gt=0)  # no verified backup (26 h)
+    backup_failure_window: PromDuration = "1d"  # a failed backup in this window
+
+
 class LoggingConfig(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json_lines: bool = False
@@ -254,6 +299,7 @@ class Config(Section):
     campaigns: CampaignConfig = Field(default_factory=CampaignConfig)
     status: StatusConfig = Field(default_factory=StatusConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     source: str = Field(default="defaults", exclude=True)
 
     @property

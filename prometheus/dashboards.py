@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from prometheus.rules import SCRAPE_JOB
+from baton.alert_rules import EXPORTER_UP
 
 HERE = Path(__file__).parent
 OUT = HERE / "grafana"
@@ -219,7 +219,7 @@ def dashboard() -> dict[str, Any]:
             0, 51, 18, 6, description=not_per_campaign("alerts are about the whole system")),
         panel("stat", "Exporter parts up", [
             target("baton_exporter_component_up", "{{component}}"),
-            target(f'up{{job="{SCRAPE_JOB}"}}', "scrape {{instance}}")], 18, 51, 6, 6,
+            target(EXPORTER_UP, "scrape {{instance}}")], 18, 51, 6, 6,
             colorMode="background", graphMode="none", description="1: the part answered "
             "in the last scrape; 0: its metrics are missing (BatonExporterComponentDown, "
             "BatonExporterDown). " + not_per_campaign("the exporter serves every campaign")),

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from baton.cli import (
+    alerts_cmd,
     campaign_cmd,
     config_cmd,
     db_cmd,
@@ -25,7 +26,7 @@ from baton.textsafe import printable
 
 Handler = Callable[[argparse.Namespace], int]
 GROUPS = (signal_cmd, work_cmd, status_cmd, campaign_cmd, db_cmd, slurm_cmd, supervise_cmd,
-          config_cmd, plan_cmd)
+          config_cmd, plan_cmd, alerts_cmd)
 
 
 class Parser(argparse.ArgumentParser):

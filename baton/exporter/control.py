@@ -83,10 +83,14 @@ def status_metrics(ledger: Ledger, config: Config, now: datetime | None = None
     """Each (project, job)'s last report: when, which status, how far; and how long it may
     stay silent (the overdue alert compares the two). Jobs that ended (completed, failed)
     more than ``FINISHED_REPORTS_SECONDS`` ago are left out: job names are identifiers, but
-    a script named per run (``fetch-2026-11-21``) would otherwise add series forever."""
+    a script named per run (``fetch-2026-11-21``) would otherwise add series forever.
+    A job ``status.intervals`` names (``project/job``) is expected: it always shows, with
+    its interval even before its first report (the never-reported alert needs both)."""
     now = now or datetime.now(UTC)
+    declared = {tuple(k.split("/", 1)) for k in config.status.intervals if "/" in k}
     rows = [r for r in ledger.last_reports() if r.status not in ("completed", "failed")
-            or (now - r.reported_at).total_seconds() <= FINISHED_REPORTS_SECONDS]
+            or (now - r.reported_at).total_seconds() <= FINISHED_REPORTS_SECONDS
+            or (r.project, r.job) in declared]
     labels = ["project", "job_name"]  # not "job": Prometheus's own target label
     at = GaugeMetricFamily("baton_status_last_report_timestamp_seconds", "when the job last "
                            "reported, labelled with the status it reported",
@@ -101,4 +105,6 @@ def status_metrics(ledger: Ledger, config: Config, now: datetime | None = None
         if r.progress is not None:
             prog.add_metric([r.project, r.job], r.progress / 100)
         interval.add_metric([r.project, r.job], config.status.interval(r.project, r.job))
+    for project, job in sorted(declared - {(r.project, r.job) for r in rows}):
+        interval.add_metric([project, job], config.status.interval(project, job))
     yield from (at, prog, interval)

@@ -20,6 +20,7 @@ from sqlalchemy import text as sql
 
 from baton.config import Config
 from baton.exporter.collector import BatonCollector, QueueSnapshot
+from baton.exporter.flows import flow_metrics
 from baton.exporter.server import build_registry
 from baton.ledger import Ledger, open_ledger
 from baton.ledger.schema import analysis_jobs, evaluation_jobs, training_runs
@@ -206,6 +207,33 @@ def test_values_agree_with_the_ledger(config: Config, filled: Ledger) -> None:
     assert 0 < sample(text, "baton_shared_drive_free_ratio") < 1
     assert between(sample(text, "baton_sensor_heartbeat_timestamp_seconds",
                           sensor="training_sensor"), (0, after.timestamp()))
+
+
+def test_oldest_evaluation_without_analysis_is_exported(ledger_url: str) -> None:
+    """The missing ``.analysis_complete`` alert's metric: the age of the oldest completed
+    evaluation whose analysis has not completed (a failed analysis is not one)."""
+    ledger = open_ledger(ledger_url, init=True)
+    runs = {"E": T0 - 5 * HOUR, "F": T0 - 4 * HOUR, "G": T0 - 4 * HOUR, "H": T0 - HOUR}
+    with ledger.write() as conn:
+        for exp, done in runs.items():
+            conn.execute(insert(training_runs).values(
+                experiment_name=f"age-{exp}", status="completed", completed_at=done,
+                signal_key=f"sig-{exp}"))
+        for exp, evaluated in (("E", T0 - 4 * HOUR), ("F", T0 - 3 * HOUR),
+                               ("G", T0 - 2 * HOUR)):
+            conn.execute(insert(evaluation_jobs).values(
+                experiment_name=f"age-{exp}", status="completed", trigger_key=f"sig-{exp}",
+                checkpoint_path="c", submitted_at=runs[exp], completed_at=evaluated))
+        for exp, status in (("E", "completed"), ("F", "failed")):  # G: none yet
+            conn.execute(insert(analysis_jobs).values(
+                experiment_name=f"age-{exp}", status=status, trigger_key=f"sig-{exp}",
+                completed_at=T0 - 2 * HOUR))
+    got = {m.name: m.samples[0].value for m in flow_metrics(ledger, now=T0)
+           if m.name.startswith("baton_oldest_unanswered")}
+    # F's analysis failed 3 h after its evaluation; H has no evaluation for 1 h
+    assert got == {"baton_oldest_unanswered_evaluation_seconds": 3 * 3600,
+                   "baton_oldest_unanswered_training_seconds": 3600}
+    ledger.close()
 
 
 def test_integrity_failure_is_exported(config: Config, filled: Ledger) -> None:

@@ -100,3 +100,24 @@ def test_status_metrics_drop_scripts_that_ended_long_ago(config: Config) -> None
                  if name == "baton_status_expected_interval_seconds"}
     assert intervals == jobs
     ledger.close()
+
+
+def test_jobs_named_in_status_intervals_are_expected_before_their_first_report(
+        config: Config) -> None:
+    """``status.intervals`` naming ``nightly/backup`` makes it expected: its interval shows
+    before it ever reports (the never-reported alert compares the two), and its last report
+    stays however old it is (a declared job's silence must not look like never reported)."""
+    config = config.model_copy(update={"status": config.status.model_copy(update={
+        "intervals": {"nightly/backup": 86400.0, "nightly/weekly": 7 * 86400.0,
+                      "mosquito": 600.0}})})
+    ledger = open_ledger(config.ledger_url, init=True)
+    reported(ledger, "weekly", "completed", timedelta(days=8))  # declared: still shown
+    reported(ledger, "daily-2026-10-01", "completed", timedelta(days=8))  # not: dropped
+    got = samples(config, ledger)
+    last = {labels["job_name"] for name, labels, _ in got
+            if name == "baton_status_last_report_timestamp_seconds"}
+    assert last == {"weekly"}
+    intervals = {(labels["project"], labels["job_name"]): v for name, labels, v in got
+                 if name == "baton_status_expected_interval_seconds"}
+    assert intervals == {("nightly", "backup"): 86400.0, ("nightly", "weekly"): 7 * 86400.0}
+    ledger.close()

@@ -19,7 +19,6 @@ import pytest
 import yaml
 
 from prometheus.dashboards import dashboard, queries
-from prometheus.rules import Thresholds, render
 from tests.conftest import require
 from tests.e2e.harness import Pipeline, free_port
 
@@ -51,21 +50,29 @@ def alert_states(base: str, name: str) -> list[str]:
 def test_prometheus_sees_the_pipeline(tmp_path: Path) -> None:
     require(shutil.which("prometheus") is not None,
             "prometheus is not installed (apt-get install prometheus)")
-    p = Pipeline(tmp_path, "local", extra_config="status:\n  expected_interval_seconds: 6\n")
+    # test thresholds in the site's baton.yaml: a sensor ticks every 5 s at best (Dagster's
+    # loop), 20 s of silence means stopped
+    p = Pipeline(tmp_path, "local", extra_config=(
+        "status:\n  expected_interval_seconds: 6\nalerts:\n  heartbeat_min_seconds: 20\n"
+        "  for_duration: 1s\n  exporter_down_for: 2s\n"))
     exporter_port, prom_port = free_port(), free_port()
     exporter = subprocess.Popen(
         [sys.executable, "-m", "baton", "exporter", "--port", str(exporter_port),
          "--queue-ttl", "1"], env=p.env, stdout=open(tmp_path / "exporter.log", "wb"),  # noqa: SIM115
         stderr=subprocess.STDOUT, start_new_session=True)
-    # deploy/prometheus.yml with test intervals and test thresholds
+    # deploy/prometheus.yml with test intervals, a scrape job a site named as it liked, and
+    # the rules `baton alerts render` makes of the site's baton.yaml
     config = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
     config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    config["scrape_configs"][0]["job_name"] = "lab-exporter"
     config["scrape_configs"][0]["static_configs"] = [{"targets": [f"127.0.0.1:{exporter_port}"]}]
     config["rule_files"] = [str(tmp_path / "alerts.yml")]
     config.pop("alerting")
-    # a sensor ticks every 5 s at best (Dagster's loop): 20 s of silence means stopped
-    (tmp_path / "alerts.yml").write_text(render(Thresholds(
-        heartbeat_stale_seconds=20, for_duration="1s", exporter_down_for="2s")))
+    rendered = subprocess.run([sys.executable, "-m", "baton", "alerts", "render", "--out",
+                               str(tmp_path / "alerts.yml")], env=p.env, capture_output=True,
+                              text=True, check=False, timeout=60)
+    assert rendered.returncode == 0, rendered.stderr
+    assert "> 20\n" in (tmp_path / "alerts.yml").read_text()  # the heartbeat's threshold
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     prom = subprocess.Popen(
         ["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}",
@@ -133,7 +140,7 @@ def test_prometheus_sees_the_pipeline(tmp_path: Path) -> None:
         # real Prometheus
         assert query(base, "baton_sensor_heartbeat_timestamp_seconds")  # it has data ...
         assert "firing" not in alert_states(base, "BatonSensorHeartbeatStale")  # ... fresh
-        assert value(base, 'up{job="baton"}') == 1
+        assert value(base, 'up{job="lab-exporter"}') == 1
         assert not alert_states(base, "BatonExporterDown")
         assert not alert_states(base, "BatonExporterComponentDown")
         p.stop()
@@ -146,7 +153,8 @@ def test_prometheus_sees_the_pipeline(tmp_path: Path) -> None:
             if not query(base, concrete):
                 empty.append(concrete)
         assert not empty, empty
-        # stop the exporter: Prometheus's own `up` of the scrape job fires BatonExporterDown
+        # stop the exporter: Prometheus's own `up` of its scrape fires BatonExporterDown,
+        # whatever the scrape job's name
         os.killpg(exporter.pid, signal.SIGTERM)
         exporter.wait(30)
         p.wait_for("BatonExporterDown to fire", lambda: "firing" in alert_states(
