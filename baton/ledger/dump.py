@@ -1,0 +1,147 @@
+"""Copies of the ledger's database, taken while it is in use, and put back.
+
+SQLite: the backup API (a consistent copy of a live WAL database), checked with
+``PRAGMA integrity_check``; put back through the same API into the existing file (one
+SQLite transaction, which a process that still holds the file sees whole), or by rename
+where there is no file. PostgreSQL: ``pg_dump --format=custom`` of the ledger's schema,
+read back by ``pg_restore --list``; put back by ``pg_restore --clean
+--single-transaction`` (all or nothing). The password travels in PGPASSWORD, never on a
+command line."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import quote
+
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from baton.errors import BatonError
+from baton.ledger.engine import LedgerUnavailable, make_engine, normalize_url, sqlite_file
+
+PG_TIMEOUT_S = 6 * 3600
+
+
+def suffix(url: str) -> str:
+    """The extension of a backup of ``url``'s database."""
+    return ".sqlite" if sqlite_file(url) is not None else ".pgdump"
+
+
+def write_copy(url: str, dest: Path) -> None:
+    """A consistent copy of the live database at ``dest`` (which must not exist), checked;
+    a copy that fails its check is removed and the check's answer raised."""
+    path = sqlite_file(url)
+    try:
+        if path is not None:
+            if not path.is_file():
+                raise LedgerUnavailable(url, "no ledger there to back up")
+            with _sqlite(path, "ro") as src, _sqlite(dest, "rwc") as dst:
+                src.backup(dst)
+        else:
+            _pg("pg_dump", url, "--format=custom", "--no-owner", "--no-privileges",
+                f"--schema={_schema(url)}", f"--file={dest}")
+        verify(dest, pgdump=path is None)
+    except BaseException:
+        dest.unlink(missing_ok=True)
+        raise
+
+
+def verify(copy: Path, *, pgdump: bool | None = None) -> None:
+    """Refuse a copy that is not a whole, readable ledger backup (one line why);
+    ``pgdump``: a PostgreSQL dump (by default: a name ending ``.pgdump``)."""
+    if not copy.is_file():
+        raise BatonError(f"{copy}: no such backup file")
+    if pgdump if pgdump is not None else copy.suffix == ".pgdump":
+        listing = _run(["pg_restore", "--list", str(copy)], {}, f"{copy}")
+        if "alembic_version" not in listing:
+            raise BatonError(f"{copy}: not a backup of a ledger (no alembic_version table)")
+        return
+    try:
+        with _sqlite(copy, "ro") as conn:
+            rows = [r[0] for r in conn.execute("PRAGMA integrity_check")]
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    except sqlite3.DatabaseError as exc:
+        raise BatonError(f"{copy}: not a readable SQLite database ({exc})") from None
+    if rows != ["ok"]:
+        raise BatonError(f"{copy}: integrity check failed: {'; '.join(rows[:3])}")
+    if "alembic_version" not in tables:
+        raise BatonError(f"{copy}: not a backup of a ledger (no alembic_version table)")
+
+
+def put_back(url: str, copy: Path) -> None:
+    """Replace the ledger at ``url`` with the verified backup ``copy``, all or nothing."""
+    verify(copy)
+    path = sqlite_file(url)
+    if path is None:
+        if copy.suffix != ".pgdump":
+            raise BatonError(f"{copy}: a SQLite backup cannot restore the PostgreSQL ledger")
+        _pg("pg_restore", url, "--clean", "--if-exists", "--single-transaction",
+            "--exit-on-error", "--no-owner", "--no-privileges", str(copy))
+        return
+    if copy.suffix == ".pgdump":
+        raise BatonError(f"{copy}: a PostgreSQL backup cannot restore the SQLite ledger")
+    if path.is_file():
+        with _sqlite(copy, "ro") as src, _sqlite(path, "rw") as dst:
+            src.backup(dst)  # one transaction on the live file (its WAL included)
+        return
+    if not path.parent.is_dir():
+        raise BatonError(f"cannot restore to {path}: its folder {path.parent} does not exist")
+    tmp = path.with_name(f".{path.name}.restoring")
+    shutil.copyfile(copy, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    for stale in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        stale.unlink(missing_ok=True)  # another database's WAL must never meet this file
+    os.replace(tmp, path)
+
+
+@contextmanager
+def _sqlite(path: Path, mode: str) -> Iterator[sqlite3.Connection]:
+    """A plain sqlite3 connection by URI (``ro``: never writes; ``rw``: never creates)."""
+    uri = f"file:{quote(str(path.absolute()))}?mode={mode}"
+    conn = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def _schema(url: str) -> str:
+    """The schema the ledger lives in (its URL's search_path, else public)."""
+    engine = make_engine(url, read_only=True)
+    try:
+        with engine.connect() as conn:
+            return str(conn.execute(text("SELECT current_schema()")).scalar_one())
+    except Exception as exc:
+        raise LedgerUnavailable(url, str(exc).splitlines()[0]) from None
+    finally:
+        engine.dispose()
+
+
+def _pg(tool: str, url: str, *args: str) -> str:
+    parsed = make_url(normalize_url(url))
+    env = {"PGPASSWORD": parsed.password} if parsed.password else {}
+    libpq = parsed.set(drivername="postgresql", password=None).render_as_string(
+        hide_password=False)
+    return _run([tool, f"--dbname={libpq}", *args], env, tool)
+
+
+def _run(argv: list[str], env: dict[str, str], what: str) -> str:
+    if shutil.which(argv[0]) is None:
+        raise BatonError(f"{argv[0]} is not installed (Debian: apt-get install "
+                         "postgresql-client): it reads and writes PostgreSQL backups")
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=PG_TIMEOUT_S,
+                              env={**os.environ, **env}, check=False)
+    except subprocess.TimeoutExpired:
+        raise BatonError(f"{what}: {argv[0]} did not finish in {PG_TIMEOUT_S} s") from None
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        raise BatonError(f"{what}: {argv[0]} failed: {lines[0] if lines else proc.returncode}")
+    return proc.stdout
