@@ -92,15 +92,12 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from baton.ledger.migrate import head_revision
     from baton.maintenance.backups import restore
 
     config = config_from(args)
-    revision = restore(config, args.file, force=args.force)
+    revision, note = restore(config, args.file, force=args.force)
     print(f"ledger {safe_url(config.ledger_url)}: restored from {args.file} (schema "
-          f"{revision})")
-    if revision != head_revision():
-        print(f"run `baton db upgrade`: this baton expects schema {head_revision()}")
+          f"{revision})" + (f"; {note}" if note else ""))
     return 0
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from baton.config import Config
 from baton.errors import BatonError
 from baton.fsio import atomic_path
-from baton.ledger import Ledger, display_url, open_ledger
+from baton.ledger import Ledger, LedgerUnavailable, display_url, open_ledger
 from baton.ledger.dump import put_back, suffix, write_copy
 
 log = logging.getLogger(__name__)
@@ -128,9 +128,10 @@ def daemon_beats(config: Config, now: datetime | None = None) -> list[tuple[str,
     return sorted((n, s) for n, s in ago if s < window)
 
 
-def restore(config: Config, copy: Path, force: bool = False) -> str:
+def restore(config: Config, copy: Path, force: bool = False) -> tuple[str, str | None]:
     """Put the backup ``copy`` back as the ledger, all or nothing; refuses while a daemon's
-    sensors are ticking on it unless ``force``. Returns the restored schema revision."""
+    sensors are ticking on it unless ``force``. Returns the restored schema revision, and
+    what to do when it is not this baton's (``baton db upgrade``)."""
     busy = daemon_beats(config)
     if busy and not force:
         name, ago = busy[0]
@@ -142,7 +143,12 @@ def restore(config: Config, copy: Path, force: bool = False) -> str:
     put_back(config.ledger_url, copy)
     ledger = Ledger(config.ledger_url)
     try:
-        return ledger.revision()
+        revision = ledger.revision()
+        try:
+            ledger.require_current()
+        except LedgerUnavailable as exc:
+            return revision, exc.problem
+        return revision, None
     finally:
         ledger.close()
 
