@@ -43,6 +43,7 @@ def write_copy(url: str, dest: Path) -> None:
                 raise LedgerUnavailable(url, "no ledger there to back up")
             with _sqlite(path, "ro") as src, _sqlite(dest, "rwc") as dst:
                 src.backup(dst)
+                dst.execute("PRAGMA journal_mode=DELETE")  # one file: no WAL beside it
         else:
             _pg("pg_dump", url, "--format=custom", "--no-owner", "--no-privileges",
                 f"--schema={_schema(url)}", f"--file={dest}")
