@@ -81,7 +81,8 @@ def _archive(config: Config, ledger: Ledger, root: Path, now: datetime,
         for table in ARCHIVED:
             if plan.get(table):
                 pending.append(_write(ledger, root, table, plan[table], result.stamp))
-        if not pending:
+        if not pending:  # recorded all the same: the schedule ran, and found nothing
+            ledger.record_run("archive", True, now, detail={"stamp": result.stamp, "rows": {}})
             return
         result.rows = {t: len(ids) for t, ids in plan.items() if ids}
         ledger.delete_settled(plan, now, {"stamp": result.stamp, "rows": result.rows,

@@ -136,6 +136,6 @@ def test_backup_dir_on_the_drive_is_refused(tmp_path: Path) -> None:
     env = {"SHARED_DRIVE": str(tmp_path / "drive"), "BATON_STATE_DIR": str(tmp_path / "s")}
     cfg = tmp_path / "baton.yaml"
     cfg.write_text(f"backup:\n  dir: {tmp_path / 'drive' / 'backups'}\n")
-    with pytest.raises(ConfigError, match="backup.dir"):
+    with pytest.raises(ConfigError, match=r"backup\.dir"):
         load_config(cfg, env=env)
     assert load_config(None, env=env).backup_dir == tmp_path / "s-backups"
