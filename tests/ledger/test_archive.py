@@ -176,3 +176,29 @@ def test_pending_files_of_a_run_that_never_deleted_are_removed(
     assert not stray.exists()
     assert _archived(cfg, "slurm_jobs") == [ids["j1"], ids["j2"]]
     ledger.close()
+
+
+def test_the_command_archives_and_refuses_a_bad_age(
+        site: tuple[Config, Ledger, dict[str, int]]) -> None:
+    import os
+    import subprocess
+    import sys
+
+    cfg, ledger, ids = site
+    env = {**os.environ, "SHARED_DRIVE": str(cfg.shared_drive),
+           "BATON_STATE_DIR": str(cfg.state_dir), "BATON_DATABASE_URL": cfg.ledger_url,
+           "BATON_CONFIG": ""}
+
+    def baton(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "baton", "db", "archive", *args],
+                              capture_output=True, text=True, env=env, timeout=120,
+                              check=False)
+
+    bad = baton("--older-than", "90x")
+    assert bad.returncode == 2 and "'90x' is not an age" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    proc = baton("--older-than", "90d")
+    assert proc.returncode == 0, proc.stderr
+    assert "archived 2 slurm_jobs" in proc.stdout
+    assert _archived(cfg, "slurm_jobs") == [ids["j1"], ids["j2"]]
+    ledger.close()

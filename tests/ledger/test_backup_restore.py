@@ -14,6 +14,7 @@ import pytest
 
 from baton.config import Config, load_config
 from baton.errors import ConfigError
+from baton.exporter.collector import BatonCollector, QueueSnapshot
 from baton.exporter.lifetime import lifetime_metrics
 from baton.ledger import Ledger, open_ledger
 from baton.maintenance.backups import backups, keep
@@ -61,6 +62,10 @@ def test_backup_restore_round_trip(site: tuple[dict[str, str], Ledger], tmp_path
     before = datetime.now(UTC).timestamp()
     assert before - 60 < _metric(ledger, "baton_ledger_backup_last_success_timestamp_seconds")
     assert _metric(ledger, "baton_ledger_size_bytes") > 0
+    collector = BatonCollector(load_config(None, env=env), ledger, QueueSnapshot(lambda: None))
+    served = {m.name for m in collector.compute_ledger()}  # what the exporter serves
+    assert {"baton_ledger_backup_last_success_timestamp_seconds", "baton_ledger_size_bytes",
+            "baton_ledger_backup_failures"} <= served
 
     _claim(ledger, "evaluation:e1:attempt-2")  # after the backup: the restore forgets it
     ledger.heartbeat("training_sensor")
