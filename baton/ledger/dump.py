@@ -11,9 +11,11 @@ command line."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -82,8 +84,7 @@ def put_back(url: str, copy: Path) -> None:
     if path is None:
         if copy.suffix != ".pgdump":
             raise BatonError(f"{copy}: a SQLite backup cannot restore the PostgreSQL ledger")
-        _pg("pg_restore", url, "--clean", "--if-exists", "--single-transaction",
-            "--exit-on-error", "--no-owner", "--no-privileges", str(copy))
+        _pg_restore(url, copy)
         return
     if copy.suffix == ".pgdump":
         raise BatonError(f"{copy}: a PostgreSQL backup cannot restore the SQLite ledger")
@@ -100,6 +101,28 @@ def put_back(url: str, copy: Path) -> None:
     for stale in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
         stale.unlink(missing_ok=True)  # another database's WAL must never meet this file
     os.replace(tmp, path)
+
+
+def _pg_restore(url: str, copy: Path) -> None:
+    """Every object of the dump, dropped and created again in one transaction; its schema
+    is made if missing but never dropped (it may hold what is not the ledger's)."""
+    listing = _run(["pg_restore", "--list", str(copy)], {}, str(copy)).splitlines()
+    schemas = [ln.split()[5] for ln in listing if re.match(r"^\d+; \d+ \d+ SCHEMA - ", ln)]
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            for name in schemas:
+                conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{name}"'))
+    except Exception as exc:
+        raise LedgerUnavailable(url, str(exc).splitlines()[0]) from None
+    finally:
+        engine.dispose()
+    with tempfile.NamedTemporaryFile("w", suffix=".list") as kept:
+        kept.write("\n".join(ln for ln in listing if " SCHEMA - " not in ln) + "\n")
+        kept.flush()
+        _pg("pg_restore", url, "--clean", "--if-exists", "--single-transaction",
+            "--exit-on-error", "--no-owner", "--no-privileges", f"--use-list={kept.name}",
+            str(copy))
 
 
 @contextmanager

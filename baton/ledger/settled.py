@@ -21,7 +21,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Table, delete, func, insert, select
+from sqlalchemy.exc import IntegrityError
 
+from baton.errors import BatonError
 from baton.ledger.base import LedgerBase, transaction, utcnow
 from baton.ledger.schema import (
     FINAL_JOB,
@@ -47,6 +49,10 @@ CHUNK = 5_000
 ARCHIVED_FACT = "history_archived"
 
 Plan = dict[str, list[int]]
+
+
+class _Moved(Exception):
+    """Planned rows were gone by the time of the delete."""
 
 
 def _plain(value: object) -> object:
@@ -123,12 +129,19 @@ class Settled(LedgerBase):
                                         ).mappings():
                     yield {c.name: _plain(row[c.name]) for c in t.columns}
 
-    @transaction()
-    def delete_settled(self, conn: Connection, plan: Plan, started_at: datetime,
-                       detail: dict[str, Any]) -> None:
+    def delete_settled(self, plan: Plan, started_at: datetime, detail: dict[str, Any]
+                       ) -> None:
         """Delete the planned rows and record the archive run, in one transaction; a row
-        gone or still referred to meanwhile rolls it all back (the ledger moved on: plan
-        again)."""
+        gone, or referred to by a row written meanwhile, rolls it all back."""
+        try:
+            self._delete_settled(plan, started_at, detail)
+        except (IntegrityError, _Moved) as exc:
+            raise BatonError(f"the ledger changed while the archive was written ({exc}): "
+                             "nothing was archived; run it again") from None
+
+    @transaction()
+    def _delete_settled(self, conn: Connection, plan: Plan, started_at: datetime,
+                        detail: dict[str, Any]) -> None:
         experiments = {r[0] for chunk in _chunks(plan.get("evaluation_jobs", []))
                        for r in conn.execute(select(evaluation_jobs.c.experiment_name)
                                              .where(evaluation_jobs.c.id.in_(chunk)))}
@@ -138,8 +151,7 @@ class Settled(LedgerBase):
             gone = sum(conn.execute(delete(table).where(table.c.id.in_(chunk))).rowcount
                        for chunk in _chunks(ids))
             if gone != len(ids):
-                raise RuntimeError(f"{name}: {len(ids) - gone} planned row(s) were gone "
-                                   "before the delete")
+                raise _Moved(f"{name}: {len(ids) - gone} planned row(s) were gone")
         self._remember_evaluated(conn, experiments)
         insert_run(conn, "archive", True, started_at, detail=detail)
 

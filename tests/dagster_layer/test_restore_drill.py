@@ -53,7 +53,6 @@ def _destroy(url: str) -> None:
     with engine.begin() as conn:
         schema = conn.execute(text("SELECT current_schema()")).scalar_one()
         conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        conn.execute(text(f"CREATE SCHEMA {schema}"))  # empty: the tables are gone
     engine.dispose()
 
 

@@ -202,3 +202,26 @@ def test_the_command_archives_and_refuses_a_bad_age(
     assert "archived 2 slurm_jobs" in proc.stdout
     assert _archived(cfg, "slurm_jobs") == [ids["j1"], ids["j2"]]
     ledger.close()
+
+
+def test_a_row_written_meanwhile_that_refers_to_the_plan_stops_the_archive(
+        site: tuple[Config, Ledger, dict[str, int]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A repair of an old job submitted between the plan and the delete: the delete would
+    leave its parent_id dangling, so nothing is archived and no file is left."""
+    from baton.errors import BatonError
+
+    cfg, ledger, ids = site
+    plan = Ledger.settled
+
+    def planned_then_repaired(self: Ledger, *args: Any) -> Any:
+        out = plan(self, *args)
+        with self.write() as conn:
+            _job(conn, "j1-repair", "PENDING", None, parent=ids["j1"])
+        return out
+
+    monkeypatch.setattr(Ledger, "settled", planned_then_repaired)
+    with pytest.raises(BatonError, match="changed while the archive was written"):
+        archive(cfg, timedelta(days=90), now=NOW)
+    assert ids["j1"] in _left(ledger, "slurm_jobs")
+    assert not list(archive_dir(cfg).glob("*/*.parquet*"))
+    ledger.close()
