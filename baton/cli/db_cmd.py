@@ -200,6 +200,6 @@ def _register_upkeep(db: argparse._SubParsersAction) -> None:
     arch.set_defaults(func=cmd_archive)
     db.add_parser("vacuum", help="give the space of deleted rows back (VACUUM; VACUUM "
                   "ANALYZE on PostgreSQL)").set_defaults(func=cmd_vacuum)
-    db.add_parser("prune", help="compress, then delete, the Slurm logs of successful jobs "
-                  "(retention.logs_compress_after_days, logs_delete_after_days); failures' "
-                  "logs are kept").set_defaults(func=cmd_prune)
+    db.add_parser("prune", help="compress, then delete, the Slurm logs of successful jobs, "
+                  "and their scripts once archived (retention.logs_compress_after_days, "
+                  "logs_delete_after_days); failures' are kept").set_defaults(func=cmd_prune)

@@ -74,6 +74,15 @@ class Upkeep(LedgerBase):
                     yield_per=STREAM_ROWS)):
                 yield r.ended_at, sorted({p for p in (r.stdout_path, r.stderr_path) if p})
 
+    def scripts_in_use(self, paths: list[str]) -> set[str]:
+        """Of these rendered scripts, those a job still in the ledger names."""
+        found: set[str] = set()
+        with self.read() as conn:
+            for i in range(0, len(paths), 5_000):
+                found |= {r[0] for r in conn.execute(select(slurm_jobs.c.script_path).where(
+                    slurm_jobs.c.script_path.in_(paths[i:i + 5_000])).distinct())}
+        return found
+
     def size_bytes(self) -> int:
         """The database's size on disk: the SQLite file and its WAL, or the PostgreSQL
         relations (tables, indexes, TOAST) of the ledger's schema."""

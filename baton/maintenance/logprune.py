@@ -5,9 +5,12 @@ after ``retention.logs_compress_after_days`` and deleted after
 The jobs come from the ledger (their state, exit code and log paths), from where the last
 pruning stopped: a job that ended before ``now - logs_delete_after_days`` at the last run
 is done with, so a run reads only the jobs of the retention window, not the whole history.
-The rendered scripts under ``logs/scripts/`` are kept: ``baton db rebuild`` reads them
-to give a lost ledger its jobs back. The size of ``logs/`` is measured here (one walk a
-day) and recorded with the run, for the exporter's ``baton_drive_logs_bytes``."""
+The rendered scripts under ``logs/scripts/`` are kept while a job in the ledger names
+one (``baton db rebuild`` reads them to give a lost ledger its jobs back). Once every job
+of a script has left for the archive (``baton db archive``), having succeeded, the script
+follows the same two ages; the archive's ``slurm_jobs`` files are each read once (the
+last stamp read is recorded with the run). The size of ``logs/`` is measured here (one
+walk a day) and recorded with the run, for the exporter's ``baton_drive_logs_bytes``."""
 
 from __future__ import annotations
 
@@ -18,10 +21,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
 from baton.config import Config
 from baton.errors import BatonError
 from baton.fsio import atomic_path
 from baton.ledger import open_ledger
+from baton.maintenance.archive import archive_dir
 
 
 @dataclass
@@ -50,20 +56,56 @@ def prune(config: Config, now: datetime | None = None) -> PruneResult:
         since = (datetime.fromisoformat(last.detail["done_through"])
                  if last is not None and (last.detail or {}).get("done_through") else None)
         result = PruneResult()
+
+        def age_out(path: Path, ended: datetime) -> None:
+            if ended > compress_before:
+                return
+            if delete_before is not None and ended < delete_before:
+                result.deleted += _delete(path)
+            else:
+                result.compressed += _compress(path)
+
         for ended, paths in ledger.succeeded_logs(since, compress_before):
-            for path in map(Path, paths):
-                if delete_before is not None and ended < delete_before:
-                    result.deleted += _delete(path)
-                else:
-                    result.compressed += _compress(path)
+            for path in paths:
+                age_out(Path(path), ended)
+        read_through = (last.detail or {}).get("archive_read_through", "") if last else ""
+        scripts, read_through = archived_scripts(archive_dir(config), read_through)
+        for path in sorted(set(scripts) - ledger.scripts_in_use(sorted(scripts))):
+            if scripts[path] is not None:
+                age_out(Path(path), scripts[path])
         result.logs_bytes = tree_bytes(logs)
         done = delete_before if delete_before is not None else compress_before
         ledger.record_run("prune", True, now, path=str(logs), size=result.logs_bytes,
                           detail={"done_through": done.isoformat(),
+                                  "archive_read_through": read_through,
                                   "compressed": result.compressed, "deleted": result.deleted})
         return result
     finally:
         ledger.close()
+
+
+def archived_scripts(root: Path, after: str) -> tuple[dict[str, datetime | None], str]:
+    """The scripts named by the jobs of the archive's ``slurm_jobs`` files stamped after
+    ``after``: script -> the latest end of its jobs, None if one of them did not succeed
+    (kept, as a failure's logs are); and the last stamp read."""
+    scripts: dict[str, datetime | None] = {}
+    last = after
+    for file in sorted((root / "slurm_jobs").glob("*.parquet")):
+        stamp = file.name.removesuffix(".parquet")
+        if stamp <= after:
+            continue
+        last = max(last, stamp)
+        table = pq.read_table(file, columns=["script_path", "state", "exit_code", "ended_at"])
+        for row in table.to_pylist():
+            path = row["script_path"]
+            if not path:
+                continue
+            ok = row["state"] == "COMPLETED" and not row["exit_code"] and row["ended_at"]
+            if not ok or (path in scripts and scripts[path] is None):
+                scripts[path] = None
+            else:
+                scripts[path] = max(row["ended_at"], scripts.get(path) or row["ended_at"])
+    return scripts, last
 
 
 def _compress(path: Path) -> int:

@@ -1,6 +1,7 @@
 """`baton db prune` on SQLite and PostgreSQL: Slurm logs of successful jobs compressed,
-then deleted, by age; a failure's logs and the rendered scripts kept; the logs' size
-recorded for the exporter; a later run reads only the jobs of the retention window."""
+then deleted, by age; a failure's logs kept, and the rendered scripts while a job in the
+ledger names them; the logs' size recorded for the exporter; a later run reads only the
+jobs of the retention window."""
 
 from __future__ import annotations
 
@@ -73,4 +74,41 @@ def test_prune_compresses_then_deletes_successes_and_keeps_failures(
     later = prune(cfg, now=now + timedelta(days=25))
     assert later.deleted == 1 and not logs["week"].with_name("week.log.gz").exists()
     assert logs["fresh"].with_name("fresh.log.gz").is_file()
+    ledger.close()
+
+
+def test_scripts_go_once_their_jobs_left_for_the_archive(config: Config,
+                                                         ledger_url: str) -> None:
+    """A script a job in the ledger names is kept (`baton db rebuild` reads it); once its
+    jobs are archived, having succeeded, it ages out like a log; a failure's is kept."""
+    from baton.maintenance.archive import archive
+
+    cfg = config.model_copy(update={"database_url": ledger_url})
+    ledger = open_ledger(ledger_url, init=True)
+    now = datetime.now(UTC)
+    folder = cfg.drive.logs / "scripts" / "evaluation" / "x"
+    folder.mkdir(parents=True)
+    scripts = {n: folder / f"{n}.sh" for n in ("archived", "failed", "shared", "recent")}
+    for path in scripts.values():
+        path.write_text("#!/bin/bash\n")
+    for key, state, days, script in (("a", "COMPLETED", 100, "archived"),
+                                     ("f", "FAILED", 100, "failed"),
+                                     ("s1", "COMPLETED", 100, "shared"),
+                                     ("s2", "COMPLETED", 5, "shared"),
+                                     ("r", "COMPLETED", 5, "recent")):
+        with ledger.write() as conn:
+            conn.execute(insert(slurm_jobs).values(
+                submission_key=key, stage="evaluation", experiment="x", backend="local",
+                state=state, exit_code=0 if state == "COMPLETED" else 1, restarts=0,
+                ended_at=now - timedelta(days=days), script_path=str(scripts[script]),
+                created_at=now, updated_at=now))
+    assert archive(cfg, timedelta(days=90), now=now).rows["slurm_jobs"] == 3
+    result = prune(cfg, now=now)
+    assert result.deleted == 1 and not scripts["archived"].exists()
+    assert scripts["failed"].is_file()  # a failure's script is kept
+    assert scripts["shared"].is_file()  # a job still in the ledger names it
+    assert scripts["recent"].is_file()
+    assert ledger.last_run("prune").detail["archive_read_through"] == \
+        now.strftime("%Y%m%d-%H%M%S")
+    assert prune(cfg, now=now).deleted == 0  # the archive file is read once
     ledger.close()
