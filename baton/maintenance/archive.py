@@ -12,7 +12,6 @@ committed) -> renamed into the archive; not recorded -> removed (the rows never 
 from __future__ import annotations
 
 import fcntl
-import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,7 +28,6 @@ from baton.ledger import Ledger, open_ledger
 from baton.ledger.settled import ARCHIVED
 from baton.maintenance.vacuum import vacuum as vacuum_ledger
 
-log = logging.getLogger(__name__)
 PENDING = ".parquet.pending"
 STAMP = "%Y%m%d-%H%M%S"
 TYPES = {"timestamp": pa.timestamp("us", tz="UTC"), "integer": pa.int64(),
