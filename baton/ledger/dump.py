@@ -3,10 +3,10 @@
 SQLite: the backup API (a consistent copy of a live WAL database), checked with
 ``PRAGMA integrity_check``; put back through the same API into the existing file (one
 SQLite transaction, which a process that still holds the file sees whole), or by rename
-where there is no file. PostgreSQL: ``pg_dump --format=custom`` of the ledger's schema,
-read back by ``pg_restore --list``; put back by ``pg_restore --clean
---single-transaction`` (all or nothing). The password travels in PGPASSWORD, never on a
-command line."""
+where there is no file or one SQLite cannot read. PostgreSQL: ``pg_dump
+--format=custom`` of the ledger's schema, read back by ``pg_restore --list``; put back by
+``pg_restore --clean --single-transaction`` (all or nothing; the schema itself is never
+dropped). The password travels in PGPASSWORD, never on a command line."""
 
 from __future__ import annotations
 
@@ -43,9 +43,12 @@ def write_copy(url: str, dest: Path) -> None:
         if path is not None:
             if not path.is_file():
                 raise LedgerUnavailable(url, "no ledger there to back up")
-            with _sqlite(path, "ro") as src, _sqlite(dest, "rwc") as dst:
-                src.backup(dst)
-                dst.execute("PRAGMA journal_mode=DELETE")  # one file: no WAL beside it
+            try:
+                with _sqlite(path, "ro") as src, _sqlite(dest, "rwc") as dst:
+                    src.backup(dst)
+                    dst.execute("PRAGMA journal_mode=DELETE")  # one file: no WAL beside it
+            except sqlite3.Error as exc:
+                raise BatonError(f"cannot copy {path} to {dest}: {exc}") from None
         else:
             _pg("pg_dump", url, "--format=custom", "--no-owner", "--no-privileges",
                 f"--schema={_schema(url)}", f"--file={dest}")
@@ -88,10 +91,15 @@ def put_back(url: str, copy: Path) -> None:
         return
     if copy.suffix == ".pgdump":
         raise BatonError(f"{copy}: a PostgreSQL backup cannot restore the SQLite ledger")
-    if path.is_file():
-        with _sqlite(copy, "ro") as src, _sqlite(path, "rw") as dst:
-            src.backup(dst)  # one transaction on the live file (its WAL included)
+    if path.is_file() and _is_database(path):
+        try:
+            with _sqlite(copy, "ro") as src, _sqlite(path, "rw") as dst:
+                src.backup(dst)  # one transaction on the live file (its WAL included)
+        except sqlite3.Error as exc:
+            raise BatonError(f"cannot restore {copy} into {path}: {exc} (the ledger is "
+                             "as it was)") from None
         return
+    # no file, or one SQLite cannot read: the copy takes its place by rename
     if not path.parent.is_dir():
         raise BatonError(f"cannot restore to {path}: its folder {path.parent} does not exist")
     tmp = path.with_name(f".{path.name}.restoring")
@@ -123,6 +131,15 @@ def _pg_restore(url: str, copy: Path) -> None:
         _pg("pg_restore", url, "--clean", "--if-exists", "--single-transaction",
             "--exit-on-error", "--no-owner", "--no-privileges", f"--use-list={kept.name}",
             str(copy))
+
+
+def _is_database(path: Path) -> bool:
+    try:
+        with _sqlite(path, "ro") as conn:
+            conn.execute("PRAGMA schema_version").fetchone()
+        return True
+    except sqlite3.DatabaseError:
+        return False
 
 
 @contextmanager

@@ -144,3 +144,21 @@ def test_backup_dir_on_the_drive_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"backup\.dir"):
         load_config(cfg, env=env)
     assert load_config(None, env=env).backup_dir == tmp_path / "s-backups"
+
+
+def test_a_ledger_file_that_is_not_a_database_is_restored_over(
+        config: Config, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'state' / 'ledger.db'}"
+    env = {"SHARED_DRIVE": str(config.shared_drive), "BATON_STATE_DIR": str(config.state_dir),
+           "BATON_DATABASE_URL": url, "BATON_CONFIG": ""}
+    open_ledger(url, init=True).close()
+    assert baton("db", "backup", "--to", str(tmp_path / "b"), env=env).returncode == 0
+    [(_, copy)] = backups(tmp_path / "b")
+    (tmp_path / "state" / "ledger.db").write_bytes(b"not a database at all" * 100)
+    line = one_error_line(baton("db", "backup", "--to", str(tmp_path / "c"), env=env))
+    assert "ledger" in line
+    proc = baton("db", "restore", str(copy), env=env)
+    assert proc.returncode == 0, proc.stderr  # the damaged file is replaced
+    restored = open_ledger(url)
+    assert restored.check().ok
+    restored.close()
