@@ -396,10 +396,16 @@ def _check_ledger_not_on_drive(config: Config) -> None:
                           "not work over a network filesystem: put it on local disk")
 
 
+def on_drive(config: Config, path: Path) -> bool:
+    real, drive = Path(os.path.realpath(path)), Path(os.path.realpath(config.shared_drive))
+    return real == drive or drive in real.parents
+
+
 def _check_backups_not_on_drive(config: Config) -> None:
-    backups = Path(os.path.realpath(config.backup_dir))
-    drive = Path(os.path.realpath(config.shared_drive))
-    if backups == drive or drive in backups.parents:
+    """A ``backup.dir`` set on the drive is refused here; the default one (beside a state
+    folder that is on the drive) by ``baton db backup``, not by every command."""
+    if config.backup.dir is not None and on_drive(config, config.backup.dir):
         raise ConfigError(config.source, "backup.dir",
-                          f"the ledger's backups {backups} are on the shared drive: a backup "
-                          "must not share the failures of what it backs up; put it elsewhere")
+                          f"the ledger's backups {config.backup.dir} are on the shared drive: "
+                          "a backup must not share the failures of what it backs up; put it "
+                          "elsewhere")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from baton.config import Config
+from baton.config import Config, on_drive
 from baton.errors import BatonError
 from baton.fsio import atomic_path
 from baton.ledger import Ledger, LedgerUnavailable, display_url, open_ledger
@@ -34,6 +34,9 @@ def backup(config: Config, to: Path | None = None, now: datetime | None = None
     rotate the folder; the outcome, success or failure, is recorded in the ledger."""
     started = now or datetime.now(UTC)
     folder = to or config.backup_dir
+    if to is None and on_drive(config, folder):
+        raise BatonError(f"the default backup folder {folder} is on the shared drive (the "
+                         "state folder is): set backup.dir to a folder elsewhere")
     ledger = open_ledger(config.ledger_url)
     try:
         try:

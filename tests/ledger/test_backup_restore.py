@@ -144,6 +144,12 @@ def test_backup_dir_on_the_drive_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"backup\.dir"):
         load_config(cfg, env=env)
     assert load_config(None, env=env).backup_dir == tmp_path / "s-backups"
+    # a state folder on the drive: every command but the backup goes on
+    drive = tmp_path / "drive"
+    env = {"SHARED_DRIVE": str(drive), "BATON_STATE_DIR": str(drive / "state"),
+           "BATON_DATABASE_URL": "sqlite:////var/tmp/x.db", "BATON_CONFIG": ""}
+    assert load_config(None, env=env).backup_dir == drive / "state-backups"
+    assert "set backup.dir" in one_error_line(baton("db", "backup", env=env))
 
 
 def test_a_ledger_file_that_is_not_a_database_is_restored_over(
