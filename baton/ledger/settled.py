@@ -101,7 +101,8 @@ class Settled(LedgerBase):
             a = {r.id for r in analyses if r.slurm_job_row in s and r.status in STAGE_DONE
                  and (r.evaluation_job_id is None or r.evaluation_job_id in e)}
             e -= {r.evaluation_job_id for r in analyses if r.id not in a}
-            v = {r.id for r in sups if r.job_row in s and r.repair_row in (None, *s)
+            v = {r.id for r in sups if r.job_row in s
+                 and (r.repair_row is None or r.repair_row in s)
                  and r.execution_status not in SUPERVISION_LIVE
                  and r.dispatch_status not in ("pending", "retrying")}
             kept = {p for j, p in jobs.items() if j not in s}
@@ -112,10 +113,10 @@ class Settled(LedgerBase):
             if smaller == s:
                 break
             s = smaller
-        results = _ids(conn, select(evaluation_results.c.id).where(
-            evaluation_results.c.evaluation_job_id.in_(sorted(e)))) if e else set()
-        outputs = _ids(conn, select(analysis_outputs.c.id).where(
-            analysis_outputs.c.analysis_job_id.in_(sorted(a)))) if a else set()
+        results = {i for chunk in _chunks(sorted(e)) for i in _ids(conn, select(
+            evaluation_results.c.id).where(evaluation_results.c.evaluation_job_id.in_(chunk)))}
+        outputs = {i for chunk in _chunks(sorted(a)) for i in _ids(conn, select(
+            analysis_outputs.c.id).where(analysis_outputs.c.analysis_job_id.in_(chunk)))}
         return {"slurm_jobs": sorted(s), "evaluation_jobs": sorted(e),
                 "analysis_jobs": sorted(a), "supervisions": sorted(v),
                 "evaluation_results": sorted(results), "analysis_outputs": sorted(outputs)}
