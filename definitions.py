@@ -1,4 +1,5 @@
-"""The one Dagster code location of baton: assets, checks, sensors, jobs and resources.
+"""The one Dagster code location of baton: assets, checks, sensors, schedules, jobs and
+resources.
 
 Importing this module reads nothing: Dagster calls ``defs`` when it loads the code location
 (the webserver's and the daemon's code servers, and every run's process), and that reads
@@ -31,6 +32,7 @@ from ops_slurm.asset_jobs import (
 )
 from ops_slurm.cancel import cancel_jobs
 from resources import build_resources
+from schedules import SCHEDULES
 from sensors import build_sensors
 
 log = logging.getLogger("baton.definitions")
@@ -48,6 +50,7 @@ def build_definitions(config: Config) -> Definitions:
         jobs=[submit_evaluation_job, record_evaluation_job, record_analysis_job,
               campaign_report_job, cancel_jobs],
         sensors=build_sensors(config),
+        schedules=SCHEDULES,
         executor=in_process_executor,
         resources=build_resources(config),
     )

@@ -271,6 +271,33 @@ class LoggingConfig(Section):
     backups: int = Field(default=30, ge=0)
 
 
+class BackupConfig(Section):
+    """``baton db backup`` (the daily schedule too): where copies go and which are kept."""
+
+    # None: the state folder's sibling ``{state_dir}-backups`` (a backup inside the state
+    # folder dies with it; one on the shared drive shares the drive's failures)
+    dir: Annotated[Path, AfterValidator(_absolute)] | None = None
+    keep_daily: int = Field(default=7, ge=1)  # the newest backup of each of the last N days
+    keep_weekly: int = Field(default=4, ge=0)  # and of each of the last M ISO weeks
+
+
+class RetentionConfig(Section):
+    """How long history stays in the ledger, and Slurm's logs of successful jobs on the
+    drive (a failure's logs are kept)."""
+
+    archive_after_days: float = Field(default=90, gt=0)
+    logs_compress_after_days: float = Field(default=7, ge=0)
+    logs_delete_after_days: float | None = Field(default=30, gt=0)  # None: never
+
+    @model_validator(mode="after")
+    def _delete_after_compress(self) -> RetentionConfig:
+        if (self.logs_delete_after_days is not None
+                and self.logs_delete_after_days < self.logs_compress_after_days):
+            raise ValueError(f"logs_delete_after_days {self.logs_delete_after_days} is below "
+                             f"logs_compress_after_days {self.logs_compress_after_days}")
+        return self
+
+
 def _default_stages() -> dict[str, StageConfig]:
     return {
         "evaluation": StageConfig(time="02:00:00", mem="32G", cpus=8),
@@ -300,6 +327,8 @@ class Config(Section):
     status: StatusConfig = Field(default_factory=StatusConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    backup: BackupConfig = Field(default_factory=BackupConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
     source: str = Field(default="defaults", exclude=True)
 
     @property
@@ -309,6 +338,10 @@ class Config(Section):
     @property
     def ledger_url(self) -> str:
         return self.database_url or f"sqlite:///{self.state_dir / 'ledger.db'}"
+
+    @property
+    def backup_dir(self) -> Path:
+        return self.backup.dir or self.state_dir.with_name(f"{self.state_dir.name}-backups")
 
     def stage(self, name: str) -> StageConfig:
         validate_name(name, "stage")
@@ -393,6 +426,7 @@ def load_config(path: Path | str | None = None, env: Mapping[str, str] | None = 
         more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
         raise ConfigError(source, key, reason + more) from None
     _check_ledger_not_on_drive(config)
+    _check_backups_not_on_drive(config)
     return config
 
 
@@ -406,3 +440,18 @@ def _check_ledger_not_on_drive(config: Config) -> None:
         raise ConfigError(config.source, "database_url",
                           f"the SQLite ledger {db} is on the shared drive; SQLite's WAL does "
                           "not work over a network filesystem: put it on local disk")
+
+
+def on_drive(config: Config, path: Path) -> bool:
+    real, drive = Path(os.path.realpath(path)), Path(os.path.realpath(config.shared_drive))
+    return real == drive or drive in real.parents
+
+
+def _check_backups_not_on_drive(config: Config) -> None:
+    """A ``backup.dir`` set on the drive is refused here; the default one (beside a state
+    folder that is on the drive) by ``baton db backup``, not by every command."""
+    if config.backup.dir is not None and on_drive(config, config.backup.dir):
+        raise ConfigError(config.source, "backup.dir",
+                          f"the ledger's backups {config.backup.dir} are on the shared drive: "
+                          "a backup must not share the failures of what it backs up; put it "
+                          "elsewhere")

@@ -1,10 +1,15 @@
 """``baton db``: create, upgrade and check the ledger (``init`` also lays out the drive);
 rebuild a lost ledger's history from the drive and Slurm's accounting, or adopt the
-drive's results as the past of a new one."""
+drive's results as the past of a new one; back it up and restore it, archive its settled
+history, VACUUM it, and prune Slurm's logs (baton/maintenance; the same functions run
+on the Dagster schedules of schedules/)."""
 
 from __future__ import annotations
 
 import argparse
+import re
+from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from baton.cli import argtypes
@@ -76,6 +81,64 @@ def cmd_adopt(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    from baton.maintenance.backups import backup
+
+    result = backup(config_from(args), args.to)
+    print(f"backed up to {result.path} ({result.size} bytes, verified)")
+    if result.removed:
+        print(f"rotated out {len(result.removed)} older backup(s)")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from baton.maintenance.backups import restore
+
+    config = config_from(args)
+    revision, note = restore(config, args.file, force=args.force)
+    print(f"ledger {safe_url(config.ledger_url)}: restored from {args.file} (schema "
+          f"{revision})" + (f"; {note}" if note else ""))
+    return 0
+
+
+def cmd_archive(args: argparse.Namespace) -> int:
+    from baton.maintenance.archive import archive
+
+    config = config_from(args)
+    older = args.older_than or timedelta(days=config.retention.archive_after_days)
+    result = archive(config, older, vacuum=not args.no_vacuum)
+    print("\n".join(result.lines()))
+    return 0
+
+
+def cmd_vacuum(args: argparse.Namespace) -> int:
+    from baton.maintenance.vacuum import vacuum
+
+    before, after = vacuum(config_from(args))
+    print(f"ledger vacuumed: {before} -> {after} bytes")
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from baton.maintenance.logprune import prune
+
+    print(prune(config_from(args)).line())
+    return 0
+
+
+_AGE = re.compile(r"^(\d+(?:\.\d+)?)([hdw])$")
+
+
+@argtypes.usage_error
+def age(value: str) -> timedelta:
+    """An age: a number and h, d or w (``90d``)."""
+    m = _AGE.match(value.strip())
+    if not m or float(m.group(1)) <= 0:
+        raise ValueError(f"{value!r} is not an age above 0 like 90d, 12h or 2w")
+    unit = {"h": "hours", "d": "days", "w": "weeks"}[m.group(2)]
+    return timedelta(**{unit: float(m.group(1))})
+
+
 def _lay_out(drive: DriveLayout) -> str:
     """Create the drive's folders where they are missing (the first job's log folder among
     them); returns what was done, in words."""
@@ -111,3 +174,32 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="adopt the whole drive, every experiment held now or later")
     adopt.set_defaults(func=cmd_adopt)
 
+    _register_upkeep(db)
+
+
+def _register_upkeep(db: argparse._SubParsersAction) -> None:
+    backup = db.add_parser("backup", help="copy the ledger while it is in use (SQLite's "
+                           "backup API, pg_dump for PostgreSQL), verify the copy and rotate "
+                           "the folder (backup.keep_daily, backup.keep_weekly)")
+    backup.add_argument("--to", type=Path, metavar="DIR",
+                        help="the folder (default: backup.dir)")
+    backup.set_defaults(func=cmd_backup)
+    restore = db.add_parser("restore", help="replace the ledger with a backup, all or "
+                            "nothing; refuses while a daemon's sensors tick on it")
+    restore.add_argument("file", type=Path, metavar="FILE")
+    restore.add_argument("--force", action="store_true",
+                         help="restore even though a daemon seems to use the ledger")
+    restore.set_defaults(func=cmd_restore)
+    arch = db.add_parser("archive", help="move settled history (finished jobs and their "
+                         "rows, old status events, signals whose files are gone) to Parquet "
+                         "under the state folder, still shown by `baton sql`; then VACUUM")
+    arch.add_argument("--older-than", type=age, metavar="AGE", default=None,
+                      help="settled before this long ago, e.g. 90d (default: "
+                           "retention.archive_after_days)")
+    arch.add_argument("--no-vacuum", action="store_true", help="skip the VACUUM after it")
+    arch.set_defaults(func=cmd_archive)
+    db.add_parser("vacuum", help="give the space of deleted rows back (VACUUM; VACUUM "
+                  "ANALYZE on PostgreSQL)").set_defaults(func=cmd_vacuum)
+    db.add_parser("prune", help="compress, then delete, the Slurm logs of successful jobs, "
+                  "and their scripts once archived (retention.logs_compress_after_days, "
+                  "logs_delete_after_days); failures' are kept").set_defaults(func=cmd_prune)

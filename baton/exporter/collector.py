@@ -23,6 +23,7 @@ from baton.config import Config
 from baton.exporter.control import campaign_metrics, status_metrics
 from baton.exporter.flows import flow_metrics
 from baton.exporter.job_tally import JobTally, SubmitFailure
+from baton.exporter.lifetime import lifetime_metrics
 from baton.exporter.repairs import supervision_metrics
 from baton.exporter.snapshot import Snapshot
 from baton.jobstatus.ingest import set_aside_files
@@ -126,6 +127,7 @@ class BatonCollector:
         out += campaign_metrics(self.ledger)
         out += status_metrics(self.ledger, self.config)
         out.append(self._integrity_metric())
+        out += lifetime_metrics(self.ledger)
         return out
 
     def _submit_failures_seen(self, now: dict[SubmitFailure, str]) -> Counter[str]:

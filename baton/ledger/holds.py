@@ -45,8 +45,10 @@ class Holds(LedgerBase):
             evaluated |= {r[0] for r in conn.execute(select(slurm_jobs.c.experiment).where(
                 slurm_jobs.c.stage == "evaluation",
                 slurm_jobs.c.experiment.in_(experiments)).distinct())}
+            # adopted, or evaluated with its evaluations archived since (settled.py)
             adopted = {r[0] for r in conn.execute(select(facts.c.experiment).where(
-                facts.c.key.in_([_adopted(e) for e in experiments])))}
+                facts.c.key.in_([_adopted(e) for e in experiments]
+                                + [f"archived:{e}" for e in experiments])))}
         return set(experiments) - evaluated - adopted
 
     @staticmethod

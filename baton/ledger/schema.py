@@ -347,3 +347,17 @@ supervisions = Table(
     Index("ix_supervisions_job_row", "job_row"),
     Index("ix_supervisions_execution_status", "execution_status"),
 )
+
+# --- the ledger's own upkeep: each backup, archive, vacuum and log pruning (schema 0011) ---
+maintenance_runs = Table(
+    "maintenance_runs", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", String(16), nullable=False),  # backup, archive, vacuum, prune
+    Column("ok", Boolean, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime, nullable=False),
+    Column("path", String(PATH)),  # the backup written, the archive folder
+    Column("bytes", BigInteger),  # the backup's size; the logs' size after pruning
+    Column("detail", JSON),  # counts, the archive's stamp, the error of a failure
+    Index("ix_maintenance_runs_kind", "kind", "finished_at"),
+)

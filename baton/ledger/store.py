@@ -11,6 +11,7 @@ from baton.ledger.campaigns import Campaigns
 from baton.ledger.heartbeats import Heartbeats
 from baton.ledger.holds import Holds
 from baton.ledger.rebuild import Rebuild
+from baton.ledger.settled import Settled
 from baton.ledger.signal_log import SignalLog
 from baton.ledger.slurm_jobs import SlurmJobs
 from baton.ledger.stages import Stages
@@ -19,10 +20,11 @@ from baton.ledger.supervisions import Supervisions
 from baton.ledger.tables import Tables
 from baton.ledger.timelines import Timelines
 from baton.ledger.training import TrainingRuns
+from baton.ledger.upkeep import Upkeep
 
 
 class Ledger(SignalLog, TrainingRuns, SlurmJobs, Heartbeats, Stages, Campaigns,
-             Supervisions, StatusEvents, Timelines, Tables, Holds, Rebuild):
+             Supervisions, StatusEvents, Timelines, Tables, Holds, Rebuild, Upkeep, Settled):
     """The orchestrator's database: SQLite by default, PostgreSQL by URL."""
 
 

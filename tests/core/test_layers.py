@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("baton", "assets", "sensors", "resources", "ops_slurm", "prometheus")
+PACKAGES = ("baton", "assets", "sensors", "resources", "ops_slurm", "schedules", "prometheus")
 LINT = str(Path(sys.executable).with_name("lint-imports"))
 
 
