@@ -152,8 +152,14 @@ def stage_rules(config: Config) -> list[dict]:
     return rules
 
 
-def supervision_rules() -> list[dict]:
+def supervision_rules(config: Config) -> list[dict]:
+    window = config.alerts.given_up_window
     return [
+        alert("BatonRunGivenUp", f"increase(baton_runs_given_up_total[{window}]) > 0",
+              "critical", "the sensors stopped asking for {{ $value }} {{ $labels.run }} "
+              "run(s) whose every try ended without success: nothing asks for them again; "
+              "see the sensor's log in Dagster, fix the cause, then launch the partition "
+              "from the UI"),
         alert("BatonExperimentsHeld", "baton_experiments_held > 0", "critical",
               "{{ $value }} experiment(s) held: the drive has results the ledger does not "
               "know, so the daemon submits nothing for them; run `baton db rebuild` (or "
@@ -230,7 +236,7 @@ def backup_rules(config: Config) -> list[dict]:
 def alert_rules(config: Config) -> dict:
     return {"name": "baton-alerts", "rules": [
         *exporter_rules(config), *daemon_rules(config), *stage_rules(config),
-        *supervision_rules(), *status_rules(config), *backup_rules(config)]}
+        *supervision_rules(config), *status_rules(config), *backup_rules(config)]}
 
 
 def render(config: Config) -> str:

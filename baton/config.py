@@ -261,6 +261,7 @@ class AlertsConfig(Section):
     unknown_type_window: PromDuration = "1h"  # a signal named an unknown campaign type
     backup_missing_seconds: float = Field(default=93600, gt=0)  # no verified backup (26 h)
     backup_failure_window: PromDuration = "1d"  # a failed backup in this window
+    given_up_window: PromDuration = "1d"  # a request the sensors gave up on, in this window
 
 
 class LoggingConfig(Section):

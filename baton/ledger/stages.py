@@ -191,6 +191,11 @@ class Stages(LedgerBase):
                                           created_at=utcnow(), detail=detail))
         return True
 
+    def fact_keys(self, kind: str) -> list[str]:
+        """The keys of every fact of ``kind`` (a rare kind: a list, not a stream)."""
+        with self.read() as conn:
+            return list(conn.execute(select(facts.c.key).where(facts.c.kind == kind)).scalars())
+
     def has_fact(self, key: str) -> bool:
         with self.read() as conn:
             return conn.execute(select(facts.c.id).where(facts.c.key == key)).first() is not None
