@@ -19,12 +19,16 @@ HOLD_MESSAGE = ("held: the drive has results the ledger does not know; run `bato
 
 def held_back(ledger: Ledger, drive: DriveLayout, rows: Sequence[Any]) -> dict[str, list[str]]:
     """Of the training runs about to be evaluated (``training_awaiting_evaluation``), the
-    experiments to hold, with what the drive has of each. The drive is asked only about
-    experiments the ledger has never evaluated and nobody adopted."""
-    unknown = ledger.unguarded(sorted({r.experiment_name for r in rows}))
-    held: dict[str, list[str]] = {}
-    for row in rows:
-        if row.experiment_name in unknown and (found := results_on_drive(
-                drive, row.experiment_name)):
-            held[row.experiment_name] = found
-    return held
+    experiments to hold, with what the drive has of each."""
+    return held(ledger, drive, sorted({r.experiment_name for r in rows}))
+
+
+def held(ledger: Ledger, drive: DriveLayout, experiments: Sequence[str]
+         ) -> dict[str, list[str]]:
+    """Of ``experiments``, those to hold, with what the drive has of each. The drive is
+    asked only about experiments the ledger has never evaluated and nobody adopted."""
+    out: dict[str, list[str]] = {}
+    for experiment in sorted(ledger.unguarded(list(experiments))):
+        if found := results_on_drive(drive, experiment):
+            out[experiment] = found
+    return out

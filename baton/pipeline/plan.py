@@ -18,6 +18,7 @@ from typing import Any
 from baton.config import Config
 from baton.errors import BatonError, SignalError
 from baton.ledger import Ledger
+from baton.pipeline.guard import HOLD_MESSAGE, held
 from baton.pipeline.keys import analysis_key, evaluation_items
 from baton.pipeline.submission import comment_token, validate_request
 from baton.signals import BY_FILENAME, SignalFile, TrainingComplete, check_signal, read_signal
@@ -114,8 +115,14 @@ def make_plan(config: Config, paths: list[Path], ledger: Ledger | None = None) -
             prev = latest.get(sf.signal.experiment)
             if prev is None or sf.signal.timestamp >= prev.signal.timestamp:
                 latest[sf.signal.experiment] = sf
+    if ledger is not None:  # as the training sensor holds them
+        for exp, found in held(ledger, config.drive, sorted(latest)).items():
+            plan.notes.append(f"{exp}: {HOLD_MESSAGE} (found {found[0]})")
+            del latest[exp]
     generations = {exp: ledger.generation_for(exp, sf.idempotency_key)
                    for exp, sf in latest.items()} if ledger is not None else None
+    triggers = {exp: (sf.idempotency_key, sf.signal.timestamp.isoformat())
+                for exp, sf in latest.items()}
     tasks = [PlannedTask(e, c, key)
              for exp, sf in sorted(latest.items())
              for (e, c), key in evaluation_items(exp, sf.idempotency_key,
@@ -124,7 +131,8 @@ def make_plan(config: Config, paths: list[Path], ledger: Ledger | None = None) -
         if not config.sensors.auto_evaluate:
             plan.notes.append("sensors.auto_evaluate is false: the daemon records these "
                               "models and leaves their evaluation to you (the UI, a backfill)")
-        plan.submissions.append(plan_stage(config, "evaluation", tasks, ledger, generations))
+        plan.submissions.append(plan_stage(config, "evaluation", tasks, ledger, generations,
+                                           triggers))
     evaluated = sorted({sf.signal.experiment for sf in accepted
                         if sf.kind == "eval_complete"
                         and getattr(sf.signal, "status", "") == "complete"})
@@ -146,11 +154,16 @@ def _analysis_key(experiment: str, latest: dict[str, SignalFile], ledger: Ledger
 
 
 def plan_stage(config: Config, stage: str, tasks: list[PlannedTask],
-               ledger: Ledger | None, generations: Mapping[str, int] | None = None
-               ) -> PlannedSubmission:
+               ledger: Ledger | None, generations: Mapping[str, int] | None = None,
+               triggers: Mapping[str, tuple[str, str]] | None = None) -> PlannedSubmission:
     """The submission of ``tasks`` as a run would make it (those the ledger holds already
     left out), checked and rendered but not submitted: ``baton plan`` and the dry run.
-    ``generations``: each experiment's training generation, as the run exports it."""
+    ``generations``: each experiment's training generation, as the run exports it;
+    ``triggers``: the training signal each experiment's tasks answer (key, time), else
+    the ledger's of those generations, for the script's trigger lines as a run writes
+    them."""
+    if triggers is None and ledger is not None and generations:
+        triggers = ledger.generation_signals(generations)
     if ledger is not None:
         known = {row.submission_key: row.job_id
                  for e in {t.experiment for t in tasks}
@@ -166,7 +179,7 @@ def plan_stage(config: Config, stage: str, tasks: list[PlannedTask],
         resources = validate_request(config, stage, items, keys, attempt=1, mem=None,
                                      time=None, campaigns={})
         rendered = render_job(config, stage, items, comment=comment_token(keys),
-                              generations=generations)
+                              generations=generations, triggers=triggers)
     except BatonError as exc:
         return PlannedSubmission(stage, tasks, problem=str(exc))
     return PlannedSubmission(stage, tasks, rendered, resources)
