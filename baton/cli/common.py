@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from baton.config import Config
+    from baton.ledger import Ledger
 
 
 def config_from(args: argparse.Namespace) -> Config:
@@ -24,3 +25,16 @@ def safe_url(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)
+
+
+def read_only_ledger(config: Config) -> tuple[Ledger | None, str]:
+    """The ledger opened read-only if there is one (a missing one is not created)."""
+    from baton.ledger import LedgerMissing, LedgerUnavailable, open_ledger
+
+    url = safe_url(config.ledger_url)
+    try:
+        return open_ledger(config.ledger_url, read_only=True), f"ledger {url} (read only)"
+    except LedgerMissing:
+        return None, f"no ledger at {url}: no task is known to be submitted already"
+    except LedgerUnavailable as exc:
+        return None, f"{exc}; planned as if no task were submitted already"

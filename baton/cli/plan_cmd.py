@@ -8,18 +8,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from baton.config import Config
-    from baton.ledger import Ledger
     from baton.pipeline.plan import Plan, PlannedSubmission
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from baton.cli.common import read_only_ledger
     from baton.config import load_config
     from baton.pipeline.plan import make_plan
 
     # no setup_logging: a configured log file would be a file written
     config = load_config(getattr(args, "config", None))
-    ledger, note = _open_ledger(config)
+    ledger, note = read_only_ledger(config)
     try:
         plan = make_plan(config, [Path(p) for p in args.paths], ledger)
     finally:
@@ -27,20 +26,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
             ledger.close()
     print(render_plan(plan, note, scripts=args.scripts))
     return 0 if plan.ok else 1
-
-
-def _open_ledger(config: Config) -> tuple[Ledger | None, str]:
-    """The ledger opened read-only if there is one (a missing one is not created)."""
-    from baton.cli.common import safe_url
-    from baton.ledger import LedgerMissing, LedgerUnavailable, open_ledger
-
-    url = safe_url(config.ledger_url)
-    try:
-        return open_ledger(config.ledger_url, read_only=True), f"ledger {url} (read only)"
-    except LedgerMissing:
-        return None, f"no ledger at {url}: no task is known to be submitted already"
-    except LedgerUnavailable as exc:
-        return None, f"{exc}; planned as if no task were submitted already"
 
 
 def render_plan(plan: Plan, ledger_note: str, *, scripts: bool = False) -> str:

@@ -8,10 +8,14 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from baton.cli import argtypes
 from baton.cli.common import config_from
 from baton.errors import BatonError
+
+if TYPE_CHECKING:
+    from baton.config import Config
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -23,9 +27,33 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     config = config_from(args)
     exp = config.drive.experiment(args.experiment)
     results = _results(args, lambda: hand_results_dir(exp))
+    generation = args.generation or (
+        _latest_generation(config, args.experiment) if results is None else None)
     ok, path = evaluate(config, args.experiment, args.checkpoint,
-                        Path(args.eval_config) if args.eval_config else None, results)
-    return _said(ok, path, results)
+                        Path(args.eval_config) if args.eval_config else None, results,
+                        generation=generation)
+    return _said(ok, path, results, generation)
+
+
+def _latest_generation(config: Config, experiment: str) -> int | None:
+    """The training generation a published hand run answers: the experiment's latest in
+    the ledger (read only; none: the first), so that a retrained experiment's rerun lands
+    beside, not over, the earlier generation's rows. None in the pipeline's job, whose
+    script exports it."""
+    from baton.cli.common import read_only_ledger
+    from baton.evaluate.harness import job_tag
+    from baton.signals import OUTSIDE_SLURM
+
+    if job_tag() != OUTSIDE_SLURM:
+        return None
+    ledger, _ = read_only_ledger(config)
+    if ledger is None:
+        return None
+    try:
+        run = ledger.training_run(experiment)
+    finally:
+        ledger.close()
+    return run.generation if run is not None and run.generation else None
 
 
 def _results(args: argparse.Namespace, hand_folder: Callable[[], Path]) -> Path | None:
@@ -48,7 +76,7 @@ def _results(args: argparse.Namespace, hand_folder: Callable[[], Path]) -> Path 
     return None
 
 
-def _said(ok: bool, path: Path, results: Path | None) -> int:
+def _said(ok: bool, path: Path, results: Path | None, generation: int | None = None) -> int:
     """One line: the outcome and where the results went (or who was told)."""
     from baton.evaluate.harness import job_tag
     from baton.signals import OUTSIDE_SLURM
@@ -58,7 +86,8 @@ def _said(ok: bool, path: Path, results: Path | None) -> int:
         print(f"{outcome}: results in {results} (not announced to the pipeline; "
               "--publish to announce a hand run)")
     elif job_tag() == OUTSIDE_SLURM:
-        print(f"{outcome}: published as job {OUTSIDE_SLURM} (outside Slurm): {path}")
+        of = f", generation {generation}" if generation and generation > 1 else ""
+        print(f"{outcome}: published as job {OUTSIDE_SLURM} (outside Slurm){of}: {path}")
     else:
         print(f"{outcome}: {path}")
     return 0 if ok else 1
@@ -171,6 +200,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "config/evaluation/base_eval.yaml on the drive, else the example evaluator)")
     _hand_run_options(p, "metrics", "evaluation folder", "the results and the signal (as "
                       "eval_complete.json / eval_failed.json)")
+    p.add_argument("--generation", type=argtypes.whole(1), metavar="N",
+                   help="the experiment's training generation the run answers (default: "
+                   "BATON_GENERATION in the pipeline's job; by hand with --publish, the "
+                   "experiment's latest in the ledger)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("analyze", help="analyse one experiment (what the analysis Slurm job "

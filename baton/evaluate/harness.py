@@ -280,17 +280,18 @@ def _clean(task: Task) -> None:
 
 
 def evaluate(config: Config, experiment: str, checkpoint: str, eval_config: Path | None = None,
-             results: Path | None = None) -> tuple[bool, Path]:
+             results: Path | None = None, generation: int | None = None) -> tuple[bool, Path]:
     """Evaluate one checkpoint of one experiment; returns (succeeded, signal path).
     ``results``: a folder of its own for the Parquet, ``eval_metadata.json`` and the
     signal (as ``eval_complete.json``/``eval_failed.json``, announced to no one); None:
-    the experiment's, announced to the pipeline (what the Slurm job does)."""
+    the experiment's, announced to the pipeline (what the Slurm job does). ``generation``:
+    the training generation answered (default: ``BATON_GENERATION``, else the first)."""
     start = time.time()
     drive = config.drive
     exp = layout_of(drive, experiment, results)
     job = job_tag()
     try:
-        generation = evaluation_generation()
+        generation = generation or evaluation_generation()
         ckpt, conf, datasets = _prepare(drive, checkpoint, eval_config)
     except Exception as exc:  # anything before the datasets start is critical
         return _failed_to_start(drive, exp, checkpoint, job, exc, time.time() - start)

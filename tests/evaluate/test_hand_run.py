@@ -9,10 +9,14 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from baton.config import Config
-from baton.signals import read_signal
+from baton.inbox import publish
+from baton.ledger import open_ledger
+from baton.ledger.training import apply_training_signal
+from baton.signals import TrainingComplete, read_signal
 from tests.evaluate.test_evaluate import ckpt, eval_config  # noqa: F401 (fixture)
 
 
@@ -120,6 +124,34 @@ def test_publish_announces_a_hand_run_as_job_0(config: Config, ckpt: Path,  # no
         exp.metrics_dir)
     assert [p.parent.name for p in markers(config)] == ["eval_complete"]  # sensors hear it
     assert not (exp.eval_dir / "hand").exists()
+
+
+def test_publish_answers_the_experiments_latest_generation(config: Config, ckpt: Path,  # noqa: F811
+                                                          tmp_path: Path) -> None:
+    """A retrained experiment (generation 2 in the ledger): a published hand run writes
+    generation 2's rows, beside generation 1's, not over them as generation 1. Before,
+    the hand run, which has no ``BATON_GENERATION``, always wrote generation 1."""
+    ledger = open_ledger(config.ledger_url, init=True)
+    start = datetime.now(UTC)
+    for n in range(2):
+        path = publish(config.drive, TrainingComplete(
+            timestamp=start + timedelta(seconds=n), experiment="exp1", hostname="h",
+            user="u", checkpoint_path=str(ckpt)))
+        assert ledger.accept_signal(read_signal(path, config.drive), apply_training_signal)
+    ledger.close()
+    exp = config.drive.experiment("exp1")
+    proc = run(config, ckpt, eval_config(tmp_path, rows=10), "--publish")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == (f"complete: published as job 0 (outside Slurm), generation 2: "
+                           f"{exp.eval_complete_signal}\n")
+    assert sorted(parts(exp.metrics_dir)) == [
+        f"dataset={d}/metric=accuracy/part-checkpoint-100-0-g2.parquet"
+        for d in ("alpha", "beta", "gamma")]
+    # or the one a person names
+    proc = run(config, ckpt, eval_config(tmp_path, rows=10), "--publish", "--generation", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert "dataset=alpha/metric=accuracy/part-checkpoint-100-0.parquet" in parts(
+        exp.metrics_dir)
 
 
 def test_output_chooses_the_folder(config: Config, ckpt: Path,  # noqa: F811
