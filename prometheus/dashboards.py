@@ -1,9 +1,10 @@
-"""Grafana dashboards, generated (never hand-edited): ``python -m prometheus.dashboards``
-writes ``prometheus/grafana/dashboards/baton.json`` and the provisioning files.
+"""Grafana dashboards, generated (never hand-edited) with Grafana's builder library:
+``python -m prometheus.dashboards`` writes ``prometheus/grafana/dashboards/baton.json`` and
+the provisioning files.
 
 Layout of the production-dashboard design: row 1 status tiles, row 2 progress table,
-row 3 throughput and resources, then pipeline latency and firing alerts; variables
-``$stage`` and ``$campaign``."""
+row 3 throughput and resources, then one panel per campaign, pipeline latency and firing
+alerts; variables ``$stage`` and ``$campaign``."""
 
 from __future__ import annotations
 
@@ -195,7 +196,8 @@ def supervision_row() -> list[Any]:
             description=per_stage),
         tiles("Gave up (open)", [target(
             f"sum(baton_supervision_gave_up_open{{{STAGE}}})", "gave up")], 4, 8,
-            description=per_stage),
+            description=per_stage + " Red: a person has to look.",
+            steps=[(None, "green"), (1, "red")]),
         numbers("Late jobs", [target(
             f"sum(baton_supervision_late_jobs{{{STAGE}}})", "late")], 4, 8,
             description=per_stage),
@@ -209,7 +211,7 @@ def alerts_row() -> list[Any]:
             description=not_per_campaign("alerts are about the whole system")),
         tiles("Exporter parts up", [
             target("baton_exporter_component_up", "{{component}}"),
-            target(EXPORTER_UP, "scrape {{instance}}")], 6, 6,
+            target(EXPORTER_UP, "scrape {{instance}}")], 6, 6, steps=[(None, "red"), (1, "green")],
             description="1: the part answered in the last scrape; 0: its metrics are "
             "missing (BatonExporterComponentDown, BatonExporterDown). "
             + not_per_campaign("the exporter serves every campaign")),
@@ -257,13 +259,16 @@ def queries(board: dict[str, Any]) -> list[str]:
 
 
 def write(out: Path = OUT) -> list[Path]:
-    paths = [out / "dashboards" / "baton.json"]
-    paths[0].parent.mkdir(parents=True, exist_ok=True)
-    paths[0].write_text(json.dumps(dashboard(), indent=2) + "\n")
-    for rel, text in provisioning().items():
+    """Each file written to a temporary one beside it, then renamed over it."""
+    files = {"dashboards/baton.json": json.dumps(dashboard(), indent=2) + "\n",
+             **provisioning()}
+    paths = []
+    for rel, text in files.items():
         path = out / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
         paths.append(path)
     return paths
 

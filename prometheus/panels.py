@@ -13,6 +13,7 @@ from prometheus.sdk import (
     PromQueryFormat,
     QueryVariable,
     ReduceDataOptions,
+    ThresholdsConfig,
     dm,
     stat,
     table,
@@ -65,10 +66,16 @@ def numbers(title: str, targets: list[Dataquery], w: int, h: int, unit: str | No
 
 
 def tiles(title: str, targets: list[Dataquery], w: int, h: int, unit: str | None = None,
-          description: str = "") -> stat.Panel:
-    """Stat tiles: one big number per series, on a background of its color."""
-    return numbers(title, targets, w, h, unit, description) \
+          description: str = "", steps: list[tuple[float | None, str]] | None = None
+          ) -> stat.Panel:
+    """Stat tiles: one big number per series, on a background of its color; ``steps``
+    color it by value: (from, color), the first from None."""
+    p = numbers(title, targets, w, h, unit, description) \
         .color_mode(BigValueColorMode.BACKGROUND).graph_mode(BigValueGraphMode.NONE)
+    if steps:
+        p.thresholds(ThresholdsConfig().mode(dm.ThresholdsMode.ABSOLUTE).steps(
+            [dm.Threshold(value=v, color=c) for v, c in steps]))
+    return p
 
 
 def state_tiles(title: str, expr: str, w: int, h: int, description: str) -> stat.Panel:

@@ -13,6 +13,7 @@ with warnings.catch_warnings():
         FieldColor,
         QueryVariable,
         Row,
+        ThresholdsConfig,
     )
     from grafana_foundation_sdk.builders.prometheus import Dataquery
     from grafana_foundation_sdk.cog.encoder import JSONEncoder
@@ -23,4 +24,5 @@ with warnings.catch_warnings():
 
 __all__ = ["BigValueColorMode", "BigValueGraphMode", "Dashboard", "Dataquery", "FieldColor",
            "JSONEncoder", "PromQueryFormat", "QueryVariable", "ReduceDataOptions", "Row",
+           "ThresholdsConfig",
            "bargauge", "dm", "register_default_plugins", "stat", "table", "timeseries"]

@@ -87,6 +87,11 @@ def test_colors_names_and_schema() -> None:
     assert {state: o["color"] for state, o in overrides(tiles).items()} == {
         state: {"mode": "fixed", "fixedColor": color} for state, color in STATE_COLORS.items()}
     assert STATE_COLORS["failed"] == "red" and STATE_COLORS["finished"] == "green"
+    # tiles of what needs a person red from 1; an exporter part or scrape down (0) red
+    for title, steps in (("Gave up (open)", [("green", None), ("red", 1)]),
+                         ("Exporter parts up", [("red", None), ("green", 1)])):
+        thresholds = by_title[title]["fieldConfig"]["defaults"]["thresholds"]["steps"]
+        assert [(t["color"], t["value"]) for t in thresholds] == steps, title
     cells = overrides(by_title["Progress by campaign and stage"])
     for column, scheme in (("finished %", "continuous-greens"), ("failed %", "continuous-reds")):
         assert cells[column]["color"] == {"mode": scheme}
