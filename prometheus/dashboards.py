@@ -260,7 +260,7 @@ def queries(board: dict[str, Any]) -> list[str]:
 
 def write(out: Path = OUT) -> list[Path]:
     """Each file written to a temporary one beside it, then renamed over it."""
-    files = {"dashboards/baton.json": json.dumps(dashboard(), indent=2) + "\n",
+    files = {"dashboards/baton.json": json.dumps(dashboard(), indent=2, sort_keys=True) + "\n",
              **provisioning()}
     paths = []
     for rel, text in files.items():
