@@ -1,9 +1,10 @@
-"""Grafana dashboards, generated (never hand-edited): ``python -m prometheus.dashboards``
-writes ``prometheus/grafana/dashboards/baton.json`` and the provisioning files.
+"""Grafana dashboards, generated (never hand-edited) with Grafana's builder library:
+``python -m prometheus.dashboards`` writes ``prometheus/grafana/dashboards/baton.json`` and
+the provisioning files.
 
 Layout of the production-dashboard design: row 1 status tiles, row 2 progress table,
-row 3 throughput and resources, then pipeline latency and firing alerts; variables
-``$stage`` and ``$campaign``."""
+row 3 throughput and resources, then one panel per campaign, pipeline latency and firing
+alerts; variables ``$stage`` and ``$campaign``."""
 
 from __future__ import annotations
 
@@ -13,69 +14,36 @@ from pathlib import Path
 from typing import Any
 
 from baton.alert_rules import EXPORTER_UP
+from prometheus.panels import (
+    CAMPAIGN,
+    STAGE,
+    joined_table,
+    not_per_campaign,
+    numbers,
+    panel,
+    state_tiles,
+    target,
+    tiles,
+    variable,
+)
+from prometheus.sdk import (
+    BigValueGraphMode,
+    Dashboard,
+    FieldColor,
+    JSONEncoder,
+    QueryVariable,
+    ReduceDataOptions,
+    Row,
+    bargauge,
+    dm,
+    table,
+    timeseries,
+)
 
 HERE = Path(__file__).parent
 OUT = HERE / "grafana"
-DATASOURCE = {"type": "prometheus", "uid": "baton-prometheus"}
-STAGE = 'stage=~"$stage"'
-CAMPAIGN = 'campaign=~"$campaign"'
-
-
-def target(expr: str, legend: str = "", fmt: str = "time_series", instant: bool = False
-           ) -> dict[str, Any]:
-    return {"datasource": DATASOURCE, "expr": expr, "legendFormat": legend, "format": fmt,
-            "instant": instant}
-
-
-def not_per_campaign(why: str) -> str:
-    """The description of a panel ``$campaign`` does not filter, and why."""
-    return f"Not per campaign: {why}, so $campaign does not filter this panel."
-
-
-def panel(kind: str, title: str, targets: list[dict], x: int, y: int, w: int, h: int,
-          unit: str | None = None, transformations: list[dict] | None = None,
-          overrides: list[dict] | None = None, description: str = "", **options: Any
-          ) -> dict[str, Any]:
-    for i, t in enumerate(targets):
-        t["refId"] = chr(ord("A") + i)
-    defaults: dict[str, Any] = {"unit": unit} if unit else {}
-    out = {"type": kind, "title": title, "datasource": DATASOURCE,
-           "gridPos": {"x": x, "y": y, "w": w, "h": h}, "targets": targets,
-           "fieldConfig": {"defaults": defaults, "overrides": overrides or []},
-           "options": options}
-    if description:
-        out["description"] = description
-    if transformations:
-        out["transformations"] = transformations
-    return out
-
-
-def joined_table(title: str, columns: dict[str, str], keys: list[str], x: int, y: int,
-                 w: int, h: int, sort_by: str | None = None,
-                 units: dict[str, str] | None = None, labels_from: str | None = None,
-                 description: str = "") -> dict[str, Any]:
-    """One table row per ``keys``, one column per instant query: the seed's progress
-    table. Grafana merges the queries on their labels and names the values;
-    ``labels_from`` is a query that only brings labels (its value column is hidden)."""
-    exprs = [*columns.values(), *([labels_from] if labels_from else [])]
-    targets = [target(expr, "", "table", instant=True) for expr in exprs]
-    names = {f"Value #{chr(ord('A') + i)}": name for i, name in enumerate(columns)}
-    hidden = {"Time": True}
-    if labels_from:
-        hidden[f"Value #{chr(ord('A') + len(columns))}"] = True
-    transformations: list[dict[str, Any]] = [
-        {"id": "merge", "options": {}},
-        {"id": "organize", "options": {
-            "excludeByName": hidden,
-            "indexByName": {k: i for i, k in enumerate([*keys, *columns])},
-            "renameByName": names}}]
-    if sort_by:
-        transformations.append({"id": "sortBy", "options": {"sort": [{"field": sort_by}]}})
-    overrides = [{"matcher": {"id": "byName", "options": col},
-                  "properties": [{"id": "unit", "value": unit}]}
-                 for col, unit in (units or {}).items()]
-    return panel("table", title, targets, x, y, w, h, transformations=transformations,
-                 overrides=overrides, description=description)
+NOT_EXPORTED = ("The curators' notes, started_at and expected_end are not exported: "
+                "`baton campaign list` shows them.")
 
 
 def progress_column(column: str) -> str:
@@ -83,157 +51,195 @@ def progress_column(column: str) -> str:
             f"column=\"{column}\"}})")
 
 
-def row(title: str, y: int) -> dict[str, Any]:
-    return {"type": "row", "title": title, "collapsed": False,
-            "gridPos": {"x": 0, "y": y, "w": 24, "h": 1}, "panels": []}
-
-
-def variable(name: str, query: str) -> dict[str, Any]:
-    return {"name": name, "label": name, "type": "query", "datasource": DATASOURCE,
-            "query": {"query": query, "refId": name}, "definition": query, "refresh": 2,
-            "includeAll": True, "multi": True, "allValue": ".*",
-            "current": {"text": "All", "value": "$__all"}}
-
-
-def campaign_variable() -> dict[str, Any]:
+def campaign_variable() -> QueryVariable:
     """The seed's ``SELECT tag FROM production_overview WHERE active ORDER BY priority``:
-    only active campaigns (those with a priority series), lowest priority first."""
-    var = variable("campaign", "query_result(sort(baton_campaign_priority))")
-    var["regex"] = '/campaign="([^"]+)"/'
-    var["sort"] = 0  # keep the query's order: the priority
-    del var["allValue"]  # "All" means all active campaigns, not every campaign
-    return var
+    only active campaigns (those with a priority series), lowest priority first, each
+    shown by its display name (``${campaign:text}``) and filtering by its tag."""
+    query = ("query_result(sort(baton_campaign_priority * on(campaign, type) "
+             "group_left(display_name) baton_campaign_info))")
+    # "All" means all active campaigns (no allValue: Grafana joins the values), not every
+    # campaign; sort disabled keeps the query's order, the priority
+    return variable("campaign", query).regex(
+        '/campaign="(?<value>[^"]+)".*display_name="(?<text>[^"]+)"/'
+    ).sort(dm.VariableSort.DISABLED)
 
 
-def dashboard() -> dict[str, Any]:
-    panels = [
-        row("Status", 0),
+def status_row() -> list[Any]:
+    return [
         # baton_campaign_jobs has the states that occur; baton_jobs (x 0) brings the others
-        panel("stat", "Jobs by state", [target(
-            f"sum by (state) (baton_campaign_jobs{{{CAMPAIGN},{STAGE}}}) "
-            f"or 0 * sum by (state) (baton_jobs{{{STAGE}}})", "{{state}}")],
-            0, 1, 10, 5, colorMode="background", graphMode="none",
-            description="Slurm jobs of the selected campaigns by dashboard state."),
-        panel("bargauge", "Completion per campaign", [target(
-            f"100 * baton_campaign_completion_ratio{{{CAMPAIGN}}}", "{{campaign}}")],
-            10, 1, 6, 5, unit="percent"),
-        panel("stat", "Active jobs", [target(
+        state_tiles("Jobs by state",
+                    f"sum by (state) (baton_campaign_jobs{{{CAMPAIGN},{STAGE}}}) "
+                    f"or 0 * sum by (state) (baton_jobs{{{STAGE}}})", 10, 5,
+                    "Slurm jobs of the selected campaigns by dashboard state, each tile in "
+                    "its state's color."),
+        panel(bargauge.Panel(), "Completion per campaign", [target(
+            f"100 * baton_campaign_completion_ratio{{{CAMPAIGN}}} * on(campaign, type) "
+            "group_left(display_name) baton_campaign_info", "{{display_name}}")], 6, 5,
+            unit="percent", description="Finished over expected jobs, by display name.")
+        .min(0).max(100).reduce_options(ReduceDataOptions().calcs(["lastNotNull"])),
+        numbers("Active jobs", [target(
             f"sum(baton_campaign_jobs{{{CAMPAIGN},{STAGE},state=~\"started|running\"}}) "
-            "or vector(0)", "active")], 16, 1, 4, 5,
+            "or vector(0)", "active")], 4, 5,
             description="Jobs of the selected campaigns started or running now."),
-        panel("stat", "Failure rate (1h)", [target(
+        numbers("Failure rate (1h)", [target(
             f"100 * sum(baton:jobs_failed:increase1h{{{STAGE}}}) / "
-            f"sum(baton:jobs_ended:increase1h{{{STAGE}}})", "failed")], 20, 1, 4, 5,
+            f"sum(baton:jobs_ended:increase1h{{{STAGE}}})", "failed")], 4, 5,
             unit="percent", description=not_per_campaign(
                 "the failure counters (baton_jobs_failed_total, baton_jobs_finished_total) "
                 "are per stage and reason only")),
-        row("Progress", 6),
+    ]
+
+
+def progress_row() -> list[Any]:
+    percent_of_expected = {c: f"100 * {progress_column(c)} / {progress_column('expected')}"
+                           for c in ("finished", "failed")}
+    return [
         joined_table("Active campaigns (priority order)", {
             "priority": f"baton_campaign_priority{{{CAMPAIGN}}}",
             "completion": f"100 * baton_campaign_completion_ratio{{{CAMPAIGN}}}",
             "expected": f"baton_campaign_expected_jobs{{{CAMPAIGN}}} and on(campaign, type) "
                         f"baton_campaign_priority"},
-            ["campaign", "type", "display_name"], 0, 7, 9, 8, sort_by="priority",
-            units={"completion": "percent"}, labels_from=f"baton_campaign_info{{{CAMPAIGN}}}",
-            description="The curators' notes are free text, not metric labels: "
-                        "`baton campaign list` shows them."),
-        joined_table("Progress by campaign and stage",
-                     {c: progress_column(c) for c in ("expected", "submitted", "running",
-                                                      "finished", "failed")},
-                     ["campaign", "experiment", "stage"], 9, 7, 15, 8,
-                     description="Experiments of the selected (active) campaigns; the "
-                                 "exporter also exports experiments of other campaigns while "
-                                 "they have unfinished tasks."),
-        row("Throughput and resources", 15),
-        panel("timeseries", "Jobs finished per hour", [target(
-            f"baton:jobs_finished:rate1h{{{STAGE}}}", "{{stage}}")], 0, 16, 6, 8,
-            description=not_per_campaign("baton_jobs_finished_total is per stage only")),
-        panel("timeseries", "Memory used / requested", [
-            target(f"histogram_quantile(0.5, sum by (stage, le) "
-                   f"(rate(baton_job_memory_used_ratio_bucket{{{STAGE}}}[1h])))",
-                   "median {{stage}}"),
-            target(f"histogram_quantile(0.95, sum by (stage, le) "
-                   f"(rate(baton_job_memory_used_ratio_bucket{{{STAGE}}}[1h])))",
-                   "p95 {{stage}}")], 6, 16, 6, 8, unit="percentunit",
-            description=not_per_campaign("baton_job_memory_used_ratio is per stage only")),
-        panel("timeseries", "CPU per stage", [target(
-            f"rate(baton_job_cpu_seconds_total{{{STAGE}}}[1h])", "{{stage}}")],
-            12, 16, 6, 8, unit="s",
-            description=not_per_campaign("baton_job_cpu_seconds_total is per stage only")),
-        panel("timeseries", "Restarts", [target(
-            f"increase(baton_job_restarts_total{{{STAGE}}}[1h])", "{{stage}}")],
-            18, 16, 6, 8,
-            description=not_per_campaign("baton_job_restarts_total is per stage only")),
-        row("Pipeline latency", 24),
-        panel("timeseries", "Latency (p95)", [
-            target("histogram_quantile(0.95, sum by (le) "
-                   "(rate(baton_signal_detection_latency_seconds_bucket[1h])))",
-                   "signal to submission"),
-            target("histogram_quantile(0.95, sum by (le) "
-                   "(rate(baton_training_to_evaluation_seconds_bucket[1h])))",
-                   "training to evaluation"),
-            target("histogram_quantile(0.95, sum by (le) "
-                   "(rate(baton_evaluation_to_analysis_seconds_bucket[1h])))",
-                   "evaluation to analysis"),
-            target("histogram_quantile(0.95, sum by (le) "
-                   "(rate(baton_end_to_end_seconds_bucket[1h])))", "end to end")],
-            0, 25, 12, 8, unit="s", description=not_per_campaign(
-                "the latency histograms cover the whole pipeline")),
-        panel("timeseries", "Queue wait (p95)", [target(
-            f"baton:job_queue_wait_seconds:p95{{{STAGE}}}", "{{stage}}")], 12, 25, 6, 8,
-            unit="s", description=not_per_campaign(
-                "baton_job_queue_wait_seconds is per stage only")),
-        panel("stat", "Sensor heartbeat age", [target(
-            "time() - baton_sensor_heartbeat_timestamp_seconds", "{{sensor}}")],
-            18, 25, 6, 8, unit="s", description=not_per_campaign(
-                "the sensors serve every campaign")),
-        row("Status reports", 33),
-        joined_table("Last status of every reporting script", {
-            "last report": "1000 * baton_status_last_report_timestamp_seconds",
-            "silent for": "time() - baton_status_last_report_timestamp_seconds",
-            "progress": "100 * baton_status_progress_ratio",
-            "expected every": "baton_status_expected_interval_seconds"},
-            ["project", "job_name", "status"], 0, 34, 24, 7,
-            units={"last report": "dateTimeAsIso", "silent for": "s", "progress": "percent",
-                   "expected every": "s"}, description=not_per_campaign(
-                "status reports belong to a project and a job, not to a campaign")),
-        row("Supervision", 41),
-        panel("timeseries", "Supervision decisions (1h)", [target(
-            f"sum by (reason, action) (increase(baton_supervisions_total{{{STAGE}}}[1h]))",
-            "{{reason}}: {{action}}")], 0, 42, 12, 8,
-            description=not_per_campaign("the supervision metrics are per stage only")),
-        panel("stat", "Repairs in flight", [target(
-            f"sum(baton_supervision_repairs_in_flight{{{STAGE}}})", "in flight")],
-            12, 42, 4, 8,
-            description=not_per_campaign("the supervision metrics are per stage only")),
-        panel("stat", "Gave up (open)", [target(
-            f"sum(baton_supervision_gave_up_open{{{STAGE}}})", "gave up")], 16, 42, 4, 8,
-            colorMode="background", graphMode="none",
-            description=not_per_campaign("the supervision metrics are per stage only")),
-        panel("stat", "Late jobs", [target(
-            f"sum(baton_supervision_late_jobs{{{STAGE}}})", "late")], 20, 42, 4, 8,
-            description=not_per_campaign("the supervision metrics are per stage only")),
-        row("Alerts", 50),
-        panel("table", "Firing alerts", [target(
-            'ALERTS{alertstate="firing", alertname=~"Baton.*"}', "", "table", instant=True)],
-            0, 51, 18, 6, description=not_per_campaign("alerts are about the whole system")),
-        panel("stat", "Exporter parts up", [
-            target("baton_exporter_component_up", "{{component}}"),
-            target(EXPORTER_UP, "scrape {{instance}}")], 18, 51, 6, 6,
-            colorMode="background", graphMode="none", description="1: the part answered "
-            "in the last scrape; 0: its metrics are missing (BatonExporterComponentDown, "
-            "BatonExporterDown). " + not_per_campaign("the exporter serves every campaign")),
+            ["campaign", "type", "display_name"], 9, 8, sort_by="priority",
+            labels_from=f"baton_campaign_info{{{CAMPAIGN}}}", description=NOT_EXPORTED,
+            colors={"completion": dm.FieldColorModeId.CONTINUOUS_GREENS}),
+        joined_table("Progress by campaign and stage", {
+            **{c: progress_column(c) for c in ("expected", "submitted", "running",
+                                               "finished", "failed")},
+            **{f"{c} %": e for c, e in percent_of_expected.items()}},
+            ["campaign", "experiment", "stage"], 15, 8,
+            colors={"finished %": dm.FieldColorModeId.CONTINUOUS_GREENS,
+                    "failed %": dm.FieldColorModeId.CONTINUOUS_REDS},
+            description="Tasks of the selected (active) campaigns; finished % and failed % "
+                        "are of the expected tasks (green toward 100 % finished, red with "
+                        "the failed). The exporter also exports experiments of other "
+                        "campaigns while they have unfinished tasks."),
     ]
-    for i, p in enumerate(panels, start=1):
+
+
+def campaigns_row() -> list[Any]:
+    """One panel per selected campaign, titled with its display name."""
+    return [
+        tiles("${campaign:text}", [target(
+            f"100 * baton_campaign_completion_ratio{{{CAMPAIGN}}}", "completion")], 6, 5,
+            unit="percent",
+            description="Completion of the campaign (finished over expected jobs) and its "
+                        "trend. " + NOT_EXPORTED)
+        .graph_mode(BigValueGraphMode.AREA).min(0).max(100)
+        .color_scheme(FieldColor().mode(dm.FieldColorModeId.CONTINUOUS_RD_YL_GR))
+        .repeat("campaign").repeat_direction("h").max_per_row(4),
+    ]
+
+
+def throughput_row() -> list[Any]:
+    def quantile(q: float) -> str:
+        return (f"histogram_quantile({q}, sum by (stage, le) "
+                f"(rate(baton_job_memory_used_ratio_bucket{{{STAGE}}}[1h])))")
+
+    return [
+        panel(timeseries.Panel(), "Jobs finished per hour", [target(
+            f"baton:jobs_finished:rate1h{{{STAGE}}}", "{{stage}}")], 6, 8,
+            description=not_per_campaign("baton_jobs_finished_total is per stage only")),
+        panel(timeseries.Panel(), "Memory used / requested", [
+            target(quantile(0.5), "median {{stage}}"), target(quantile(0.95), "p95 {{stage}}")],
+            6, 8, unit="percentunit",
+            description=not_per_campaign("baton_job_memory_used_ratio is per stage only")),
+        panel(timeseries.Panel(), "CPU per stage", [target(
+            f"rate(baton_job_cpu_seconds_total{{{STAGE}}}[1h])", "{{stage}}")], 6, 8,
+            unit="s", description=not_per_campaign("baton_job_cpu_seconds_total is per "
+                                                   "stage only")),
+        panel(timeseries.Panel(), "Restarts", [target(
+            f"increase(baton_job_restarts_total{{{STAGE}}}[1h])", "{{stage}}")], 6, 8,
+            description=not_per_campaign("baton_job_restarts_total is per stage only")),
+    ]
+
+
+def latency_row() -> list[Any]:
+    def p95(histogram: str) -> str:
+        return f"histogram_quantile(0.95, sum by (le) (rate({histogram}_bucket[1h])))"
+
+    return [
+        panel(timeseries.Panel(), "Latency (p95)", [
+            target(p95("baton_signal_detection_latency_seconds"), "signal to submission"),
+            target(p95("baton_training_to_evaluation_seconds"), "training to evaluation"),
+            target(p95("baton_evaluation_to_analysis_seconds"), "evaluation to analysis"),
+            target(p95("baton_end_to_end_seconds"), "end to end")], 12, 8, unit="s",
+            description=not_per_campaign("the latency histograms cover the whole pipeline")),
+        panel(timeseries.Panel(), "Queue wait (p95)", [target(
+            f"baton:job_queue_wait_seconds:p95{{{STAGE}}}", "{{stage}}")], 6, 8, unit="s",
+            description=not_per_campaign("baton_job_queue_wait_seconds is per stage only")),
+        numbers("Sensor heartbeat age", [target(
+            "time() - baton_sensor_heartbeat_timestamp_seconds", "{{sensor}}")], 6, 8,
+            unit="s", description=not_per_campaign("the sensors serve every campaign")),
+    ]
+
+
+def status_reports_row() -> list[Any]:
+    return [joined_table("Last status of every reporting script", {
+        "last report": "1000 * baton_status_last_report_timestamp_seconds",
+        "silent for": "time() - baton_status_last_report_timestamp_seconds",
+        "progress": "100 * baton_status_progress_ratio",
+        "expected every": "baton_status_expected_interval_seconds"},
+        ["project", "job_name", "status"], 24, 7,
+        units={"last report": "dateTimeAsIso", "silent for": "s", "progress": "percent",
+               "expected every": "s"}, description=not_per_campaign(
+            "status reports belong to a project and a job, not to a campaign"))]
+
+
+def supervision_row() -> list[Any]:
+    per_stage = not_per_campaign("the supervision metrics are per stage only")
+    return [
+        panel(timeseries.Panel(), "Supervision decisions (1h)", [target(
+            f"sum by (reason, action) (increase(baton_supervisions_total{{{STAGE}}}[1h]))",
+            "{{reason}}: {{action}}")], 12, 8, description=per_stage),
+        numbers("Repairs in flight", [target(
+            f"sum(baton_supervision_repairs_in_flight{{{STAGE}}})", "in flight")], 4, 8,
+            description=per_stage),
+        tiles("Gave up (open)", [target(
+            f"sum(baton_supervision_gave_up_open{{{STAGE}}})", "gave up")], 4, 8,
+            description=per_stage + " Red: a person has to look.",
+            steps=[(None, "green"), (1, "red")]),
+        numbers("Late jobs", [target(
+            f"sum(baton_supervision_late_jobs{{{STAGE}}})", "late")], 4, 8,
+            description=per_stage),
+    ]
+
+
+def alerts_row() -> list[Any]:
+    return [
+        panel(table.Panel(), "Firing alerts", [target(
+            'ALERTS{alertstate="firing", alertname=~"Baton.*"}', table_format=True)], 18, 6,
+            description=not_per_campaign("alerts are about the whole system")),
+        tiles("Exporter parts up", [
+            target("baton_exporter_component_up", "{{component}}"),
+            target(EXPORTER_UP, "scrape {{instance}}")], 6, 6, steps=[(None, "red"), (1, "green")],
+            description="1: the part answered in the last scrape; 0: its metrics are "
+            "missing (BatonExporterComponentDown, BatonExporterDown). "
+            + not_per_campaign("the exporter serves every campaign")),
+    ]
+
+
+ROWS = {"Status": status_row, "Progress": progress_row,
+        "Throughput and resources": throughput_row, "Campaigns": campaigns_row,
+        "Pipeline latency": latency_row,
+        "Status reports": status_reports_row, "Supervision": supervision_row,
+        "Alerts": alerts_row}
+
+
+def dashboard() -> dict[str, Any]:
+    """The dashboard as Grafana's JSON: the builder places rows and panels on the grid."""
+    board = (Dashboard("baton: pipeline").uid("baton-pipeline").tags(["baton"]).version(1)
+             .readonly().refresh("30s").time("now-24h", "now")
+             .with_variable(variable("stage", "label_values(baton_jobs, stage)")
+                            .all_value(".*"))
+             .with_variable(campaign_variable()))
+    for title, panels in ROWS.items():
+        board.with_row(Row(title))
+        for p in panels():
+            board.with_panel(p)
+    out = json.loads(JSONEncoder(sort_keys=True).encode(board.build()))
+    for i, p in enumerate(out["panels"], start=1):
         p["id"] = i
-    return {
-        "uid": "baton-pipeline", "title": "baton: pipeline", "tags": ["baton"],
-        "schemaVersion": 39, "version": 1, "editable": False, "refresh": "30s",
-        "time": {"from": "now-24h", "to": "now"},
-        "templating": {"list": [variable("stage", "label_values(baton_jobs, stage)"),
-                                campaign_variable()]},
-        "panels": panels,
-    }
+    return out
 
 
 def provisioning() -> dict[str, str]:
@@ -253,13 +259,16 @@ def queries(board: dict[str, Any]) -> list[str]:
 
 
 def write(out: Path = OUT) -> list[Path]:
-    paths = [out / "dashboards" / "baton.json"]
-    paths[0].parent.mkdir(parents=True, exist_ok=True)
-    paths[0].write_text(json.dumps(dashboard(), indent=2) + "\n")
-    for rel, text in provisioning().items():
+    """Each file written to a temporary one beside it, then renamed over it."""
+    files = {"dashboards/baton.json": json.dumps(dashboard(), indent=2, sort_keys=True) + "\n",
+             **provisioning()}
+    paths = []
+    for rel, text in files.items():
         path = out / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
         paths.append(path)
     return paths
 

@@ -1,5 +1,6 @@
-"""The Grafana dashboard is generated, has the production-dashboard layout, and every
-PromQL query in it parses."""
+"""The Grafana dashboard is generated with Grafana's builder library, has the
+production-dashboard layout and colors, and every PromQL query in it parses and runs on a
+real Prometheus with real values of the dashboard's variables in it."""
 
 from __future__ import annotations
 
@@ -7,18 +8,24 @@ import json
 import re
 import shutil
 import subprocess
+import time
 from collections import Counter
 from pathlib import Path
 
 import yaml
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, start_http_server
 
 from baton.alert_rules import EXPORTER_UP
 from baton.config import Config
 from baton.exporter.collector import BatonCollector, QueueSnapshot
+from baton.exporter.dashboard import DASHBOARD_STATES
 from baton.ledger import open_ledger
 from prometheus.dashboards import OUT, dashboard, provisioning, queries
+from prometheus.panels import STATE_COLORS
+from prometheus.sdk import JSONEncoder, dm, register_default_plugins
 from tests.conftest import require
+from tests.e2e.harness import free_port
+from tests.prometheus.grafana_variables import instant_query, substitute, variable_values
 
 
 def test_generated_files_are_up_to_date() -> None:
@@ -43,15 +50,18 @@ def test_layout_and_variables() -> None:
     assert [v["name"] for v in board["templating"]["list"]] == ["stage", "campaign"]
     # the seed's $tag: active campaigns in priority order; "All" is all of those only
     camp = board["templating"]["list"][1]
-    assert camp["query"]["query"] == "query_result(sort(baton_campaign_priority))"
+    assert camp["query"]["query"].startswith("query_result(sort(baton_campaign_priority ")
     assert "allValue" not in camp and camp["sort"] == 0
-    # row 2: one row per campaign, experiment and stage with the seed's five columns
+    # row 2: one row per campaign, experiment and stage with the seed's five columns, and
+    # the finished and failed shares of the expected tasks
     table = next(p for p in board["panels"] if p["title"] == "Progress by campaign and stage")
     organize = next(t for t in table["transformations"] if t["id"] == "organize")["options"]
-    assert list(organize["indexByName"]) == ["campaign", "experiment", "stage", "expected",
-                                             "submitted", "running", "finished", "failed"]
+    index = organize["indexByName"]
+    assert sorted(index, key=index.__getitem__) == ["campaign", "experiment", "stage", "expected",
+                                             "submitted", "running", "finished", "failed",
+                                             "finished %", "failed %"]
     assert [t["expr"].split('column="')[1].split('"')[0] for t in table["targets"]] == [
-        "expected", "submitted", "running", "finished", "failed"]
+        "expected", "submitted", "running", "finished", "failed", "finished", "failed"]
     active = next(p for p in board["panels"] if p["title"].startswith("Active campaigns"))
     assert {"id": "sortBy", "options": {"sort": [{"field": "priority"}]}} in \
         active["transformations"]
@@ -59,12 +69,53 @@ def test_layout_and_variables() -> None:
     assert len(ids) == len(set(ids))
 
 
+def overrides(panel: dict) -> dict[str, dict[str, object]]:
+    """A panel's field overrides by field name: {property id: value}."""
+    return {o["matcher"]["options"]: {p["id"]: p["value"] for p in o["properties"]}
+            for o in panel["fieldConfig"]["overrides"]}
+
+
+def test_colors_names_and_schema() -> None:
+    """The production-dashboard design's colors (a tile per state in its color; finished
+    cells scale green, failed cells red), display names in titles, and JSON that Grafana's
+    own models read back unchanged at the SDK's schema version."""
+    board = dashboard()
+    by_title = {p["title"]: p for p in board["panels"]}
+    tiles = by_title["Jobs by state"]
+    assert tiles["options"]["colorMode"] == "background"
+    assert set(STATE_COLORS) == set(DASHBOARD_STATES)
+    assert {state: o["color"] for state, o in overrides(tiles).items()} == {
+        state: {"mode": "fixed", "fixedColor": color} for state, color in STATE_COLORS.items()}
+    assert STATE_COLORS["failed"] == "red" and STATE_COLORS["finished"] == "green"
+    # tiles of what needs a person red from 1; an exporter part or scrape down (0) red
+    for title, steps in (("Gave up (open)", [("green", None), ("red", 1)]),
+                         ("Exporter parts up", [("red", None), ("green", 1)])):
+        thresholds = by_title[title]["fieldConfig"]["defaults"]["thresholds"]["steps"]
+        assert [(t["color"], t["value"]) for t in thresholds] == steps, title
+    cells = overrides(by_title["Progress by campaign and stage"])
+    for column, scheme in (("finished %", "continuous-greens"), ("failed %", "continuous-reds")):
+        assert cells[column]["color"] == {"mode": scheme}
+        assert cells[column]["custom.cellOptions"]["type"] == "color-background"
+        assert (cells[column]["min"], cells[column]["max"], cells[column]["unit"]) == \
+            (0, 100, "percent")
+    # one panel per active campaign, titled with its display name (the variable's text)
+    repeated = [p for p in board["panels"] if p.get("repeat") == "campaign"]
+    assert [p["title"] for p in repeated] == ["${campaign:text}"]
+    assert "{{display_name}}" in [t["legendFormat"] for t in
+                                  by_title["Completion per campaign"]["targets"]]
+    register_default_plugins()
+    model = dm.Dashboard.from_json(board)
+    assert json.loads(JSONEncoder(sort_keys=True).encode(model)) == board
+    assert board["schemaVersion"] == dm.Dashboard().schema_version
+
+
 def test_every_query_parses(tmp_path: Path) -> None:
     promtool = shutil.which("promtool")
     require(promtool is not None, "promtool is not installed (apt-get install prometheus)")
+    # as Grafana sends them: several values of a variable as a regex alternation
+    values = {"stage": ["evaluation", "analysis"], "campaign": ["sweep.lr", "base"]}
     rules = {"groups": [{"name": "dashboard", "rules": [
-        {"record": f"baton:dashboard_query_{i}",
-         "expr": q.replace("$stage", ".*").replace("$campaign", ".*")}
+        {"record": f"baton:dashboard_query_{i}", "expr": substitute(q, values)}
         for i, q in enumerate(queries(dashboard()))]}]}
     path = tmp_path / "queries.yml"
     path.write_text(yaml.safe_dump(rules))
@@ -107,3 +158,59 @@ def test_exporter_health_is_on_the_dashboard() -> None:
     exprs = queries(dashboard())
     assert "baton_exporter_component_up" in exprs
     assert EXPORTER_UP in exprs  # the scrape, whatever the job's name
+
+
+def test_variables_and_queries_on_a_real_prometheus(config: Config, tmp_path: Path) -> None:
+    """A real Prometheus scrapes the exporter's collector on a ledger with an active
+    campaign: each variable's own query gives its options (the campaign by its tag, shown
+    by its display name; the stages), and every panel query runs with those values in it;
+    each one filtered by ``$campaign`` finds the campaign's series."""
+    require(shutil.which("prometheus") is not None,
+            "prometheus is not installed (apt-get install prometheus)")
+    tag, name = "sweep.lr-2", "Sweep (lr) #2"  # a dot to escape, a display name to show
+    ledger = open_ledger(config.ledger_url, init=True)
+    ledger.claim_submission("c1", stage="evaluation", experiment="e1", backend="local",
+                            campaign=tag)
+    ledger.note_campaign(tag, None, "test", config.campaigns)
+    ledger.update_campaign(tag, active=True, display_name=name)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(BatonCollector(config, ledger, QueueSnapshot(lambda: Counter())))
+    exporter_port, prom_port = free_port(), free_port()
+    server, _ = start_http_server(exporter_port, addr="127.0.0.1", registry=registry)
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump({
+        "global": {"scrape_interval": "1s"},
+        "scrape_configs": [{"job_name": "baton", "static_configs": [
+            {"targets": [f"127.0.0.1:{exporter_port}"]}]}]}))
+    prom = subprocess.Popen(
+        ["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}",
+         f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+         f"--web.listen-address=127.0.0.1:{prom_port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    query = instant_query(f"http://127.0.0.1:{prom_port}")
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if query("baton_campaign_info"):
+                    break
+            except OSError:  # not listening yet
+                pass
+            assert time.monotonic() < deadline, "Prometheus scraped nothing in 60 s"
+            time.sleep(0.5)
+        board = dashboard()
+        options = {v["name"]: variable_values(v, query) for v in board["templating"]["list"]}
+        assert options["campaign"] == [(name, tag)]
+        assert "evaluation" in [value for _, value in options["stage"]]
+        values = {var: [value for _, value in opts] for var, opts in options.items()}
+        for expr in queries(board):
+            result = query(substitute(expr, values))
+            if "$campaign" in expr:
+                assert result, expr
+        completion = next(t["expr"] for p in board["panels"] for t in p.get("targets", [])
+                          if p["title"] == "Completion per campaign")
+        assert [r["metric"]["display_name"] for r in query(substitute(completion, values))
+                ] == [name]
+    finally:
+        prom.terminate()
+        prom.wait(30)
+        server.shutdown()

@@ -21,6 +21,7 @@ import yaml
 from prometheus.dashboards import dashboard, queries
 from tests.conftest import require
 from tests.e2e.harness import Pipeline, free_port
+from tests.prometheus.grafana_variables import instant_query, substitute, variable_values
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -146,10 +147,17 @@ def test_prometheus_sees_the_pipeline(tmp_path: Path) -> None:
         p.stop()
         p.wait_for("BatonSensorHeartbeatStale to fire", lambda: "firing" in alert_states(
             base, "BatonSensorHeartbeatStale"), timeout=120)
-        # every query of every panel of the generated dashboard returns data
+        # each variable's own query gives its options (the active campaign; the stages),
+        # and every query of every panel returns data with those real values in it
+        board = dashboard()
+        options = {v["name"]: variable_values(v, instant_query(base))
+                   for v in board["templating"]["list"]}
+        assert options["campaign"] == [(campaign, campaign)]  # no display name: the tag
+        assert {"evaluation", "analysis"} <= {v for _, v in options["stage"]}
+        values = {name: [v for _, v in opts] for name, opts in options.items()}
         empty = []
-        for expr in queries(dashboard()):
-            concrete = expr.replace("$stage", ".*").replace("$campaign", ".*")
+        for expr in queries(board):
+            concrete = substitute(expr, values)
             if not query(base, concrete):
                 empty.append(concrete)
         assert not empty, empty
