@@ -23,7 +23,7 @@ from baton.exporter.webconfig import Passwords, load_web_config, tls_context
 from baton.ledger import open_ledger
 from tests.conftest import one_error_line
 from tests.exporter.test_exporter_http import baton_exporter
-from tests.exporter.web_config_files import PASSWORD, USER, web_config
+from tests.exporter.web_config_files import PASSWORD, USER, self_signed, web_config
 
 DEADLINE = 1.0  # the test server's request_seconds
 
@@ -138,20 +138,22 @@ def test_without_a_web_config_the_routes_hold_and_nothing_is_asked(plain: Served
     assert plain.request("GET", "/", None)[0].status == 404
 
 
-def cut_off_after(sock: socket.socket, trickle: bytes) -> float:
-    """Seconds until the server closes ``sock`` while it is sent ``trickle`` one byte each
-    0.1 s (the whole of it would take len/10 seconds); inf if it never does."""
+def cut_off_after(port: int, trickle: bytes) -> float:
+    """Seconds from connecting until the server closes the connection while it is sent
+    ``trickle`` one byte each 0.1 s (the whole of it would take len/10 seconds); inf if it
+    never does."""
     start = time.monotonic()
-    sock.settimeout(0.1)
-    for byte in trickle:
-        try:
-            sock.sendall(bytes([byte]))
-            if sock.recv(1024) == b"":
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.settimeout(0.1)
+        for byte in trickle:
+            try:
+                sock.sendall(bytes([byte]))
+                if sock.recv(1024) == b"":
+                    return time.monotonic() - start
+            except TimeoutError:
+                continue
+            except OSError:  # reset by the server
                 return time.monotonic() - start
-        except TimeoutError:
-            continue
-        except OSError:  # reset by the server
-            return time.monotonic() - start
     return float("inf")
 
 
@@ -167,17 +169,15 @@ def test_a_slow_client_is_cut_off_at_the_deadline_while_others_are_served(
     else:
         trickle = b"GET /metrics HTTP/1.0\r\n" + b"X-Slow: " + b"a" * 200 + b"\r\n\r\n"
     try:
-        slow = [socket.create_connection(("127.0.0.1", srv.port), timeout=5) for _ in range(3)]
         results: list[float] = []
-        threads = [threading.Thread(target=lambda s=s: results.append(cut_off_after(s, trickle)))
-                   for s in slow]
+        threads = [threading.Thread(target=lambda: results.append(cut_off_after(srv.port,
+                                                                               trickle)))
+                   for _ in range(3)]
         for t in threads:
             t.start()
         assert srv.request("GET", "/metrics")[0].status == 200  # served meanwhile
         for t in threads:
             t.join(60)
-        for s in slow:
-            s.close()
         # the trickle would take 23 s; cut off after the deadline (1 s) and before 10 s
         assert len(results) == 3 and all(DEADLINE <= r < 10 for r in results), results
     finally:
@@ -197,3 +197,42 @@ def test_a_bad_web_config_is_one_line_at_start(config: Config, tmp_path: Path) -
     line = one_error_line(baton_exporter(config, "--port", "0", "--web-config",
                                          str(tmp_path / "none.yml")))
     assert line.startswith(f"baton: error: web config {tmp_path / 'none.yml'}: cannot read")
+
+
+def test_client_certificates_are_required_when_the_file_says_so(config: Config,
+                                                               tmp_path: Path) -> None:
+    open_ledger(config.ledger_url, init=True).close()
+    self_signed(tmp_path)
+    client_crt, client_key = self_signed(tmp_path, "client")
+    stranger_crt, stranger_key = self_signed(tmp_path, "stranger")  # signed by no one known
+    path = tmp_path / "web.yml"
+    path.write_text("tls_server_config:\n  cert_file: exporter.crt\n  key_file: exporter.key\n"
+                    "  client_ca_file: client.crt\n"
+                    "  client_auth_type: RequireAndVerifyClientCert\n")
+    registry, collector = build_registry(config, queue_ttl=3600)
+    httpd = listen("127.0.0.1", 0, exporter_app(registry), tls_context(load_web_config(path)),
+                   request_seconds=DEADLINE)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+
+    def status(cert: tuple[Path, Path] | None) -> int:
+        context = ssl.create_default_context(cafile=tmp_path / "exporter.crt")
+        if cert is not None:
+            context.load_cert_chain(*cert)
+        conn = http.client.HTTPSConnection("localhost", httpd.server_address[1], timeout=10,
+                                           context=context)
+        try:
+            conn.request("GET", "/healthz")
+            return conn.getresponse().status
+        except (ssl.SSLError, ConnectionError):
+            return 0
+        finally:
+            conn.close()
+
+    try:
+        assert status(None) == 0
+        assert status((stranger_crt, stranger_key)) == 0
+        assert status((client_crt, client_key)) == 200
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        collector.ledger.close()
