@@ -147,9 +147,15 @@ class _Server(ThreadingWSGIServer):
 class _Handler(WSGIRequestHandler):
     def setup(self) -> None:
         super().setup()
-        self.rfile.close()
-        self.connection.settimeout(self.server.request_seconds)  # type: ignore[attr-defined]
+        self.rfile.close()  # the standard one, without the deadline
         self.rfile = io.BufferedReader(_Deadline(self.connection, _request.deadline))
+
+    def parse_request(self) -> bool:
+        """Once the headers are in, each write of the answer has the whole timeout again
+        (a read left the socket's timeout at what remained of the deadline)."""
+        parsed = super().parse_request()
+        self.connection.settimeout(self.server.request_seconds)  # type: ignore[attr-defined]
+        return parsed
 
     def log_message(self, format: str, *args: Any) -> None:
         """Prometheus scrapes every few seconds: no line per request."""

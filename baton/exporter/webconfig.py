@@ -10,7 +10,7 @@ import binascii
 import hashlib
 import re
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,15 +76,18 @@ def load_web_config(path: Path) -> WebConfig:
         raise bad("basic_auth_users must map user names to bcrypt hashes")
     hashes = {}
     for user, hashed in users.items():
-        if not isinstance(hashed, str) or not BCRYPT_HASH.fullmatch(hashed):
+        if not isinstance(hashed, str) or not BCRYPT_HASH.fullmatch(hashed) or not (
+                4 <= int(hashed[4:6]) <= 31):  # bcrypt's costs
             raise bad(f"basic_auth_users.{user}: not a bcrypt hash (make one with "
                       "htpasswd -nBC 10 USER, or bcrypt.hashpw)")
         hashes[str(user)] = hashed.encode()
-    tls = doc.get("tls_server_config")
-    return WebConfig(path, hashes, None if tls is None else _tls(tls, path.parent, bad))
+    tls = None  # an empty tls_server_config is a mistake, not plain HTTP
+    if "tls_server_config" in doc:
+        tls = _tls(doc["tls_server_config"] or {}, path.parent, bad)
+    return WebConfig(path, hashes, tls)
 
 
-def _check_keys(doc: Any, where: str, bad: Any) -> None:
+def _check_keys(doc: Any, where: str, bad: Callable[[str], BatonError]) -> None:
     if not isinstance(doc, dict):
         raise bad(f"{where or 'the file'} must be a mapping")
     for key in doc:
@@ -97,7 +100,7 @@ def _check_keys(doc: Any, where: str, bad: Any) -> None:
             _check_keys(doc[key], name, bad)
 
 
-def _tls(doc: dict[str, Any], here: Path, bad: Any) -> TLSSettings:
+def _tls(doc: dict[str, Any], here: Path, bad: Callable[[str], BatonError]) -> TLSSettings:
     """Paths relative to the file's folder, as the toolkit reads them."""
     def path(key: str) -> Path | None:
         value = doc.get(key)
@@ -143,15 +146,18 @@ def tls_context(config: WebConfig) -> ssl.SSLContext | None:
     if tls.client_ca_file is not None:
         try:
             context.load_verify_locations(tls.client_ca_file)
-        except (OSError, ssl.SSLError) as exc:
+        except OSError as exc:  # ssl.SSLError too
             raise BatonError(f"web config {config.path}: client_ca_file "
                              f"{tls.client_ca_file}: {_reason(exc)}") from None
         context.verify_mode = CLIENT_AUTH[tls.client_auth_type]
     return context
 
 
-def _reason(exc: OSError | ssl.SSLError) -> str:
-    return getattr(exc, "reason", None) or exc.strerror or str(exc)
+def _reason(exc: OSError) -> str:
+    if isinstance(exc, ssl.SSLError):  # "[SSL] PEM lib (_ssl.c:3926)": OpenSSL's words only
+        said = re.sub(r"\s*\(_ssl\.c:\d+\)", "", str(exc.args[-1]))
+        return f"not PEM, or the key does not match the certificate ({said})"
+    return exc.strerror or str(exc)
 
 
 class Passwords:

@@ -57,7 +57,6 @@ def test_an_empty_file_is_plain_http_without_auth(tmp_path: Path) -> None:
     assert (dict(config.users), config.tls, tls_context(config)) == ({}, None, None)
 
 
-HASH = "$2b$04$" + "a" * 53
 BAD = {
     "not YAML": ("basic_auth_users: [\n", "not YAML"),
     "not a mapping": ("- a\n- b\n", "the file must be a mapping"),
@@ -68,9 +67,13 @@ BAD = {
                                 "tls_server_config.cipher_suites is not supported"),
     "not a bcrypt hash": ("basic_auth_users:\n  ops: plaintext\n",
                           "basic_auth_users.ops: not a bcrypt hash"),
+    "a bcrypt hash of no cost bcrypt has": ("basic_auth_users:\n  ops: '$2b$99$" + "a" * 53
+                                            + "'\n", "basic_auth_users.ops: not a bcrypt hash"),
     "a SHA hash": ("basic_auth_users:\n  ops: '{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g='\n",
                    "basic_auth_users.ops: not a bcrypt hash"),
     "users not a mapping": ("basic_auth_users: [ops]\n", "basic_auth_users must map"),
+    "an empty tls_server_config": ("tls_server_config:\n",
+                                   "tls_server_config needs cert_file and key_file"),
     "no key_file": ("tls_server_config:\n  cert_file: a.crt\n",
                     "tls_server_config needs cert_file and key_file"),
     "bad client_auth_type": ("tls_server_config:\n  cert_file: a\n  key_file: b\n"
@@ -120,7 +123,8 @@ def test_a_missing_or_wrong_certificate_is_one_line_at_start(tmp_path: Path, whi
     message = str(err.value)
     assert message.startswith(f"web config {path}: ") and "\n" not in message
     if which == "key":
-        assert f"key_file {tmp_path / 'exporter.crt'}" in message
+        assert f"key_file {tmp_path / 'exporter.crt'}: not PEM, or the key does not " \
+            "match the certificate" in message
     else:
         assert str(tmp_path / "missing.pem") in message
 
