@@ -174,7 +174,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_exporter(args: argparse.Namespace) -> int:
     from baton.exporter.server import serve
 
-    serve(config_from(args), args.host, args.port, args.queue_ttl)
+    serve(config_from(args), args.host, args.port, args.queue_ttl,
+          Path(args.web_config) if args.web_config else None)
     return 0
 
 
@@ -249,6 +250,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--queue-ttl", type=argtypes.seconds(), default=30,
                    help="seconds one Slurm queue snapshot serves every scrape "
                    "(default: %(default)s)")
+    p.add_argument("--web-config", metavar="FILE", help="TLS and basic auth from FILE, in "
+                   "the format of Prometheus' exporter-toolkit (node_exporter's "
+                   "--web.config.file): tls_server_config, basic_auth_users with bcrypt "
+                   "hashes (default: plain HTTP, no auth)")
     p.set_defaults(func=cmd_exporter)
 
     ex = sub.add_parser("example", help="the built-in example model").add_subparsers(
