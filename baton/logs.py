@@ -8,7 +8,6 @@ import fcntl
 import gzip
 import json
 import logging
-import logging.handlers
 import os
 import shutil
 import time
@@ -84,22 +83,43 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-class RotatingLog(logging.handlers.BaseRotatingHandler):
+class RotatingLog(logging.FileHandler):
     """A log file rotated at UTC midnight or at ``max_bytes``, whichever comes first; each
-    rotated file is gzipped (``watcher.log.20261207T031500.gz``) and deleted after
-    ``keep_days``. Several processes may write the same file (the daemon's code server,
-    every run): a lock file serialises their rotations, and a process whose file another
-    has rotated reopens the new one instead of rotating again."""
+    rotated file is gzipped (``watcher.log.20261207T031500123456.gz``) and deleted after
+    ``keep_days``. Several processes write the same file (the daemon's code server, every
+    run): each line is written under a shared lock on ``watcher.log.lock`` and a rotation
+    under an exclusive one, so no line goes to a file being rotated away, and a process
+    whose file another has rotated reopens the new one instead of rotating again."""
 
     def __init__(self, path: Path, max_bytes: int, keep_days: int) -> None:
-        super().__init__(str(path), "a", encoding="utf-8", delay=False)
+        super().__init__(str(path), "a", encoding="utf-8")
         self.max_bytes, self.keep_days = max_bytes, keep_days
-        self.rotator = _gzip_rotate
+        self._lock_file = open(f"{path}.lock", "a")  # noqa: SIM115 - held while open
         self._next_midnight = _next_midnight(time.time())
 
-    def shouldRollover(self, record: logging.LogRecord) -> bool:  # noqa: N802 (logging's)
-        if self._moved():  # another process rotated it: write to the new file
-            self._reopen()
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_SH)
+            try:
+                if self._moved():  # another process rotated it: write to the new file
+                    self._reopen()
+                if self._due():
+                    fcntl.flock(self._lock_file, fcntl.LOCK_EX)
+                    if self._moved():
+                        self._reopen()
+                    elif self._due():
+                        self._rotate()
+                super().emit(record)
+            finally:
+                fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+        except Exception:
+            self.handleError(record)
+
+    def close(self) -> None:
+        super().close()
+        self._lock_file.close()
+
+    def _due(self) -> bool:
         written = self.stream.tell() if self.stream is not None else 0
         if time.time() >= self._next_midnight:
             if written:
@@ -107,21 +127,19 @@ class RotatingLog(logging.handlers.BaseRotatingHandler):
             self._next_midnight = _next_midnight(time.time())  # nothing to keep of the day
         return written >= self.max_bytes
 
-    def doRollover(self) -> None:  # noqa: N802 (logging's)
-        with open(f"{self.baseFilename}.lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not self._moved():  # not rotated meanwhile by another process
-                if self.stream is not None:
-                    self.stream.close()
-                    self.stream = None  # type: ignore[assignment]
-                stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-                target, n = f"{self.baseFilename}.{stamp}.gz", 1
-                while os.path.exists(target):
-                    n += 1
-                    target = f"{self.baseFilename}.{stamp}-{n}.gz"
-                self.rotate(self.baseFilename, target)
-                self._delete_old()
-            self._reopen()
+    def _rotate(self) -> None:
+        """Under the exclusive lock: the file gzipped away, a new one opened."""
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")  # sorts as written
+        target, n = f"{self.baseFilename}.{stamp}.gz", 1
+        while os.path.exists(target):
+            n += 1
+            target = f"{self.baseFilename}.{stamp}-{n}.gz"
+        if self.stream is not None:
+            self.stream.close()
+            self.stream = None  # type: ignore[assignment]
+        _gzip_rotate(self.baseFilename, target)
+        self._delete_old()
+        self._reopen()
         self._next_midnight = _next_midnight(time.time())
 
     def _moved(self) -> bool:
