@@ -133,7 +133,7 @@ def build_signal_sensors(config: Config) -> list[SensorDefinition]:
                         "evaluation.")
     def training_sensor(context: SensorEvaluationContext, ledger: LedgerResource,
                         drive: SharedDriveResource, mlflow: MLflowResource):
-        with forwarded(context.log, sensor=context.sensor_name):
+        with forwarded(context.log, sensor="training_sensor"):
             return training_tick(context, ledger, drive, mlflow, config)
 
     @sensor(name="evaluation_sensor", minimum_interval_seconds=interval,
@@ -143,7 +143,7 @@ def build_signal_sensors(config: Config) -> list[SensorDefinition]:
                         "`evaluation_metrics` and requests the analysis.")
     def evaluation_sensor(context: SensorEvaluationContext, ledger: LedgerResource,
                           drive: SharedDriveResource):
-        with forwarded(context.log, sensor=context.sensor_name):
+        with forwarded(context.log, sensor="evaluation_sensor"):
             return evaluation_tick(context, ledger, drive, config)
 
     @sensor(name="analysis_sensor", minimum_interval_seconds=interval,
@@ -153,7 +153,7 @@ def build_signal_sensors(config: Config) -> list[SensorDefinition]:
                         "`campaign_report` once every experiment of a campaign has its report.")
     def analysis_sensor(context: SensorEvaluationContext, ledger: LedgerResource,
                         drive: SharedDriveResource):
-        with forwarded(context.log, sensor=context.sensor_name):
+        with forwarded(context.log, sensor="analysis_sensor"):
             return analysis_tick(context, ledger, drive, config)
 
     return [training_sensor, evaluation_sensor, analysis_sensor]

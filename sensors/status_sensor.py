@@ -27,7 +27,7 @@ def build_status_sensor(config: Config) -> SensorDefinition:
                         "(`baton status report`) into the ledger, each event exactly once.")
     def status_reports(context: SensorEvaluationContext, drive: SharedDriveResource,
                        ledger: LedgerResource) -> SkipReason:
-        with forwarded(context.log, sensor=context.sensor_name):
+        with forwarded(context.log, sensor="status_reports"):
             return ingest_reports(context, drive, ledger)
 
     return status_reports

@@ -82,7 +82,7 @@ def build_supervisor(config: Config) -> SensorDefinition:
                         "recorded (`baton supervise list`).")
     def supervisor(context: SensorEvaluationContext, slurm: SlurmResource,
                    ledger: LedgerResource):
-        with forwarded(context.log, sensor=context.sensor_name):
+        with forwarded(context.log, sensor=NAME):
             return supervise(context, slurm, ledger, config)
 
     return supervisor

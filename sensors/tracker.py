@@ -31,7 +31,7 @@ def build_tracker(config: Config) -> SensorDefinition:
                         "analysis tasks whose job failed.")
     def slurm_tracker(context: SensorEvaluationContext, slurm: SlurmResource,
                       ledger: LedgerResource) -> SkipReason:
-        with forwarded(context.log, sensor=context.sensor_name):
+        with forwarded(context.log, sensor="slurm_tracker"):
             return track(context, slurm, ledger, grace, stale)
 
     return slurm_tracker
