@@ -99,6 +99,10 @@ class RotatingLog(logging.FileHandler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
+            if self._lock_file.closed:  # closed by logging.config.dictConfig (Dagster's
+                # set-up of its loggers in a run), which leaves the handler on the root
+                # logger: reopened, as FileHandler reopens its stream
+                self._lock_file = open(f"{self.baseFilename}.lock", "a")  # noqa: SIM115
             fcntl.flock(self._lock_file, fcntl.LOCK_SH)
             try:
                 if self._moved():  # another process rotated it: write to the new file

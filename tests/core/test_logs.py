@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import logging.config
 import os
 import subprocess
 import sys
@@ -90,6 +91,17 @@ def test_setting_up_once_keeps_the_same_configuration(tmp_path: Path) -> None:
     assert [h.baseFilename for h in logging.getLogger().handlers] == [  # type: ignore[attr-defined]
         str(tmp_path / "b.log")]
     assert first.stream is None  # type: ignore[attr-defined]  # closed
+
+
+def test_a_handler_closed_by_dict_config_writes_on(tmp_path: Path) -> None:
+    """Dagster configures its loggers with logging.config.dictConfig in every run, which
+    closes every handler and leaves baton's on the root logger."""
+    path = _file_log(tmp_path)
+    logging.getLogger("baton.test").info("before")
+    logging.config.dictConfig({"version": 1, "disable_existing_loggers": False,
+                               "loggers": {"dagster": {"level": "INFO"}}})
+    logging.getLogger("baton.test").info("after")
+    assert [d["message"] for d in _json(path)] == ["before", "after"]
 
 
 def _gz(folder: Path) -> list[Path]:
