@@ -183,9 +183,15 @@ def _next_midnight(now: float) -> float:
     return (now // 86400 + 1) * 86400  # UTC
 
 
+def _not_dagster(record: logging.LogRecord) -> bool:
+    """Without a file, Dagster's lines are left to Dagster's own console handlers (its
+    processes print them already), not printed twice."""
+    return not (record.name == "dagster" or record.name.startswith("dagster."))
+
+
 def setup_logging(cfg: LoggingConfig, *, verbose: bool = False, once: bool = False) -> None:
-    """Route every logger of the process (``dagster``'s too: they propagate to the root)
-    to ``cfg``'s file, or to stderr. ``once``: leave a set-up of the same ``cfg`` in
+    """Route every logger of the process to ``cfg``'s file (``dagster``'s too: they
+    propagate to the root), or to stderr. ``once``: leave a set-up of the same ``cfg`` in
     place, for processes that may load the configuration again (a code server reloading
     its definitions)."""
     root = logging.getLogger()
@@ -200,6 +206,7 @@ def setup_logging(cfg: LoggingConfig, *, verbose: bool = False, once: bool = Fal
         handler = RotatingLog(cfg.file, cfg.max_bytes, cfg.keep_days)
     else:
         handler = logging.StreamHandler()
+        handler.addFilter(_not_dagster)
     handler.baton_config = cfg  # type: ignore[attr-defined]
     handler.addFilter(ContextFilter())
     handler.setFormatter(JsonFormatter() if cfg.json_lines else TextFormatter())

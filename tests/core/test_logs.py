@@ -61,6 +61,17 @@ def test_plain_lines_name_the_context(tmp_path: Path) -> None:
     assert path.read_text().rstrip().endswith("baton.test: submitted [experiment=e1 job_id=7]")
 
 
+def test_without_a_file_dagsters_lines_are_not_printed_twice(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Dagster prints its own lines in its processes; forwarded or propagated, they would
+    be printed again on stderr."""
+    setup_logging(LoggingConfig())
+    logging.getLogger("dagster.code_server").warning("from dagster")
+    logging.getLogger("baton.test").warning("from baton")
+    err = capsys.readouterr().err
+    assert "from baton" in err and "from dagster" not in err
+
+
 def test_an_unknown_context_field_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown log context field"), log_context(user="x"):
         pass
