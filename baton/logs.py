@@ -105,12 +105,12 @@ class RotatingLog(logging.FileHandler):
                 self._lock_file = open(f"{self.baseFilename}.lock", "a")  # noqa: SIM115
             fcntl.flock(self._lock_file, fcntl.LOCK_SH)
             try:
-                if self._moved():  # another process rotated it: write to the new file
-                    self._reopen()
+                if self._moved():
+                    self._follow_rotation()
                 if self._due():
                     fcntl.flock(self._lock_file, fcntl.LOCK_EX)
                     if self._moved():
-                        self._reopen()
+                        self._follow_rotation()
                     elif self._due():
                         self._rotate()
                 super().emit(record)
@@ -155,6 +155,12 @@ class RotatingLog(logging.FileHandler):
             return True
         mine = os.fstat(self.stream.fileno())
         return (on_disk.st_dev, on_disk.st_ino) != (mine.st_dev, mine.st_ino)
+
+    def _follow_rotation(self) -> None:
+        """Another process rotated the file: write to the new one, whose day starts now
+        (its midnight is that process's to keep; not rotated twice)."""
+        self._reopen()
+        self._next_midnight = _next_midnight(time.time())
 
     def _reopen(self) -> None:
         if self.stream is not None:

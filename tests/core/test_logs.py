@@ -155,6 +155,26 @@ def test_rotation_at_midnight_and_old_files_deleted(tmp_path: Path) -> None:
     assert handler._next_midnight > time.time()
 
 
+def test_midnight_is_rotated_once_by_two_writers(tmp_path: Path) -> None:
+    """Two processes' handlers on one file: the first to write after midnight rotates it,
+    the other follows to the new file instead of rotating it again."""
+    path = tmp_path / "watcher.log"
+    first, second = (RotatingLog(path, 10**6, 30) for _ in range(2))
+    try:
+        for h in (first, second):
+            h.setFormatter(logging.Formatter("%(message)s"))
+            h.handle(logging.makeLogRecord({"msg": "yesterday", "levelno": logging.INFO}))
+            h._next_midnight = time.time() - 1  # midnight has passed (not waited for)
+        first.handle(logging.makeLogRecord({"msg": "today 1"}))
+        second.handle(logging.makeLogRecord({"msg": "today 2"}))
+    finally:
+        first.close()
+        second.close()
+    [rotated] = _gz(tmp_path)
+    assert gzip.decompress(rotated.read_bytes()).decode() == "yesterday\nyesterday\n"
+    assert path.read_text() == "today 1\ntoday 2\n"
+
+
 WRITER = """
 import logging, sys
 from pathlib import Path

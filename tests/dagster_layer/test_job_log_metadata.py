@@ -3,7 +3,8 @@ ledger holds them) are path metadata of the stage's asset events and of its fail
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,6 @@ from dagster import MetadataValue
 from tests.dagster_layer.test_asset_checks import (
     evaluation_sensor,
     join,
-    make_site,  # noqa: F401 (a fixture)
     materialized,
     requests_of,
     training_sensor,
@@ -20,6 +20,12 @@ from tests.dagster_layer.test_asset_checks import (
 from tests.e2e.harness import InProcess
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def make_site(tmp_path: Path) -> Iterator[Callable[..., InProcess]]:
+    with ExitStack() as stack:
+        yield lambda **kwargs: stack.enter_context(InProcess(tmp_path, **kwargs))
 
 
 def _logs_of(site: InProcess, experiment: str) -> dict[str, MetadataValue]:
@@ -31,7 +37,7 @@ def _logs_of(site: InProcess, experiment: str) -> dict[str, MetadataValue]:
             for r in rows for kind in ("stdout", "stderr")}
 
 
-def _submit(site: InProcess, experiment: str) -> object:
+def _submit(site: InProcess) -> object:
     [req] = requests_of(site.tick(training_sensor))
     run = site.run(req, training_sensor)
     assert run.success  # type: ignore[attr-defined]
@@ -42,7 +48,7 @@ def test_job_logs_are_in_the_materializations(make_site: Callable[..., InProcess
     site = make_site()
     step = site.checkpoint("exp1", 100)
     site.train("exp1", checkpoints=[step])  # two tasks: an array of two jobs
-    [submitted] = materialized(_submit(site, "exp1"), "evaluation_job")
+    [submitted] = materialized(_submit(site), "evaluation_job")
     expected = _logs_of(site, "exp1")
     assert len(expected) == 4 and all(" " in k for k in expected)
     assert {k: v for k, v in submitted.metadata.items() if k.startswith("std")} == expected
@@ -55,7 +61,7 @@ def test_job_logs_are_in_the_materializations(make_site: Callable[..., InProcess
 def test_job_logs_are_in_the_failure(make_site: Callable[..., InProcess]) -> None:
     site = make_site(extra_env={"FAKE_EVAL_FAIL": "nothing"})
     site.train("nothing")
-    [submitted] = materialized(_submit(site, "nothing"), "evaluation_job")
+    [submitted] = materialized(_submit(site), "evaluation_job")
     expected = _logs_of(site, "nothing")
     assert set(expected) == {"stdout", "stderr"}
     assert {k: submitted.metadata[k] for k in expected} == expected
