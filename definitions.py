@@ -24,6 +24,7 @@ from assets.experiment import (
 )
 from baton.config import Config, load_config
 from baton.errors import BatonError
+from baton.logs import setup_logging
 from ops_slurm.asset_jobs import (
     campaign_report_job,
     record_analysis_job,
@@ -68,5 +69,8 @@ def _lay_out(config: Config) -> None:
 @definitions
 def defs() -> Definitions:
     """What Dagster loads: the definitions of baton.yaml ($BATON_CONFIG, else ./baton.yaml)
-    and the environment as they are now."""
-    return build_definitions(load_config())
+    and the environment as they are now. Each process that loads them (the daemon's and
+    the webserver's code servers, every run) logs as ``logging`` says, from then on."""
+    config = load_config()
+    setup_logging(config.logging, once=True)
+    return build_definitions(config)

@@ -19,8 +19,10 @@ from dagster import (
     asset,
 )
 
+from assets.job_logs import job_log_metadata
 from assets.partitions import experiments
 from baton.analyze.summary import summarize
+from baton.logs import forwarded
 from baton.pipeline.steps import Submission, submit_analyses, submit_evaluations
 from resources import LedgerResource, MLflowResource, SharedDriveResource, SlurmResource
 
@@ -33,26 +35,36 @@ model = AssetSpec(
 
 
 def _submit(context: AssetExecutionContext, slurm: SlurmResource, ledger: LedgerResource,
-            submit: Callable[..., dict[str, Submission]]) -> bool:
+            stage: str, submit: Callable[..., dict[str, Submission]]) -> bool:
     """Submit the run's partitions (one job, or one array) and record each partition's jobs.
     False in a dry run (``sensors.dry_run``): nothing was submitted, so nothing may be
     materialized; what would have been is logged and observed instead."""
     backend = slurm.client()
-    subs = submit(slurm.settings, ledger.ledger(), backend, context.partition_keys)
-    if any(sub.dry_run for sub in subs.values()):
-        _observe_dry_run(context, subs)
-        return False
-    for exp, sub in subs.items():
-        context.add_asset_metadata({
-            "slurm_job_ids": ", ".join(sub.job_ids),
-            "backend": backend.name,
-            "tasks": len(sub.tasks),
-            "submitted_now": sub.submitted_now,
-            "checkpoints": MetadataValue.json([t.checkpoint for t in sub.tasks if t.checkpoint]),
-        }, partition_key=exp)
-        context.log.info(f"{exp}: {'submitted' if sub.submitted_now else 'already submitted'}"
-                         f" as {', '.join(sub.job_ids)}")
+    with forwarded(context.log, stage=stage):  # the run's lines in baton's log too
+        subs = submit(slurm.settings, ledger.ledger(), backend, context.partition_keys)
+        if any(sub.dry_run for sub in subs.values()):
+            _observe_dry_run(context, subs)
+            return False
+        for exp, sub in subs.items():
+            _submitted(context, ledger, backend.name, exp, sub)
     return True
+
+
+def _submitted(context: AssetExecutionContext, ledger: LedgerResource, backend: str,
+               exp: str, sub: Submission) -> None:
+    """An experiment's submission, as its materialization's metadata and a line."""
+    context.add_asset_metadata({
+        "slurm_job_ids": ", ".join(sub.job_ids),
+        "backend": backend,
+        "tasks": len(sub.tasks),
+        "submitted_now": sub.submitted_now,
+        "checkpoints": MetadataValue.json([t.checkpoint for t in sub.tasks if t.checkpoint]),
+        **job_log_metadata(ledger.ledger(), sub.job_ids),
+    }, partition_key=exp)
+    context.log.info(f"{exp}: {'submitted' if sub.submitted_now else 'already submitted'}"
+                     f" as {', '.join(sub.job_ids)}", extra={
+                         "experiment": exp,
+                         "job_id": sub.job_ids[0] if len(sub.job_ids) == 1 else None})
 
 
 def _observe_dry_run(context: AssetExecutionContext, subs: dict[str, Submission]) -> None:
@@ -86,7 +98,7 @@ def _observe_dry_run(context: AssetExecutionContext, subs: dict[str, Submission]
                    "of N experiments is one job array. Materialized when Slurm accepted it.")
 def evaluation_job(context: AssetExecutionContext, slurm: SlurmResource,
                    ledger: LedgerResource) -> Iterator[MaterializeResult]:
-    if _submit(context, slurm, ledger, submit_evaluations):
+    if _submit(context, slurm, ledger, "evaluation", submit_evaluations):
         yield MaterializeResult()
 
 
@@ -134,7 +146,9 @@ def evaluation_metrics(context: AssetExecutionContext, ledger: LedgerResource,
         yield from checks  # recorded against the partition, with no materialization
         raise Failure(description=f"evaluation of {exp} produced no usable metrics: "
                       + ("; ".join(f"{k}: {v}" for k, v in errors.items()) or "no rows"),
-                      metadata={"failed_tasks": MetadataValue.json(errors)})
+                      metadata={"failed_tasks": MetadataValue.json(errors),
+                                **job_log_metadata(ledger.ledger(), [
+                                    t.slurm_job_id for t in failed or tasks])})
     durations = [(t.metadata or {}).get("duration_s") for t in tasks]
     run_ids = [t.mlflow_run_id for t in tasks if t.mlflow_run_id]
     metadata = {
@@ -149,6 +163,7 @@ def evaluation_metrics(context: AssetExecutionContext, ledger: LedgerResource,
         "tasks": len(tasks),
         "failed_tasks": len(failed),
         "eval_duration_s": sum(d for d in durations if d) or 0.0,
+        **job_log_metadata(ledger.ledger(), [t.slurm_job_id for t in tasks]),
     }
     for key, value in list(summary.means.items())[:20]:
         metadata[f"mean {key}"] = value
@@ -177,7 +192,7 @@ def _lab_fields(ledger: LedgerResource, tasks: Sequence[Any]) -> dict[str, Any]:
        description="The analysis submitted to Slurm. Materialized when Slurm accepted it.")
 def analysis_job(context: AssetExecutionContext, slurm: SlurmResource,
                  ledger: LedgerResource) -> Iterator[MaterializeResult]:
-    if _submit(context, slurm, ledger, submit_analyses):
+    if _submit(context, slurm, ledger, "analysis", submit_analyses):
         yield MaterializeResult()
 
 
@@ -201,20 +216,23 @@ def analysis_report(context: AssetExecutionContext, ledger: LedgerResource,
     check = AssetCheckResult(check_name="report_exists", passed=bool(reports) and not missing,
                              metadata={"reports": MetadataValue.json(reports),
                                        "missing": MetadataValue.json(missing)})
+    logs = job_log_metadata(ledger.ledger(), [row.slurm_job_id])
     if row.status != "completed":
         yield check
-        raise Failure(description=f"analysis of {exp} failed: {row.error_message}")
+        raise Failure(description=f"analysis of {exp} failed: {row.error_message}",
+                      metadata=logs)
     if not check.passed:  # the report is the asset: without it nothing is materialized
         yield check
         raise Failure(description=f"analysis of {exp} completed, but its report "
                       + (f"{', '.join(missing)} does not exist" if missing
-                         else "was not announced in its .analysis_complete"))
+                         else "was not announced in its .analysis_complete"), metadata=logs)
     layout = drive.layout().experiment(exp)
     metadata = {
         "reports_dir": MetadataValue.path(str(layout.reports_dir)),
         "outputs": len(outputs),
         "slurm_job_id": row.slurm_job_id or "",
         "report": MetadataValue.path(present[0]),
+        **logs,
     }
     if row.completed_at and row.submitted_at:
         metadata["duration_s"] = (row.completed_at - row.submitted_at).total_seconds()

@@ -265,11 +265,15 @@ class AlertsConfig(Section):
 
 
 class LoggingConfig(Section):
+    """How every baton process logs (see baton.logs): the CLI, the exporter, and the
+    Dagster code servers and runs, which hold the sensors and the submissions."""
+
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json_lines: bool = False
-    file: Path | None = None
+    file: Annotated[Path, AfterValidator(_absolute)] | None = None
+    # rotated at UTC midnight or at this size, whichever comes first, then gzipped
     max_bytes: int = Field(default=100 * 1024 * 1024, gt=0)
-    backups: int = Field(default=30, ge=0)
+    keep_days: int = Field(default=30, ge=1)  # rotated files older than this are deleted
 
 
 class BackupConfig(Section):

@@ -30,6 +30,7 @@ from assets.partitions import campaigns, experiments
 from baton.config import Config
 from baton.ledger import Ledger
 from baton.ledger.window import Window
+from baton.logs import forwarded
 from baton.pipeline.guard import HOLD_MESSAGE, held_back
 from baton.pipeline.keys import short
 from baton.pipeline.scan import Scanner, TickResult
@@ -58,7 +59,8 @@ def _tick(context: SensorEvaluationContext, ledger: Ledger, drive: SharedDriveRe
     if full:
         cursor["last_full_rescan"] = now
     for q in result.quarantined:
-        context.log.warning(f"quarantined {q.path}: {q.reason}")
+        context.log.warning(f"quarantined {q.path}: {q.reason}",
+                            extra={"experiment": q.experiment})
     window = Window() if full else Window.from_cursor(cursor.get("marks"))
     return result, cursor, window
 
@@ -131,7 +133,8 @@ def build_signal_sensors(config: Config) -> list[SensorDefinition]:
                         "evaluation.")
     def training_sensor(context: SensorEvaluationContext, ledger: LedgerResource,
                         drive: SharedDriveResource, mlflow: MLflowResource):
-        return training_tick(context, ledger, drive, mlflow, config)
+        with forwarded(context.log, sensor="training_sensor"):
+            return training_tick(context, ledger, drive, mlflow, config)
 
     @sensor(name="evaluation_sensor", minimum_interval_seconds=interval,
             jobs=[record_evaluation_job], default_status=DefaultSensorStatus.RUNNING,
@@ -140,7 +143,8 @@ def build_signal_sensors(config: Config) -> list[SensorDefinition]:
                         "`evaluation_metrics` and requests the analysis.")
     def evaluation_sensor(context: SensorEvaluationContext, ledger: LedgerResource,
                           drive: SharedDriveResource):
-        return evaluation_tick(context, ledger, drive, config)
+        with forwarded(context.log, sensor="evaluation_sensor"):
+            return evaluation_tick(context, ledger, drive, config)
 
     @sensor(name="analysis_sensor", minimum_interval_seconds=interval,
             jobs=[record_analysis_job, campaign_report_job],
@@ -149,7 +153,8 @@ def build_signal_sensors(config: Config) -> list[SensorDefinition]:
                         "`campaign_report` once every experiment of a campaign has its report.")
     def analysis_sensor(context: SensorEvaluationContext, ledger: LedgerResource,
                         drive: SharedDriveResource):
-        return analysis_tick(context, ledger, drive, config)
+        with forwarded(context.log, sensor="analysis_sensor"):
+            return analysis_tick(context, ledger, drive, config)
 
     return [training_sensor, evaluation_sensor, analysis_sensor]
 
@@ -219,7 +224,9 @@ def _holds(context: SensorEvaluationContext, led: Ledger, rows: list,
         found = held[row.experiment_name]
         if led.hold(row.experiment_name, row.signal_key, found):
             context.log.warning(f"{row.experiment_name} {HOLD_MESSAGE} (found "
-                                f"{', '.join(found[:3])})")
+                                f"{', '.join(found[:3])})",
+                                extra={"experiment": row.experiment_name, "stage": "training",
+                                       "signal_key": row.signal_key})
             events.append(AssetObservation(
                 asset_key="model", partition=row.experiment_name,
                 metadata={"held": HOLD_MESSAGE, "signal_key": row.signal_key,
@@ -233,7 +240,8 @@ def evaluation_tick(context: SensorEvaluationContext, ledger: LedgerResource,
     tick, cursor, window = _tick(context, led, drive, ["eval_complete", "eval_failed"], config)
     for sf in tick.unanswered:
         context.log.warning(f"{sf.path}: no evaluation of {sf.signal.experiment} in the "
-                            "ledger answers it; recorded, nothing to join")
+                            "ledger answers it; recorded, nothing to join",
+                            extra=_signal_fields(sf, "evaluation"))
     events = [AssetCheckEvaluation(
         asset_key=AssetKey("evaluation_metrics"), check_name="evaluation_succeeded",
         passed=False, partition=q.experiment,
@@ -256,7 +264,7 @@ def analysis_tick(context: SensorEvaluationContext, ledger: LedgerResource,
     tick, cursor, window = _tick(context, led, drive, ["analysis_complete"], config)
     for sf in tick.unanswered:
         context.log.warning(f"{sf.path}: no analysis of {sf.signal.experiment} in the "
-                            "ledger answers it")
+                            "ledger answers it", extra=_signal_fields(sf, "analysis"))
     runs = [RunRequest(job_name=record_analysis_job.name,
                        run_key=f"analysis_report:{row.trigger_key}",
                        partition_key=row.experiment_name,
@@ -270,6 +278,13 @@ def analysis_tick(context: SensorEvaluationContext, ledger: LedgerResource,
                                    run_key=f"campaign_report:{camp}:{short(','.join(exps))}",
                                    partition_key=camp, tags={"baton/campaign": camp}))
     return _result(context, led, "analysis_sensor", tick, cursor, runs, [], known, window)
+
+
+def _signal_fields(sf: SignalFile, stage: str) -> dict[str, Any]:
+    """The log context of a signal's line: whose, which stage, which job, which signal."""
+    return {"experiment": sf.signal.experiment, "stage": stage,
+            "job_id": getattr(sf.signal, "job_id", None),
+            "signal_key": sf.idempotency_key}
 
 
 def _known(context: SensorEvaluationContext, experiment: str) -> bool:

@@ -14,6 +14,7 @@ from dagster import (
 from baton.config import Config
 from baton.jobstatus.ingest import ingest, set_aside_files
 from baton.jobstatus.report import rejected_folder
+from baton.logs import forwarded
 from resources import LedgerResource, SharedDriveResource
 
 
@@ -26,7 +27,8 @@ def build_status_sensor(config: Config) -> SensorDefinition:
                         "(`baton status report`) into the ledger, each event exactly once.")
     def status_reports(context: SensorEvaluationContext, drive: SharedDriveResource,
                        ledger: LedgerResource) -> SkipReason:
-        return ingest_reports(context, drive, ledger)
+        with forwarded(context.log, sensor="status_reports"):
+            return ingest_reports(context, drive, ledger)
 
     return status_reports
 

@@ -23,6 +23,7 @@ from assets.partitions import experiments
 from baton.config import Config
 from baton.errors import BatonError
 from baton.ledger import Ledger
+from baton.logs import forwarded
 from baton.supervision.actions import tick
 from baton.units import format_memory, format_time
 from resources import LedgerResource, SlurmResource
@@ -81,7 +82,8 @@ def build_supervisor(config: Config) -> SensorDefinition:
                         "recorded (`baton supervise list`).")
     def supervisor(context: SensorEvaluationContext, slurm: SlurmResource,
                    ledger: LedgerResource):
-        return supervise(context, slurm, ledger, config)
+        with forwarded(context.log, sensor=NAME):
+            return supervise(context, slurm, ledger, config)
 
     return supervisor
 

@@ -12,6 +12,7 @@ from dagster import (
 from baton.config import Config
 from baton.errors import BatonError
 from baton.ledger.slurm_jobs import FIGURES_WAIT_SECONDS
+from baton.logs import forwarded
 from baton.pipeline.submission import reconcile_stale
 from resources import LedgerResource, SlurmResource
 
@@ -30,7 +31,8 @@ def build_tracker(config: Config) -> SensorDefinition:
                         "analysis tasks whose job failed.")
     def slurm_tracker(context: SensorEvaluationContext, slurm: SlurmResource,
                       ledger: LedgerResource) -> SkipReason:
-        return track(context, slurm, ledger, grace, stale)
+        with forwarded(context.log, sensor="slurm_tracker"):
+            return track(context, slurm, ledger, grace, stale)
 
     return slurm_tracker
 

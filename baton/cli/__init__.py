@@ -14,6 +14,7 @@ from baton.cli import (
     campaign_cmd,
     config_cmd,
     db_cmd,
+    logs_cmd,
     plan_cmd,
     signal_cmd,
     slurm_cmd,
@@ -25,8 +26,8 @@ from baton.errors import BatonError
 from baton.textsafe import printable
 
 Handler = Callable[[argparse.Namespace], int]
-GROUPS = (signal_cmd, work_cmd, status_cmd, campaign_cmd, db_cmd, slurm_cmd, supervise_cmd,
-          config_cmd, plan_cmd, alerts_cmd)
+GROUPS = (signal_cmd, work_cmd, status_cmd, campaign_cmd, db_cmd, slurm_cmd, logs_cmd,
+          supervise_cmd, config_cmd, plan_cmd, alerts_cmd)
 
 
 class Parser(argparse.ArgumentParser):

@@ -152,6 +152,18 @@ class SlurmJobs(LedgerBase):
         with self.read() as conn:
             return conn.execute(select(slurm_jobs).where(slurm_jobs.c.id == row_id)).first()
 
+    def jobs_by_job_id(self, job_ids: Sequence[str]) -> dict[str, Row[Any]]:
+        """The row of each Slurm job id found (the newest, should two backends have given
+        the same id), in the order of ``job_ids``."""
+        found: dict[str, Row[Any]] = {}
+        wanted = list(dict.fromkeys(job_ids))
+        with self.read() as conn:
+            for i in range(0, len(wanted), 500):  # SQLite's bound on parameters
+                for row in conn.execute(select(slurm_jobs).where(
+                        slurm_jobs.c.job_id.in_(wanted[i:i + 500])).order_by(slurm_jobs.c.id)):
+                    found[row.job_id] = row
+        return {j: found[j] for j in wanted if j in found}
+
     def jobs(self, *, experiment: str | None = None, stage: str | None = None
              ) -> Sequence[Row[Any]]:
         q = select(slurm_jobs).order_by(slurm_jobs.c.id)

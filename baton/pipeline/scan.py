@@ -170,7 +170,7 @@ class Scanner:
         key = f"quarantined:{kind}:{digest[:24]}:{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
         if self.ledger.record_signal(key, kind, str(path), "quarantined", experiment=experiment,
                                      reason=reason, sha256=sha, file_mtime=mtime):
-            log.warning("quarantined %s: %s", path, reason)
+            log.warning("quarantined %s: %s", path, reason, extra={"experiment": experiment})
             result.quarantined.append(Quarantined(kind, path, reason, experiment))
 
 

@@ -90,7 +90,9 @@ def _detect(config: Config, ledger: Ledger, row: Any, taken: set[str], now: date
     sid, created = record(ledger, row, reason, decision, SUPERVISOR)
     if created:
         log.info("supervision %s: %s job %s (%s of %s): %s -> %s", sid, row.stage,
-                 row.job_id, reason, row.experiment, decision.note, decision.action)
+                 row.job_id, reason, row.experiment, decision.note, decision.action,
+                 extra={"experiment": row.experiment, "stage": row.stage,
+                        "job_id": row.job_id})
     return sid if created else None
 
 
