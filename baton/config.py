@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import (
     AfterValidator,
+    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
@@ -273,7 +274,10 @@ class LoggingConfig(Section):
     file: Annotated[Path, AfterValidator(_absolute)] | None = None
     # rotated at UTC midnight or at this size, whichever comes first, then gzipped
     max_bytes: int = Field(default=100 * 1024 * 1024, gt=0)
-    keep_days: int = Field(default=30, ge=1)  # rotated files older than this are deleted
+    # rotated files older than this are deleted (``backups``: its name before rotation
+    # went by days, still read)
+    keep_days: int = Field(default=30, ge=1,
+                           validation_alias=AliasChoices("keep_days", "backups"))
 
 
 class BackupConfig(Section):

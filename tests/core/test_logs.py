@@ -216,3 +216,13 @@ def test_a_relative_log_file_is_refused(tmp_path: Path) -> None:
     cfg_file.write_text("logging:\n  file: logs/watcher.log\n")
     with pytest.raises(ConfigError, match=r"logging.file.*not an absolute path"):
         load_config(cfg_file, {})
+
+
+def test_a_configuration_written_before_keep_days_still_loads(tmp_path: Path) -> None:
+    """``logging.backups`` (the number of rotated files kept, before rotation went by
+    days) is read as ``keep_days``: a baton.yaml left running for a year keeps loading."""
+    from baton.config import load_config
+
+    path = tmp_path / "baton.yaml"
+    path.write_text("logging:\n  backups: 7\n")
+    assert load_config(path, env={}).logging.keep_days == 7
