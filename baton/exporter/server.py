@@ -19,6 +19,7 @@ from prometheus_client.exposition import ThreadingWSGIServer
 from baton.config import Config
 from baton.errors import BatonError
 from baton.exporter.collector import BatonCollector, QueueSnapshot
+from baton.exporter.folds import FULL_EVERY_SECONDS
 from baton.ledger import open_ledger
 from baton.slurm.factory import make_backend
 
@@ -27,11 +28,13 @@ LISTEN_QUEUE = 1024  # the kernel caps it at net.core.somaxconn
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
-def build_registry(config: Config, queue_ttl: float = 30) -> tuple[CollectorRegistry,
-                                                                    BatonCollector]:
+def build_registry(config: Config, queue_ttl: float = 30,
+                   full_every: float = FULL_EVERY_SECONDS
+                   ) -> tuple[CollectorRegistry, BatonCollector]:
     registry = CollectorRegistry(auto_describe=False)
     queue = QueueSnapshot(make_backend(config).queue_states, queue_ttl)
-    collector = BatonCollector(config, open_ledger(config.ledger_url, read_only=True), queue)
+    collector = BatonCollector(config, open_ledger(config.ledger_url, read_only=True), queue,
+                               full_every=full_every)
     registry.register(collector)
     return registry, collector
 
@@ -88,8 +91,9 @@ def listen(host: str, port: int, app: WSGIApp) -> WSGIServer:
                          ) from None
 
 
-def serve(config: Config, host: str, port: int, queue_ttl: float) -> None:
-    registry, collector = build_registry(config, queue_ttl)
+def serve(config: Config, host: str, port: int, queue_ttl: float,
+          full_every: float = FULL_EVERY_SECONDS) -> None:
+    registry, collector = build_registry(config, queue_ttl, full_every)
     try:
         httpd = listen(host, port, metrics_app(registry))
     except BatonError:

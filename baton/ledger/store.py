@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from baton.ledger.campaigns import Campaigns
 from baton.ledger.heartbeats import Heartbeats
+from baton.ledger.history import History
 from baton.ledger.holds import Holds
 from baton.ledger.rebuild import Rebuild
 from baton.ledger.signal_log import SignalLog
@@ -22,7 +23,7 @@ from baton.ledger.training import TrainingRuns
 
 
 class Ledger(SignalLog, TrainingRuns, SlurmJobs, Heartbeats, Stages, Campaigns,
-             Supervisions, StatusEvents, Timelines, Tables, Holds, Rebuild):
+             Supervisions, StatusEvents, Timelines, Tables, Holds, Rebuild, History):
     """The orchestrator's database: SQLite by default, PostgreSQL by URL."""
 
 
