@@ -78,6 +78,8 @@ class Fold(Generic[T]):
                 high = row_id
             else:
                 found.add(row_id)
+            if row is None:  # present, but none of this tally's
+                continue
             if self.settled(row):
                 self.base.add(row)
             else:

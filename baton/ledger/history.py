@@ -13,7 +13,7 @@ from sqlalchemy import ColumnElement, Row
 from baton.ledger.base import LedgerBase
 from baton.ledger.engine import STREAM_ROWS
 from baton.ledger.schema import slurm_jobs, training_runs
-from baton.ledger.slurm_jobs import job_rows
+from baton.ledger.slurm_jobs import SCRIPT_STAGE, job_rows
 from baton.ledger.timelines import CHUNK, Timeline, repairs, timelines
 
 
@@ -25,14 +25,16 @@ def _parts(id_column: Any, after: int, ids: Collection[int]) -> Iterator[ColumnE
 
 
 class History(LedgerBase):
-    def job_rows_from(self, after: int, ids: Collection[int]) -> Iterator[tuple[int, Row[Any]]]:
-        """(row id, row of :meth:`stream_job_rows`) of the stage job rows above ``after``
-        (in id order), then of those among ``ids``."""
+    def job_rows_from(self, after: int, ids: Collection[int]
+                      ) -> Iterator[tuple[int, Row[Any] | None]]:
+        """(row id, row of :meth:`stream_job_rows`) of the job rows above ``after`` (in id
+        order), then of those among ``ids``; None for a plain script's row (not the
+        pipeline's, but an id that is not missing)."""
         with self.read() as conn:
             for where in _parts(slurm_jobs.c.id, after, ids):
                 for row in conn.execution_options(yield_per=STREAM_ROWS).execute(
-                        job_rows().where(where).order_by(slurm_jobs.c.id)):
-                    yield row.id, row
+                        job_rows(scripts=True).where(where).order_by(slurm_jobs.c.id)):
+                    yield row.id, None if row.stage == SCRIPT_STAGE else row
 
     def timelines_from(self, after: int, ids: Collection[int]
                        ) -> Iterator[tuple[int, Timeline]]:

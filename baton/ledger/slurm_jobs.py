@@ -220,16 +220,17 @@ class SlurmJobs(LedgerBase):
             yield from conn.execution_options(yield_per=STREAM_ROWS).execute(job_rows())
 
 
-def job_rows() -> Select[Any]:
-    """The query of :meth:`SlurmJobs.stream_job_rows` (the exporter's job families)."""
+def job_rows(scripts: bool = False) -> Select[Any]:
+    """The query of :meth:`SlurmJobs.stream_job_rows` (the exporter's job families), and
+    of the plain scripts' rows too with ``scripts``."""
     j = slurm_jobs.c
-    return select(
+    q = select(
         j.id, j.stage, j.state, j.reason, j.exit_code, j.exit_signal, j.max_rss_mb,
         j.req_mem_mb, j.submitted_at, j.started_at, j.ended_at, j.restarts,
         j.cpu_seconds, j.figures, func.coalesce(j.campaign, training_runs.c.campaign)
         .label("campaign"),
-    ).outerjoin(training_runs, training_runs.c.experiment_name == j.experiment).where(
-        j.stage != SCRIPT_STAGE)
+    ).outerjoin(training_runs, training_runs.c.experiment_name == j.experiment)
+    return q if scripts else q.where(j.stage != SCRIPT_STAGE)
 
 
 def _drop_awaiting_tasks(conn: Connection, row_ids: list[int]) -> None:
