@@ -1,14 +1,15 @@
 """Running totals of the ledger's settled history, so that a computation reads only what
-changed: at 10^6 job rows the exporter's numbers take seconds, not the minute or two a
-pass over the whole history takes.
+changed: at 10^6 job rows the job and flow families cost a few thousand rows read, not a
+pass over a million (the campaign progress is still computed from the whole history).
 
-A job row that has settled (ended, with its final figures) or a training signal that has
-been evaluated and analysed never changes again. :class:`Fold` adds such a row to its
-totals once and remembers the highest row id it has read; each computation reads the rows
-above it, the rows below it that had not settled yet, and the ids missing below it for
-``grace`` seconds (on PostgreSQL a transaction takes its id when it inserts and may commit
-after later ids: a late commit is read as soon as it is visible). The totals plus the rows
-that have not settled are what a scrape serves: the same numbers as a pass over every row.
+A job row that has settled (ended, with its final figures or none to come) and a training
+signal that has been evaluated and analysed, or was trained over a week ago, never change
+again. :class:`Fold` adds such a row to its totals once and remembers the highest row id
+it has read; each computation reads the rows above it, the rows below it that had not
+settled, and the ids missing below it for ``grace`` seconds (on PostgreSQL a transaction
+takes its id when it inserts and may commit after later ids: a late commit is read as soon
+as it is visible). The totals plus the rows that have not settled are what a scrape serves:
+the numbers of a pass over every row.
 
 :class:`RunningTotals` also rebuilds both folds from scratch every ``full_every`` seconds,
 in a thread of its own while computations go on from the old ones (a rebuild at 10^6 rows

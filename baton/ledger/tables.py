@@ -8,7 +8,7 @@ import json
 from collections.abc import Iterator
 from typing import Any, Literal
 
-from sqlalchemy import BigInteger, Boolean, DateTime, Float, Integer, select
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, Integer, select
 
 from baton.ledger.base import LedgerBase
 from baton.ledger.engine import STREAM_ROWS
@@ -42,8 +42,11 @@ class Tables(LedgerBase):
         """Every row of ``table`` in batches of ``size`` rows, each column by column (JSON
         values as text), as they stream from the database."""
         t = metadata.tables[table]
-        names = [c.name for c in t.columns]
+        as_text = {c.name for c in t.columns if isinstance(c.type, JSON)}
         with self.read() as conn:
             result = conn.execution_options(yield_per=size).execute(select(t))
             for rows in result.partitions():
-                yield {name: [_plain(r[i]) for r in rows] for i, name in enumerate(names)}
+                columns = zip(*rows, strict=True)  # column by column, in the table's order
+                yield {c.name: [_plain(v) for v in values] if c.name in as_text
+                       else list(values)
+                       for c, values in zip(t.columns, columns, strict=True)}
