@@ -14,7 +14,11 @@ from baton.ledger.base import LedgerBase
 from baton.ledger.engine import STREAM_ROWS
 from baton.ledger.schema import slurm_jobs, training_runs
 from baton.ledger.slurm_jobs import SCRIPT_STAGE, job_rows
-from baton.ledger.timelines import CHUNK, Timeline, repairs, timelines
+from baton.ledger.timelines import Timeline, repairs, timelines
+
+# ids per IN list: each list is one more scan of the stage tables (analysis_jobs has no
+# index on its trigger key); three lists of it fit SQLite's 32,766 parameters
+CHUNK = 5000
 
 
 def _parts(id_column: Any, after: int, ids: Collection[int]) -> Iterator[ColumnElement[bool]]:
