@@ -34,6 +34,7 @@ STATES = [("COMPLETED", 85), ("FAILED", 4), ("OUT_OF_MEMORY", 1), ("TIMEOUT", 1)
           ("CANCELLED", 1), ("RUNNING", 3), ("PENDING", 5)]
 FINAL = [(s, w) for s, w in STATES if s not in ("RUNNING", "PENDING")]
 IN_FLIGHT_SECONDS = 2 * 86400  # jobs submitted earlier than this have all ended
+FIGURES_SECONDS = 86400  # jobs submitted earlier than this have their final figures
 SPACING = 180 * 86400 / 1_000_000  # seconds between two jobs' submissions
 CAMPAIGN_JOBS, ACTIVE = 500, 8
 CHUNK = 20_000
@@ -61,6 +62,8 @@ def _job(i: int, rnd: random.Random, now: datetime) -> dict[str, Any]:
         req_cpus=8, req_mem_mb=32768.0, req_time_s=7200,
         max_rss_mb=rnd.uniform(1000, 40000) if ended else None,
         cpu_seconds=rnd.uniform(10, 5000) if ended else None, restarts=int(i % 50 == 0),
+        # accounting's figures are final a day after a job ended (the tracker's bound)
+        figures="final" if ended and age > FIGURES_SECONDS else None,
         created_at=submitted, updated_at=ended or submitted)
 
 

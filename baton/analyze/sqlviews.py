@@ -1,7 +1,14 @@
 """``baton sql``: DuckDB views over the metrics of every experiment and over the ledger.
 
-``baton sql QUERY`` (:func:`connect`) writes nothing: it reads the ledger read-only into
-memory, and the metrics and predictions views read the drive's Parquet. Its DuckDB is
+``baton sql QUERY`` (:func:`connect`) writes nothing: it reads read-only, into DuckDB's
+memory, only the ledger tables the query names (:func:`named_views`), each streamed in
+batches of rows (Python holds one batch, never a table), so a query of the metrics costs
+nothing however long the ledger's history; the metrics and predictions views read the
+drive's Parquet. A ledger view is the union of its table and of the Parquet files ``baton
+db archive`` moved its settled rows to (``{state_dir}/archive/{table}/*.parquet``).
+DuckDB does not read the ledger directly: its sqlite and postgres extensions are on PyPI
+only for older DuckDB versions than baton's, an extension loads only into the version it
+was built for, and its download site is out of reach of the lab's machines. Its DuckDB is
 locked down: no external access but the drive's ``evaluation/`` folder, no extension
 installed or loaded, configuration locked, and only statements DuckDB's parser calls SELECT
 or EXPLAIN run (:func:`refuse_writes`, checked before anything is read), so nothing
@@ -15,12 +22,14 @@ are generation 2, 3, ...; a file written before generations reads as 1), and
 ``{state_dir}/sql/views.sql`` for the ``duckdb`` CLI (``duckdb -init
 ~/.local/state/baton/sql/views.sql``): the metrics and predictions views are globs, read at
 each query, so the file never goes stale for them; the ledger is snapshotted to Parquet
-(``{state_dir}/sql/ledger/``), so DuckDB needs no database extension and never touches the
-live ledger."""
+(``{state_dir}/sql/ledger/``, with the archive's files as above), so DuckDB needs no
+database extension and never touches the live ledger."""
 
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Iterable
 from pathlib import Path
 
 import duckdb
@@ -57,21 +66,40 @@ ARROW = {"timestamp": pa.timestamp("us", tz="UTC"), "integer": pa.int64(),
          "float": pa.float64(), "boolean": pa.bool_(), "text": pa.string()}
 
 
-def ledger_table(ledger: Ledger, table: str) -> pa.Table:
-    """One ledger table as Arrow (JSON columns as text)."""
+def ledger_batches(ledger: Ledger, table: str) -> pa.RecordBatchReader:
+    """One ledger table as Arrow batches (JSON columns as text), read as they are consumed."""
     schema = pa.schema([(name, ARROW[kind]) for name, kind in ledger.table_columns(table)])
-    return pa.table(ledger.table_data(table), schema=schema)
+    return pa.RecordBatchReader.from_batches(schema, (
+        pa.record_batch(batch, schema=schema) for batch in ledger.table_batches(table)))
+
+
+def archive_glob(config: Config, table: str) -> Path | None:
+    """The Parquet files ``baton db archive`` moved ``table``'s settled rows to, as a glob;
+    None while there are none (DuckDB refuses a glob that matches nothing)."""
+    folder = config.state_dir / "archive" / table
+    return folder / "*.parquet" if next(folder.glob("*.parquet"), None) else None
+
+
+def with_archive(config: Config, view: str, table: str, live: str) -> str:
+    """``CREATE VIEW`` of ``view``: the relation ``live`` and ``table``'s archived rows."""
+    sql = f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM {live}"
+    if (files := archive_glob(config, table)) is not None:
+        sql += f" UNION ALL BY NAME SELECT * FROM read_parquet({_quote(files)})"
+    return sql + ";"
 
 
 def snapshot_ledger(config: Config) -> Path:
-    """Every ledger table to Parquet (JSON columns as text)."""
+    """Every ledger table to Parquet (JSON columns as text), streamed batch by batch."""
     ledger = open_ledger(config.ledger_url, read_only=True)  # refuses a missing one first
     folder = config.state_dir / "sql" / "ledger"
     try:
         folder.mkdir(parents=True, exist_ok=True)
         for table in LEDGER_VIEWS.values():
-            with atomic_path(folder / f"{table}.parquet") as tmp:
-                pq.write_table(ledger_table(ledger, table), tmp)
+            reader = ledger_batches(ledger, table)
+            with atomic_path(folder / f"{table}.parquet") as tmp, \
+                    pq.ParquetWriter(tmp, reader.schema) as writer:
+                for batch in reader:
+                    writer.write_batch(batch)
     finally:
         ledger.close()
     return folder
@@ -126,8 +154,8 @@ def views_sql(config: Config) -> str:
         f"read_parquet({_quote(preds)}, hive_partitioning = false, union_by_name = true)")
         + ";")
     for view, table in LEDGER_VIEWS.items():
-        lines.append(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM read_parquet("
-                     f"{_quote(snapshot / (table + '.parquet'))});")
+        lines.append(with_archive(config, view, table,
+                                  f"read_parquet({_quote(snapshot / (table + '.parquet'))})"))
     return "\n".join(lines) + "\n"
 
 
@@ -144,14 +172,32 @@ NO_EXTENSIONS = {"autoinstall_known_extensions": False, "autoload_known_extensio
                  "allow_community_extensions": False}
 
 
-def connect(config: Config) -> duckdb.DuckDBPyConnection:
+def named_views(query: str) -> list[str]:
+    """The ledger views ``query`` names: every identifier DuckDB's tokenizer finds in it
+    (a CTE or column of the same name, too: reading a table for nothing costs time, never
+    a wrong answer)."""
+    tokens = duckdb.tokenize(query)
+    ends = [pos for pos, _ in tokens[1:]] + [len(query)]
+    names = {re.sub(r"[\s\"]", "", part).lower()
+             for (pos, kind), end in zip(tokens, ends, strict=True)
+             if kind == duckdb.token_type.identifier
+             for part in query[pos:end].split(".")}
+    return [view for view in LEDGER_VIEWS if view in names]
+
+
+def connect(config: Config, views: Iterable[str] | None = None
+            ) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with the views of one ``baton sql`` query, locked down (see the
-    module's docstring); writes no file."""
+    module's docstring); writes no file. ``views``: the ledger views to read (all when
+    None; :func:`named_views` gives a query's)."""
     ledger = open_ledger(config.ledger_url, read_only=True)  # refuses a missing one
     con = duckdb.connect(config=NO_EXTENSIONS)  # type: ignore[arg-type]
+    archive = config.state_dir / "archive"
     try:
-        for view, table in LEDGER_VIEWS.items():
-            con.from_arrow(ledger_table(ledger, table)).create(view)
+        for view in LEDGER_VIEWS if views is None else views:
+            table = LEDGER_VIEWS[view]
+            con.from_arrow(ledger_batches(ledger, table)).create(f"ledger_{table}")
+            con.execute(with_archive(config, view, table, f"ledger_{table}"))
     finally:
         ledger.close()
     evaluation = config.drive.evaluation
@@ -171,6 +217,8 @@ def connect(config: Config) -> duckdb.DuckDBPyConnection:
         f"{_quote('/metrics/' + METRIC_FILES)}, hive_partitioning = true, "
         "union_by_name = true)"))
     readable = {str(evaluation) + os.sep, str(evaluation.resolve()) + os.sep}
+    if archive.is_dir():
+        readable |= {str(archive) + os.sep, str(archive.resolve()) + os.sep}
     con.execute(f"SET allowed_directories = [{', '.join(map(_quote, sorted(readable)))}]")
     con.execute("SET temp_directory = ''")  # spill nowhere: a query writes no file
     con.execute("SET enable_external_access = false")

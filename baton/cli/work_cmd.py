@@ -119,7 +119,13 @@ def cmd_example_train(args: argparse.Namespace) -> int:
 def cmd_sql(args: argparse.Namespace) -> int:
     import duckdb
 
-    from baton.analyze.sqlviews import connect, read_only_sql, refresh, refuse_writes
+    from baton.analyze.sqlviews import (
+        connect,
+        named_views,
+        read_only_sql,
+        refresh,
+        refuse_writes,
+    )
 
     config = config_from(args)
     if args.views:
@@ -132,7 +138,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
         refuse_writes(args.query)  # before the ledger is read: a refused query reads nothing
     except duckdb.Error as exc:
         raise BatonError(f"query failed: {duckdb_message(exc)}") from None
-    con = connect(config)
+    con = connect(config, named_views(args.query))  # only the ledger tables it names
     try:  # rows are fetched inside: a query can fail while it runs, not only when parsed
         rel = read_only_sql(con, args.query)
         if rel is None:
@@ -175,7 +181,7 @@ def cmd_exporter(args: argparse.Namespace) -> int:
     from baton.exporter.server import serve
 
     serve(config_from(args), args.host, args.port, args.queue_ttl,
-          Path(args.web_config) if args.web_config else None)
+          Path(args.web_config) if args.web_config else None, args.full_every)
     return 0
 
 
@@ -254,6 +260,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "the format of Prometheus' exporter-toolkit (node_exporter's "
                    "--web.config.file): tls_server_config, basic_auth_users with bcrypt "
                    "hashes (default: plain HTTP, no auth)")
+    p.add_argument("--full-every", type=argtypes.seconds(above_zero=True), default=3600,
+                   help="seconds between two full recomputations of the running totals of "
+                   "the settled jobs and signals (default: %(default)s)")
     p.set_defaults(func=cmd_exporter)
 
     ex = sub.add_parser("example", help="the built-in example model").add_subparsers(

@@ -1,5 +1,6 @@
-"""The custom collector: the ledger's numbers (one streamed pass over the jobs and a few
-grouped queries, computed off the scrape's clock: baton/exporter/snapshot.py), one cached
+"""The custom collector: the ledger's numbers (the jobs and the signals' timelines from
+running totals of their settled history, baton/exporter/folds.py, and a few grouped
+queries, computed off the scrape's clock: baton/exporter/snapshot.py), one cached
 queue snapshot shared by all scrapes, and the drive. A part that fails (Slurm, ledger,
 drive) is reported down and left out; the scrape goes on."""
 
@@ -21,7 +22,8 @@ from prometheus_client.core import (
 
 from baton.config import Config
 from baton.exporter.control import campaign_metrics, status_metrics
-from baton.exporter.flows import flow_metrics
+from baton.exporter.flows import FlowTally
+from baton.exporter.folds import FULL_EVERY_SECONDS, RunningTotals
 from baton.exporter.job_tally import JobTally, SubmitFailure
 from baton.exporter.lifetime import lifetime_metrics
 from baton.exporter.repairs import supervision_metrics
@@ -59,8 +61,12 @@ class QueueSnapshot:
 
 class BatonCollector:
     def __init__(self, config: Config, ledger: Ledger, queue: QueueSnapshot,
-                 integrity_every: float = 600, ledger_wait: float = 5.0) -> None:
+                 integrity_every: float = 600, ledger_wait: float = 5.0,
+                 full_every: float | None = FULL_EVERY_SECONDS) -> None:
+        """``full_every``: seconds between two full recomputations of the running totals;
+        None: no running totals, every computation reads the whole history."""
         self.config, self.ledger, self.queue = config, ledger, queue
+        self.totals = None if full_every is None else RunningTotals(ledger, full_every)
         self.integrity_every = integrity_every
         self._integrity: tuple[float, bool] | None = None
         # Every submit failure this process has seen, as (row, ended_at) -> stage. Retrying
@@ -103,10 +109,14 @@ class BatonCollector:
 
     def compute_ledger(self) -> list[Metric]:
         """Every family computed from the ledger, now."""
-        tally = JobTally().add_all(self.ledger.stream_job_rows())
+        if self.totals is not None:
+            tally, timelines = self.totals.compute()
+        else:
+            tally = JobTally().add_all(self.ledger.stream_job_rows())
+            timelines = FlowTally().add_all(self.ledger.signal_timelines())
         sigs = self.ledger.signal_counts()
         beats = self.ledger.heartbeats()
-        out = flow_metrics(self.ledger)
+        out = timelines.families()
         out += supervision_metrics(self.ledger)
         out += tally.families(self._submit_failures_seen(tally.submit_failures),
                               datetime.now().astimezone())

@@ -1,7 +1,8 @@
 """The families of the ``slurm_jobs`` table, from one pass over its rows as they stream
 from the database (``Ledger.stream_job_rows``): a row is counted and dropped, so a scrape
 holds counters and bucket counts, not the ledger's history (a lab's ledger holds millions
-of job rows)."""
+of job rows). Every count is a sum over rows, in any order, so the exporter's running
+totals (:mod:`baton.exporter.folds`) add the settled rows once and keep them."""
 
 from __future__ import annotations
 
@@ -26,8 +27,16 @@ from baton.exporter.families import (
     per_stage,
     seconds,
 )
+from baton.slurm.states import TERMINAL_STATES
 
 SubmitFailure = tuple[int, datetime | None]  # (row, ended_at): one failed submit try
+
+
+def settled(r: Any) -> bool:
+    """Ended for good, with its final figures (CPU time, MaxRSS) or none to come: nothing
+    more changes in the row. A claim that never reached Slurm (SUBMIT_FAILED) may be tried
+    again, so it never settles."""
+    return r.state in TERMINAL_STATES and r.state != "SUBMIT_FAILED" and r.figures is not None
 
 
 class JobTally:

@@ -27,6 +27,7 @@ from prometheus_client.exposition import ThreadingWSGIServer
 from baton.config import Config
 from baton.errors import BatonError
 from baton.exporter.collector import BatonCollector, QueueSnapshot
+from baton.exporter.folds import FULL_EVERY_SECONDS
 from baton.exporter.webconfig import Passwords, load_web_config, tls_context
 from baton.ledger import open_ledger
 from baton.slurm.factory import make_backend
@@ -40,11 +41,13 @@ ROUTES = ("/metrics", "/healthz")
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
-def build_registry(config: Config, queue_ttl: float = 30) -> tuple[CollectorRegistry,
-                                                                    BatonCollector]:
+def build_registry(config: Config, queue_ttl: float = 30,
+                   full_every: float = FULL_EVERY_SECONDS
+                   ) -> tuple[CollectorRegistry, BatonCollector]:
     registry = CollectorRegistry(auto_describe=False)
     queue = QueueSnapshot(make_backend(config).queue_states, queue_ttl)
-    collector = BatonCollector(config, open_ledger(config.ledger_url, read_only=True), queue)
+    collector = BatonCollector(config, open_ledger(config.ledger_url, read_only=True), queue,
+                               full_every=full_every)
     registry.register(collector)
     return registry, collector
 
@@ -188,11 +191,11 @@ def listen(host: str, port: int, app: WSGIApp, tls: ssl.SSLContext | None = None
 
 
 def serve(config: Config, host: str, port: int, queue_ttl: float,
-          web_config: Path | None = None) -> None:
+          web_config: Path | None = None, full_every: float = FULL_EVERY_SECONDS) -> None:
     web = load_web_config(web_config) if web_config is not None else None
     tls = tls_context(web) if web is not None else None
     passwords = Passwords(web.users) if web is not None and web.users else None
-    registry, collector = build_registry(config, queue_ttl)
+    registry, collector = build_registry(config, queue_ttl, full_every)
     try:
         httpd = listen(host, port, exporter_app(registry, passwords), tls)
     except BatonError:

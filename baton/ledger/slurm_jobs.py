@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, func, insert, select, update
+from sqlalchemy import Connection, Row, Select, delete, func, insert, select, update
 
 from baton.ledger.base import LedgerBase, transaction, utcnow
 from baton.ledger.engine import STREAM_ROWS
@@ -228,16 +228,21 @@ class SlurmJobs(LedgerBase):
         """Every stage job row (plain scripts are not the pipeline's), with its training
         run's campaign (for jobs that name none), as they stream from the database: a
         reader holds one batch, not the history."""
-        j = slurm_jobs.c
-        q = select(
-            j.id, j.stage, j.state, j.reason, j.exit_code, j.exit_signal, j.max_rss_mb,
-            j.req_mem_mb, j.submitted_at, j.started_at, j.ended_at, j.restarts,
-            j.cpu_seconds, func.coalesce(j.campaign, training_runs.c.campaign)
-            .label("campaign"),
-        ).outerjoin(training_runs, training_runs.c.experiment_name == j.experiment).where(
-            j.stage != SCRIPT_STAGE)
         with self.read() as conn:
-            yield from conn.execution_options(yield_per=STREAM_ROWS).execute(q)
+            yield from conn.execution_options(yield_per=STREAM_ROWS).execute(job_rows())
+
+
+def job_rows(scripts: bool = False) -> Select[Any]:
+    """The query of :meth:`SlurmJobs.stream_job_rows` (the exporter's job families), and
+    of the plain scripts' rows too with ``scripts``."""
+    j = slurm_jobs.c
+    q = select(
+        j.id, j.stage, j.state, j.reason, j.exit_code, j.exit_signal, j.max_rss_mb,
+        j.req_mem_mb, j.submitted_at, j.started_at, j.ended_at, j.restarts,
+        j.cpu_seconds, j.figures, func.coalesce(j.campaign, training_runs.c.campaign)
+        .label("campaign"),
+    ).outerjoin(training_runs, training_runs.c.experiment_name == j.experiment)
+    return q if scripts else q.where(j.stage != SCRIPT_STAGE)
 
 
 def _drop_awaiting_tasks(conn: Connection, row_ids: list[int]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from baton.ledger.campaigns import Campaigns
 from baton.ledger.heartbeats import Heartbeats
+from baton.ledger.history import History
 from baton.ledger.holds import Holds
 from baton.ledger.rebuild import Rebuild
 from baton.ledger.settled import Settled
@@ -24,7 +25,8 @@ from baton.ledger.upkeep import Upkeep
 
 
 class Ledger(SignalLog, TrainingRuns, SlurmJobs, Heartbeats, Stages, Campaigns,
-             Supervisions, StatusEvents, Timelines, Tables, Holds, Rebuild, Upkeep, Settled):
+             Supervisions, StatusEvents, Timelines, Tables, Holds, Rebuild, Upkeep, Settled,
+             History):
     """The orchestrator's database: SQLite by default, PostgreSQL by URL."""
 
 

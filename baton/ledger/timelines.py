@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, func, or_, select
+from sqlalchemy import ColumnElement, case, func, or_, select
 
 from baton.ledger.base import LedgerBase
 from baton.ledger.engine import STREAM_ROWS
@@ -104,36 +104,59 @@ def repaired(conn: Any) -> tuple[set[str], list[str]]:
     return bases, sorted(bases | attempts)
 
 
-def per_signal() -> Any:
-    """Per training run, in the database: its signal's mtime, when its evaluation was first
-    submitted, when it completed (if every checkpoint's task completed), when an analysis
-    completed. Right for every signal without a repair (keys equal to the signal's)."""
+def per_signal(runs: ColumnElement[bool] | None = None) -> Any:
+    """Per training run (those ``runs`` selects, else every one), in the database: its id,
+    its signal's mtime, when its evaluation was first submitted, when it completed (if
+    every checkpoint's task completed), when an analysis completed. Right for every signal
+    without a repair (keys equal to the signal's)."""
     t = training_runs.c
-    task = eval_tasks().subquery()
+    task, done = eval_tasks(), analyses_done()
+    if runs is not None:  # only the stage rows of the runs read (by the trigger key index)
+        keys = select(t.signal_key).where(runs, t.signal_key.is_not(None))
+        task = task.where(evaluation_jobs.c.trigger_key.in_(keys))
+        done = done.where(analysis_jobs.c.trigger_key.in_(keys))
+    task = task.subquery()
     ev = (select(task.c.key, func.min(task.c.first).label("sub"),
                  func.max(task.c.done).label("done"),
                  func.sum(case((or_(task.c.open > 0, task.c.done.is_(None)), 1), else_=0))
                  .label("open"))
           .group_by(task.c.key).subquery())
-    an = analyses_done().subquery()
-    return (select(t.signal_key, t.completed_at, signals.c.file_mtime, ev.c.sub,
-                   case((ev.c.open == 0, ev.c.done), else_=None), an.c.at)
-            .select_from(training_runs
-                         .outerjoin(signals, signals.c.idempotency_key == t.signal_key)
-                         .outerjoin(ev, ev.c.key == t.signal_key)
-                         .outerjoin(an, an.c.key == t.signal_key)))
+    an = done.subquery()
+    q = (select(t.id, t.signal_key, t.completed_at, signals.c.file_mtime, ev.c.sub,
+                case((ev.c.open == 0, ev.c.done), else_=None), an.c.at)
+         .select_from(training_runs
+                      .outerjoin(signals, signals.c.idempotency_key == t.signal_key)
+                      .outerjoin(ev, ev.c.key == t.signal_key)
+                      .outerjoin(an, an.c.key == t.signal_key)))
+    return q if runs is None else q.where(runs).order_by(t.id)
+
+
+Repairs = tuple[set[str], dict[str, datetime], dict[str, datetime], dict[str, datetime]]
+
+
+def repairs(conn: Any) -> Repairs:
+    """The training signals a repair answered, and per such signal when its evaluation was
+    first submitted, when it completed, when an analysis of it completed."""
+    bases, keys = repaired(conn)
+    return (bases, *evaluations(conn, keys), analyses(conn, keys))
+
+
+def timelines(conn: Any, runs: ColumnElement[bool] | None = None,
+              fixes: Repairs | None = None) -> Iterator[tuple[int, Timeline]]:
+    """(training run id, :data:`Timeline`) of the runs ``runs`` selects (else every one),
+    as they stream from the database; ``fixes``: :func:`repairs`, if already read."""
+    bases, submitted, evaluated_at, analysed_at = fixes or repairs(conn)
+    for run, key, trained, mtime, sub, evaluated, analysed in conn.execution_options(
+            yield_per=STREAM_ROWS).execute(per_signal(runs)):
+        if key in bases:
+            sub, evaluated, analysed = (submitted.get(key), evaluated_at.get(key),
+                                        analysed_at.get(key))
+        yield run, (trained, mtime, sub, evaluated, analysed)
 
 
 class Timelines(LedgerBase):
     def signal_timelines(self) -> Iterator[Timeline]:
         """One :data:`Timeline` per training run, as they stream from the database."""
         with self.read() as conn:
-            bases, keys = repaired(conn)
-            submitted, evaluated_at = evaluations(conn, keys)
-            analysed_at = analyses(conn, keys)
-            for key, trained, mtime, sub, evaluated, analysed in conn.execution_options(
-                    yield_per=STREAM_ROWS).execute(per_signal()):
-                if key in bases:
-                    sub, evaluated, analysed = (submitted.get(key), evaluated_at.get(key),
-                                                analysed_at.get(key))
-                yield trained, mtime, sub, evaluated, analysed
+            for _, timeline in timelines(conn):
+                yield timeline

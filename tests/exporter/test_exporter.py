@@ -20,7 +20,7 @@ from sqlalchemy import text as sql
 
 from baton.config import Config
 from baton.exporter.collector import BatonCollector, QueueSnapshot
-from baton.exporter.flows import flow_metrics
+from baton.exporter.flows import FlowTally
 from baton.exporter.server import build_registry
 from baton.ledger import Ledger, open_ledger
 from baton.ledger.schema import analysis_jobs, evaluation_jobs, training_runs
@@ -228,7 +228,8 @@ def test_oldest_evaluation_without_analysis_is_exported(ledger_url: str) -> None
             conn.execute(insert(analysis_jobs).values(
                 experiment_name=f"age-{exp}", status=status, trigger_key=f"sig-{exp}",
                 completed_at=T0 - 2 * HOUR))
-    got = {m.name: m.samples[0].value for m in flow_metrics(ledger, now=T0)
+    flows = FlowTally().add_all(ledger.signal_timelines()).families(now=T0)
+    got = {m.name: m.samples[0].value for m in flows
            if m.name.startswith("baton_oldest_unanswered")}
     # F's analysis failed 3 h after its evaluation; H has no evaluation for 1 h
     assert got == {"baton_oldest_unanswered_evaluation_seconds": 3 * 3600,

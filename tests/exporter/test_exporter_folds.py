@@ -1,0 +1,175 @@
+"""The exporter's running totals (baton/exporter/folds.py) give every metric the value a
+pass over the whole history gives, on the same ledger (SQLite and PostgreSQL), as rows
+settle between computations and a transaction commits a lower id after higher ones; the
+settled rows are read once; the periodic full recomputation catches what no id tells."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import insert, update
+
+from baton.config import Config
+from baton.exporter.collector import BatonCollector, QueueSnapshot
+from baton.ledger import Ledger, open_ledger
+from baton.ledger.schema import analysis_jobs, evaluation_jobs, slurm_jobs, training_runs
+
+# recent: a timeline trained more than a week ago counts as settled whatever its state
+T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=6)
+# computed from "now" by each scrape, a few milliseconds apart (and the drive's free space,
+# which other processes change)
+AGES = {"baton_oldest_waiting_job_seconds", "baton_longest_running_job_seconds",
+        "baton_oldest_unanswered_training_seconds", "baton_oldest_unanswered_evaluation_seconds",
+        "baton_exporter_scrape_duration_seconds",
+        "baton_exporter_ledger_age_seconds"}
+
+
+def minutes(n: float) -> datetime:
+    return T0 + timedelta(minutes=n)
+
+
+def job(conn: Any, row: int, state: str, *, stage: str = "evaluation",
+        figures: str | None = "final", ended: float | None = 30) -> None:
+    """Job row ``row`` (its id given: the test decides the order of commits)."""
+    running = state not in ("PENDING", "SUBMITTING")
+    conn.execute(insert(slurm_jobs).values(
+        id=row, submission_key=f"k{row}", stage=stage, experiment=f"exp-{row % 3}",
+        campaign="camp" if row % 2 else None, attempt=1, backend="sbatch",
+        job_id=str(1000 + row), state=state, submitted_at=minutes(row),
+        started_at=minutes(row + 2) if running else None,
+        ended_at=minutes(row + ended) if ended is not None and running else None,
+        exit_code=0 if state == "COMPLETED" else 1, req_mem_mb=1000.0,
+        max_rss_mb=250.0 * (row % 5) if figures else None,
+        cpu_seconds=60.0 * row if figures else None, restarts=row % 2, figures=figures,
+        created_at=minutes(row), updated_at=minutes(row)))
+
+
+def settle(conn: Any, row: int, state: str = "COMPLETED") -> None:
+    conn.execute(update(slurm_jobs).where(slurm_jobs.c.id == row).values(
+        state=state, ended_at=minutes(row + 40), figures="final", max_rss_mb=500.0,
+        cpu_seconds=120.0))
+
+
+def run(conn: Any, row: int, *, evaluated: float | None, analysed: float | None) -> None:
+    """Training run ``row`` and its evaluation and analysis (done at those minutes)."""
+    key = f"sig-{row}"
+    conn.execute(insert(training_runs).values(
+        id=row, experiment_name=f"run-{row}", status="completed", completed_at=minutes(row),
+        signal_key=key, campaign="camp"))
+    conn.execute(insert(evaluation_jobs).values(
+        experiment_name=f"run-{row}", trigger_key=key, checkpoint_path="final",
+        status="completed" if evaluated is not None else "running",
+        submitted_at=minutes(row + 1),
+        completed_at=minutes(evaluated) if evaluated is not None else None))
+    if analysed is not None:
+        conn.execute(insert(analysis_jobs).values(
+            experiment_name=f"run-{row}", trigger_key=key, status="completed",
+            submitted_at=minutes(analysed - 1), completed_at=minutes(analysed)))
+
+
+def finish(conn: Any, row: int, evaluated: float, analysed: float) -> None:
+    key = f"sig-{row}"
+    conn.execute(update(evaluation_jobs).where(evaluation_jobs.c.trigger_key == key).values(
+        status="completed", completed_at=minutes(evaluated)))
+    conn.execute(insert(analysis_jobs).values(
+        experiment_name=f"run-{row}", trigger_key=key, status="completed",
+        submitted_at=minutes(analysed - 1), completed_at=minutes(analysed)))
+
+
+def scrape(collector: BatonCollector) -> dict[tuple[str, tuple[Any, ...]], float]:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    body = generate_latest(registry).decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(body) for s in fam.samples
+            if s.name not in AGES and not s.name.startswith("baton_shared_drive_free")}
+
+
+@pytest.fixture
+def site(ledger_url: str, config: Config) -> tuple[Ledger, Config]:
+    ledger = open_ledger(ledger_url, init=True)
+    yield ledger, config
+    ledger.close()
+
+
+def collectors(ledger: Ledger, config: Config, **folded: Any
+               ) -> tuple[BatonCollector, BatonCollector]:
+    queue = QueueSnapshot(lambda: Counter({"PENDING": 1}), 30)
+    return (BatonCollector(config, ledger, queue, ledger_wait=60, **folded),
+            BatonCollector(config, ledger, queue, ledger_wait=60, full_every=None))
+
+
+def same(folded: BatonCollector, whole: BatonCollector) -> None:
+    ours, theirs = scrape(folded), scrape(whole)
+    assert ours == theirs
+    assert ours[("baton_jobs_finished_total", (("stage", "evaluation"),))] > 0
+
+
+def test_running_totals_equal_a_pass_over_the_history(site: tuple[Ledger, Config]) -> None:
+    ledger, config = site
+    with ledger.write() as conn:
+        job(conn, 1, "COMPLETED")
+        job(conn, 2, "RUNNING", figures=None)
+        job(conn, 3, "PENDING", figures=None)
+        job(conn, 4, "FAILED", figures=None)  # ended, its figures still awaited
+        job(conn, 5, "SUBMIT_FAILED", figures="unavailable")  # may be tried again
+        job(conn, 6, "OUT_OF_MEMORY", stage="analysis")
+        job(conn, 9, "COMPLETED", stage="analysis")  # 7 and 8 not committed yet
+        run(conn, 1, evaluated=20, analysed=30)
+        run(conn, 2, evaluated=None, analysed=None)
+        run(conn, 4, evaluated=25, analysed=None)  # 3 not committed yet
+    folded, whole = collectors(ledger, config)
+    same(folded, whole)
+    assert folded.totals is not None
+    jobs, timelines = folded.totals.folds
+    assert (jobs.high, jobs.open, set(jobs.gaps)) == (9, {2, 3, 4, 5}, {7, 8})
+    assert (timelines.high, timelines.open, set(timelines.gaps)) == (4, {2, 4}, {3})
+
+    with ledger.write() as conn:  # rows settle, new ones come
+        settle(conn, 2)
+        settle(conn, 4, "FAILED")
+        job(conn, 10, "RUNNING", figures=None)
+        job(conn, 11, "COMPLETED", stage="script")  # a plain script's: no tally's, no gap
+        finish(conn, 2, evaluated=50, analysed=70)
+        run(conn, 5, evaluated=40, analysed=45)
+    same(folded, whole)
+    assert (jobs.high, jobs.open, set(jobs.gaps)) == (11, {3, 5, 10}, {7, 8})
+    assert (timelines.high, timelines.open) == (5, {4})
+
+    with ledger.write() as conn:  # late commits of lower ids
+        job(conn, 7, "COMPLETED", stage="analysis")
+        job(conn, 8, "RUNNING", figures=None)
+        run(conn, 3, evaluated=12, analysed=18)
+    same(folded, whole)
+    assert (jobs.high, jobs.open, set(jobs.gaps)) == (11, {3, 5, 8, 10}, set())
+    assert (timelines.high, timelines.open, set(timelines.gaps)) == (5, {4}, set())
+
+
+def test_the_full_recomputation_catches_a_settled_row_changed_by_hand(
+        site: tuple[Ledger, Config]) -> None:
+    ledger, config = site
+    with ledger.write() as conn:
+        for row in (1, 2, 3):
+            job(conn, row, "COMPLETED")
+        run(conn, 1, evaluated=20, analysed=30)
+    folded, whole = collectors(ledger, config, full_every=3600)
+    same(folded, whole)
+    with ledger.write() as conn:  # what no id tells: a settled row rewritten
+        conn.execute(update(slurm_jobs).where(slurm_jobs.c.id == 2).values(state="FAILED"))
+    key = ("baton_jobs_finished_total", (("stage", "evaluation"),))
+    assert scrape(folded)[key] == 3 and scrape(whole)[key] == 2  # folded: not yet
+    assert folded.totals is not None
+    old = folded.totals.folds
+    folded.totals.full_every = 0  # the period is over: the next computation starts one
+    folded.compute_ledger()  # ... in a thread, from scratch, and swaps the folds in
+    deadline = time.monotonic() + 60
+    while folded.totals.folds is old and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert folded.totals.folds is not old
+    same(folded, whole)
