@@ -23,6 +23,7 @@ from baton.ledger import open_ledger
 from tests.conftest import require
 from tests.e2e.harness import free_port
 from tests.exporter.web_config_files import PASSWORD, USER, web_config
+from tests.prometheus.server import start_prometheus
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,15 +70,9 @@ def test_prometheus_scrapes_the_exporter_with_credentials_over_tls(
         stderr=subprocess.STDOUT, start_new_session=True)
     right = documented_scrape(tmp_path, port, "baton", PASSWORD)
     wrong = documented_scrape(tmp_path, port, "wrong-password", "not-" + PASSWORD)
-    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump({
+    prom = start_prometheus(tmp_path, {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
-        "scrape_configs": [right, wrong]}))
-    prom = subprocess.Popen(
-        ["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}",
-         f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-         f"--web.listen-address=127.0.0.1:{prom_port}"],
-        stdout=open(tmp_path / "prometheus.log", "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
-        start_new_session=True)
+        "scrape_configs": [right, wrong]}, prom_port)
     base = f"http://127.0.0.1:{prom_port}"
     try:
         deadline = time.monotonic() + 60

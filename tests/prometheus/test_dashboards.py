@@ -26,6 +26,7 @@ from prometheus.sdk import JSONEncoder, dm, register_default_plugins
 from tests.conftest import require
 from tests.e2e.harness import free_port
 from tests.prometheus.grafana_variables import instant_query, substitute, variable_values
+from tests.prometheus.server import start_prometheus
 
 
 def test_generated_files_are_up_to_date() -> None:
@@ -177,15 +178,10 @@ def test_variables_and_queries_on_a_real_prometheus(config: Config, tmp_path: Pa
     registry.register(BatonCollector(config, ledger, QueueSnapshot(lambda: Counter())))
     exporter_port, prom_port = free_port(), free_port()
     server, _ = start_http_server(exporter_port, addr="127.0.0.1", registry=registry)
-    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump({
+    prom = start_prometheus(tmp_path, {
         "global": {"scrape_interval": "1s"},
         "scrape_configs": [{"job_name": "baton", "static_configs": [
-            {"targets": [f"127.0.0.1:{exporter_port}"]}]}]}))
-    prom = subprocess.Popen(
-        ["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}",
-         f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-         f"--web.listen-address=127.0.0.1:{prom_port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            {"targets": [f"127.0.0.1:{exporter_port}"]}]}]}, prom_port)
     query = instant_query(f"http://127.0.0.1:{prom_port}")
     try:
         deadline = time.monotonic() + 60

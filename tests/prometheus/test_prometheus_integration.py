@@ -22,6 +22,7 @@ from prometheus.dashboards import dashboard, queries
 from tests.conftest import require
 from tests.e2e.harness import Pipeline, free_port
 from tests.prometheus.grafana_variables import instant_query, substitute, variable_values
+from tests.prometheus.server import start_prometheus
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,13 +75,7 @@ def test_prometheus_sees_the_pipeline(tmp_path: Path) -> None:
                               text=True, check=False, timeout=60)
     assert rendered.returncode == 0, rendered.stderr
     assert "> 20\n" in (tmp_path / "alerts.yml").read_text()  # the heartbeat's threshold
-    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-    prom = subprocess.Popen(
-        ["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}",
-         f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-         f"--web.listen-address=127.0.0.1:{prom_port}"],
-        stdout=open(tmp_path / "prometheus.log", "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
-        start_new_session=True)
+    prom = start_prometheus(tmp_path, config, prom_port)
     base = f"http://127.0.0.1:{prom_port}"
     token = secrets.token_hex(2)
     exps = [f"obs-a-{token}", f"obs-b-{token}"]
