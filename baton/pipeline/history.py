@@ -105,10 +105,10 @@ def script_repair(script: str) -> dict[str, Any] | None:
             except ValueError as exc:
                 raise BatonError(f"line {number} ({REPAIR_LINE} ...) does not read: "
                                  f"{exc}") from None
-            if not isinstance(found, dict) or not {"repairs", "submission_key",
+            if not isinstance(found, dict) or not {"repairs", "submission_key", "reason",
                                                    "supervision"} <= found.keys():
                 raise BatonError(f"line {number} ({REPAIR_LINE} ...) does not name the "
-                                 "job it repairs, its key and its supervision")
+                                 "job it repairs, its key, its supervision and its reason")
             return found
     return None
 

@@ -70,5 +70,6 @@ def test_a_repair_names_its_supervision(config: Config) -> None:
     with pytest.raises(BatonError, match=r"line \d+ \(# baton-repair: \.\.\.\) does not read"):
         script_repair("#!/bin/bash\n# baton-repair: {not json\n")
     with pytest.raises(BatonError, match="does not name the job it repairs"):
-        script_repair('# baton-repair: {"supervision": 7}\n')
+        script_repair('# baton-repair: {"supervision": 7, "repairs": "41_2", '
+                      '"submission_key": "supervise:7"}\n')  # no reason
     assert script_repair("#!/bin/bash\n") is None
