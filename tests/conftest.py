@@ -32,6 +32,20 @@ def _root_logging_as_it_was() -> Iterator[None]:
     root.setLevel(level)
 
 
+@pytest.fixture(autouse=True)
+def _default_signal_dispositions() -> None:
+    """Every test starts, and spawns its processes, with SIGINT and SIGTERM as a fresh
+    Python has them. Dagster's ``capture_interrupts`` (run in-process by some tests) sets
+    SIGTERM to whatever SIGINT is on its way out: when pytest was started in the
+    background, SIGINT is ignored, so SIGTERM became ignored too, and every process a
+    later test started (inheriting it) ignored the SIGTERM meant to stop it (seen:
+    ``baton exporter`` and ``baton logs --follow`` outliving their tests)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
     """A command that failed (exit 1) as people must see it: one line, no traceback."""
     assert proc.returncode == 1, (proc.stdout, proc.stderr)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from baton.ledger.campaigns import Campaigns
 from baton.ledger.heartbeats import Heartbeats
-from baton.ledger.history import History
 from baton.ledger.holds import Holds
+from baton.ledger.increments import History
 from baton.ledger.rebuild import Rebuild
 from baton.ledger.settled import Settled
 from baton.ledger.signal_log import SignalLog
