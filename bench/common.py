@@ -61,6 +61,36 @@ def timed(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
+def peak_growth(work: Callable[[], object], every: float = 0.005) -> tuple[float, float]:
+    """(seconds, MB) of ``work`` in this process: its time, and the memory it adds (peak
+    RSS while it runs, sampled every ``every`` seconds, minus RSS before it). For the
+    child processes that measure one computation each."""
+    import threading
+
+    import psutil
+
+    me = psutil.Process()
+    before = peak = me.memory_info().rss
+    done = threading.Event()
+
+    def watch() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, me.memory_info().rss)
+            time.sleep(every)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    start = time.perf_counter()
+    try:
+        work()
+    finally:
+        took = time.perf_counter() - start
+        done.set()
+        watcher.join()
+    return took, (max(peak, me.memory_info().rss) - before) / 1e6
+
+
 def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile (q in 0..100)."""
     ordered = sorted(values)

@@ -74,12 +74,12 @@ def compare(ours: dict[Key, float], plain: dict[Key, float]) -> list[str]:
 
 
 PEAK = """
-import sys, threading, time
+import sys
 from pathlib import Path
-import psutil
 from baton.config import Config
 from baton.exporter.collector import BatonCollector, QueueSnapshot
 from baton.ledger import open_ledger
+from bench.common import peak_growth
 from bench.exporter import QUEUE
 from bench.plain_queries import PlainQueries
 root = Path(sys.argv[1])
@@ -87,23 +87,9 @@ ledger = open_ledger(f"sqlite:///{root / 'ledger.db'}")
 collector = BatonCollector(Config(shared_drive=root, state_dir=root / "state"), ledger,
                            QueueSnapshot(lambda: QUEUE, 30))
 collector._integrity_metric()  # the integrity check is cached: not part of a computation
-me = psutil.Process()
-before = peak = me.memory_info().rss
-done = False
-def watch():
-    global peak
-    while not done:
-        peak = max(peak, me.memory_info().rss)
-        time.sleep(0.01)
-t = threading.Thread(target=watch)
-t.start()
-if sys.argv[2] == "baton":
-    collector.compute_ledger()
-else:
-    PlainQueries(ledger, collector).samples()
-done = True
-t.join()
-print((max(peak, me.memory_info().rss) - before) / 1e6)
+work = collector.compute_ledger if sys.argv[2] == "baton" else \
+    PlainQueries(ledger, collector).samples
+print(peak_growth(work, every=0.01)[1])
 """
 
 

@@ -33,14 +33,13 @@ QUERIES = {"jobs": "SELECT state, count(*) FROM jobs GROUP BY state",
            "metrics": "SELECT count(*) FROM metrics"}
 
 MEASURE = r"""
-import json, sys, threading, time
+import json, sys
 from collections import Counter
 from pathlib import Path
-import psutil
 from baton.config import Config
+from bench.common import peak_growth
 root, which = Path(sys.argv[1]), sys.argv[2]
 config = Config(shared_drive=root / "drive", state_dir=root)
-me = psutil.Process()
 if which.startswith("exporter"):
     from baton.exporter.collector import BatonCollector, QueueSnapshot
     from baton.ledger import open_ledger
@@ -58,21 +57,7 @@ else:
     def work():
         con = copy_all(config) if which == "sql-copy" else connect(config, named_views(query))
         con.sql(query).fetchall()
-before = peak = me.memory_info().rss
-done = False
-def watch():
-    global peak
-    while not done:
-        peak = max(peak, me.memory_info().rss)
-        time.sleep(0.005)
-t = threading.Thread(target=watch)
-t.start()
-start = time.perf_counter()
-work()
-took = time.perf_counter() - start
-done = True
-t.join()
-print(json.dumps([took, (max(peak, me.memory_info().rss) - before) / 1e6]))
+print(json.dumps(peak_growth(work)))
 """
 
 
