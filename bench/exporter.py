@@ -34,7 +34,7 @@ QUEUE = Counter({"PENDING": 5, "RUNNING": 2})
 OWN = "baton_exporter_"
 # ages are taken at a different moment by each scrape (up to a minute apart at 10^6 rows)
 AGES = ("baton_oldest_waiting_job_seconds", "baton_longest_running_job_seconds",
-        "baton_oldest_unanswered_training_seconds")
+        "baton_oldest_unanswered_training_seconds", "baton_oldest_unanswered_evaluation_seconds")
 
 
 def registry_scrape(registry: CollectorRegistry) -> Callable[[], bytes]:

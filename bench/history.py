@@ -27,7 +27,7 @@ from bench.exporter import QUEUE, compare, parse
 from bench.ledger_fill import fill_range
 
 TITLE = "history that stays cheap: exporter running totals, baton sql's first query"
-BENCH = "10 history"
+BENCH = "11 history"
 # one query that names a ledger table, one that names none (the metrics, on an empty drive)
 QUERIES = {"jobs": "SELECT state, count(*) FROM jobs GROUP BY state",
            "metrics": "SELECT count(*) FROM metrics"}
