@@ -15,7 +15,7 @@ from dagster import (
 
 from assets.experiment import GROUP, analysis_report
 from assets.partitions import campaigns
-from baton.analyze.summary import summarize
+from baton.analyze.summary import campaign_table
 from baton.fsio import atomic_path, atomic_write
 from resources import LedgerResource, SharedDriveResource
 
@@ -29,12 +29,7 @@ def campaign_report(context: AssetExecutionContext, ledger: LedgerResource,
     campaign = context.partition_key
     layout = drive.layout()
     exps = ledger.ledger().campaign_experiments(campaign)
-    rows = []
-    for exp in exps:
-        summary = summarize(layout.experiment(exp))
-        rows.append({"experiment": exp, "rows": summary.rows, **summary.means})
-    columns = ["experiment", "rows", *sorted({k for r in rows for k in r} -
-                                            {"experiment", "rows"})]
+    columns, rows = campaign_table(layout, exps)
     folder = layout.analysis / "campaigns" / campaign
     with atomic_path(folder / "summary.csv") as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns)

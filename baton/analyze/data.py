@@ -30,6 +30,14 @@ def step_of(checkpoint: str, final_step: int | None) -> int | None:
     return final_step if checkpoint == "final" else None
 
 
+def last_checkpoint(names: list[str], final_step: int | None = None) -> str:
+    """The checkpoint a "final checkpoint" number is taken at: ``final`` (the copy of
+    the last one the training announces) if it was evaluated, else the highest step."""
+    if "final" in names:
+        return "final"
+    return max(names, key=lambda c: step_of(c, final_step) or -1)
+
+
 @dataclass
 class Frame:
     """A small query result: column names and rows."""

@@ -11,20 +11,18 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-
-from baton.analyze.data import Frame, Metrics, step_of
-from baton.analyze.outputs import (
-    html_report,
-    html_table,
-    manifest_entry,
-    plt,
-    save_figure,
-    write_table,
+from baton.analyze.data import Metrics, last_checkpoint, step_of
+from baton.analyze.outputs import html_report, manifest_entry, write_table
+from baton.analyze.provenance import (
+    Provenance,
+    dagster_links,
+    hyperparameters,
+    job_ids,
+    mlflow_link,
+    varying,
 )
-from baton.analyze.stats import bootstrap_ci
+from baton.analyze.sections import Member, accuracy_by_group, comparison, learning_curve
 from baton.config import Config
 from baton.errors import BatonError
 from baton.evaluate.harness import job_tag, new_hand_folder
@@ -102,9 +100,7 @@ def final_checkpoint(m: Metrics, experiment: str, final_step: int | None) -> str
                     [experiment]).column("checkpoint")
     if not names:
         raise BatonError(f"no metrics for {experiment}")
-    if "final" in names:
-        return "final"
-    return max(names, key=lambda c: step_of(c, final_step) or -1)
+    return last_checkpoint(names, final_step)
 
 
 def analyze(config: Config, experiment: str, compare: list[str] | None = None,
@@ -146,126 +142,55 @@ def analyze(config: Config, experiment: str, compare: list[str] | None = None,
     return True, path
 
 
+def _member(m: Metrics, drive: DriveLayout, name: str) -> Member | None:
+    training = _training(drive, name)
+    step = training.total_steps if training else None
+    try:
+        final = final_checkpoint(m, name, step)
+    except BatonError:
+        return None
+    return Member(name, final, step_of(final, step), hyperparameters(training))
+
+
 def _analyze(drive: DriveLayout, experiment: str, training: TrainingComplete | None,
              others: list[str], tracker: Tracker, exp: ExperimentLayout
              ) -> tuple[Path, Path, list[Path]]:
-    final_step = training.total_steps if training else None
     m = Metrics(drive, [experiment, *others])
     try:
-        final = final_checkpoint(m, experiment, final_step)
+        me = _member(m, drive, experiment)
+        if me is None:
+            raise BatonError(f"no metrics for {experiment}")
+        members = [me, *filter(None, (_member(m, drive, o) for o in others))]
+        swept = varying({e.name: e.hyper for e in members})
         files: list[Path] = []
-        images: dict[str, bytes] = {}
-        sections: list[tuple[str, str]] = []
-
-        # 1. accuracy per item group at the final checkpoint, with bootstrap CIs
-        groups = m.query("SELECT DISTINCT item_group FROM m WHERE experiment = ? AND "
-                         "checkpoint = ? AND metric = 'accuracy' ORDER BY 1",
-                         [experiment, final]).column("item_group")
-        acc_rows = []
-        for g in groups:
-            values = m.values(experiment, final, g, "accuracy")
-            mean, low, high = bootstrap_ci(values)
-            acc_rows.append((g, len(values), round(mean, 4), round(low, 4), round(high, 4)))
-        acc_cols = ["item_group", "items", "accuracy", "ci_low", "ci_high"]
-        files += write_table(exp.tables_dir, "accuracy_by_group", acc_cols, acc_rows)
-        tracker.metrics({f"accuracy.{g}": a for g, _, a, _, _ in acc_rows})
-        if acc_rows:
-            fig, ax = plt.subplots(figsize=(8, 4))
-            means = np.array([r[2] for r in acc_rows])
-            err = np.array([[r[2] - r[3] for r in acc_rows], [r[4] - r[2] for r in acc_rows]])
-            ax.bar(range(len(acc_rows)), means, yerr=err, capsize=4, color="#4c72b0")
-            ax.set_xticks(range(len(acc_rows)), [r[0] for r in acc_rows], rotation=20,
-                          ha="right")
-            ax.axhline(0.5, color="grey", ls="--", lw=1)
-            ax.set_ylim(0, 1.05)
-            ax.set_ylabel("accuracy (95% bootstrap CI)")
-            ax.set_title(f"{experiment}: minimal pairs at {final}")
-            paths, png = save_figure(fig, exp.figures_dir, "accuracy_by_group")
-            files += paths
-            images["Accuracy by item group"] = png
-        sections.append(("Accuracy by item group", html_table(acc_cols, acc_rows)))
-
-        # 2. learning curves across checkpoints
-        curve = m.query("SELECT checkpoint, dataset, metric, avg(value) AS mean, count(*) AS n "
-                        "FROM m WHERE experiment = ? GROUP BY 1, 2, 3", [experiment])
-        curve_rows = sorted(
-            [(c, step_of(c, final_step), d, met, round(v, 5), n) for c, d, met, v, n in
-             curve.rows], key=lambda r: (r[2], r[3], r[1] if r[1] is not None else -1))
-        # "final" is a copy of the last checkpoint: keep one point per step
-        curve_rows = [r for r in curve_rows if not (r[0] == "final" and any(
-            o[1] == r[1] and o[0] != "final" for o in curve_rows))]
-        curve_cols = ["checkpoint", "step", "dataset", "metric", "mean", "rows"]
-        files += write_table(exp.tables_dir, "learning_curve", curve_cols, curve_rows)
-        series = sorted({(r[2], r[3]) for r in curve_rows if r[1] is not None})
-        if series:
-            fig, axes = plt.subplots(1, len(series), figsize=(5 * len(series), 3.5),
-                                     squeeze=False)
-            for ax, (d, met) in zip(axes[0], series, strict=True):
-                pts = sorted((r[1], r[4]) for r in curve_rows if (r[2], r[3]) == (d, met)
-                             and r[1] is not None)
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o")
-                ax.set_xlabel("training step")
-                ax.set_title(f"{d} / {met}")
-            paths, png = save_figure(fig, exp.figures_dir, "learning_curve")
-            files += paths
-            images["Learning curves"] = png
-        sections.append(("Learning curves", html_table(curve_cols, curve_rows)))
-
-        # 3. the campaign: this experiment next to the others, each at its final checkpoint
-        comp = _campaign(m, [experiment, *others], drive)
-        comp_cols = ["experiment", *sorted({k for r in comp for k in r} - {"experiment"})]
-        comp_rows = [tuple(r.get(c, "") for c in comp_cols) for r in comp]
-        files += write_table(exp.tables_dir, "campaign_comparison", comp_cols, comp_rows)
-        if len(comp) > 1:
-            metric_cols = [c for c in comp_cols if c.startswith("accuracy")]
-            fig, ax = plt.subplots(figsize=(9, 4))
-            width = 0.8 / max(1, len(comp))
-            for i, r in enumerate(comp):
-                ax.bar([j + i * width for j in range(len(metric_cols))],
-                       [r.get(c, 0) or 0 for c in metric_cols], width, label=r["experiment"])
-            ax.set_xticks([j + width * (len(comp) - 1) / 2 for j in range(len(metric_cols))],
-                          [c.removeprefix("accuracy ") for c in metric_cols], rotation=20,
-                          ha="right")
-            ax.set_ylim(0, 1.05)
-            ax.legend(fontsize=8)
-            ax.set_title("campaign: accuracy by item group")
-            paths, png = save_figure(fig, exp.figures_dir, "campaign_comparison")
-            files += paths
-            images["Campaign comparison"] = png
-        sections.append(("Campaign comparison", html_table(comp_cols, comp_rows)))
+        sections = [accuracy_by_group(m, me, exp.figures_dir, files),
+                    learning_curve(m, me, exp.figures_dir, files),
+                    comparison(m, members, swept, exp.figures_dir, files)]
     finally:
         m.close()
-
-    title = f"baton report: {experiment}" + (f" (campaign {training.campaign})"
-                                             if training and training.campaign else "")
+    for s in sections:
+        files += write_table(exp.tables_dir, s.name, s.columns, s.rows, s.caption)
+    tracker.metrics({f"accuracy.{r[0]}": r[2] for r in sections[0].rows})
+    campaign = training.campaign if training else None
+    prov = Provenance(experiment, campaign, git_commit=training.git_commit if training else None,
+                      config_path=training.config_path if training else None,
+                      hyperparameters=me.hyper, jobs=job_ids(drive, experiment, job_tag()))
+    links = {"MLflow training run": mlflow_link(tracker, training.mlflow_run_id if training
+                                                else None),
+             "MLflow analysis run": mlflow_link(tracker, tracker.run_id),
+             **dagster_links(None, experiment, campaign)}
+    title = f"baton report: {experiment}" + (f" (campaign {campaign})" if campaign else "")
+    rows = prov.rows() + [(k, v) for k, v in links.items() if v]
     report = atomic_write(exp.reports_dir / "report.html",
-                          html_report(title, sections, images).encode())
+                          html_report(title, rows, sections).encode())
     files.append(report)
     kinds = {".png": "figure", ".pdf": "figure", ".csv": "table", ".tex": "table",
              ".html": "report"}
     manifest = atomic_write(exp.reports_dir / "manifest.json", json.dumps({
-        "experiment": experiment, "created": utcnow().isoformat(), "final_checkpoint": final,
+        "experiment": experiment, "created": prov.created, "final_checkpoint": me.final,
+        "final_step": me.final_step, "baton_version": prov.baton_version,
+        "git_commit": prov.git_commit, "hyperparameters": me.hyper,
+        "swept_hyperparameters": swept, "slurm_job_ids": prov.jobs,
         "outputs": [manifest_entry(f, kinds.get(f.suffix, "other")) for f in files]},
         indent=2).encode())
     return report, manifest, files
-
-
-def _campaign(m: Metrics, experiments: list[str], drive: DriveLayout) -> list[dict[str, Any]]:
-    out = []
-    for e in experiments:
-        training = _training(drive, e)
-        try:
-            final = final_checkpoint(m, e, training.total_steps if training else None)
-        except BatonError:
-            continue
-        f: Frame = m.query("SELECT metric, item_group, avg(value) FROM m WHERE experiment = ? "
-                           "AND checkpoint = ? GROUP BY 1, 2", [e, final])
-        row: dict[str, Any] = {"experiment": e}
-        for metric, group, value in f.rows:
-            if metric == "accuracy":
-                row[f"accuracy {group}"] = round(value, 4)
-        ppl = [v for metric, _, v in f.rows if metric == "perplexity"]
-        if ppl:
-            row["perplexity"] = round(float(np.mean(ppl)), 3)
-        out.append(row)
-    return out

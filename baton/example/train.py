@@ -12,6 +12,7 @@ from baton.config import Config
 from baton.example.evaluator import HELDOUT_FROM
 from baton.example.grammar import shipped_corpus
 from baton.example.model import Hyper, TinyLM, train
+from baton.fsio import atomic_write
 from baton.hook import training_complete
 from baton.tracking import Tracker
 
@@ -38,9 +39,13 @@ def train_example(config: Config, experiment: str, hyper: Hyper,
         shutil.rmtree(exp.final_dir)
     shutil.copytree(last, exp.final_dir)
     loss = float(json.loads((last / "metadata.json").read_text())["loss"])
+    # the training configuration the signal names: the analysis shows what a sweep varies
+    settings = atomic_write(exp.model_dir / "train_config.json",
+                            json.dumps(hyper.__dict__, indent=2).encode())
     log.info("trained %s: %d checkpoints, final loss %.3f", experiment, len(saved), loss)
     tracker.end()
     return training_complete(
         experiment, exp.final_dir, campaign=campaign, final_loss=round(loss, 6),
         total_steps=int(last.name.split("-")[1]), num_epochs=hyper.epochs,
-        checkpoints=saved[:-1], mlflow_run_id=tracker.run_id, config=config)
+        checkpoints=saved[:-1], mlflow_run_id=tracker.run_id, config_path=str(settings),
+        config=config)

@@ -58,7 +58,8 @@ def test_analysis_outputs(campaign: Config) -> None:
         assert (exp.tables_dir / f"{name}.csv").is_file()
         assert "\\begin{tabular}" in (exp.tables_dir / f"{name}.tex").read_text()
     rows = (exp.tables_dir / "accuracy_by_group.csv").read_text().splitlines()
-    assert rows[0] == "item_group,items,accuracy,ci_low,ci_high" and len(rows) == 5
+    assert rows[0] == ("item_group,items,accuracy (final checkpoint),95% CI low,95% CI high")
+    assert len(rows) == 5
     comparison = (exp.tables_dir / "campaign_comparison.csv").read_text()
     assert "slow" in comparison and "fast" in comparison  # the campaign, side by side
     curve = (exp.tables_dir / "learning_curve.csv").read_text().splitlines()
