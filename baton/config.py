@@ -173,6 +173,12 @@ class MLflowConfig(Section):
     tracking_uri: str | None = None
 
 
+class DagsterConfig(Section):
+    """Where people open the Dagster UI: the analysis report links its asset pages."""
+
+    url: str | None = None
+
+
 class SensorConfig(Section):
     interval_seconds: int = Field(default=15, ge=1)
     full_rescan_seconds: float = Field(default=600, gt=0)
@@ -328,6 +334,7 @@ class Config(Section):
         default_factory=default_state_dir)
     database_url: str | None = None
     mlflow: MLflowConfig = Field(default_factory=MLflowConfig)
+    dagster: DagsterConfig = Field(default_factory=DagsterConfig)
     slurm: SlurmConfig = Field(default_factory=SlurmConfig)
     stages: Annotated[dict[str, StageConfig], AfterValidator(_stage_names)] = Field(
         default_factory=_default_stages)

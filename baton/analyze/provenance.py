@@ -138,5 +138,5 @@ def dagster_links(dagster_url: str | None, experiment: str, campaign: str | None
     if campaign:
         pages["Dagster campaign_report"] = ("campaign_report", campaign)
     base = (dagster_url or "").rstrip("/")
-    return {what: f"{base}/assets/{asset}?partition={quote(part)}" if base
+    return {what: f"{base}/assets/{asset}?view=partitions&partition={quote(part)}" if base
             else f"asset {asset}, partition {part}" for what, (asset, part) in pages.items()}

@@ -120,7 +120,7 @@ def analyze(config: Config, experiment: str, compare: list[str] | None = None,
                   parent_run_id=training.mlflow_run_id if training else None,
                   tags={"baton.stage": "analysis", "baton.experiment": experiment})
     try:
-        outputs = _analyze(drive, experiment, training,
+        outputs = _analyze(config, experiment, training,
                            compare if compare is not None else
                            campaign_members(drive, campaign, experiment), tracker, exp)
     except Exception as exc:
@@ -152,9 +152,10 @@ def _member(m: Metrics, drive: DriveLayout, name: str) -> Member | None:
     return Member(name, final, step_of(final, step), hyperparameters(training))
 
 
-def _analyze(drive: DriveLayout, experiment: str, training: TrainingComplete | None,
+def _analyze(config: Config, experiment: str, training: TrainingComplete | None,
              others: list[str], tracker: Tracker, exp: ExperimentLayout
              ) -> tuple[Path, Path, list[Path]]:
+    drive = config.drive
     m = Metrics(drive, [experiment, *others])
     try:
         me = _member(m, drive, experiment)
@@ -178,9 +179,9 @@ def _analyze(drive: DriveLayout, experiment: str, training: TrainingComplete | N
     links = {"MLflow training run": mlflow_link(tracker, training.mlflow_run_id if training
                                                 else None),
              "MLflow analysis run": mlflow_link(tracker, tracker.run_id),
-             **dagster_links(None, experiment, campaign)}
+             **dagster_links(config.dagster.url, experiment, campaign)}
     title = f"baton report: {experiment}" + (f" (campaign {campaign})" if campaign else "")
-    rows = prov.rows() + [(k, v) for k, v in links.items() if v]
+    rows = prov.rows() + [(k, v or "not recorded") for k, v in links.items()]
     report = atomic_write(exp.reports_dir / "report.html",
                           html_report(title, rows, sections).encode())
     files.append(report)

@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 
 from baton.analyze.run import analyze
-from baton.config import Config, load_config
+from baton.config import Config, DagsterConfig, load_config
 from baton.evaluate.harness import evaluate
 from baton.example.model import Hyper
 from baton.example.train import train_example
 from baton.signals import TrainingComplete, read_signal
 
 RATES = {"demo-lr0p05": 0.05, "demo-lr0p8": 0.8}
+DAGSTER = "http://dagster.lab:3000"  # dagster.url: where the report links its assets
 EVAL_JOB, ANALYSIS_JOB = "31", "77"
 
 
@@ -23,6 +24,7 @@ def demo_campaign(tmp: Path) -> tuple[Config, Path]:
     """The campaign and the report of its first experiment."""
     config = load_config(env={"SHARED_DRIVE": str(tmp / "drive"),
                               "BATON_STATE_DIR": str(tmp / "state")})
+    config = config.model_copy(update={"dagster": DagsterConfig(url=DAGSTER + "/")})
     config.drive.create()
     with pytest.MonkeyPatch.context() as env:
         for name, lr in RATES.items():

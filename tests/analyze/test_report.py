@@ -10,20 +10,18 @@ import csv
 import re
 from pathlib import Path
 
-import pytest
-
 import baton
 from baton.analyze.summary import summarize
 from baton.config import Config
 from baton.signals import TrainingComplete, read_signal
-from tests.analyze.report_campaign import ANALYSIS_JOB, EVAL_JOB, RATES, demo_campaign
+from tests.analyze.report_campaign import (
+    ANALYSIS_JOB,
+    DAGSTER,
+    EVAL_JOB,
+    RATES,
+)
 
 ME = "demo-lr0p05"
-
-
-@pytest.fixture(scope="module")
-def campaign(tmp_path_factory: pytest.TempPathFactory) -> tuple[Config, Path]:
-    return demo_campaign(tmp_path_factory.mktemp("demo"))
 
 
 def table(config: Config, name: str) -> list[dict[str, str]]:
@@ -51,9 +49,14 @@ def test_provenance_block(campaign: tuple[Config, Path]) -> None:
                         ("training configuration", training.config_path),
                         ("hyperparameters", "lr=0.05"),
                         ("Slurm job ids", f"evaluation {EVAL_JOB}; analysis {ANALYSIS_JOB}"),
-                        ("Dagster analysis_report", f"partition {ME}"),
-                        ("training git commit", "not recorded")):
-        assert re.search(f"<dt>{what}</dt><dd>[^<]*{re.escape(value)}", block), (what, block)
+                        ("Dagster analysis_report", f"<a href='{DAGSTER}/assets/analysis_report"
+                         f"?view=partitions&amp;partition={ME}'>"),
+                        ("Dagster campaign_report", "campaign_report?view=partitions&amp;"
+                         "partition=demo"),
+                        ("training git commit", "not recorded"),
+                        ("MLflow analysis run", "not recorded")):  # no MLflow configured
+        assert re.search(f"<dt>{what}</dt><dd>(<a [^>]*>)?[^<]*{re.escape(value)}", block), \
+            (what, block)
     assert re.search(r"<dt>created \(UTC\)</dt><dd>\d{4}-\d\d-\d\dT", block)
 
 
