@@ -34,6 +34,9 @@ from prometheus.sdk import (
     QueryVariable,
     ReduceDataOptions,
     Row,
+    TooltipDisplayMode,
+    VizLegendOptions,
+    VizTooltipOptions,
     bargauge,
     dm,
     table,
@@ -42,8 +45,23 @@ from prometheus.sdk import (
 
 HERE = Path(__file__).parent
 OUT = HERE / "grafana"
-NOT_EXPORTED = ("The curators' notes, started_at and expected_end are not exported: "
-                "`baton campaign list` shows them.")
+STARTED = f"baton_campaign_started_timestamp_seconds{{{CAMPAIGN}}}"
+EXPECTED_END = f"baton_campaign_expected_end_timestamp_seconds{{{CAMPAIGN}}}"
+RATIO = f"baton_campaign_completion_ratio{{{CAMPAIGN}}}"
+# the share of the planned time (started_at to expected_end) gone by, 0..100
+SCHEDULE = (f"100 * clamp_max(clamp_min((time() - {STARTED}) / ({EXPECTED_END} - {STARTED}), "
+            "0), 1)")
+SCHEDULE_TEXT = ("Started, expected end and notes are the curators' (`baton campaign set "
+                 "--started ... --expected-end ... --note ...`); absent until they set them.")
+
+
+def with_notes(expr: str) -> str:
+    """``expr`` (one series per campaign) with the campaign's display name, and its notes
+    where it has some: the label a tooltip shows."""
+    named = (f"{expr} * on(campaign, type) group_left(display_name) "
+             "baton_campaign_info")
+    return (f"({named}) * on(campaign, type) group_left(notes) baton_campaign_notes_info "
+            f"or ({named} unless on(campaign, type) baton_campaign_notes_info)")
 
 
 def progress_column(column: str) -> str:
@@ -96,12 +114,27 @@ def progress_row() -> list[Any]:
     return [
         joined_table("Active campaigns (priority order)", {
             "priority": f"baton_campaign_priority{{{CAMPAIGN}}}",
-            "completion": f"100 * baton_campaign_completion_ratio{{{CAMPAIGN}}}",
+            "completion": f"100 * {RATIO}",
             "expected": f"baton_campaign_expected_jobs{{{CAMPAIGN}}} and on(campaign, type) "
-                        f"baton_campaign_priority"},
+                        f"baton_campaign_priority",
+            "started": f"1000 * {STARTED}",
+            "expected end": f"1000 * {EXPECTED_END}",
+            "time gone": SCHEDULE,
+            "time left": f"{EXPECTED_END} - time()",
+            # the ETA: the end if the campaign goes on at its pace so far
+            "projected end": f"1000 * ({STARTED} + (time() - {STARTED}) / ({RATIO} > 0))"},
             ["campaign", "type", "display_name"], 9, 8, sort_by="priority",
-            labels_from=f"baton_campaign_info{{{CAMPAIGN}}}", description=NOT_EXPORTED,
-            colors={"completion": dm.FieldColorModeId.CONTINUOUS_GREENS}),
+            labels_from=[f"baton_campaign_info{{{CAMPAIGN}}}",
+                         f"baton_campaign_notes_info{{{CAMPAIGN}}}"],
+            units={"started": "dateTimeAsIso", "expected end": "dateTimeAsIso",
+                   "time left": "s", "projected end": "dateTimeAsIso"},
+            colors={"completion": dm.FieldColorModeId.CONTINUOUS_GREENS,
+                    "time gone": dm.FieldColorModeId.CONTINUOUS_BLUES},
+            tooltips=["notes"],
+            description="Completion (finished over expected jobs) beside the time gone by "
+                        "of the planned time (started to expected end); the projected end "
+                        "is the ETA at the pace so far (started + time so far / completion). "
+                        "Hover a note for its whole text. " + SCHEDULE_TEXT),
         joined_table("Progress by campaign and stage", {
             **{c: progress_column(c) for c in ("expected", "submitted", "running",
                                                "finished", "failed")},
@@ -119,11 +152,21 @@ def progress_row() -> list[Any]:
 def campaigns_row() -> list[Any]:
     """One panel per selected campaign, titled with its display name."""
     return [
-        tiles("${campaign:text}", [target(
-            f"100 * baton_campaign_completion_ratio{{{CAMPAIGN}}}", "completion")], 6, 5,
+        panel(timeseries.Panel(), "Progress against plan", [
+            target(with_notes(f"100 * {RATIO}"), "{{display_name}}: done. {{notes}}"),
+            target(with_notes(SCHEDULE), "{{display_name}}: time gone. {{notes}}")], 24, 7,
+            unit="percent",
+            description="Each active campaign's completion and the share of its planned "
+                        "time gone by; hover a line for the campaign's display name and "
+                        "its curators' notes. " + SCHEDULE_TEXT)
+        .min(0).max(100).legend(VizLegendOptions().show_legend(False))
+        .tooltip(VizTooltipOptions().mode(TooltipDisplayMode.MULTI)),
+        tiles("${campaign:text}", [
+            target(f"100 * {RATIO}", "completion"), target(SCHEDULE, "time gone")], 6, 5,
             unit="percent",
             description="Completion of the campaign (finished over expected jobs) and its "
-                        "trend. " + NOT_EXPORTED)
+                        "trend, beside the share of its planned time gone by. "
+                        + SCHEDULE_TEXT)
         .graph_mode(BigValueGraphMode.AREA).min(0).max(100)
         .color_scheme(FieldColor().mode(dm.FieldColorModeId.CONTINUOUS_RD_YL_GR))
         .repeat("campaign").repeat_direction("h").max_per_row(4),

@@ -106,23 +106,27 @@ def scaled(scheme: dm.FieldColorModeId) -> list[dm.DynamicConfigValue]:
 
 def joined_table(title: str, columns: dict[str, str], keys: list[str], w: int, h: int,
                  sort_by: str | None = None, units: dict[str, str] | None = None,
-                 labels_from: str | None = None, description: str = "",
-                 colors: dict[str, dm.FieldColorModeId] | None = None) -> table.Panel:
+                 labels_from: list[str] | None = None, description: str = "",
+                 colors: dict[str, dm.FieldColorModeId] | None = None,
+                 tooltips: list[str] | None = None) -> table.Panel:
     """One table row per ``keys``, one column per instant query: the seed's progress
     table. Grafana merges the queries on their labels and names the values;
-    ``labels_from`` is a query that only brings labels (its value column is hidden);
-    ``colors`` are percentage columns whose cells scale in that color scheme."""
-    exprs = [*columns.values(), *([labels_from] if labels_from else [])]
+    ``labels_from`` are queries that only bring labels (their value columns are hidden,
+    their labels come after the values); ``colors`` are percentage columns whose cells
+    scale in that color scheme; ``tooltips`` are text columns kept narrow, whose whole
+    text shows on hover (Grafana's cell inspect)."""
+    extra = labels_from or []
+    exprs = [*columns.values(), *extra]
     names = {f"Value #{chr(ord('A') + i)}": name for i, name in enumerate(columns)}
     hidden = {"Time": True}
-    if labels_from:
-        hidden[f"Value #{chr(ord('A') + len(columns))}"] = True
+    for i in range(len(extra)):
+        hidden[f"Value #{chr(ord('A') + len(columns) + i)}"] = True
     p = panel(table.Panel(), title, [target(e, table_format=True) for e in exprs], w, h,
               description=description)
     p.with_transformation(dm.DataTransformerConfig(id_val="merge", options={}))
     p.with_transformation(dm.DataTransformerConfig(id_val="organize", options={
         "excludeByName": hidden,
-        "indexByName": {k: i for i, k in enumerate([*keys, *columns])},
+        "indexByName": {k: i for i, k in enumerate([*keys, *columns, *(tooltips or [])])},
         "renameByName": names}))
     if sort_by:
         p.with_transformation(dm.DataTransformerConfig(
@@ -131,4 +135,7 @@ def joined_table(title: str, columns: dict[str, str], keys: list[str], w: int, h
         p.override_by_name(col, [dm.DynamicConfigValue(id_val="unit", value=unit)])
     for col, scheme in (colors or {}).items():
         p.override_by_name(col, scaled(scheme))
+    for col in tooltips or []:
+        p.override_by_name(col, [dm.DynamicConfigValue(id_val="custom.inspect", value=True),
+                                 dm.DynamicConfigValue(id_val="custom.width", value=160)])
     return p

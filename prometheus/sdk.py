@@ -7,7 +7,11 @@ import warnings
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     from grafana_foundation_sdk.builders import bargauge, stat, table, timeseries
-    from grafana_foundation_sdk.builders.common import ReduceDataOptions
+    from grafana_foundation_sdk.builders.common import (
+        ReduceDataOptions,
+        VizLegendOptions,
+        VizTooltipOptions,
+    )
     from grafana_foundation_sdk.builders.dashboard import (
         Dashboard,
         FieldColor,
@@ -19,10 +23,14 @@ with warnings.catch_warnings():
     from grafana_foundation_sdk.cog.encoder import JSONEncoder
     from grafana_foundation_sdk.cog.plugins import register_default_plugins
     from grafana_foundation_sdk.models import dashboard as dm
-    from grafana_foundation_sdk.models.common import BigValueColorMode, BigValueGraphMode
+    from grafana_foundation_sdk.models.common import (
+        BigValueColorMode,
+        BigValueGraphMode,
+        TooltipDisplayMode,
+    )
     from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
 __all__ = ["BigValueColorMode", "BigValueGraphMode", "Dashboard", "Dataquery", "FieldColor",
            "JSONEncoder", "PromQueryFormat", "QueryVariable", "ReduceDataOptions", "Row",
-           "ThresholdsConfig",
+           "ThresholdsConfig", "TooltipDisplayMode", "VizLegendOptions", "VizTooltipOptions",
            "bargauge", "dm", "register_default_plugins", "stat", "table", "timeseries"]

@@ -28,6 +28,7 @@ from baton.exporter.job_tally import JobTally, SubmitFailure
 from baton.exporter.lifetime import lifetime_metrics
 from baton.exporter.repairs import supervision_metrics
 from baton.exporter.requests import runs_given_up
+from baton.exporter.schedule import schedule_metrics
 from baton.exporter.snapshot import Snapshot
 from baton.jobstatus.ingest import set_aside_files
 from baton.ledger import Ledger
@@ -137,6 +138,7 @@ class BatonCollector:
             "`baton db rebuild`, or `baton db adopt`", value=len(held)))
         out.append(runs_given_up(self.ledger))
         out += campaign_metrics(self.ledger)
+        out += schedule_metrics(self.ledger)
         out += status_metrics(self.ledger, self.config)
         out.append(self._integrity_metric())
         out += lifetime_metrics(self.ledger)

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import time
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import yaml
@@ -19,7 +20,9 @@ from baton.alert_rules import EXPORTER_UP
 from baton.config import Config
 from baton.exporter.collector import BatonCollector, QueueSnapshot
 from baton.exporter.dashboard import DASHBOARD_STATES
-from baton.ledger import open_ledger
+from baton.exporter.schedule import NOTE_CHARS, note
+from baton.ledger import Ledger, open_ledger
+from baton.slurm.states import JobStatus
 from prometheus.dashboards import OUT, dashboard, provisioning, queries
 from prometheus.panels import STATE_COLORS
 from prometheus.sdk import JSONEncoder, dm, register_default_plugins
@@ -27,6 +30,22 @@ from tests.conftest import require
 from tests.e2e.harness import free_port
 from tests.prometheus.grafana_variables import instant_query, substitute, variable_values
 from tests.prometheus.server import start_prometheus
+
+STARTED = datetime(2026, 1, 5, tzinfo=UTC)
+NOTES = "node gpu07 drained;\n rerun lr 0.8 after the fix"
+
+
+def scheduled(config: Config, ledger: Ledger, tag: str, **values: object) -> None:
+    """An active campaign with the curators' schedule and notes, and one finished job."""
+    ledger.claim_submission("c1", stage="evaluation", experiment="e1", backend="local",
+                            campaign=tag)
+    done = ledger.claim_submission("c2", stage="evaluation", experiment="e2",
+                                   backend="sbatch", campaign=tag)
+    ledger.mark_submitted(done.row_id, "902", submitted_at=STARTED)
+    ledger.apply_statuses({"902": JobStatus(job_id="902", state="COMPLETED")})
+    ledger.note_campaign(tag, None, "test", config.campaigns)
+    ledger.update_campaign(tag, active=True, started_at=STARTED, notes=NOTES,
+                           expected_end=datetime.now(UTC) + timedelta(days=30), **values)
 
 
 def test_generated_files_are_up_to_date() -> None:
@@ -130,16 +149,14 @@ def test_campaign_filters_every_panel_it_can(config: Config) -> None:
     says in its description that it is not per campaign. Which metrics have the label is
     read from a real scrape of the exporter (a ledger with a campaign, activated)."""
     ledger = open_ledger(config.ledger_url, init=True)
-    ledger.claim_submission("c1", stage="evaluation", experiment="e1", backend="local",
-                            campaign="camp")
-    ledger.note_campaign("camp", None, "test", config.campaigns)
-    ledger.update_campaign("camp", active=True)
+    scheduled(config, ledger, "camp")
     registry = CollectorRegistry(auto_describe=False)
     registry.register(BatonCollector(config, ledger, QueueSnapshot(lambda: Counter())))
     with_campaign = {s.name.removesuffix("_bucket") for fam in registry.collect()
                      for s in fam.samples if "campaign" in s.labels}
-    assert {"baton_campaign_jobs", "baton_progress_tasks", "baton_campaign_info"} <= \
-        with_campaign
+    assert {"baton_campaign_jobs", "baton_progress_tasks", "baton_campaign_info",
+            "baton_campaign_started_timestamp_seconds", "baton_campaign_notes_info",
+            "baton_campaign_expected_end_timestamp_seconds"} <= with_campaign
     filtered = 0
     for p in dashboard()["panels"]:
         exprs = [t["expr"] for t in p.get("targets", [])]
@@ -153,6 +170,34 @@ def test_campaign_filters_every_panel_it_can(config: Config) -> None:
         else:
             assert "Not per campaign:" in p.get("description", ""), p["title"]
     assert filtered >= 5  # row 1 tiles, completion, the two tables
+
+
+def test_notes_are_one_short_line() -> None:
+    assert note(NOTES) == "node gpu07 drained; rerun lr 0.8 after the fix"
+    long = note("x " * 500)
+    assert len(long) == NOTE_CHARS and long.endswith("…")
+
+
+def test_schedule_and_notes_on_the_dashboard() -> None:
+    """ETA and progress from started_at / expected_end beside completion; the notes as a
+    column whose whole text shows on hover, and in the plan's tooltips."""
+    board = dashboard()
+    by_title = {p["title"]: p for p in board["panels"]}
+    active = by_title["Active campaigns (priority order)"]
+    index = next(t for t in active["transformations"] if t["id"] == "organize"
+                 )["options"]["indexByName"]
+    assert sorted(index, key=index.__getitem__) == [
+        "campaign", "type", "display_name", "priority", "completion", "expected", "started",
+        "expected end", "time gone", "time left", "projected end", "notes"]
+    cells = overrides(active)
+    assert cells["notes"]["custom.inspect"] is True
+    assert cells["projected end"]["unit"] == cells["started"]["unit"] == "dateTimeAsIso"
+    exprs = [t["expr"] for t in active["targets"]]
+    assert any("baton_campaign_expected_end_timestamp_seconds" in e and "time()" in e
+               for e in exprs)
+    repeated = next(p for p in board["panels"] if p.get("repeat") == "campaign")
+    assert [t["legendFormat"] for t in repeated["targets"]] == ["completion", "time gone"]
+    assert "not exported" not in json.dumps(board)
 
 
 def test_exporter_health_is_on_the_dashboard() -> None:
@@ -170,10 +215,7 @@ def test_variables_and_queries_on_a_real_prometheus(config: Config, tmp_path: Pa
             "prometheus is not installed (apt-get install prometheus)")
     tag, name = "sweep.lr-2", "Sweep (lr) #2"  # a dot to escape, a display name to show
     ledger = open_ledger(config.ledger_url, init=True)
-    ledger.claim_submission("c1", stage="evaluation", experiment="e1", backend="local",
-                            campaign=tag)
-    ledger.note_campaign(tag, None, "test", config.campaigns)
-    ledger.update_campaign(tag, active=True, display_name=name)
+    scheduled(config, ledger, tag, display_name=name)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(BatonCollector(config, ledger, QueueSnapshot(lambda: Counter())))
     exporter_port, prom_port = free_port(), free_port()
@@ -206,6 +248,30 @@ def test_variables_and_queries_on_a_real_prometheus(config: Config, tmp_path: Pa
                           if p["title"] == "Completion per campaign")
         assert [r["metric"]["display_name"] for r in query(substitute(completion, values))
                 ] == [name]
+        # the schedule: started and expected end exported; time gone, time left and the
+        # projected end (ETA) computed from them; the notes a label the tooltips show
+        [started] = query("baton_campaign_started_timestamp_seconds")
+        assert float(started["value"][1]) == STARTED.timestamp()
+        by_title = {p["title"]: p for p in board["panels"]}
+        active = by_title["Active campaigns (priority order)"]
+        columns = next(t for t in active["transformations"] if t["id"] == "organize"
+                       )["options"]["renameByName"]
+        results = {columns.get(f"Value #{t['refId']}", t["refId"]): query(
+            substitute(t["expr"], values)) for t in active["targets"]}
+        assert 0 < float(results["time gone"][0]["value"][1]) < 100
+        assert 29 * 86400 < float(results["time left"][0]["value"][1]) <= 30 * 86400
+        assert STARTED.timestamp() * 1000 < float(results["projected end"][0]["value"][1])
+        notes = active["targets"][-1]  # a labels-only query: the notes column
+        assert [r["metric"]["notes"] for r in query(substitute(notes["expr"], values))
+                ] == [note(NOTES)]
+        plan = by_title["Progress against plan"]
+        for t in plan["targets"]:
+            [series] = query(substitute(t["expr"], values))
+            assert (series["metric"]["display_name"], series["metric"]["notes"]) == (
+                name, note(NOTES))
+            assert "{{notes}}" in t["legendFormat"]
+        assert plan["options"]["tooltip"]["mode"] == "multi"
+        assert not plan["options"]["legend"]["showLegend"]  # the names show on hover
     finally:
         prom.terminate()
         prom.wait(30)
