@@ -15,7 +15,9 @@ from urllib.parse import quote
 import yaml
 
 import baton
+from baton.config import Config
 from baton.errors import BatonError
+from baton.evaluate.harness import job_tag
 from baton.layout import DriveLayout
 from baton.signals import EvalComplete, TrainingComplete, read_signal, utcnow
 from baton.tracking import Tracker
@@ -35,7 +37,7 @@ class Provenance:
     config_path: str | None = None
     hyperparameters: dict[str, Scalar] = field(default_factory=dict)
     jobs: dict[str, list[str]] = field(default_factory=dict)  # stage -> Slurm job ids
-    links: dict[str, str] = field(default_factory=dict)  # what -> URL (or run id)
+    links: dict[str, str | None] = field(default_factory=dict)  # what -> URL (or run id)
 
     def rows(self) -> list[tuple[str, str]]:
         """(what, value) lines of the report's provenance block; unknowns said so."""
@@ -46,7 +48,23 @@ class Provenance:
                 ("created (UTC)", self.created), ("baton version", self.baton_version),
                 ("training git commit", self.git_commit or unknown),
                 ("training configuration", self.config_path or unknown),
-                ("hyperparameters", hyper or unknown), ("Slurm job ids", jobs or unknown)]
+                ("hyperparameters", hyper or unknown), ("Slurm job ids", jobs or unknown),
+                *((k, v or unknown) for k, v in self.links.items())]
+
+
+def provenance(config: Config, tracker: Tracker, experiment: str,
+               training: TrainingComplete | None, hyper: dict[str, Scalar]) -> Provenance:
+    """The report's provenance, from the training signal, the evaluation's signals, this
+    job, MLflow and ``dagster.url``."""
+    campaign = training.campaign if training else None
+    return Provenance(
+        experiment, campaign, git_commit=training.git_commit if training else None,
+        config_path=training.config_path if training else None, hyperparameters=hyper,
+        jobs=job_ids(config.drive, experiment, training, job_tag()),
+        links={"MLflow training run": mlflow_link(tracker, training.mlflow_run_id
+                                                  if training else None),
+               "MLflow analysis run": mlflow_link(tracker, tracker.run_id),
+               **dagster_links(config.dagster.url, experiment, campaign)})
 
 
 def _flat(doc: Any, prefix: str = "") -> dict[str, Scalar]:
@@ -91,17 +109,14 @@ def varying(per_experiment: dict[str, dict[str, Scalar]]) -> list[str]:
     return [k for k in names if len({repr(h.get(k)) for h in per_experiment.values()}) > 1]
 
 
-def job_ids(drive: DriveLayout, experiment: str, analysis_job: str) -> dict[str, list[str]]:
+def job_ids(drive: DriveLayout, experiment: str, training: TrainingComplete | None,
+            analysis_job: str) -> dict[str, list[str]]:
     """Slurm job ids by stage: the training's (a ``slurm_job_id`` field of its signal),
     the evaluation's (its tasks' signals) and this analysis' own (``0``: by hand)."""
     exp = drive.experiment(experiment)
     out: dict[str, list[str]] = {}
-    try:
-        training = read_signal(exp.training_signal).signal
-        if job := training.extra_fields().get("slurm_job_id"):
-            out["training"] = [str(job)]
-    except BatonError:
-        pass
+    if training and (job := training.extra_fields().get("slurm_job_id")):
+        out["training"] = [str(job)]
     evals = set()
     for path in [exp.eval_complete_signal, *sorted(exp.eval_dir.glob("tasks/*/.eval_complete"))]:
         try:

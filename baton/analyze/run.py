@@ -14,14 +14,7 @@ from pathlib import Path
 
 from baton.analyze.data import Metrics, last_checkpoint, step_of
 from baton.analyze.outputs import html_report, manifest_entry, write_table
-from baton.analyze.provenance import (
-    Provenance,
-    dagster_links,
-    hyperparameters,
-    job_ids,
-    mlflow_link,
-    varying,
-)
+from baton.analyze.provenance import hyperparameters, provenance, varying
 from baton.analyze.sections import Member, accuracy_by_group, comparison, learning_curve
 from baton.config import Config
 from baton.errors import BatonError
@@ -172,18 +165,11 @@ def _analyze(config: Config, experiment: str, training: TrainingComplete | None,
     for s in sections:
         files += write_table(exp.tables_dir, s.name, s.columns, s.rows, s.caption)
     tracker.metrics({f"accuracy.{r[0]}": r[2] for r in sections[0].rows})
-    campaign = training.campaign if training else None
-    prov = Provenance(experiment, campaign, git_commit=training.git_commit if training else None,
-                      config_path=training.config_path if training else None,
-                      hyperparameters=me.hyper, jobs=job_ids(drive, experiment, job_tag()))
-    links = {"MLflow training run": mlflow_link(tracker, training.mlflow_run_id if training
-                                                else None),
-             "MLflow analysis run": mlflow_link(tracker, tracker.run_id),
-             **dagster_links(config.dagster.url, experiment, campaign)}
-    title = f"baton report: {experiment}" + (f" (campaign {campaign})" if campaign else "")
-    rows = prov.rows() + [(k, v or "not recorded") for k, v in links.items()]
+    prov = provenance(config, tracker, experiment, training, me.hyper)
+    title = f"baton report: {experiment}" + (f" (campaign {prov.campaign})"
+                                             if prov.campaign else "")
     report = atomic_write(exp.reports_dir / "report.html",
-                          html_report(title, rows, sections).encode())
+                          html_report(title, prov.rows(), sections).encode())
     files.append(report)
     kinds = {".png": "figure", ".pdf": "figure", ".csv": "table", ".tex": "table",
              ".html": "report"}
