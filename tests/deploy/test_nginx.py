@@ -130,8 +130,9 @@ def basic(user: str, password: str) -> str:
 
 
 @contextmanager
-def services(tmp: Path) -> Iterator[tuple[Proxy, Pipeline]]:
-    """nginx, the read-only Dagster webserver and MLflow, each in a session of its own."""
+def services(tmp: Path) -> Iterator[Proxy]:
+    """nginx, the read-only Dagster webserver (on a Dagster instance and baton.yaml of
+    ``tmp``) and MLflow, each in a session of its own."""
     require(shutil.which("nginx") is not None, "nginx is not installed (apt-get install "
             "nginx-light)")
     ports = {name: free_port() for name in ("http", "https", "dagster", "mlflow")}
@@ -163,7 +164,7 @@ def services(tmp: Path) -> Iterator[tuple[Proxy, Pipeline]]:
         wait_until("the Dagster UI through nginx", lambda: proxy.up("/dagster/server_info"),
                    procs, tmp)
         wait_until("MLflow through nginx", lambda: proxy.up("/mlflow/health"), procs, tmp)
-        yield proxy, pipeline
+        yield proxy
     finally:
         for proc in procs.values():
             if proc.poll() is None:
@@ -192,7 +193,7 @@ def shot(page: Page, url: str, name: str, ready: Callable[[str], bool]) -> str:
 
 def test_nginx_in_front_of_the_read_only_dagster_ui_and_mlflow(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with services(tmp_path) as (proxy, _pipeline):
+    with services(tmp_path) as proxy:
         # nothing gets through without the right credentials
         for path in ("/dagster/", "/dagster/graphql", "/mlflow/", "/mlflow/health"):
             status, headers, _ = proxy.get(path)

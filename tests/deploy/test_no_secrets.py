@@ -52,8 +52,8 @@ def forms(user: str, password: str) -> list[str]:
     return found + ([password] if len(password) >= 12 else [])
 
 
-def leaks(text: str, secrets: dict[str, list[str]]) -> list[str]:
-    return [f"{name} ({form!r})" for name, many in secrets.items() for form in many
+def leaks(text: str, wanted: dict[str, list[str]]) -> list[str]:
+    return [f"{name} ({form!r})" for name, many in wanted.items() for form in many
             if form in text]
 
 
@@ -136,8 +136,8 @@ def dagster_events(site: InProcess) -> str:
 
 
 def scrape(env: dict[str, str], folder: Path) -> str:
-    """The exporter with a web config, on the same ledger: /metrics with the password, and
-    what the exporter logged meanwhile."""
+    """/metrics of the exporter with a web config, on the same ledger, fetched with the
+    password (what the exporter logs goes to ``folder``/exporter.out)."""
     web = web_config(folder)
     port = free_port()
     with open(folder / "exporter.out", "wb") as out:
