@@ -1,13 +1,15 @@
 """deploy/nginx/baton.conf, run by a real nginx in front of a real `dagster-webserver
 --read-only` and a real MLflow server: without credentials (or with wrong ones) 401; with
-them the pages load in Chromium, MLflow's client works through it, and a GraphQL mutation
-that would launch a run or a backfill is refused. The password hashes nginx is documented to
-take (bcrypt, SHA-512 crypt, apr1) each let their user in."""
+them the pages load in Chromium and MLflow's client works through it; plain HTTP is
+redirected to HTTPS; a GraphQL mutation that would launch a run or a backfill is refused.
+The password hashes nginx is documented to take (bcrypt, SHA-512 crypt, apr1) each let
+their user in."""
 
 from __future__ import annotations
 
 import base64
 import getpass
+import http.client
 import json
 import os
 import shutil
@@ -93,8 +95,9 @@ def wait_until(what: str, ok: Callable[[], bool], procs: dict[str, subprocess.Po
 class Proxy:
     """HTTPS requests to the nginx under test, trusting its self-signed certificate."""
 
-    def __init__(self, port: int, ca: Path) -> None:
+    def __init__(self, port: int, plain_port: int, ca: Path) -> None:
         self.base = f"https://localhost:{port}"
+        self.plain_port = plain_port
         self.tls = ssl.create_default_context(cafile=str(ca))
 
     def get(self, path: str, user: str | None = None, password: str | None = None,
@@ -160,7 +163,7 @@ def services(tmp: Path) -> Iterator[Proxy]:
                 procs[name] = subprocess.Popen(argv, cwd=ROOT, env=pipeline.env, stdout=log,
                                                stderr=subprocess.STDOUT,
                                                start_new_session=True)
-        proxy = Proxy(ports["https"], tmp / "nginx.crt")
+        proxy = Proxy(ports["https"], ports["http"], tmp / "nginx.crt")
         wait_until("the Dagster UI through nginx", lambda: proxy.up("/dagster/server_info"),
                    procs, tmp)
         wait_until("MLflow through nginx", lambda: proxy.up("/mlflow/health"), procs, tmp)
@@ -200,6 +203,11 @@ def test_nginx_in_front_of_the_read_only_dagster_ui_and_mlflow(
             assert status == 401 and headers["WWW-Authenticate"] == 'Basic realm="baton"', \
                 (path, status)
             assert proxy.get(path, "alice", "not-" + USERS["alice"])[0] == 401, path
+        plain = http.client.HTTPConnection("127.0.0.1", proxy.plain_port, timeout=30)
+        plain.request("GET", "/dagster/runs", headers={"Host": "localhost"})
+        moved = plain.getresponse()
+        assert (moved.status, moved.getheader("Location")) == (
+            301, "https://localhost/dagster/runs"), moved.status  # plain HTTP: to HTTPS
         for user in USERS:  # bcrypt, SHA-512 crypt and apr1 hashes
             assert proxy.get("/dagster/server_info", user)[0] == 200, user
 
@@ -231,6 +239,7 @@ def test_nginx_in_front_of_the_read_only_dagster_ui_and_mlflow(
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", USERS["bob"])
         monkeypatch.setenv("MLFLOW_TRACKING_SERVER_CERT_PATH",
                            str(tmp_path / "nginx.crt"))
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "120")  # baton's tracker sets 5
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(proxy.base + "/mlflow")
