@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -169,8 +170,18 @@ class SlurmConfig(Section):
     stale_claim_seconds: float = Field(default=600, gt=0)
 
 
+def _no_password(uri: str | None) -> str | None:
+    """The tracking URI goes into every job script, every MLflow link of the Dagster
+    metadata and `baton config show`: a password in it would be in all of them."""
+    if uri and urlsplit(uri).password is not None:
+        raise ValueError("has a password in it, which would be written into job scripts "
+                         "and links: give it in MLFLOW_TRACKING_PASSWORD (the user in "
+                         "MLFLOW_TRACKING_USERNAME) instead")
+    return uri
+
+
 class MLflowConfig(Section):
-    tracking_uri: str | None = None
+    tracking_uri: Annotated[str | None, AfterValidator(_no_password)] = None
 
 
 class DagsterConfig(Section):

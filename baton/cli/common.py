@@ -20,18 +20,11 @@ def config_from(args: argparse.Namespace) -> Config:
     return config
 
 
-def safe_url(url: str) -> str:
-    """The URL without its password: nothing secret in logs or output."""
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
-
-
 def read_only_ledger(config: Config) -> tuple[Ledger | None, str]:
     """The ledger opened read-only if there is one (a missing one is not created)."""
-    from baton.ledger import LedgerMissing, LedgerUnavailable, open_ledger
+    from baton.ledger import LedgerMissing, LedgerUnavailable, display_url, open_ledger
 
-    url = safe_url(config.ledger_url)
+    url = display_url(config.ledger_url)
     try:
         return open_ledger(config.ledger_url, read_only=True), f"ledger {url} (read only)"
     except LedgerMissing:

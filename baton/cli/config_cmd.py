@@ -5,15 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 
-from baton.cli.common import config_from, safe_url
+from baton.cli.common import config_from
 
 
 def cmd_config_show(args: argparse.Namespace) -> int:
     import yaml
 
+    from baton.ledger import display_url
+
     config = config_from(args)
     doc = json.loads(config.model_dump_json())
-    doc["database_url"] = safe_url(config.ledger_url)  # the one in use, default included
+    doc["database_url"] = display_url(config.ledger_url)  # the one in use, default included
     print(f"# from {config.source} and the environment")
     print(yaml.safe_dump(doc, sort_keys=False), end="")
     return 0

@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from baton.cli import argtypes
-from baton.cli.common import config_from, safe_url
+from baton.cli.common import config_from
 
 if TYPE_CHECKING:
     from baton.layout import DriveLayout
 
 
 def cmd_db(args: argparse.Namespace) -> int:
-    from baton.ledger import Ledger
+    from baton.ledger import Ledger, display_url
 
     config = config_from(args)
     if args.db_command == "init":  # the drive first: a site it cannot set up gets no ledger
@@ -31,11 +31,11 @@ def cmd_db(args: argparse.Namespace) -> int:
             before, after = ledger.init()
             what = "created" if before is None else ("upgraded" if before != after
                                                      else "already at head")
-            print(f"ledger {safe_url(config.ledger_url)}: {what} (schema {after})")
+            print(f"ledger {display_url(config.ledger_url)}: {what} (schema {after})")
             return 0
         ledger.revision()  # a missing or unreachable ledger: one line, not a report
         report = ledger.check()
-        print(f"ledger {safe_url(config.ledger_url)}")
+        print(f"ledger {display_url(config.ledger_url)}")
         print("\n".join(report.lines()))
         return 0 if report.ok else 1
     finally:
@@ -45,7 +45,7 @@ def cmd_db(args: argparse.Namespace) -> int:
 def cmd_rebuild(args: argparse.Namespace) -> int:
     """Replay the drive's signals and scripts, matched with accounting, into a ledger
     that holds no job (``baton db init`` makes one); submits nothing."""
-    from baton.ledger import open_ledger
+    from baton.ledger import display_url, open_ledger
     from baton.pipeline.recovery import rebuild_ledger
     from baton.slurm.factory import make_backend
 
@@ -55,7 +55,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
         report = rebuild_ledger(config, ledger, make_backend(config))
     finally:
         ledger.close()
-    print(f"ledger {safe_url(config.ledger_url)}: rebuilt from {config.drive.root} and "
+    print(f"ledger {display_url(config.ledger_url)}: rebuilt from {config.drive.root} and "
           "Slurm's accounting")
     print("\n".join(report.lines()))
     return 1 if report.skipped else 0
@@ -92,11 +92,12 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
+    from baton.ledger import display_url
     from baton.maintenance.backups import restore
 
     config = config_from(args)
     revision, note = restore(config, args.file, force=args.force)
-    print(f"ledger {safe_url(config.ledger_url)}: restored from {args.file} (schema "
+    print(f"ledger {display_url(config.ledger_url)}: restored from {args.file} (schema "
           f"{revision})" + (f"; {note}" if note else ""))
     return 0
 

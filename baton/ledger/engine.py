@@ -9,7 +9,6 @@ command run with the wrong configuration would quietly start an empty ledger.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -53,11 +52,17 @@ class LedgerMissing(LedgerUnavailable):
 
 
 def display_url(url: str) -> str:
-    """The URL without its password, for messages and logs."""
+    """The URL without its password, for messages and logs. One that cannot be read
+    (SQLAlchemy's parser says so with ArgumentError, or ValueError for a port that is no
+    number) loses everything before its last ``@`` after the scheme: no parser decides
+    there where a password ends."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+    except (ArgumentError, ValueError):
+        scheme, sep, rest = url.partition("://") if "://" in url else ("", "", url)
+        if "@" in rest:
+            rest = "***@" + rest.rsplit("@", 1)[1]
+        return scheme + sep + rest
 
 
 def one_line(exc: BaseException) -> str:
@@ -81,7 +86,7 @@ def make_engine(url: str, *, create: bool = False, read_only: bool = False) -> E
     PostgreSQL ``SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY``)."""
     try:
         parsed = make_url(normalize_url(url))
-    except ArgumentError as exc:
+    except (ArgumentError, ValueError) as exc:  # ValueError: a port that is no number
         raise LedgerUnavailable(url, f"not a database URL ({exc})") from None
     if parsed.get_backend_name() != "sqlite":
         # a host that drops packets would otherwise hold a command for the TCP timeout

@@ -1,7 +1,7 @@
-"""A real Prometheus scrapes a real `baton exporter --web-config` (basic auth, TLS with a
-self-signed certificate) with the scrape settings deploy/prometheus.yml documents (its
-commented block, uncommented): the target is up, and the same Prometheus with a wrong
-password sees it down with a 401."""
+"""deploy/prometheus.yml itself, run by a real Prometheus against a real `baton exporter
+--web-config` (basic auth, TLS with a self-signed certificate): only its paths, host names
+and intervals are swapped for the test's. The target is up; the same job with a wrong
+password is down with a 401."""
 
 from __future__ import annotations
 
@@ -29,24 +29,20 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def documented_scrape(folder: Path, port: int, job: str, password: str) -> dict:
-    """deploy/prometheus.yml's baton job with its commented web-config block uncommented,
-    the password file (``job``.password) and the CA (exporter.crt) in ``folder``."""
+def deployed(folder: Path, exporter_port: int, alertmanager_port: int) -> dict:
+    """deploy/prometheus.yml with the test's exporter, password file, CA, rules and an
+    Alertmanager port nobody listens on; scrapes and rules every second."""
     text = (ROOT / "deploy" / "prometheus.yml").read_text()
-    lines = text.splitlines()
-    start = next(i for i, line in enumerate(lines) if "# scheme: https" in line)
-    block = []
-    for line in lines[start:]:
-        if not line.strip().startswith("#"):
-            break
-        block.append(line.replace("# ", "", 1))
-    extra = yaml.safe_load("\n".join(block))
-    assert extra["basic_auth"]["username"] == USER  # the documented user name
-    (folder / f"{job}.password").write_text(password + "\n")
-    extra["basic_auth"]["password_file"] = str(folder / f"{job}.password")
-    extra["tls_config"]["ca_file"] = str(folder / "exporter.crt")
-    return {**yaml.safe_load(text)["scrape_configs"][0], **extra, "job_name": job,
-            "static_configs": [{"targets": [f"localhost:{port}"]}]}
+    swaps = {"metrics.lab.example:9108": f"localhost:{exporter_port}",
+             "/etc/prometheus/baton-exporter.password": str(folder / "baton.password"),
+             "/etc/prometheus/baton-exporter.crt": str(folder / "exporter.crt"),
+             "../prometheus/alerts.yml": str(ROOT / "prometheus" / "alerts.yml"),
+             "127.0.0.1:9093": f"127.0.0.1:{alertmanager_port}",
+             "_interval: 30s": "_interval: 1s"}
+    for old, new in swaps.items():
+        assert old in text, f"deploy/prometheus.yml no longer has {old!r}"
+        text = text.replace(old, new)
+    return yaml.safe_load(text)
 
 
 def targets(base: str) -> list[dict]:
@@ -54,12 +50,12 @@ def targets(base: str) -> list[dict]:
         return json.loads(r.read())["data"]["activeTargets"]
 
 
-def test_prometheus_scrapes_the_exporter_with_credentials_over_tls(
+def test_the_deployed_prometheus_scrapes_the_exporter_with_credentials_over_tls(
         config: Config, tmp_path: Path) -> None:
     require(shutil.which("prometheus") is not None,
             "prometheus is not installed (apt-get install prometheus)")
     open_ledger(config.ledger_url, init=True).close()
-    web = web_config(tmp_path)
+    web = web_config(tmp_path)  # exporter.crt, exporter.key and web.yml
     port, prom_port = free_port(), free_port()
     env = {**os.environ, "SHARED_DRIVE": str(config.shared_drive),
            "BATON_STATE_DIR": str(config.state_dir), "BATON_CONFIG": "",
@@ -68,11 +64,16 @@ def test_prometheus_scrapes_the_exporter_with_credentials_over_tls(
         [sys.executable, "-m", "baton", "exporter", "--port", str(port), "--web-config",
          str(web)], env=env, stdout=open(tmp_path / "exporter.log", "wb"),  # noqa: SIM115
         stderr=subprocess.STDOUT, start_new_session=True)
-    right = documented_scrape(tmp_path, port, "baton", PASSWORD)
-    wrong = documented_scrape(tmp_path, port, "wrong-password", "not-" + PASSWORD)
-    prom = start_prometheus(tmp_path, {
-        "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
-        "scrape_configs": [right, wrong]}, prom_port)
+    prometheus = deployed(tmp_path, port, free_port())
+    right = prometheus["scrape_configs"][0]
+    assert right["basic_auth"]["username"] == USER  # the user the web config has
+    (tmp_path / "baton.password").write_text(PASSWORD + "\n")
+    (tmp_path / "wrong.password").write_text("not-" + PASSWORD + "\n")
+    wrong = {**right, "job_name": "wrong-password",
+             "basic_auth": {**right["basic_auth"],
+                            "password_file": str(tmp_path / "wrong.password")}}
+    prometheus["scrape_configs"].append(wrong)
+    prom = start_prometheus(tmp_path, prometheus, prom_port)
     base = f"http://127.0.0.1:{prom_port}"
     try:
         deadline = time.monotonic() + 60
@@ -87,7 +88,8 @@ def test_prometheus_scrapes_the_exporter_with_credentials_over_tls(
                 break
             time.sleep(0.5)
         up, down = seen.get(right["job_name"], {}), seen.get(wrong["job_name"], {})
-        assert up.get("health") == "up", (up, (tmp_path / "exporter.log").read_text())
+        assert up.get("health") == "up", (up, (tmp_path / "exporter.log").read_text(),
+                                          (tmp_path / "prometheus.log").read_text()[-3000:])
         assert up["scrapeUrl"].startswith("https://localhost:")
         assert down.get("health") == "down" and "401" in down["lastError"], down
     finally:
