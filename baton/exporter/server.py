@@ -30,7 +30,7 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 def build_registry(config: Config, queue_ttl: float = 30) -> tuple[CollectorRegistry,
                                                                     BatonCollector]:
     registry = CollectorRegistry(auto_describe=False)
-    queue = QueueSnapshot(make_backend(config).queue_states, queue_ttl)
+    queue = QueueSnapshot(make_backend(config, process="exporter").queue_states, queue_ttl)
     collector = BatonCollector(config, open_ledger(config.ledger_url, read_only=True), queue)
     registry.register(collector)
     return registry, collector
