@@ -246,7 +246,8 @@ def backup_rules(config: Config) -> list[dict]:
 def alert_rules(config: Config) -> dict:
     return {"name": "baton-alerts", "rules": [
         *exporter_rules(config), *daemon_rules(config), *stage_rules(config),
-        slurm_calls_rule(config), *supervision_rules(), *status_rules(config), *backup_rules(config)]}
+        slurm_calls_rule(config), *supervision_rules(), *status_rules(config),
+        *backup_rules(config)]}
 
 
 def render(config: Config) -> str:

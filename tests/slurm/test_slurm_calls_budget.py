@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from baton.alert_rules import slurm_calls_rule
 from baton.config import load_config
 from baton.errors import ConfigError
 from baton.slurm import budget
@@ -74,3 +75,11 @@ def test_the_default_budget_is_well_under_slurms_rate_limit() -> None:
     config = load_config(path=None, env={})
     assert (config.slurm.calls_per_second, config.slurm.calls_burst) == (0.5, 10)
     assert config.alerts.slurm_calls_fraction == 0.8
+
+
+def test_the_alert_follows_the_budget_and_its_fraction(tmp_path: Path) -> None:
+    path = tmp_path / "baton.yaml"
+    path.write_text("slurm:\n  calls_per_second: 2\nalerts:\n  slurm_calls_fraction: 0.3\n")
+    rule = slurm_calls_rule(load_config(path, env={}))
+    assert rule["expr"].endswith("[10m]))) > 0.6"), rule["expr"]
+    assert "over 30% of its budget (slurm.calls_per_second 2)" in rule["annotations"]["summary"]
