@@ -12,6 +12,7 @@ from baton.config import Config
 from baton.layout import DriveLayout
 from baton.ledger import Ledger, open_ledger
 from baton.slurm.backend import SlurmBackend
+from baton.slurm.budget import ProcessKind
 from baton.slurm.factory import make_backend
 
 
@@ -48,7 +49,7 @@ class SlurmResource(ConfigurableResource):
 
     settings: ResourceDependency[Config]
     backend: str | None = None  # sbatch | local | auto (default: slurm.backend)
-    _process: str = PrivateAttr(default="daemon")
+    _process: ProcessKind = PrivateAttr(default="daemon")
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         """Who calls Slurm, for its call counts: a run's resources know their run; a
@@ -56,7 +57,7 @@ class SlurmResource(ConfigurableResource):
         self._process = "run" if context.run is not None else "daemon"
 
     def client(self) -> SlurmBackend:
-        return make_backend(self.settings, self.backend, self._process)  # type: ignore[arg-type]
+        return make_backend(self.settings, self.backend, self._process)
 
 
 class MLflowResource(ConfigurableResource):

@@ -1,8 +1,8 @@
 """The real Slurm backend: sbatch, sacct (squeue + scontrol where accounting is off),
 scancel. Every command takes its turn in the installation's call budget and is counted
-(baton/slurm/budget.py); transient controller errors are retried with exponential backoff;
-submissions go through a machine-wide rate limit; an ambiguous sbatch failure is checked against the
-queue before it is retried, so a job is never submitted twice."""
+(baton/slurm/budget.py); transient controller errors are retried with exponential
+backoff; submissions go through a machine-wide rate limit; an ambiguous sbatch failure is
+checked against the queue before it is retried, so a job is never submitted twice."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from prometheus_client import generate_latest
 from baton.config import Config, load_config
 from baton.exporter.server import build_registry
 from baton.ledger import open_ledger
-from baton.slurm.budget import read_calls
+from baton.slurm.budget import ProcessKind, read_calls
 from baton.slurm.factory import make_backend
 from baton.slurm.sbatch import SbatchBackend
 from baton.slurm.spec import JobSpec
@@ -29,8 +29,8 @@ pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm")]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def sbatch_backend(config: Config, process: str) -> SbatchBackend:
-    backend = make_backend(config, "sbatch", process)  # type: ignore[arg-type]
+def sbatch_backend(config: Config, process: ProcessKind) -> SbatchBackend:
+    backend = make_backend(config, "sbatch", process)
     assert isinstance(backend, SbatchBackend)
     return backend
 
@@ -90,7 +90,7 @@ def test_calls_are_counted_by_command_and_process(config: Config, tmp_path: Path
 RATE, BURST, CALLS = 4.0, 2, 8  # two processes of CALLS squeue each: 4 s at 4 calls/s
 
 
-def _poll(config_path: str, process: str, out: multiprocessing.Queue) -> None:
+def _poll(config_path: str, process: ProcessKind, out: multiprocessing.Queue) -> None:
     backend = sbatch_backend(load_config(config_path, env={}), process)
     runner = backend.runner
 
