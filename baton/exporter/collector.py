@@ -28,6 +28,7 @@ from baton.exporter.job_tally import JobTally, SubmitFailure
 from baton.exporter.lifetime import lifetime_metrics
 from baton.exporter.repairs import supervision_metrics
 from baton.exporter.requests import runs_given_up
+from baton.exporter.slurm_calls import slurm_call_metrics
 from baton.exporter.snapshot import Snapshot
 from baton.jobstatus.ingest import set_aside_files
 from baton.ledger import Ledger
@@ -86,7 +87,8 @@ class BatonCollector:
                                "1 if the part of the scrape answered, 0 if it was left out",
                                labels=["component"])
         for component, part in (("ledger", self._ledger), ("slurm", self._queue),
-                                ("drive", self._drive)):
+                                ("drive", self._drive),
+                                ("slurm_calls", lambda: slurm_call_metrics(self.config))):
             try:
                 yield from part()
                 up.add_metric([component], 1)

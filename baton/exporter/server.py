@@ -45,7 +45,7 @@ def build_registry(config: Config, queue_ttl: float = 30,
                    full_every: float = FULL_EVERY_SECONDS
                    ) -> tuple[CollectorRegistry, BatonCollector]:
     registry = CollectorRegistry(auto_describe=False)
-    queue = QueueSnapshot(make_backend(config).queue_states, queue_ttl)
+    queue = QueueSnapshot(make_backend(config, process="exporter").queue_states, queue_ttl)
     collector = BatonCollector(config, open_ledger(config.ledger_url, read_only=True), queue,
                                full_every=full_every)
     registry.register(collector)

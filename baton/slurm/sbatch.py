@@ -1,7 +1,8 @@
 """The real Slurm backend: sbatch, sacct (squeue + scontrol where accounting is off),
-scancel. Transient controller errors are retried with exponential backoff; submissions
-go through a machine-wide rate limit; an ambiguous sbatch failure is checked against the
-queue before it is retried, so a job is never submitted twice."""
+scancel. Every command takes its turn in the installation's call budget and is counted
+(baton/slurm/budget.py); transient controller errors are retried with exponential
+backoff; submissions go through a machine-wide rate limit; an ambiguous sbatch failure is
+checked against the queue before it is retried, so a job is never submitted twice."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pathlib import Path
 from baton.errors import SlurmError, TransientSlurmError
 from baton.retry import retry
 from baton.slurm.backend import Submitted, task_ids
+from baton.slurm.budget import CallBudget
 from baton.slurm.parse import (
     SACCT_FIELDS,
     SQUEUE_FORMAT,
@@ -78,13 +80,20 @@ class SbatchBackend:
 
     def __init__(self, *, rate_limiter: RateLimiter | None = None, attempts: int = 5,
                  base_delay: float = 1.0, cap_delay: float = 30.0,
-                 runner: Runner = run_command) -> None:
+                 runner: Runner = run_command, budget: CallBudget | None = None) -> None:
         self.rate_limiter = rate_limiter
+        self.budget = budget
         self.attempts = attempts
         self.base_delay = base_delay
         self.cap_delay = cap_delay
-        self.run = runner
+        self.runner = runner
         self.accounting = True  # until sacct says otherwise
+
+    def run(self, argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
+        """Run one Slurm command: each one (a retry too) is counted and paced."""
+        if self.budget is not None:
+            self.budget.acquire(Path(argv[0]).name)
+        return self.runner(argv)
 
     def _call(self, argv: Sequence[str], what: str, check: bool = True
               ) -> subprocess.CompletedProcess[str]:
