@@ -167,6 +167,12 @@ class SlurmConfig(Section):
     # enables one: a bucket of 30 refilled at 2 per second)
     calls_per_second: float = Field(default=0.5, gt=0)
     calls_burst: int = Field(default=10, ge=1)
+    # a sensor's status query waits at most this long for its token; over it, the poll
+    # is skipped until the next tick (the daemon never hangs on the budget; sbatch and
+    # scancel always wait their turn)
+    poll_wait_seconds: float = Field(default=2, ge=0)
+    # job ids per squeue or sacct call (a long --jobs list is one long request)
+    ids_per_call: int = Field(default=500, ge=1, le=10_000)
     retries: int = Field(default=5, ge=1, le=20)
     retry_base_seconds: float = Field(default=1.0, ge=0)
     local_max_concurrent: int = Field(default=2, ge=1)

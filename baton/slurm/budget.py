@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
+from baton.errors import SlurmError
 from baton.fsio import atomic_write
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,11 @@ CALLS_FILE = "slurm-calls.json"
 LONG_WAIT = 10.0  # a wait this long (seconds) is logged ...
 LOG_EVERY = 600.0  # ... at most once per this many seconds in a process
 _last_logged: dict[str, float] = {}  # what this process last logged, and when (monotonic)
+
+
+class BudgetSpent(SlurmError):
+    """The budget has no token for a call that would rather not happen than wait (a
+    sensor's poll: it asks again next tick instead of holding the daemon)."""
 
 
 def calls_path(state_dir: Path) -> Path:
@@ -79,12 +85,13 @@ class CallBudget:
         self.per_second, self.burst, self.process = per_second, burst, process
         self.clock, self.sleep = clock, sleep
 
-    def acquire(self, command: str) -> float:
+    def acquire(self, command: str, max_wait: float | None = None) -> float:
         """Count one call of ``command`` and wait until the budget allows it; returns the
-        seconds waited. Never fails: a state folder that cannot be written leaves the call
-        unpaced and uncounted, and says so."""
+        seconds waited. A call that would wait over ``max_wait`` seconds takes no token,
+        is not counted and raises BudgetSpent. Never fails otherwise: a state folder that
+        cannot be written leaves the call unpaced and uncounted, and says so."""
         try:
-            wait = self._reserve(command)
+            wait = self._reserve(command, max_wait)
         except OSError as exc:
             _log_once("unwritable", logging.WARNING, "Slurm calls are neither paced nor "
                       "counted: %s cannot be written (%s)", self.path, exc.strerror or exc)
@@ -99,10 +106,10 @@ class CallBudget:
             self.sleep(wait)
         return wait
 
-    def _reserve(self, command: str) -> float:
+    def _reserve(self, command: str, max_wait: float | None = None) -> float:
         """Take a token now, under the lock, and say how long to wait for it: a bucket that
         goes below zero is a queue, each caller waiting its turn without holding the lock
-        (a killed waiter only leaves a token unused)."""
+        (a killed waiter only leaves a token unused). Over ``max_wait``, take nothing."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -112,6 +119,9 @@ class CallBudget:
             elapsed = max(0.0, now - state["at"])
             tokens = min(float(self.burst), state["tokens"] + elapsed * self.per_second)
             tokens -= 1
+            if max_wait is not None and -tokens / self.per_second > max_wait:
+                raise BudgetSpent(f"{command} skipped: baton's Slurm call budget has no "
+                                  f"token for {-tokens / self.per_second:.0f}s")
             by_command = state["calls"].setdefault(self.process, {})
             by_command[command] = int(by_command.get(command, 0)) + 1
             state.update(tokens=tokens, at=now)
