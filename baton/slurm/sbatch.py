@@ -32,6 +32,7 @@ from baton.slurm.parse import (
     parse_scontrol,
     parse_squeue,
 )
+from baton.slurm.partitions import PartitionLimits, parse_partitions
 from baton.slurm.ratelimit import RateLimiter
 from baton.slurm.spec import JobSpec
 from baton.slurm.states import NO_ACCOUNTING, JobStatus, is_terminal
@@ -48,6 +49,9 @@ TRANSIENT_MARKERS = (
 # the request may have reached the controller before the error: look before retrying
 AMBIGUOUS_MARKERS = ("socket timed out", "zero bytes were transmitted", "connection reset")
 ACCOUNTING_OFF = "accounting storage is disabled"
+
+PARTITIONS_TTL = 600.0
+_partitions: tuple[float, dict[str, PartitionLimits]] | None = None  # (read at, limits)
 
 Runner = Callable[[Sequence[str]], subprocess.CompletedProcess[str]]
 
@@ -280,6 +284,16 @@ class SbatchBackend:
         if not self.accounting:  # no accounting on this cluster: no figures will ever come
             found = {k: replace(v, source=NO_ACCOUNTING) for k, v in found.items()}
         return found
+
+    # --- partitions --------------------------------------------------------------------
+    def partitions(self) -> dict[str, PartitionLimits]:
+        """What each partition allows one job (a retry's ceiling): one ``scontrol show
+        partition`` per PARTITIONS_TTL seconds in a process (they change rarely)."""
+        global _partitions
+        if _partitions is None or time.monotonic() - _partitions[0] > PARTITIONS_TTL:
+            proc = self._call(["scontrol", "--oneliner", "show", "partition"], "scontrol")
+            _partitions = (time.monotonic(), parse_partitions(proc.stdout))
+        return _partitions[1]
 
     # --- cancel ------------------------------------------------------------------------
     def cancel(self, job_ids: Iterable[str]) -> dict[str, str]:
