@@ -1,16 +1,16 @@
 """One baton's Slurm calls at steady state (benchmark 12), run as a script under the
 PYTHONPATH of the tree measured (this branch, or the base commit's export), with counting
 wrappers first on PATH: ``python bench/slurm_calls_worker.py CONFIG LEDGER_URL POLLS OUT``.
-It runs the real tracker sensor POLLS times, each a fresh poll (no cursor), then one
-exporter scrape; each phase names itself to the wrappers (BENCH_WHO). It imports only
-what both trees have, so one script measures both."""
+It runs the real tracker sensor POLLS times, each a fresh poll (no cursor: the base's
+tracker has none, and this one's would wait its interval), then one exporter scrape; each
+phase names itself to the wrappers (BENCH_WHO). It imports only what both trees have, so
+one script measures both."""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
-import time
 
 
 def main(config_path: str, ledger_url: str, polls: int, out: str) -> None:
@@ -26,21 +26,19 @@ def main(config_path: str, ledger_url: str, polls: int, out: str) -> None:
     tracker = build_tracker(config)
     res = {"slurm": resources.SlurmResource(settings=config, backend="sbatch"),
            "ledger": resources.LedgerResource(settings=config, url=ledger_url)}
-    durations, cursors = [], []
+    cursors = []
     for i in range(polls + 1):  # the first one settles the ledger: not measured
         os.environ["BENCH_WHO"] = "warmup" if i == 0 else "tracker"
-        with build_sensor_context(resources=res) as ctx:
-            start = time.perf_counter()
+        with build_sensor_context(resources=res) as ctx:  # no cursor: a poll every time
             tracker(ctx)
             if i:
-                durations.append(time.perf_counter() - start)
                 cursors.append(ctx.cursor)
     os.environ["BENCH_WHO"] = "exporter"
     registry, collector = build_registry(config)
     generate_latest(registry)
     collector.ledger.close()
     with open(out, "w") as f:
-        json.dump({"durations": durations, "cursors": cursors}, f)
+        json.dump({"cursors": cursors}, f)
 
 
 if __name__ == "__main__":

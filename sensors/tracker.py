@@ -34,9 +34,10 @@ def build_tracker(config: Config) -> SensorDefinition:
 
     @sensor(name="slurm_tracker", minimum_interval_seconds=config.sensors.interval_seconds,
             default_status=DefaultSensorStatus.RUNNING,
-            description="Updates the ledger for all unfinished Slurm jobs in one batched call "
-                        "(state, times, exit code, MaxRSS, CPU, node) and fails evaluation and "
-                        "analysis tasks whose job failed.")
+            description="Updates the ledger for all unfinished Slurm jobs in few batched calls "
+                        "(squeue for the queued, sacct for those that left it: state, times, "
+                        "exit code, MaxRSS, CPU, node), polling less often when Slurm answers "
+                        "slowly, and fails evaluation and analysis tasks whose job failed.")
     def slurm_tracker(context: SensorEvaluationContext, slurm: SlurmResource,
                       ledger: LedgerResource) -> SkipReason:
         with forwarded(context.log, sensor="slurm_tracker"):
