@@ -291,7 +291,8 @@ class SbatchBackend:
         partition`` per PARTITIONS_TTL seconds in a process (they change rarely)."""
         global _partitions
         if _partitions is None or time.monotonic() - _partitions[0] > PARTITIONS_TTL:
-            proc = self._call(["scontrol", "--oneliner", "show", "partition"], "scontrol")
+            proc = self._call(["scontrol", "--oneliner", "show", "partition"], "scontrol",
+                              poll=True)  # a sensor's question: never a long wait
             _partitions = (time.monotonic(), parse_partitions(proc.stdout))
         return _partitions[1]
 
