@@ -19,7 +19,7 @@ from baton.ledger import Ledger
 from baton.ledger.slurm_jobs import FIGURES_WAIT_SECONDS
 from baton.logs import forwarded
 from baton.pipeline.submission import reconcile_stale
-from baton.pipeline.tracking import PollClock, own_statuses
+from baton.pipeline.tracking import PollClock, own_statuses, own_word
 from baton.slurm.backend import SlurmBackend
 from resources import LedgerResource, SlurmResource
 
@@ -94,6 +94,12 @@ def poll(context: SensorEvaluationContext, backend: SlurmBackend, led: Ledger,
     if foreign:
         context.log.warning(f"Slurm answered for job id(s) {' '.join(foreign[:20])} with an "
                             "older job's record (a reused id): not applied to ours")
+    if not getattr(backend, "deferred", False):  # every source was asked
+        said = own_word(unfinished, mine)
+        if said:
+            context.log.warning(f"no Slurm source knows job(s) {' '.join(list(said)[:20])}: "
+                                "their end is taken from their own output's last line")
+        mine.update(said)
     changed = led.apply_statuses(mine)
     detail = f"{len(unfinished)} unfinished, {len(mine)} answered, {changed} changed"
     if getattr(backend, "deferred", False):

@@ -110,3 +110,33 @@ def test_a_reused_job_id_does_not_report_its_old_job_on_ours(
     assert row.state == "PENDING" and row.exit_code is None  # not the old job's FAILED
     assert ("sacct", "daemon") in read_calls(config.state_dir)  # left the queue: sacct
     ledger.close()
+
+
+def test_a_job_no_source_knows_ends_only_by_its_own_word(tmp_path: Path,
+                                                         ledger_url: str) -> None:
+    """Ids no Slurm source knows (the queue, accounting and the controller are all asked,
+    for real): slurmdbd down and the controller past MinJobAge look like this. The job
+    whose output ends with the template's last line ends with that exit code; the one
+    without it keeps its state: absence alone fails nothing."""
+    config = site(tmp_path)
+    ledger = open_ledger(ledger_url, init=True)
+    said, silent = tmp_path / "said.out", tmp_path / "silent.out"
+    said.write_text("[baton] 2026-12-07T05:00:00Z evaluation of e on vm as job 66999991\n"
+                    "[baton] 2026-12-07T05:03:00Z evaluation of e ended with exit code 3\n")
+    silent.write_text("[baton] 2026-12-07T05:00:00Z evaluation of e on vm as job 66999992\n")
+    rows = {}
+    for job, out in (("66999991", said), ("66999992", silent)):
+        claim = ledger.claim_submission(f"script:{job}", stage="script", experiment="e",
+                                        backend="sbatch")
+        ledger.mark_submitted(claim.row_id, job, stdout_path=str(out))
+        rows[job] = claim.row_id
+    reason, _ = tick(config, ledger_url)
+    assert "1 answered, 1 changed" in reason, reason
+    ended = ledger.job(rows["66999991"])
+    assert (ended.state, ended.exit_code) == ("FAILED", 3)
+    assert ended.ended_at.replace(tzinfo=UTC) == datetime(2026, 12, 7, 5, 3, tzinfo=UTC)
+    assert ended.figures is None  # accounting is still asked for its figures
+    assert ledger.job(rows["66999992"]).state == "PENDING"
+    calls = {c for c, _ in read_calls(config.state_dir)}
+    assert {"squeue", "sacct", "scontrol"} <= calls  # every source was asked first
+    ledger.close()
