@@ -45,7 +45,7 @@ def _mem(rec: dict[str, str]) -> float | None:
     caps: list[float] = []
     per_node = rec.get("MaxMemPerNode", "").upper()
     if per_node not in UNLIMITED:
-        caps.append(float(per_node))  # megabytes, as scontrol prints it
+        caps.append(parse_memory_mb(per_node))  # megabytes without a unit, as Slurm says
     tres = dict(p.partition("=")[::2] for p in rec.get("TRES", "").split(",") if "=" in p)
     if rec.get("TotalNodes") == "1" and tres.get("mem"):
         caps.append(parse_memory_mb(tres["mem"]))
