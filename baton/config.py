@@ -161,6 +161,19 @@ class SlurmConfig(Section):
     account: SlurmWord = None
     qos: SlurmWord = None
     submit_per_minute: float = Field(default=60, gt=0)
+    # the Slurm call budget of the whole installation (every baton process on this
+    # machine): each sbatch, squeue, sacct, scontrol and scancel takes a token from a
+    # bucket of calls_burst refilled at calls_per_second, and waits for one (never fails)
+    # when it is empty; well under a site's per-user RPC limit (Slurm's default when a site
+    # enables one: a bucket of 30 refilled at 2 per second)
+    calls_per_second: float = Field(default=0.5, gt=0)
+    calls_burst: int = Field(default=10, ge=1)
+    # a sensor's status query waits at most this long for its token; over it, the poll
+    # is skipped until the next tick (the daemon never hangs on the budget; sbatch and
+    # scancel always wait their turn)
+    poll_wait_seconds: float = Field(default=2, ge=0)
+    # job ids per squeue or sacct call (a long --jobs list is one long request)
+    ids_per_call: int = Field(default=500, ge=1, le=10_000)
     retries: int = Field(default=5, ge=1, le=20)
     retry_base_seconds: float = Field(default=1.0, ge=0)
     local_max_concurrent: int = Field(default=2, ge=1)
@@ -263,6 +276,8 @@ class AlertsConfig(Section):
     consecutive_failures: int = Field(default=3, ge=1)  # more Slurm failures in a row
     drive_free_ratio: float = Field(default=0.10, gt=0, lt=1)  # less free on the drive
     queue_depth: int = Field(default=50, ge=1)  # more jobs waiting in the Slurm queue
+    # baton's Slurm calls over this share of slurm.calls_per_second for 10 minutes
+    slurm_calls_fraction: float = Field(default=0.8, gt=0, lt=1)
     # a job running over slow_factor x its stage's expected_seconds, and in any case over
     # slow_limit_fraction of its time limit (so the alert comes before Slurm's kill)
     slow_factor: float = Field(default=2.0, gt=0)

@@ -73,6 +73,8 @@ class Demo:
             f"state_dir: {self.home / 'state'}\n"
             f"mlflow:\n  tracking_uri: {mlflow_uri}\n"
             f"slurm:\n  backend: {self.backend}\n  local_max_concurrent: 2\n"
+            # the demo's cluster is its own: a faster call budget than a shared site's
+            "  calls_per_second: 5\n  calls_burst: 50\n"
             "sensors:\n  interval_seconds: 2\n  debounce_seconds: 0.5\n"
             "  full_rescan_seconds: 60\n  missing_signal_grace_seconds: 60\n"
             "stages:\n"

@@ -46,7 +46,9 @@ def held_config(root: Path, **sensors: float) -> Path:
     stage = {"time": "00:01:00", "mem": "100M", "cpus": 1, "command": "true",
              "template": str(template)}
     doc = {"shared_drive": str(root / "drive"), "state_dir": str(root / "state"),
-           "slurm": {"backend": "sbatch", "submit_per_minute": 100_000},
+           # the benchmarks measure baton, not the call budget that paces it on a site
+           "slurm": {"backend": "sbatch", "submit_per_minute": 100_000,
+                     "calls_per_second": 1000, "calls_burst": 100_000},
            "sensors": {"interval_seconds": 1, "debounce_seconds": 0.2,
                        "full_rescan_seconds": 600, **sensors},
            "stages": {"evaluation": stage, "analysis": stage}}

@@ -5,12 +5,14 @@ here reads it); a field set here, or in a run's config (the Launchpad), override
 
 from functools import cache
 
-from dagster import ConfigurableResource, ResourceDependency
+from dagster import ConfigurableResource, InitResourceContext, ResourceDependency
+from pydantic import PrivateAttr
 
 from baton.config import Config
 from baton.layout import DriveLayout
 from baton.ledger import Ledger, open_ledger
 from baton.slurm.backend import SlurmBackend
+from baton.slurm.budget import ProcessKind
 from baton.slurm.factory import make_backend
 
 
@@ -47,9 +49,15 @@ class SlurmResource(ConfigurableResource):
 
     settings: ResourceDependency[Config]
     backend: str | None = None  # sbatch | local | auto (default: slurm.backend)
+    _process: ProcessKind = PrivateAttr(default="daemon")
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        """Who calls Slurm, for its call counts: a run's resources know their run; a
+        sensor's (evaluated for the daemon) do not."""
+        self._process = "run" if context.run is not None else "daemon"
 
     def client(self) -> SlurmBackend:
-        return make_backend(self.settings, self.backend)
+        return make_backend(self.settings, self.backend, self._process)
 
 
 class MLflowResource(ConfigurableResource):

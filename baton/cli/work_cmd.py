@@ -254,8 +254,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=argtypes.port_number, default=9108,
                    help="TCP port, 0 for any free one (default: %(default)s)")
     p.add_argument("--queue-ttl", type=argtypes.seconds(), default=30,
-                   help="seconds one Slurm queue snapshot serves every scrape "
-                   "(default: %(default)s)")
+                   help="seconds one reading of the queue (the tracker's, in the ledger) "
+                   "serves every scrape (default: %(default)s)")
     p.add_argument("--web-config", metavar="FILE", help="TLS and basic auth from FILE, in "
                    "the format of Prometheus' exporter-toolkit (node_exporter's "
                    "--web.config.file): tls_server_config, basic_auth_users with bcrypt "

@@ -29,15 +29,23 @@ from baton.exporter.lifetime import lifetime_metrics
 from baton.exporter.repairs import supervision_metrics
 from baton.exporter.requests import runs_given_up
 from baton.exporter.schedule import schedule_metrics
+from baton.exporter.slurm_calls import slurm_call_metrics
 from baton.exporter.snapshot import Snapshot
 from baton.jobstatus.ingest import set_aside_files
 from baton.ledger import Ledger
+from baton.slurm.states import ACTIVE_STATES
 
 log = logging.getLogger(__name__)
 
 
+def tracked_queue(ledger: Ledger) -> Counter[str]:
+    """baton's jobs in the Slurm queue by state, as the tracker last saw them (the
+    ledger): the exporter asks Slurm nothing, however often it is scraped."""
+    return Counter(r.state for r in ledger.unfinished_jobs() if r.state in ACTIVE_STATES)
+
+
 class QueueSnapshot:
-    """One Slurm queue query per ``ttl`` seconds, however many scrapes come."""
+    """One queue reading per ``ttl`` seconds, however many scrapes come."""
 
     def __init__(self, fetch: Callable[[], Counter[str]], ttl: float = 30) -> None:
         self.fetch, self.ttl = fetch, ttl
@@ -87,7 +95,8 @@ class BatonCollector:
                                "1 if the part of the scrape answered, 0 if it was left out",
                                labels=["component"])
         for component, part in (("ledger", self._ledger), ("slurm", self._queue),
-                                ("drive", self._drive)):
+                                ("drive", self._drive),
+                                ("slurm_calls", lambda: slurm_call_metrics(self.config))):
             try:
                 yield from part()
                 up.add_metric([component], 1)
@@ -164,8 +173,8 @@ class BatonCollector:
         states, error = self.queue.get()
         if states is None:
             raise RuntimeError(error or "no queue snapshot")
-        fam = GaugeMetricFamily("baton_queue_jobs", "jobs in the Slurm queue (this user), by "
-                                "state", labels=["state"])
+        fam = GaugeMetricFamily("baton_queue_jobs", "baton's jobs in the Slurm queue, by "
+                                "state, as the tracker last saw them", labels=["state"])
         for state, n in sorted(states.items()):
             fam.add_metric([state.lower()], n)
         yield fam

@@ -26,11 +26,10 @@ from prometheus_client.exposition import ThreadingWSGIServer
 
 from baton.config import Config
 from baton.errors import BatonError
-from baton.exporter.collector import BatonCollector, QueueSnapshot
+from baton.exporter.collector import BatonCollector, QueueSnapshot, tracked_queue
 from baton.exporter.folds import FULL_EVERY_SECONDS
 from baton.exporter.webconfig import Passwords, load_web_config, tls_context
 from baton.ledger import open_ledger
-from baton.slurm.factory import make_backend
 
 log = logging.getLogger(__name__)
 LISTEN_QUEUE = 1024  # the kernel caps it at net.core.somaxconn
@@ -45,9 +44,9 @@ def build_registry(config: Config, queue_ttl: float = 30,
                    full_every: float = FULL_EVERY_SECONDS
                    ) -> tuple[CollectorRegistry, BatonCollector]:
     registry = CollectorRegistry(auto_describe=False)
-    queue = QueueSnapshot(make_backend(config).queue_states, queue_ttl)
-    collector = BatonCollector(config, open_ledger(config.ledger_url, read_only=True), queue,
-                               full_every=full_every)
+    ledger = open_ledger(config.ledger_url, read_only=True)
+    queue = QueueSnapshot(lambda: tracked_queue(ledger), queue_ttl)
+    collector = BatonCollector(config, ledger, queue, full_every=full_every)
     registry.register(collector)
     return registry, collector
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -32,8 +32,11 @@ class SlurmBackend(Protocol):
         """Submit the script at ``script_path`` (the audit copy of ``spec.script``)."""
         ...
 
-    def status(self, job_ids: Iterable[str]) -> dict[str, JobStatus]:
-        """The state of many jobs in one call; unknown ids are left out."""
+    def status(self, job_ids: Iterable[str], known: Mapping[str, str] | None = None
+               ) -> dict[str, JobStatus]:
+        """The state of many jobs, in as few calls as the backend can; unknown ids are left
+        out. ``known``: the state last recorded of each id (a finished job is not looked
+        for in the queue)."""
         ...
 
     def cancel(self, job_ids: Iterable[str]) -> dict[str, str]:

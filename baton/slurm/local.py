@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
@@ -126,7 +126,9 @@ class LocalBackend:
         except FileNotFoundError:
             return None
 
-    def status(self, job_ids: Iterable[str]) -> dict[str, JobStatus]:
+    def status(self, job_ids: Iterable[str], known: Mapping[str, str] | None = None
+               ) -> dict[str, JobStatus]:
+        """Every id's own record (``known`` changes nothing: reading a file is free)."""
         out: dict[str, JobStatus] = {}
         for requested in dict.fromkeys(job_ids):
             for jid in self._ids(requested):

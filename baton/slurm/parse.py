@@ -270,3 +270,26 @@ def parse_scontrol(output: str) -> dict[str, JobStatus]:
             source=CONTROLLER,
         )
     return out
+
+
+JOB_STATE_FORMAT = "%i|%T"
+
+
+def parse_job_states(output: str) -> dict[str, JobStatus]:
+    """``squeue --noheader --only-job-state --format=%i|%T`` (Slurm 23.11+) -> the state
+    of each job, and nothing else: pending array tasks come folded (``5_[1-4,6]``) and are
+    expanded."""
+    out: dict[str, JobStatus] = {}
+    for line in output.splitlines():
+        if not line.strip():
+            continue
+        job_id, _, state = line.strip().partition("|")
+        m = _ARRAY_PENDING.match(job_id)
+        ids = [f"{m.group(1)}_{t}" for t in expand_array_spec(m.group(2))] if m else [job_id]
+        for jid in ids:
+            array_job, _, task = jid.partition("_")
+            out[jid] = JobStatus(job_id=jid, state=normalize_state(state),
+                                 array_job_id=array_job if task else None,
+                                 array_task_id=int(task) if task.isdigit() else None,
+                                 source=CONTROLLER)
+    return out

@@ -1,7 +1,8 @@
 """The real Slurm backend: sbatch, sacct (squeue + scontrol where accounting is off),
-scancel. Transient controller errors are retried with exponential backoff; submissions
-go through a machine-wide rate limit; an ambiguous sbatch failure is checked against the
-queue before it is retried, so a job is never submitted twice."""
+scancel. Every command takes its turn in the installation's call budget and is counted
+(baton/slurm/budget.py); transient controller errors are retried with exponential
+backoff; submissions go through a machine-wide rate limit; an ambiguous sbatch failure is
+checked against the queue before it is retried, so a job is never submitted twice."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import os
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,9 +19,12 @@ from pathlib import Path
 from baton.errors import SlurmError, TransientSlurmError
 from baton.retry import retry
 from baton.slurm.backend import Submitted, task_ids
+from baton.slurm.budget import BudgetSpent, CallBudget
 from baton.slurm.parse import (
+    JOB_STATE_FORMAT,
     SACCT_FIELDS,
     SQUEUE_FORMAT,
+    parse_job_states,
     parse_sacct,
     parse_sacct_comments,
     parse_sbatch_parsable,
@@ -28,9 +32,11 @@ from baton.slurm.parse import (
     parse_scontrol,
     parse_squeue,
 )
+from baton.slurm.partitions import PartitionLimits, parse_partitions
 from baton.slurm.ratelimit import RateLimiter
 from baton.slurm.spec import JobSpec
-from baton.slurm.states import NO_ACCOUNTING, JobStatus
+from baton.slurm.states import NO_ACCOUNTING, JobStatus, is_terminal
+from baton.slurm.version import has_only_job_state
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +49,9 @@ TRANSIENT_MARKERS = (
 # the request may have reached the controller before the error: look before retrying
 AMBIGUOUS_MARKERS = ("socket timed out", "zero bytes were transmitted", "connection reset")
 ACCOUNTING_OFF = "accounting storage is disabled"
-CHUNK = 1000
+
+PARTITIONS_TTL = 600.0
+_partitions: tuple[float, dict[str, PartitionLimits]] | None = None  # (read at, limits)
 
 Runner = Callable[[Sequence[str]], subprocess.CompletedProcess[str]]
 
@@ -78,18 +86,34 @@ class SbatchBackend:
 
     def __init__(self, *, rate_limiter: RateLimiter | None = None, attempts: int = 5,
                  base_delay: float = 1.0, cap_delay: float = 30.0,
-                 runner: Runner = run_command) -> None:
+                 runner: Runner = run_command, budget: CallBudget | None = None,
+                 poll_wait: float | None = None, ids_per_call: int = 500,
+                 version: tuple[int, int, int] | None = None) -> None:
         self.rate_limiter = rate_limiter
+        self.budget = budget
+        self.poll_wait = poll_wait  # seconds a status query may wait for the budget
+        self.ids_per_call = ids_per_call
+        self.version = version  # Slurm's (baton.slurm.version): the queries it offers
+        self.deferred = False  # the last status() stopped at the budget
         self.attempts = attempts
         self.base_delay = base_delay
         self.cap_delay = cap_delay
-        self.run = runner
+        self.runner = runner
         self.accounting = True  # until sacct says otherwise
 
-    def _call(self, argv: Sequence[str], what: str, check: bool = True
+    def run(self, argv: Sequence[str], poll: bool = False
+            ) -> subprocess.CompletedProcess[str]:
+        """Run one Slurm command: each one (a retry too) is counted and paced. A ``poll``
+        (a status query, asked again later anyway) waits at most ``poll_wait`` for its
+        turn, else raises BudgetSpent."""
+        if self.budget is not None:
+            self.budget.acquire(Path(argv[0]).name, self.poll_wait if poll else None)
+        return self.runner(argv)
+
+    def _call(self, argv: Sequence[str], what: str, check: bool = True, poll: bool = False
               ) -> subprocess.CompletedProcess[str]:
         def once() -> subprocess.CompletedProcess[str]:
-            proc = self.run(argv)
+            proc = self.run(argv, poll)
             if check and proc.returncode != 0:
                 raise _classify(argv, proc)
             return proc
@@ -163,16 +187,64 @@ class SbatchBackend:
         return Counter(line.strip() for line in proc.stdout.splitlines() if line.strip())
 
     # --- status ------------------------------------------------------------------------
-    def status(self, job_ids: Iterable[str]) -> dict[str, JobStatus]:
-        """One sacct call per 1000 jobs; the controller (squeue + scontrol) where
-        accounting is off or down, and for jobs slurmdbd does not know yet."""
+    def status(self, job_ids: Iterable[str], known: Mapping[str, str] | None = None
+               ) -> dict[str, JobStatus]:
+        """What Slurm says of ``job_ids``, asking each source only about what it knows:
+        the queue (squeue) for the jobs still in it (``known`` maps an id to the state
+        last recorded: a finished one is not looked for there; without it, every id is),
+        accounting (sacct) for the jobs that left it, ``ids_per_call`` ids per call; the
+        controller (squeue + scontrol) where accounting is off or down, and for jobs
+        slurmdbd does not know yet. A job no source knows is left out, never failed.
+
+        A poll over the call budget (``poll_wait``) stops where it is: what was answered
+        is returned, the rest waits for the next poll (``deferred`` says so)."""
         ids = list(dict.fromkeys(job_ids))
-        if not ids:
-            return {}
+        self.deferred = False
         out: dict[str, JobStatus] = {}
+        if not ids:
+            return out
+        queued = [j for j in ids if known is None or not is_terminal(known.get(j, ""))]
+        try:
+            if queued:
+                out.update(self._in_queue(queued, known or {}))
+            left = [j for j in ids if j not in out and not _array_known(j, out)]
+            self._left_queue(left, out)
+        except BudgetSpent as exc:
+            self.deferred = True
+            log.info("%s: %d of %d job(s) answered, the others next poll", exc, len(out),
+                     len(ids))
+        return out
+
+    def _in_queue(self, ids: list[str], known: Mapping[str, str]) -> dict[str, JobStatus]:
+        """The jobs of ``ids`` the queue still holds. From Slurm 23.11, ``squeue
+        --only-job-state`` (the lightest request: ids and states), batched, then the full
+        record of those whose state changed since ``known``; before it, one ``squeue
+        --me`` (the controller filters by user: one request, however many jobs)."""
+        wanted = set(ids)
+        if not has_only_job_state(self.version):
+            proc = self._call(["squeue", "--noheader", "--me", "--array",
+                               f"--format={SQUEUE_FORMAT}"], "squeue", poll=True)
+            return {k: v for k, v in _select(parse_squeue(proc.stdout), wanted).items()
+                    if not v.terminal}
+        states: dict[str, JobStatus] = {}
+        for chunk in _chunks(ids, self.ids_per_call):
+            proc = self._call(["squeue", "--noheader", "--only-job-state",
+                               f"--format={JOB_STATE_FORMAT}", f"--jobs={','.join(chunk)}"],
+                              "squeue", poll=True)
+            states.update(_select(parse_job_states(proc.stdout), wanted))
+        states = {k: v for k, v in states.items() if not v.terminal}
+        changed = [k for k, v in states.items() if known.get(k) != v.state]
+        for chunk in _chunks(changed, self.ids_per_call):
+            proc = self._call(["squeue", "--noheader", "--array", f"--format={SQUEUE_FORMAT}",
+                               f"--jobs={','.join(chunk)}"], "squeue", poll=True)
+            states.update(_select(parse_squeue(proc.stdout), set(chunk)))
+        return states
+
+    def _left_queue(self, ids: list[str], out: dict[str, JobStatus]) -> None:
+        """Accounting's word on the jobs that left the queue (``ids_per_call`` per sacct),
+        the controller's for those it cannot tell; written into ``out`` as they come."""
         missing: list[str] = []
-        for i in range(0, len(ids), CHUNK):
-            chunk = ids[i:i + CHUNK]
+        for chunk in _chunks(ids, self.ids_per_call):
             answer = self._sacct(chunk) if self.accounting else None
             if answer is None:
                 missing += chunk
@@ -182,13 +254,12 @@ class SbatchBackend:
         if missing:
             out.update({k: v for k, v in self._squeue_scontrol(missing).items()
                         if k not in out})
-        return out
 
     def _sacct(self, ids: list[str]) -> dict[str, JobStatus] | None:
         """sacct's answer, or None when it cannot answer (then the controller is asked)."""
         argv = ["sacct", "--parsable2", "--noheader", "--duplicates",
                 f"--format={','.join(SACCT_FIELDS)}", f"--jobs={','.join(ids)}"]
-        proc = self.run(argv)
+        proc = self.run(argv, poll=True)
         if proc.returncode == 0:
             return parse_sacct(proc.stdout)
         err = (proc.stderr or proc.stdout).strip()
@@ -203,15 +274,27 @@ class SbatchBackend:
     def _squeue_scontrol(self, ids: list[str]) -> dict[str, JobStatus]:
         wanted = set(ids)
         proc = self._call(["squeue", "--noheader", "--array", "--states=all",
-                           f"--format={SQUEUE_FORMAT}"], "squeue")
+                           f"--format={SQUEUE_FORMAT}"], "squeue", poll=True)
         queued = _select(parse_squeue(proc.stdout), wanted)
         # exit codes, end times and restarts: only scontrol knows them without accounting
-        proc = self._call(["scontrol", "--oneliner", "show", "job"], "scontrol", check=False)
+        proc = self._call(["scontrol", "--oneliner", "show", "job"], "scontrol", check=False,
+                          poll=True)
         detailed = _select(parse_scontrol(proc.stdout), wanted) if proc.returncode == 0 else {}
         found = {**queued, **detailed}
         if not self.accounting:  # no accounting on this cluster: no figures will ever come
             found = {k: replace(v, source=NO_ACCOUNTING) for k, v in found.items()}
         return found
+
+    # --- partitions --------------------------------------------------------------------
+    def partitions(self) -> dict[str, PartitionLimits]:
+        """What each partition allows one job (a retry's ceiling): one ``scontrol show
+        partition`` per PARTITIONS_TTL seconds in a process (they change rarely)."""
+        global _partitions
+        if _partitions is None or time.monotonic() - _partitions[0] > PARTITIONS_TTL:
+            proc = self._call(["scontrol", "--oneliner", "show", "partition"], "scontrol",
+                              poll=True)  # a sensor's question: never a long wait
+            _partitions = (time.monotonic(), parse_partitions(proc.stdout))
+        return _partitions[1]
 
     # --- cancel ------------------------------------------------------------------------
     def cancel(self, job_ids: Iterable[str]) -> dict[str, str]:
@@ -223,6 +306,11 @@ class SbatchBackend:
             return {}
         proc = self._call(["scancel", "--verbose", *ids], "scancel")
         return parse_scancel(f"{proc.stderr}\n{proc.stdout}")
+
+
+def _chunks(ids: list[str], size: int) -> Iterator[list[str]]:
+    for i in range(0, len(ids), size):
+        yield ids[i:i + size]
 
 
 def _incomplete(status: JobStatus) -> bool:

@@ -13,14 +13,23 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from baton.config import Config
-from baton.errors import BatonError
+from baton.config import Config, StageConfig
+from baton.errors import BatonError, SlurmError
 from baton.ledger import Ledger
 from baton.ledger import supervisions as sv
 from baton.pipeline.submission import submit_jobs
 from baton.slurm.backend import SlurmBackend
+from baton.slurm.partitions import PartitionLimits, partition_for
 from baton.slurm.states import is_terminal
-from baton.supervision.policy import MANUAL, Decision, JobFacts, classify, decide, decide_retry
+from baton.supervision.policy import (
+    GROWN,
+    MANUAL,
+    Decision,
+    JobFacts,
+    classify,
+    decide,
+    decide_retry,
+)
 from baton.units import format_memory, format_time
 
 log = logging.getLogger(__name__)
@@ -54,7 +63,7 @@ def tick(config: Config, ledger: Ledger, backend: SlurmBackend,
     report = TickReport()
     rows, taken = ledger.supervision_candidates()
     for row in rows:
-        claimed = _detect(config, ledger, row, taken, now)
+        claimed = _detect(config, ledger, backend, row, taken, now)
         if claimed is not None:
             report.decided.append(claimed)
     for sup in ledger.undispatched_repairs():
@@ -69,8 +78,8 @@ def tick(config: Config, ledger: Ledger, backend: SlurmBackend,
     return report
 
 
-def _detect(config: Config, ledger: Ledger, row: Any, taken: set[str], now: datetime
-            ) -> int | None:
+def _detect(config: Config, ledger: Ledger, backend: SlurmBackend, row: Any, taken: set[str],
+            now: datetime) -> int | None:
     stage = config.stages.get(row.stage)
     if stage is None:
         return None
@@ -86,7 +95,8 @@ def _detect(config: Config, ledger: Ledger, row: Any, taken: set[str], now: date
         decision = Decision("none", f"ended {row.ended_at:%Y-%m-%d}, before supervision "
                             "saw it: not repaired automatically (baton supervise retry)")
     else:
-        decision = decide(job, reason, stage)
+        decision = decide(job, reason, stage, stage_partition(config, backend, stage)
+                          if reason in GROWN else None)
     sid, created = record(ledger, row, reason, decision, SUPERVISOR)
     if created:
         log.info("supervision %s: %s job %s (%s of %s): %s -> %s", sid, row.stage,
@@ -110,6 +120,23 @@ def record(ledger: Ledger, row: Any, reason: str, decision: Decision, by: str,
         note=decision.note, requested_by=by, new_mem_mb=decision.mem_mb,
         new_time_s=decision.time_s, dispatch_status=dispatch_status,
         execution_status=execution)
+
+
+def stage_partition(config: Config, backend: SlurmBackend, stage: StageConfig
+                    ) -> PartitionLimits | None:
+    """The limits of the partition the stage's jobs run in (the default one when none is
+    named), a retry's ceiling; None where the backend has no partitions or Slurm did not
+    answer (then the policy's caps alone hold)."""
+    read = getattr(backend, "partitions", None)
+    if read is None:
+        return None
+    try:
+        limits = read()
+    except SlurmError as exc:
+        log.warning("the partitions' limits are unknown for now (%s): a retry is capped by "
+                    "supervision's caps only", exc)
+        return None
+    return partition_for(limits, stage.partition or config.slurm.partition)
 
 
 def repair_key(sid: int) -> str:
@@ -242,7 +269,8 @@ def retry(config: Config, ledger: Ledger, backend: SlurmBackend, sid: int, *,
     stage = config.stage(row.stage)
     job = JobFacts.from_row(row)
     reason = classify(job, datetime.now(UTC), stage.supervision)
-    decision = decide_retry(job, stage, reason, mem_mb, time_s)
+    decision = decide_retry(job, stage, reason, mem_mb, time_s,
+                            stage_partition(config, backend, stage))
     new, created = record(ledger, row, MANUAL, decision, whoami(),
                           key=f"job-{row.id}:{MANUAL}")
     if not created:

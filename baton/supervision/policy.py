@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from baton.config import StageConfig, SupervisionPolicy
+from baton.slurm.partitions import PartitionLimits
 from baton.slurm.states import TERMINAL_STATES, over_memory
 from baton.units import format_memory, format_time, parse_memory_mb, parse_time_seconds
 
@@ -25,6 +26,10 @@ PENDING_STATES = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED"
 SETTLE_SECONDS = 300
 # a running job is late, at the latest, once it has used this share of its time limit
 LIMIT_SHARE = 0.9
+# an out-of-memory retry asks at least this much over the MaxRSS measured
+RSS_MARGIN = 1.25
+# the reasons a retry grows a resource for (and so needs the partition's limits)
+GROWN = ("oom", "timeout")
 
 
 @dataclass(frozen=True)
@@ -118,9 +123,11 @@ def _age(since: datetime | None, now: datetime) -> float | None:
     return None if since is None else (now - since).total_seconds()
 
 
-def decide(job: JobFacts, reason: str, stage: StageConfig) -> Decision:
+def decide(job: JobFacts, reason: str, stage: StageConfig,
+           partition: PartitionLimits | None = None) -> Decision:
     """The stage policy's answer to ``reason``. Never beyond ``max_attempts``; a
-    resubmission that would pass a cap gets the cap, one already at the cap gives up."""
+    resubmission that would pass a cap (the policy's, or ``partition``'s limit) gets the
+    cap, one already at the cap gives up."""
     policy = stage.supervision
     if reason in LATE_REASONS:
         return Decision(policy.late_action, _late_note(job, reason, stage))
@@ -131,39 +138,53 @@ def decide(job: JobFacts, reason: str, stage: StageConfig) -> Decision:
     if job.attempt >= policy.max_attempts:
         return Decision("gave_up", f"{what} on attempt {job.attempt} of "
                         f"{policy.max_attempts}: giving up (supervision.max_attempts)")
-    return grow(job, reason, stage, what)
+    return grow(job, reason, stage, what, partition)
 
 
-def grow(job: JobFacts, reason: str, stage: StageConfig, what: str) -> Decision:
-    """Resubmit with the resource that ran out multiplied by its factor, up to its cap."""
+def grow(job: JobFacts, reason: str, stage: StageConfig, what: str,
+         partition: PartitionLimits | None = None) -> Decision:
+    """Resubmit with the resource that ran out grown by what was measured: memory to
+    max(request x mem_factor, MaxRSS x RSS_MARGIN), time to max(limit x time_factor,
+    elapsed x time_factor); each up to the lower of the policy's cap and the partition's
+    limit."""
     policy = stage.supervision
     mem = job.req_mem_mb or parse_memory_mb(stage.mem)
     time = job.req_time_s or parse_time_seconds(stage.time)
     if reason == "oom":
-        cap = parse_memory_mb(policy.mem_cap)
+        cap, cap_word = parse_memory_mb(policy.mem_cap), f"{policy.mem_cap} (supervision.mem_cap)"
+        if partition is not None and partition.max_mem_mb and partition.max_mem_mb < cap:
+            cap, cap_word = partition.max_mem_mb, \
+                f"{format_memory(partition.max_mem_mb)} (a node of partition {partition.name})"
         if mem >= cap:
-            return Decision("gave_up", f"{what}: memory already at the cap "
-                            f"{policy.mem_cap} (supervision.mem_cap): giving up")
-        mem = min(mem * policy.mem_factor, cap)
+            return Decision("gave_up", f"{what}: memory already at the cap {cap_word}: "
+                            "giving up")
+        measured = (job.max_rss_mb or 0) * RSS_MARGIN
+        mem = min(max(mem * policy.mem_factor, measured), cap)
         return Decision("resubmit", f"{what}: resubmitting with {format_memory(mem)}",
                         mem, time)
     if reason == "timeout":
-        cap_s = parse_time_seconds(policy.time_cap)
+        cap_s, cap_word = parse_time_seconds(policy.time_cap), \
+            f"{policy.time_cap} (supervision.time_cap)"
+        if partition is not None and partition.max_time_s and partition.max_time_s < cap_s:
+            cap_s, cap_word = partition.max_time_s, \
+                f"{format_time(partition.max_time_s)} (MaxTime of partition {partition.name})"
         if time >= cap_s:
-            return Decision("gave_up", f"{what}: time already at the cap "
-                            f"{policy.time_cap} (supervision.time_cap): giving up")
-        time = int(min(time * policy.time_factor, cap_s))
+            return Decision("gave_up", f"{what}: time already at the cap {cap_word}: "
+                            "giving up")
+        ran = _age(job.started_at, job.ended_at) if job.ended_at else None
+        time = int(min(max(time, ran or 0) * policy.time_factor, cap_s))
         return Decision("resubmit", f"{what}: resubmitting with {format_time(time)}",
                         mem, time)
     return Decision("resubmit", f"{what}: resubmitting unchanged", mem, time)
 
 
 def decide_retry(job: JobFacts, stage: StageConfig, reason: str | None,
-                 mem_mb: float | None = None, time_s: int | None = None) -> Decision:
+                 mem_mb: float | None = None, time_s: int | None = None,
+                 partition: PartitionLimits | None = None) -> Decision:
     """A person's retry: resubmit now whatever the policy said; the resource that ran out
     still grows (up to its cap), and explicit ``mem``/``time`` win."""
     what = f"retried by hand after attempt {job.attempt} ({reason or job.state.lower()})"
-    decision = grow(job, reason or "failed", stage, what)
+    decision = grow(job, reason or "failed", stage, what, partition)
     if decision.action != "resubmit":  # at the cap: same resources again
         decision = Decision("resubmit", f"{what}: resubmitting at the cap",
                             job.req_mem_mb or parse_memory_mb(stage.mem),

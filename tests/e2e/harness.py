@@ -43,7 +43,9 @@ class Pipeline:
         py = sys.executable
         self.config_file.write_text(
             f"shared_drive: {self.drive.root}\nstate_dir: {tmp / 'state'}\n"
-            f"slurm:\n  backend: {backend}\n  local_max_concurrent: 4\n{slurm_config}"
+            f"slurm:\n  backend: {backend}\n  local_max_concurrent: 4\n"
+            # the test cluster is the tests' own: no shared site's call budget slows them
+            f"  calls_per_second: 50\n  calls_burst: 500\n{slurm_config}"
             "sensors:\n  interval_seconds: 1\n  debounce_seconds: 0.2\n"
             "  full_rescan_seconds: 30\n  missing_signal_grace_seconds: 20\n"
             "stages:\n"

@@ -141,28 +141,34 @@ def test_cancelled(backend: SbatchBackend, workdir: Path) -> None:
     assert wait_done(backend, [job])[job].state == "CANCELLED"
 
 
-def test_hundred_jobs_in_one_call(workdir: Path) -> None:
+def test_hundred_jobs_squeue_while_queued_sacct_in_bounded_batches_once_left(
+        workdir: Path) -> None:
     recorder = Recorder()
-    backend = SbatchBackend(runner=recorder)
+    backend = SbatchBackend(runner=recorder, ids_per_call=40)
     ids = [submit(backend, workdir, f"held{i}", "true", extra=("--hold",)) for i in range(100)]
-    # slurmdbd hears of new jobs a few seconds after the controller: wait for it, so that
-    # the call below is answered by sacct alone
-    deadline = time.monotonic() + 60
-    while len(backend._sacct(ids) or {}) < len(ids):
-        assert time.monotonic() < deadline, "slurmdbd never heard of the held jobs"
-        time.sleep(1)
     recorder.calls.clear()
-    statuses = backend.status(ids)
     try:
-        assert set(ids) <= set(statuses)
+        statuses = backend.status(ids)
         assert all(statuses[i].state == "PENDING" for i in ids)
-        assert recorder.count("sacct") == 1, recorder.calls
-        assert len(recorder.calls) == 1, recorder.calls
+        # still queued: one squeue answers for all of them (the controller filters by
+        # user), accounting is not asked
+        assert [c[0] for c in recorder.calls] == ["squeue"], recorder.calls
     finally:
         recorder.calls.clear()
         backend.cancel(ids)
         assert recorder.count("scancel") == 1
     assert all(s.state == "CANCELLED" for s in wait_done(backend, ids, 60).values())
+    deadline = time.monotonic() + 60
+    while True:  # slurmdbd hears of the cancellations a little after the controller
+        recorder.calls.clear()
+        left = backend.status(ids, known=dict.fromkeys(ids, "PENDING"))
+        if recorder.count("scontrol") == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert all(left[i].state == "CANCELLED" for i in ids)
+    # gone from the queue: sacct, at most 40 ids a call (100 -> 3 calls)
+    assert recorder.count("squeue") == 1 and recorder.count("sacct") == 3, recorder.calls
+    assert max(len(c[-1].split(",")) for c in recorder.calls if c[0] == "sacct") == 40
 
 
 def test_controller_fallback_without_accounting(backend: SbatchBackend, workdir: Path) -> None:

@@ -28,6 +28,7 @@ from baton.ledger import Ledger, open_ledger
 from baton.ledger.schema import evaluation_jobs
 from baton.pipeline.submission import submit_jobs
 from baton.slurm.sbatch import SbatchBackend
+from baton.units import format_memory
 from tests.conftest import require
 from tests.exporter.test_exporter import sample
 
@@ -135,11 +136,14 @@ def test_over_memory_is_resubmitted_with_more_and_succeeds(world: World) -> None
     sup = world.chain("hog")[0]
     assert (sup.reason, sup.action, sup.dispatch_status, sup.execution_status) == \
         ("oom", "resubmit", "dispatched", "completed")
-    assert sup.new_mem_mb == 200 and sup.finished_at is not None
-    assert "#SBATCH --mem=200M" in sup.script and "hog-" in sup.script
+    # sized by what it used: the larger of 2 x 100M and its MaxRSS x 1.25
+    assert first.max_rss_mb and sup.new_mem_mb == pytest.approx(
+        max(200, first.max_rss_mb * 1.25)) and sup.finished_at is not None
+    asked = format_memory(sup.new_mem_mb)
+    assert f"#SBATCH --mem={asked}" in sup.script and "hog-" in sup.script
     repair = world.ledger.job(sup.repair_row)
-    assert (repair.state, repair.attempt, repair.req_mem_mb, repair.parent_id) == \
-        ("COMPLETED", 2, 200, first.id)
+    assert (repair.state, repair.attempt, repair.parent_id) == ("COMPLETED", 2, first.id)
+    assert format_memory(repair.req_mem_mb) == asked
     assert repair.job_id == sup.repair_job_id
     assert len(world.chain("hog")) == 1  # the success is not supervised
     with world.ledger.read() as conn:
@@ -161,7 +165,8 @@ def test_the_repair_is_a_new_attempt_of_the_job_asset(world: World) -> None:
     assert len(records) == 1  # emitted once, then confirmed as a fact
     meta = records[0].asset_materialization.metadata
     assert meta["attempt"].value == 2 and meta["supervision_id"].value == sup.id
-    assert meta["slurm_job_ids"].value == sup.repair_job_id and meta["mem"].value == "200M"
+    assert meta["slurm_job_ids"].value == sup.repair_job_id
+    assert meta["mem"].value == format_memory(sup.new_mem_mb)
     assert world.ledger.has_fact(f"supervision:{sup.id}")
 
 
@@ -235,7 +240,8 @@ def test_cli_list_show_cancel_retry(world: World, capsys: pytest.CaptureFixture[
     hog = world.chain("hog")[0]
     code, out, _ = world.cli(capsys, "supervise", "show", str(hog.id))
     assert code == 0 and f"repair job:    {hog.repair_job_id}" in out
-    assert "new resources: 200M 00:05:00" in out and "#SBATCH --mem=200M" in out
+    asked = format_memory(hog.new_mem_mb)
+    assert f"new resources: {asked} 00:05:00" in out and f"#SBATCH --mem={asked}" in out
     gave_up = world.chain("fail")[-1]
     code, out, _ = world.cli(capsys, "supervise", "list", "--open")
     assert f"{gave_up.job_id:<9}" in out and "gave_up" in out
