@@ -69,8 +69,8 @@ def baton_yaml() -> str:
         f"  analysis:\n    time: '00:05:00'\n    mem: 200M\n    cpus: 1\n"
         f"    command: {py} {E2E / 'fake_analysis.py'}\n"
         "logging:\n  json_lines: true\n  file: ${BATON_LOG_DIR}/watcher.log\n"
-        # the heartbeat alert after 20 s of silence (a daemon ticks every few seconds)
-        "alerts:\n  heartbeat_min_seconds: 20\n  for_duration: 1s\n  exporter_down_for: 2s\n")
+        # the heartbeat alert after 30 s of silence (a daemon ticks every few seconds)
+        "alerts:\n  heartbeat_min_seconds: 30\n  for_duration: 1s\n  exporter_down_for: 2s\n")
 
 
 def test_supervisord_runs_every_service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -95,6 +95,15 @@ def _run(site: Installation, monkeypatch: pytest.MonkeyPatch) -> None:
     assert set(site.env_file) == set(read_env_file(DEPLOY / "baton.env"))
     site.configure(baton_yaml())
     site.start()
+    # the training run ends as soon as the services start: the daemon takes it up while
+    # the others come up
+    drive = DriveLayout(site.env_file["SHARED_DRIVE"])
+    layout = drive.experiment("deployed")
+    layout.final_dir.mkdir(parents=True)
+    (layout.final_dir / "model.safetensors").write_bytes(b"\0" * 1024)
+    publish(drive, TrainingComplete(
+        timestamp=datetime.now(UTC), experiment="deployed", checkpoint_path=str(layout.final_dir),
+        hostname="gpu01", user="tester", final_loss=1.5, total_steps=100))
     ports = site.ports
     base_prom = f"http://127.0.0.1:{ports['PROMETHEUS_PORT']}"
     exporter = f"http://127.0.0.1:{ports['BATON_EXPORTER_PORT']}/metrics"
@@ -124,18 +133,12 @@ def _run(site: Installation, monkeypatch: pytest.MonkeyPatch) -> None:
                   and site.status()["exporter"][1] not in (None, old), timeout=60)
     site.wait_for("the restarted exporter to answer", answers["exporter"], timeout=60)
 
-    # one experiment through evaluation and analysis, on the Dagster instance in PostgreSQL
-    drive = DriveLayout(site.env_file["SHARED_DRIVE"])
-    layout = drive.experiment("deployed")
-    layout.final_dir.mkdir(parents=True)
-    (layout.final_dir / "model.safetensors").write_bytes(b"\0" * 1024)
-    publish(drive, TrainingComplete(
-        timestamp=datetime.now(UTC), experiment="deployed", checkpoint_path=str(layout.final_dir),
-        hostname="gpu01", user="tester", final_loss=1.5, total_steps=100))
+    # the experiment went through evaluation and analysis, on the Dagster instance in
+    # PostgreSQL
     for key in ("DAGSTER_HOME", "DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_DB",
                 "DAGSTER_PG_USERNAME", "DAGSTER_PG_PASSWORD"):
         monkeypatch.setenv(key, site.env_file[key])
-    from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
+    from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, RunsFilter
 
     instance = DagsterInstance.get()
     assert type(instance.run_storage).__name__ == "PostgresRunStorage"
@@ -153,10 +156,15 @@ def _run(site: Installation, monkeypatch: pytest.MonkeyPatch) -> None:
                  and d.get("stage") == "evaluation"]
     assert len(submitted) == 1, submitted
     assert submitted[0]["experiment"] == "deployed"
+    (run,) = instance.get_runs(RunsFilter(job_name="submit_evaluation"))
+    kept = [e.user_message for e in instance.all_logs(run.run_id)]
+    assert any("deployed: submitted as" in m for m in kept), kept  # python_logs
 
     # the daemon stopped: the heartbeat alert fires (in Prometheus and in Alertmanager) ...
     site.wait_for("a sensor heartbeat scraped", lambda: _query(
         base_prom, "baton_sensor_heartbeat_timestamp_seconds"), timeout=60)
+    site.wait_for("no heartbeat alert while the daemon runs",
+                  lambda: not _alert_states(base_prom, HEARTBEAT), timeout=60)
     site.ctl("stop", "baton:dagster-daemon")
     assert site.status()["dagster-daemon"][0] == "STOPPED"
     site.wait_for("the heartbeat alert firing",
