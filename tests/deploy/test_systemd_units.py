@@ -86,8 +86,8 @@ def test_systemd_analyze_refuses_a_unit_with_a_missing_program(tmp_path: Path) -
 
 
 @pytest.mark.parametrize("name", sorted(SERVICES))
-def test_units_read_the_installation_environment(name: str) -> None:
+def test_units_run_as_baton_and_baton_s_read_the_installation_environment(name: str) -> None:
     service = _service(UNITS / name)
-    if name.startswith("baton-") and "prometheus" not in service["ExecStart"]:
+    assert service["User"] == "baton"
+    if service["ExecStart"].startswith(PREFIX):
         assert service["EnvironmentFile"] == "/etc/baton/env"
-        assert service["User"] == "baton"
