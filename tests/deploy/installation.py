@@ -87,6 +87,8 @@ class Installation:
                        if not k.startswith(("BATON_", "DAGSTER_", "MLFLOW_"))
                        and k != "SHARED_DRIVE"}, **self.env_file}
         self.supervisord: subprocess.Popen[bytes] | None = None
+        self.main = tmp / "supervisord.conf"
+        self.scrape_job = ""
 
     def _admin(self, statement: str) -> None:
         engine = create_engine(self.pg.set(drivername="postgresql+psycopg2"),
@@ -125,10 +127,16 @@ class Installation:
         prom = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
         prom["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
         prom["rule_files"] = [str(self.etc / "alerts.yml")]
-        prom["scrape_configs"][0].update(
+        # the exporter here is plain HTTP behind basic auth (its TLS is tested in
+        # tests/exporter/): whatever TLS the shipped scrape job sets is left out
+        scrape = prom["scrape_configs"][0]
+        scrape.pop("tls_config", None)
+        scrape.update(
+            scheme="http",
             static_configs=[{"targets": [f"127.0.0.1:{self.ports['BATON_EXPORTER_PORT']}"]}],
             basic_auth={"username": EXPORTER_USER,
                         "password_file": str(self.etc / "exporter.password")})
+        self.scrape_job = scrape["job_name"]
         prom["alerting"]["alertmanagers"][0]["static_configs"] = [
             {"targets": [f"127.0.0.1:{self.ports['ALERTMANAGER_PORT']}"]}]
         (self.etc / "prometheus.yml").write_text(yaml.safe_dump(prom))
@@ -138,8 +146,7 @@ class Installation:
         """supervisord on deploy/supervisord.conf, included from a main configuration as
         Debian's /etc/supervisor/supervisord.conf includes conf.d/ (its socket, pid file
         and log here: no root needed)."""
-        main = self.tmp / "supervisord.conf"
-        main.write_text(
+        self.main.write_text(
             f"[unix_http_server]\nfile={self.tmp / 'supervisor.sock'}\nchmod=0700\n\n"
             f"[supervisord]\nlogfile={self.log / 'supervisord.log'}\n"
             f"pidfile={self.tmp / 'supervisord.pid'}\nchildlogdir={self.log}\n\n"
@@ -147,9 +154,8 @@ class Installation:
             "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\n"
             f"[supervisorctl]\nserverurl=unix://{self.tmp / 'supervisor.sock'}\n\n"
             f"[include]\nfiles = {DEPLOY / 'supervisord.conf'}\n")
-        self.main = main
         self.supervisord = subprocess.Popen(
-            ["supervisord", "-n", "-c", str(main)], env=self.env, cwd=self.tmp,
+            ["supervisord", "-n", "-c", str(self.main)], env=self.env, cwd=self.tmp,
             stdout=open(self.log / "supervisord.stdout", "wb"),  # noqa: SIM115
             stderr=subprocess.STDOUT, start_new_session=True)
 

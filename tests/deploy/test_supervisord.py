@@ -27,11 +27,13 @@ from baton.layout import DriveLayout
 from baton.signals import TrainingComplete
 from tests.conftest import require
 from tests.deploy.installation import (
+    DEPLOY,
     E2E,
     EXPORTER_PASSWORD,
     EXPORTER_USER,
     PROGRAMS,
     Installation,
+    read_env_file,
 )
 
 pytestmark = pytest.mark.slow
@@ -89,8 +91,6 @@ def test_supervisord_runs_every_service(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def _run(site: Installation, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.deploy.installation import DEPLOY, read_env_file
-
     # the installation's environment sets every variable deploy/baton.env names
     assert set(site.env_file) == set(read_env_file(DEPLOY / "baton.env"))
     site.configure(baton_yaml())
@@ -120,10 +120,10 @@ def _run(site: Installation, monkeypatch: pytest.MonkeyPatch) -> None:
         p: s for p, (s, _) in site.status().items()} == dict.fromkeys(PROGRAMS, "RUNNING"),
         timeout=90)
     for name, answer in answers.items():
-        site.wait_for(f"{name} to answer", answer, timeout=120)
+        site.wait_for(f"{name} to answer", answer, timeout=240)  # a loaded CI machine
     assert http_status(exporter) == 401  # the web config holds
     site.wait_for("Prometheus to scrape the exporter", lambda: _query(
-        base_prom, 'up{job="baton"} == 1'), timeout=60)
+        base_prom, f'up{{job="{site.scrape_job}"}} == 1'), timeout=60)
 
     # a SIGKILLed service is started again by supervisord
     old = site.status()["exporter"][1]
@@ -147,7 +147,7 @@ def _run(site: Installation, monkeypatch: pytest.MonkeyPatch) -> None:
         return bool(instance.fetch_materializations(AssetRecordsFilter(
             asset_key=AssetKey(asset), asset_partitions=["deployed"]), limit=1).records)
 
-    site.wait_for("the analysis report", lambda: materialized("analysis_report"), timeout=180)
+    site.wait_for("the analysis report", lambda: materialized("analysis_report"), timeout=300)
     assert materialized("evaluation_metrics")
     # the runs' lines are in the watcher log, with their context, and in Dagster's own log
     watcher = [json.loads(line) for line in
@@ -159,6 +159,10 @@ def _run(site: Installation, monkeypatch: pytest.MonkeyPatch) -> None:
     (run,) = instance.get_runs(RunsFilter(job_name="submit_evaluation"))
     kept = [e.user_message for e in instance.all_logs(run.run_id)]
     assert any("deployed: submitted as" in m for m in kept), kept  # python_logs
+    # the webserver shows the same instance
+    runs = _graphql(f"http://127.0.0.1:{ports['DAGSTER_WEBSERVER_PORT']}/graphql",
+                    "{ runsOrError { ... on Runs { results { runId } } } }")
+    assert run.run_id in {r["runId"] for r in runs["runsOrError"]["results"]}
 
     # the daemon stopped: the heartbeat alert fires (in Prometheus and in Alertmanager) ...
     site.wait_for("a sensor heartbeat scraped", lambda: _query(
@@ -194,6 +198,15 @@ def _query(base: str, expr: str) -> list[dict]:
     doc = get_json(f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
     assert doc["status"] == "success", doc
     return doc["data"]["result"]
+
+
+def _graphql(url: str, query: str) -> dict:
+    request = urllib.request.Request(url, data=json.dumps({"query": query}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as r:
+        doc = json.loads(r.read())
+    assert "errors" not in doc, doc
+    return doc["data"]
 
 
 def _alert_states(base: str, name: str) -> list[str]:
