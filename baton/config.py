@@ -173,6 +173,20 @@ class MLflowConfig(Section):
     tracking_uri: str | None = None
 
 
+def _http_url(value: str | None) -> str | None:
+    if value is not None and not re.fullmatch(r"https?://[^\s]+", value):
+        raise ValueError(f"{value!r} is not an http(s) URL")
+    return value.rstrip("/") if value else value
+
+
+class WebLinks(Section):
+    """Where the status pages (``baton web``) link an experiment to: the Dagster UI and
+    the MLflow UI (default: ``mlflow.tracking_uri`` when it is an http(s) URL)."""
+
+    dagster_url: Annotated[str | None, AfterValidator(_http_url)] = None
+    mlflow_url: Annotated[str | None, AfterValidator(_http_url)] = None
+
+
 class SensorConfig(Section):
     interval_seconds: int = Field(default=15, ge=1)
     full_rescan_seconds: float = Field(default=600, gt=0)
@@ -328,6 +342,7 @@ class Config(Section):
         default_factory=default_state_dir)
     database_url: str | None = None
     mlflow: MLflowConfig = Field(default_factory=MLflowConfig)
+    web: WebLinks = Field(default_factory=WebLinks)
     slurm: SlurmConfig = Field(default_factory=SlurmConfig)
     stages: Annotated[dict[str, StageConfig], AfterValidator(_stage_names)] = Field(
         default_factory=_default_stages)

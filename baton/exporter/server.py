@@ -28,7 +28,7 @@ from baton.config import Config
 from baton.errors import BatonError
 from baton.exporter.collector import BatonCollector, QueueSnapshot
 from baton.exporter.folds import FULL_EVERY_SECONDS
-from baton.exporter.webconfig import Passwords, load_web_config, tls_context
+from baton.webauth import Passwords, load_web_config, tls_context
 from baton.ledger import open_ledger
 from baton.slurm.factory import make_backend
 

@@ -1,0 +1,308 @@
+"""What the status pages (``baton web``) read: one page of rows at a time, each query
+bounded by its ``limit`` (one more row is read to tell whether a next page exists), so a
+page costs the same with a long history as with a short one.
+
+An experiment's state is computed in the database, so that a filter on it pages like any
+other: ``waiting`` (the supervisor gave up on one of its jobs, or could not dispatch a
+repair: a person must act), ``failed`` (its training failed, an evaluation task's latest
+attempt failed, or its latest analysis did), ``complete`` (its latest analysis completed),
+else ``running``. Only the stage rows of its latest training signal count (the signal's
+key, or a repair's ``{key}#attempt-{n}``); an evaluation task is its checkpoint's latest
+row, so a repaired failure no longer counts as one."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import ColumnElement, Row, and_, case, func, literal, or_, select
+
+from baton.ledger.base import LedgerBase
+from baton.ledger.schema import (
+    OPEN_JOB,
+    analysis_jobs,
+    analysis_outputs,
+    evaluation_jobs,
+    signals,
+    slurm_jobs,
+    status_events,
+    supervisions,
+    training_runs,
+)
+from baton.slurm.states import FAILED_STATES
+
+STATES = ("complete", "running", "failed", "waiting")
+MAX_PAGE = 500  # rows a page may ask for, whatever its URL says
+JOBS_PER_EXPERIMENT = 20  # the newest jobs shown (and linked to their logs) per experiment
+TIMELINE_EVENTS = 12  # status reports drawn per job
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of rows; ``more``: a next page exists."""
+
+    rows: Sequence[Row[Any]]
+    offset: int
+    limit: int
+    more: bool
+
+
+@dataclass
+class ExperimentDetail:
+    """What a page shows beside an experiment's row: its newest jobs (for their logs), why
+    it failed, and its report (the analysis output's id, its path)."""
+
+    jobs: list[Row[Any]] = field(default_factory=list)
+    reason: str | None = None
+    report: tuple[int, str] | None = None
+    analysis_run: str | None = None
+
+
+def _page(conn: Any, query: Any, offset: int, limit: int) -> Page:
+    limit = max(1, min(limit, MAX_PAGE))
+    offset = max(0, offset)
+    rows = conn.execute(query.offset(offset).limit(limit + 1)).all()
+    return Page(rows[:limit], offset, limit, len(rows) > limit)
+
+
+def _of_signal(trigger: Any, key: Any) -> ColumnElement[bool]:
+    """A stage row answering the training signal ``key``: its key, or a repair's
+    ``{key}#attempt-{n}`` (a range, so the comparison stays exact and portable)."""
+    return or_(trigger == key, and_(trigger >= key + literal("#attempt-"),
+                                    trigger < key + literal("#attempt.")))
+
+
+def experiment_columns() -> list[Any]:
+    """Each experiment's row: its training run, its evaluation tasks (total, completed,
+    failed), its latest analysis' status and whether a person must act, and its state."""
+    t = training_runs.c
+    e, later = evaluation_jobs.alias("e"), evaluation_jobs.alias("later")
+    newer = select(later.c.id).where(
+        later.c.experiment_name == e.c.experiment_name,
+        func.coalesce(later.c.checkpoint_path, "") == func.coalesce(e.c.checkpoint_path, ""),
+        _of_signal(later.c.trigger_key, t.signal_key), later.c.id > e.c.id).exists()
+    task = and_(e.c.experiment_name == t.experiment_name,
+                _of_signal(e.c.trigger_key, t.signal_key), ~newer)
+
+    def tasks(*where: Any) -> Any:
+        return select(func.count()).select_from(e).where(task, *where).scalar_subquery()
+
+    a = analysis_jobs.alias("a")
+    analysis = (select(a.c.status).where(a.c.experiment_name == t.experiment_name,
+                                         _of_signal(a.c.trigger_key, t.signal_key))
+                .order_by(a.c.id.desc()).limit(1).scalar_subquery())
+    s = supervisions.c
+    waiting = select(s.id).where(s.experiment == t.experiment_name, or_(
+        and_(s.action == "gave_up", s.execution_status == "open"),
+        s.dispatch_status == "failed")).exists()
+    failed_tasks = tasks(e.c.status == "failed")
+    state = case((waiting, "waiting"),
+                 (or_(t.status == "failed", failed_tasks > 0, analysis == "failed"), "failed"),
+                 (analysis == "completed", "complete"), else_="running")
+    return [t.id, t.experiment_name, t.campaign, t.user, t.status, t.completed_at,
+            t.mlflow_run_id, t.total_steps, tasks().label("tasks"),
+            tasks(e.c.status == "completed").label("tasks_done"),
+            failed_tasks.label("tasks_failed"), analysis.label("analysis"),
+            state.label("state")]
+
+
+class WebQueries(LedgerBase):
+    def experiments_page(self, *, name: str = "", campaign: str = "", user: str = "",
+                         state: str = "", offset: int = 0, limit: int = 50) -> Page:
+        """The newest experiments first, those matching every filter given (``name``: a
+        part of the name; the others exactly)."""
+        inner = select(*experiment_columns())
+        t = training_runs.c
+        if name:
+            escaped = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            inner = inner.where(t.experiment_name.like(f"%{escaped}%", escape="\\"))
+        if campaign:
+            inner = inner.where(t.campaign == campaign)
+        if user:
+            inner = inner.where(t.user == user)
+        q = inner.order_by(t.id.desc())
+        if state:
+            sub = inner.subquery()
+            q = select(sub).where(sub.c.state == state).order_by(sub.c.id.desc())
+        with self.read() as conn:
+            return _page(conn, q, offset, limit)
+
+    def experiment_details(self, names: Sequence[str]) -> dict[str, ExperimentDetail]:
+        """For a page's experiments: their newest jobs, the reason of their latest failure
+        (the stage row's error, else Slurm's state and exit code, with the supervisor's
+        decision) and their latest report."""
+        out = {n: ExperimentDetail() for n in names}
+        if not names:
+            return out
+        j = slurm_jobs.c
+        ranked = select(slurm_jobs, func.row_number().over(
+            partition_by=j.experiment, order_by=j.id.desc()).label("n")).where(
+            j.experiment.in_(names)).subquery()
+        errors = {}
+        with self.read() as conn:
+            for row in conn.execute(select(ranked).where(
+                    ranked.c.n <= JOBS_PER_EXPERIMENT).order_by(ranked.c.id.desc())):
+                out[row.experiment].jobs.append(row)
+            for table in (evaluation_jobs, analysis_jobs):
+                for exp, status, error, job_row in conn.execute(select(
+                        table.c.experiment_name, table.c.status, table.c.error_message,
+                        table.c.slurm_job_row).where(
+                        table.c.experiment_name.in_(names), table.c.status == "failed")
+                        .order_by(table.c.id)):
+                    errors[(exp, job_row)] = error
+            rows = [r.id for d in out.values() for r in d.jobs if r.state in FAILED_STATES]
+            notes = {r.job_row: r for r in conn.execute(select(
+                supervisions.c.job_row, supervisions.c.action, supervisions.c.note).where(
+                supervisions.c.job_row.in_(rows)).order_by(supervisions.c.id))} if rows else {}
+            for exp, aid, mlflow_run, oid, path in conn.execute(
+                    select(analysis_jobs.c.experiment_name, analysis_jobs.c.id,
+                           analysis_jobs.c.mlflow_run_id, analysis_outputs.c.id,
+                           analysis_outputs.c.output_path)
+                    .select_from(analysis_jobs.outerjoin(analysis_outputs, and_(
+                        analysis_outputs.c.analysis_job_id == analysis_jobs.c.id,
+                        analysis_outputs.c.output_type == "report")))
+                    .where(analysis_jobs.c.experiment_name.in_(names))
+                    .order_by(analysis_jobs.c.id, analysis_outputs.c.id)):
+                detail = out[exp]
+                detail.analysis_run = mlflow_run or detail.analysis_run
+                if oid is not None:
+                    detail.report = (oid, path)
+        for exp, detail in out.items():
+            detail.reason = _reason(exp, detail.jobs, errors, notes)
+        return out
+
+    def queue_page(self, offset: int = 0, limit: int = 100) -> Page:
+        """Jobs not in a final state, in submission order (the tracker keeps their state,
+        reason and figures: nothing here asks Slurm)."""
+        with self.read() as conn:
+            return _page(conn, select(slurm_jobs).where(OPEN_JOB).order_by(
+                slurm_jobs.c.id), offset, limit)
+
+    def queue_counts(self) -> dict[str, int]:
+        with self.read() as conn:
+            return {s: int(n) for s, n in conn.execute(select(
+                slurm_jobs.c.state, func.count()).where(OPEN_JOB).group_by(
+                slurm_jobs.c.state))}
+
+    def failed_jobs_page(self, offset: int = 0, limit: int = 50) -> Page:
+        """Jobs that failed, newest first, each with the supervisor's latest decision
+        about it (action, reason, note, dispatch and execution)."""
+        s = supervisions.alias("s")
+        latest = select(func.max(s.c.id)).where(s.c.job_row == slurm_jobs.c.id
+                                                ).scalar_subquery()
+        q = (select(slurm_jobs, supervisions.c.action, supervisions.c.reason.label("why"),
+                    supervisions.c.note, supervisions.c.dispatch_status,
+                    supervisions.c.execution_status, supervisions.c.repair_job_id)
+             .select_from(slurm_jobs.outerjoin(supervisions, supervisions.c.id == latest))
+             .where(slurm_jobs.c.state.in_(sorted(FAILED_STATES)))
+             .order_by(slurm_jobs.c.id.desc()))
+        with self.read() as conn:
+            return _page(conn, q, offset, limit)
+
+    def stage_errors(self, job_rows: Sequence[int]) -> dict[int, str]:
+        """The error its stage row recorded (``.eval_failed``, a refused submission) for
+        each of ``job_rows`` that has one."""
+        if not job_rows:
+            return {}
+        out: dict[int, str] = {}
+        with self.read() as conn:
+            for table in (evaluation_jobs, analysis_jobs):
+                for row, error in conn.execute(select(
+                        table.c.slurm_job_row, table.c.error_message).where(
+                        table.c.slurm_job_row.in_(list(job_rows)),
+                        table.c.error_message.is_not(None))):
+                    out[row] = error
+        return out
+
+    def awaiting_people(self, limit: int = 100) -> Sequence[Row[Any]]:
+        """Supervisions a person must look at, newest first: give-ups not dismissed, and
+        repairs whose dispatch failed."""
+        s = supervisions.c
+        with self.read() as conn:
+            return conn.execute(select(supervisions).where(or_(
+                and_(s.action == "gave_up", s.execution_status == "open"),
+                s.dispatch_status == "failed")).order_by(s.id.desc()).limit(
+                min(limit, MAX_PAGE))).all()
+
+    def quarantined_page(self, offset: int = 0, limit: int = 50) -> Page:
+        with self.read() as conn:
+            return _page(conn, select(signals).where(signals.c.status == "quarantined")
+                         .order_by(signals.c.id.desc()), offset, limit)
+
+    def status_page(self, offset: int = 0, limit: int = 100) -> tuple[Page, dict[
+            tuple[str, str], list[Row[Any]]]]:
+        """Each (project, job)'s latest report, and its last reports (oldest first) for
+        its timeline."""
+        ev = status_events.c
+        ranked = select(status_events, func.row_number().over(
+            partition_by=(ev.project, ev.job),
+            order_by=(ev.reported_at.desc(), ev.id.desc())).label("n")).subquery()
+        with self.read() as conn:
+            page = _page(conn, select(ranked).where(ranked.c.n == 1).order_by(
+                ranked.c.project, ranked.c.job), offset, limit)
+            history: dict[tuple[str, str], list[Row[Any]]] = defaultdict(list)
+            projects = sorted({r.project for r in page.rows})
+            if projects:
+                for r in conn.execute(select(ranked).where(
+                        ranked.c.n <= TIMELINE_EVENTS, ranked.c.project.in_(projects))
+                        .order_by(ranked.c.reported_at, ranked.c.id)):
+                    history[(r.project, r.job)].append(r)
+        return page, history
+
+    def campaign_completion(self, tags: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """Per campaign tag among ``tags``: (experiments whose latest analysis completed,
+        experiments trained)."""
+        if not tags:
+            return {}
+        cols = {c.name: c for c in experiment_columns()}
+        t = training_runs.c
+        sub = select(t.campaign, cols["state"]).where(t.campaign.in_(list(tags))).subquery()
+        with self.read() as conn:
+            return {c: (int(done or 0), int(n)) for c, done, n in conn.execute(select(
+                sub.c.campaign, func.sum(case((sub.c.state == "complete", 1), else_=0)),
+                func.count()).group_by(sub.c.campaign))}
+
+    def job_log_paths(self, job_id: str) -> Row[Any] | None:
+        """The newest row of Slurm job ``job_id``: where the ledger says it writes."""
+        with self.read() as conn:
+            return conn.execute(select(
+                slurm_jobs.c.id, slurm_jobs.c.job_id, slurm_jobs.c.experiment, slurm_jobs.c.stage,
+                slurm_jobs.c.state, slurm_jobs.c.stdout_path, slurm_jobs.c.stderr_path)
+                .where(slurm_jobs.c.job_id == job_id).order_by(slurm_jobs.c.id.desc())
+                .limit(1)).first()
+
+    def analysis_files(self, analysis_output: int) -> tuple[str, list[str]] | None:
+        """The path of analysis output ``analysis_output`` and those of every output of the
+        same analysis (what its report may link to), or None."""
+        ao = analysis_outputs.c
+        with self.read() as conn:
+            row = conn.execute(select(ao.analysis_job_id, ao.output_path).where(
+                ao.id == analysis_output)).first()
+            if row is None:
+                return None
+            return row.output_path, list(conn.execute(select(ao.output_path).where(
+                ao.analysis_job_id == row.analysis_job_id)).scalars())
+
+
+def _reason(experiment: str, jobs: Sequence[Row[Any]], errors: dict[tuple[str, int], str],
+            notes: dict[int, Row[Any]]) -> str | None:
+    """Why the experiment's newest failed job failed, in words."""
+    for job in jobs:  # newest first
+        if job.state not in FAILED_STATES:
+            continue
+        words = errors.get((experiment, job.id)) or job.reason or ""
+        said = f"{job.stage} job {job.job_id or '-'} {job.state}"
+        if job.exit_code not in (None, 0):
+            said += f" (exit {job.exit_code})"
+        if words:
+            said += f": {words}"
+        note = notes.get(job.id)
+        if note is not None:
+            said += f"; supervisor: {note.action}" + (f" ({note.note})" if note.note else "")
+        return said
+    for (exp, _), error in errors.items():  # a failure recorded without a job
+        if exp == experiment and error:
+            return error
+    return None
