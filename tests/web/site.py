@@ -33,6 +33,7 @@ class Site:
         self.next_job = 7000
         self.triggers: dict[str, str] = {}
         self.checkpoints: dict[str, list[str]] = {}
+        self.broken_row = 0
 
     def train(self, name: str, steps: list[int], user: str = "ada") -> None:
         layout = self.drive.experiment(name)
@@ -73,6 +74,18 @@ class Site:
             self.ledger.record_analysis(experiment=name, trigger_key=self.triggers[name],
                                         slurm_row=claim.row_id, job_id=job_id)
         return claim.row_id, job_id
+
+    def repair(self, name: str, original_row: int) -> str:
+        """The supervisor's resubmission of a failed evaluation task, as attempt 2."""
+        job_id = str(self.next_job)
+        self.next_job += 1
+        claim = self.ledger.claim_submission(f"repair:{name}:{job_id}", stage="evaluation",
+                                             experiment=name, backend="sbatch", attempt=2,
+                                             parent_id=original_row)
+        self.ledger.mark_submitted(claim.row_id, job_id)
+        assert self.ledger.record_repair_task(stage="evaluation", original_row=original_row,
+                                              slurm_row=claim.row_id, job_id=job_id, attempt=2)
+        return job_id
 
     def slurm_says(self, job_id: str, state: str) -> None:
         ended = datetime.now(UTC)
@@ -124,6 +137,7 @@ def fill(config: Config, ledger: Ledger) -> Site:
 
     site.train("lr-0.9-broken", [100], user="grace")
     row, job = site.submit("lr-0.9-broken", "evaluation")
+    site.broken_row = row
     out = ledger.job(row)
     Path(out.stdout_path).write_text("loading checkpoint\nevaluating toy\n")
     Path(out.stderr_path).write_text(FAILED_LOG)

@@ -27,11 +27,7 @@ def test_states_progress_and_reasons(config: Config, ledger_url: str) -> None:
     assert detail["lr-0.1-done"].report is not None and detail["lr-0.1-done"].reason is None
 
     # a repair of the failed task that completed: the experiment no longer counts as failed
-    _, job = site.submit("lr-0.9-broken", "evaluation")
-    with ledger.write() as conn:
-        from sqlalchemy import text
-        conn.execute(text("UPDATE evaluation_jobs SET trigger_key = :k WHERE slurm_job_id = :j"),
-                     {"k": site.triggers["lr-0.9-broken"] + "#attempt-2", "j": job})
+    job = site.repair("lr-0.9-broken", site.broken_row)
     site.evaluated("lr-0.9-broken", 0, job)
     assert ledger.experiments_page(name="0.9").rows[0].state == "running"
 
