@@ -146,8 +146,8 @@ class WebQueries(LedgerBase):
                     ranked.c.n <= JOBS_PER_EXPERIMENT).order_by(ranked.c.id.desc())):
                 out[row.experiment].jobs.append(row)
             for table in (evaluation_jobs, analysis_jobs):
-                for exp, status, error, job_row in conn.execute(select(
-                        table.c.experiment_name, table.c.status, table.c.error_message,
+                for exp, error, job_row in conn.execute(select(
+                        table.c.experiment_name, table.c.error_message,
                         table.c.slurm_job_row).where(
                         table.c.experiment_name.in_(names), table.c.status == "failed")
                         .order_by(table.c.id)):
@@ -156,10 +156,9 @@ class WebQueries(LedgerBase):
             notes = {r.job_row: r for r in conn.execute(select(
                 supervisions.c.job_row, supervisions.c.action, supervisions.c.note).where(
                 supervisions.c.job_row.in_(rows)).order_by(supervisions.c.id))} if rows else {}
-            for exp, aid, mlflow_run, oid, path in conn.execute(
-                    select(analysis_jobs.c.experiment_name, analysis_jobs.c.id,
-                           analysis_jobs.c.mlflow_run_id, analysis_outputs.c.id,
-                           analysis_outputs.c.output_path)
+            for exp, mlflow_run, oid, path in conn.execute(
+                    select(analysis_jobs.c.experiment_name, analysis_jobs.c.mlflow_run_id,
+                           analysis_outputs.c.id, analysis_outputs.c.output_path)
                     .select_from(analysis_jobs.outerjoin(analysis_outputs, and_(
                         analysis_outputs.c.analysis_job_id == analysis_jobs.c.id,
                         analysis_outputs.c.output_type == "report")))
