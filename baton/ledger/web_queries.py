@@ -74,6 +74,33 @@ def _of_signal(trigger: Any, key: Any) -> ColumnElement[bool]:
                                     trigger < key + literal("#attempt.")))
 
 
+def _awaits_person() -> ColumnElement[bool]:
+    s = supervisions.c
+    return or_(and_(s.action == "gave_up", s.execution_status == "open"),
+               s.dispatch_status == "failed")
+
+
+AWAITS_PERSON = _awaits_person()
+
+
+def _maybe(state: str) -> ColumnElement[bool] | None:
+    """For a rare state, a condition every experiment in it meets, cheap to test (each
+    subquery is computed once, not per experiment): the exact state is then computed for
+    those only, not for every experiment until a page is found."""
+    t = training_runs.c
+
+    def named(table: Any, *where: Any) -> ColumnElement[bool]:
+        return t.experiment_name.in_(select(table.c.experiment_name).where(*where))
+
+    if state == "waiting":
+        return t.experiment_name.in_(select(supervisions.c.experiment).where(AWAITS_PERSON))
+    if state == "failed":
+        return or_(t.status == "failed", named(evaluation_jobs, evaluation_jobs.c.status ==
+                                               "failed"),
+                   named(analysis_jobs, analysis_jobs.c.status == "failed"))
+    return None  # complete, running: common, found in the first rows of the newest
+
+
 def experiment_columns() -> list[Any]:
     """Each experiment's row: its training run, its evaluation tasks (total, completed,
     failed), its latest analysis' status and whether a person must act, and its state."""
@@ -93,10 +120,7 @@ def experiment_columns() -> list[Any]:
     analysis = (select(a.c.status).where(a.c.experiment_name == t.experiment_name,
                                          _of_signal(a.c.trigger_key, t.signal_key))
                 .order_by(a.c.id.desc()).limit(1).scalar_subquery())
-    s = supervisions.c
-    waiting = select(s.id).where(s.experiment == t.experiment_name, or_(
-        and_(s.action == "gave_up", s.execution_status == "open"),
-        s.dispatch_status == "failed")).exists()
+    waiting = t.experiment_name.in_(select(supervisions.c.experiment).where(AWAITS_PERSON))
     failed_tasks = tasks(e.c.status == "failed")
     state = case((waiting, "waiting"),
                  (or_(t.status == "failed", failed_tasks > 0, analysis == "failed"), "failed"),
@@ -124,6 +148,9 @@ class WebQueries(LedgerBase):
             inner = inner.where(t.user == user)
         q = inner.order_by(t.id.desc())
         if state:
+            maybe = _maybe(state)
+            if maybe is not None:
+                inner = inner.where(maybe)
             sub = inner.subquery()
             q = select(sub).where(sub.c.state == state).order_by(sub.c.id.desc())
         with self.read() as conn:
@@ -218,11 +245,9 @@ class WebQueries(LedgerBase):
     def awaiting_people(self, limit: int = 100) -> Sequence[Row[Any]]:
         """Supervisions a person must look at, newest first: give-ups not dismissed, and
         repairs whose dispatch failed."""
-        s = supervisions.c
         with self.read() as conn:
-            return conn.execute(select(supervisions).where(or_(
-                and_(s.action == "gave_up", s.execution_status == "open"),
-                s.dispatch_status == "failed")).order_by(s.id.desc()).limit(
+            return conn.execute(select(supervisions).where(AWAITS_PERSON).order_by(
+                supervisions.c.id.desc()).limit(
                 min(limit, MAX_PAGE))).all()
 
     def quarantined_page(self, offset: int = 0, limit: int = 50) -> Page:
