@@ -72,6 +72,16 @@ def _rss_mb(pid: int) -> float:
     return 0.0
 
 
+def _pages(url: str, db: sqlite3.Connection, label: str) -> list[Result]:
+    out = []
+    for page, query in PAGES.items():
+        ours = timed(lambda page=page: _get(f"{url}/{page}"), repeat=5)
+        plain = timed(lambda query=query: db.execute(query).fetchall(), repeat=5)
+        out.append(Result(BENCH, f"/{page}, {label}", ours, "s", plain, "plain query"))
+        say(f"  /{page}: {ours * 1000:.0f} ms (plain query {plain * 1000:.1f} ms)")
+    return out
+
+
 def run(ctx: Context) -> list[Result]:
     sizes = ctx.pick([12_500], [12_500, 1_000_000])
     root = ctx.dir("web")
@@ -90,13 +100,7 @@ def run(ctx: Context) -> list[Result]:
             proc, url = _serve(root, config_path)
             db = sqlite3.connect(f"file:{root / 'ledger.db'}?mode=ro", uri=True)
             try:
-                for page, query in PAGES.items():
-                    ours = timed(lambda page=page: _get(f"{url}/{page}"), repeat=5)
-                    plain = timed(lambda query=query: db.execute(query).fetchall(), repeat=5)
-                    results.append(Result(BENCH, f"/{page}, {label}", ours, "s", plain,
-                                          "plain query"))
-                    say(f"  /{page}: {ours * 1000:.0f} ms (plain query "
-                        f"{plain * 1000:.1f} ms)")
+                results += _pages(url, db, label)
                 rss = _rss_mb(proc.pid)
                 results.append(Result(BENCH, f"resident memory after every page, {label}",
                                       rss, "MB", RSS_BUDGET_MB, "budget"))

@@ -12,7 +12,7 @@ from baton.cli.common import config_from
 
 
 def cmd_web(args: argparse.Namespace) -> int:
-    from baton.web.server import serve
+    from baton.web.serving import serve
 
     serve(config_from(args), args.host, args.port, args.web_config, args.root_path,
           args.refresh)

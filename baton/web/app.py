@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from baton.config import Config
 from baton.ledger import Ledger
-from baton.web import logs, views
+from baton.web import log_files, views
 from baton.webauth import Passwords
 
 STATIC = Path(__file__).with_name("static")
@@ -95,7 +95,7 @@ def build_app(config: Config, ledger: Ledger, passwords: Passwords | None = None
         except ValueError:
             lines = TAIL_LINES
         with src:
-            text, more = logs.tail(src, lines)
+            text, more = log_files.tail(src, lines)
         return templates.TemplateResponse(request, "log.html", {
             "title": f"job {job_id} {kind}", "nav": "log", "refresh": refresh_seconds,
             "root": request.scope.get("root_path", ""), "job": row, "kind": kind,
@@ -107,7 +107,7 @@ def build_app(config: Config, ledger: Ledger, passwords: Passwords | None = None
         row, src = _log(ledger, job_id, kind)
         if src is None:
             return _missing(row, job_id, kind)
-        return StreamingResponse(logs.chunks(src), media_type="text/plain; charset=utf-8",
+        return StreamingResponse(log_files.chunks(src), media_type="text/plain; charset=utf-8",
                                  headers={"Content-Disposition": "attachment; filename="
                                           f'"{job_id}.{kind}.log"'})
 
@@ -152,7 +152,7 @@ def build_app(config: Config, ledger: Ledger, passwords: Passwords | None = None
 def _log(ledger: Ledger, job_id: str, kind: str) -> tuple[Any, Any]:
     row = ledger.job_log_paths(job_id) if kind in LOG_KINDS else None
     path = getattr(row, f"{kind}_path", None) if row is not None else None
-    return row, logs.opened(Path(path)) if path else None
+    return row, log_files.opened(Path(path)) if path else None
 
 
 def _missing(row: Any, job_id: str, kind: str) -> Response:
