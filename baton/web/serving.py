@@ -56,10 +56,11 @@ def serve(config: Config, host: str, port: int, web_config: Path | None = None,
             ssl_context_factory=(lambda *_: tls) if tls is not None else None,
             ssl_certfile=str(web.tls.cert_file) if web and web.tls else None))
         bound = sock.getsockname()[1]
-        url = f"{'https' if tls else 'http'}://{host}:{bound}{root_path}/"
+        url = f"{'https' if tls else 'http'}://{host}:{bound}/"
         auth = " (basic auth)" if passwords else ""
-        log.info("baton web on %s%s", url, auth)
-        print(f"serving {url}{auth} (Ctrl-C stops)", flush=True)
+        proxied = f" (links under {root_path}/, for a proxy)" if root_path else ""
+        log.info("baton web on %s%s%s", url, auth, proxied)
+        print(f"serving {url}{auth}{proxied} (Ctrl-C stops)", flush=True)
         server.run(sockets=[sock])
     finally:
         ledger.close()
