@@ -207,40 +207,43 @@ class WebQueries(LedgerBase):
                 slurm_jobs.c.id), offset, limit)
 
     def queue_counts(self) -> dict[str, int]:
+        """How many jobs are in each state not final. The rows are read through the index
+        of open jobs and counted here: a GROUP BY on state would walk the state index,
+        every job of the history."""
+        counts: dict[str, int] = defaultdict(int)
         with self.read() as conn:
-            return {s: int(n) for s, n in conn.execute(select(
-                slurm_jobs.c.state, func.count()).where(OPEN_JOB).group_by(
-                slurm_jobs.c.state))}
+            for state in conn.execute(select(slurm_jobs.c.state).where(OPEN_JOB).order_by(
+                    slurm_jobs.c.id)).scalars():
+                counts[state] += 1
+        return dict(counts)
 
     def failed_jobs_page(self, offset: int = 0, limit: int = 50) -> Page:
-        """Jobs that failed, newest first, each with the supervisor's latest decision
-        about it (action, reason, note, dispatch and execution)."""
-        s = supervisions.alias("s")
-        latest = select(func.max(s.c.id)).where(s.c.job_row == slurm_jobs.c.id
-                                                ).scalar_subquery()
-        q = (select(slurm_jobs, supervisions.c.action, supervisions.c.reason.label("why"),
-                    supervisions.c.note, supervisions.c.dispatch_status,
-                    supervisions.c.execution_status, supervisions.c.repair_job_id)
-             .select_from(slurm_jobs.outerjoin(supervisions, supervisions.c.id == latest))
-             .where(slurm_jobs.c.state.in_(sorted(FAILED_STATES)))
-             .order_by(slurm_jobs.c.id.desc()))
+        """Jobs that failed, newest first."""
         with self.read() as conn:
-            return _page(conn, q, offset, limit)
+            return _page(conn, select(slurm_jobs).where(slurm_jobs.c.state.in_(
+                sorted(FAILED_STATES))).order_by(slurm_jobs.c.id.desc()), offset, limit)
 
-    def stage_errors(self, job_rows: Sequence[int]) -> dict[int, str]:
-        """The error its stage row recorded (``.eval_failed``, a refused submission) for
-        each of ``job_rows`` that has one."""
-        if not job_rows:
-            return {}
-        out: dict[int, str] = {}
+    def failure_notes(self, jobs: Sequence[Row[Any]]
+                      ) -> tuple[dict[int, str], dict[int, Row[Any]]]:
+        """For a page of jobs: the error each one's stage row recorded (``.eval_failed``,
+        a refused submission), and the supervisor's latest decision about each. Read by
+        the experiments' index (the stage tables have none on the job's row)."""
+        errors: dict[int, str] = {}
+        decided: dict[int, Row[Any]] = {}
+        if not jobs:
+            return errors, decided
+        rows, names = [j.id for j in jobs], sorted({j.experiment for j in jobs})
         with self.read() as conn:
             for table in (evaluation_jobs, analysis_jobs):
                 for row, error in conn.execute(select(
                         table.c.slurm_job_row, table.c.error_message).where(
-                        table.c.slurm_job_row.in_(list(job_rows)),
+                        table.c.experiment_name.in_(names), table.c.slurm_job_row.in_(rows),
                         table.c.error_message.is_not(None))):
-                    out[row] = error
-        return out
+                    errors[row] = error
+            for sup in conn.execute(select(supervisions).where(
+                    supervisions.c.job_row.in_(rows)).order_by(supervisions.c.id)):
+                decided[sup.job_row] = sup
+        return errors, decided
 
     def awaiting_people(self, limit: int = 100) -> Sequence[Row[Any]]:
         """Supervisions a person must look at, newest first: give-ups not dismissed, and
@@ -258,22 +261,25 @@ class WebQueries(LedgerBase):
     def status_page(self, offset: int = 0, limit: int = 100) -> tuple[Page, dict[
             tuple[str, str], list[Row[Any]]]]:
         """Each (project, job)'s latest report, and its last reports (oldest first) for
-        its timeline."""
+        its timeline; each read by the (project, job, time) index."""
         ev = status_events.c
-        ranked = select(status_events, func.row_number().over(
-            partition_by=(ev.project, ev.job),
-            order_by=(ev.reported_at.desc(), ev.id.desc())).label("n")).subquery()
+        latest = (select(ev.project, ev.job, func.max(ev.reported_at).label("at"))
+                  .group_by(ev.project, ev.job).subquery())
+        q = (select(status_events).join(latest, and_(
+            ev.project == latest.c.project, ev.job == latest.c.job,
+            ev.reported_at == latest.c.at)).order_by(ev.project, ev.job, ev.id.desc()))
+        history: dict[tuple[str, str], list[Row[Any]]] = {}
         with self.read() as conn:
-            page = _page(conn, select(ranked).where(ranked.c.n == 1).order_by(
-                ranked.c.project, ranked.c.job), offset, limit)
-            history: dict[tuple[str, str], list[Row[Any]]] = defaultdict(list)
-            projects = sorted({r.project for r in page.rows})
-            if projects:
-                for r in conn.execute(select(ranked).where(
-                        ranked.c.n <= TIMELINE_EVENTS, ranked.c.project.in_(projects))
-                        .order_by(ranked.c.reported_at, ranked.c.id)):
-                    history[(r.project, r.job)].append(r)
-        return page, history
+            page = _page(conn, q, offset, limit)
+            rows = []
+            for r in page.rows:  # two reports made at the same moment: the later one
+                if (r.project, r.job) not in history:
+                    rows.append(r)
+                    history[(r.project, r.job)] = conn.execute(select(status_events).where(
+                        ev.project == r.project, ev.job == r.job).order_by(
+                        ev.reported_at.desc(), ev.id.desc()).limit(TIMELINE_EVENTS)
+                    ).all()[::-1]
+        return Page(rows, page.offset, page.limit, page.more), history
 
     def campaign_completion(self, tags: Sequence[str]) -> dict[str, tuple[int, int]]:
         """Per campaign tag among ``tags``: (experiments whose latest analysis completed,

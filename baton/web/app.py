@@ -73,6 +73,7 @@ def build_app(config: Config, ledger: Ledger, passwords: Passwords | None = None
                       trim_blocks=True, lstrip_blocks=True)
     templates = Jinja2Templates(env=env)
     links = views.Links.of(config)
+    completion = views.Remembered(ledger.campaign_completion)
 
     def page(name: str, title: str, build: Callable[[Request], dict[str, Any]]
              ) -> Callable[[Request], Response]:
@@ -139,7 +140,7 @@ def build_app(config: Config, ledger: Ledger, passwords: Passwords | None = None
         Route("/status", page("status", "Status reports",
                               lambda r: views.status(ledger, config, _offset(r)))),
         Route("/campaigns", page("campaigns", "Campaigns", lambda r: views.campaigns(
-            ledger, r.query_params.get("all") == "1"))),
+            ledger, completion, r.query_params.get("all") == "1"))),
         Route("/logs/{job_id}/{kind:str}", log_tail),
         Route("/logs/{job_id}/{kind:str}/download", log_download),
         Route("/reports/{output:int}", report),

@@ -3,7 +3,8 @@ templates (which only lay them out)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -16,6 +17,28 @@ from baton.slurm.states import FAILED_STATES
 
 PAGE_SIZE = 50
 DAGSTER_ASSETS = ("model", "evaluation_metrics", "analysis_report")
+COMPLETION_SECONDS = 60.0  # how long the campaigns' completion is reused
+Completion = dict[str, tuple[int, int]]
+
+
+class Remembered:
+    """The campaigns' completion, computed at most once a minute: it reads every trained
+    experiment of the campaigns shown (the ledger has no index on their campaign), which
+    takes hundreds of milliseconds with 10^6 job rows. Two threads may both compute it;
+    either answer is right."""
+
+    def __init__(self, compute: Callable[[Sequence[str]], Completion],
+                 seconds: float = COMPLETION_SECONDS) -> None:
+        self.compute, self.seconds = compute, seconds
+        self.kept: tuple[float, tuple[str, ...], Completion] | None = None
+
+    def __call__(self, tags: Sequence[str]) -> Completion:
+        key, now = tuple(tags), time.monotonic()
+        if self.kept and self.kept[1] == key and now - self.kept[0] < self.seconds:
+            return self.kept[2]
+        value = self.compute(key)
+        self.kept = (now, key, value)
+        return value
 
 
 @dataclass(frozen=True)
@@ -150,13 +173,17 @@ def queue(ledger: Ledger, offset: int) -> dict[str, Any]:
 
 def failures(ledger: Ledger, offset: int) -> dict[str, Any]:
     page = ledger.failed_jobs_page(offset, PAGE_SIZE)
-    errors = ledger.stage_errors([j.id for j in page.rows])
-    jobs = [{"job_id": j.job_id, "experiment": j.experiment, "stage": j.stage,
-             "state": j.state, "exit": j.exit_code, "ended": stamp(j.ended_at),
-             "why": errors.get(j.id) or j.reason or "-", "attempt": j.attempt,
-             "action": j.action, "note": j.note, "dispatch": j.dispatch_status,
-             "execution": j.execution_status, "repair": j.repair_job_id}
-            for j in page.rows]
+    errors, decided = ledger.failure_notes(page.rows)
+    jobs = []
+    for j in page.rows:
+        sup = decided.get(j.id)
+        jobs.append({"job_id": j.job_id, "experiment": j.experiment, "stage": j.stage,
+                     "state": j.state, "exit": j.exit_code, "ended": stamp(j.ended_at),
+                     "why": errors.get(j.id) or j.reason or "-", "attempt": j.attempt,
+                     "action": sup.action if sup else None, "note": sup.note if sup else None,
+                     "dispatch": sup.dispatch_status if sup else None,
+                     "execution": sup.execution_status if sup else None,
+                     "repair": sup.repair_job_id if sup else None})
     people = [{"id": s.id, "experiment": s.experiment, "stage": s.stage, "job_id": s.job_id,
                "reason": s.reason, "action": s.action, "note": s.note,
                "error": s.dispatch_error, "at": stamp(s.created_at)}
@@ -187,9 +214,9 @@ def status(ledger: Ledger, config: Config, offset: int) -> dict[str, Any]:
     return {"rows": rows, "pager": pager(page, {})}
 
 
-def campaigns(ledger: Ledger, show_all: bool) -> dict[str, Any]:
+def campaigns(ledger: Ledger, completion: Remembered, show_all: bool) -> dict[str, Any]:
     rows = ledger.list_campaigns(active_only=not show_all)[:200]
-    done = ledger.campaign_completion([c.tag for c in rows])
+    done = completion([c.tag for c in rows])
     at = now()
     out = []
     for c in rows:
