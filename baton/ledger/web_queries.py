@@ -81,24 +81,25 @@ def _awaits_person() -> ColumnElement[bool]:
 
 
 AWAITS_PERSON = _awaits_person()
+WAITING = training_runs.c.experiment_name.in_(
+    select(supervisions.c.experiment).where(AWAITS_PERSON))
 
 
 def _maybe(state: str) -> ColumnElement[bool] | None:
-    """For a rare state, a condition every experiment in it meets, cheap to test (each
-    subquery is computed once, not per experiment): the exact state is then computed for
-    those only, not for every experiment until a page is found."""
+    """For ``failed``, rare, a condition every failed experiment meets, cheap to test
+    (each subquery is computed once, not per experiment): the exact state is then computed
+    for those only, not for every experiment until a page is found. Complete and running
+    experiments are common: found among the first rows of the newest."""
     t = training_runs.c
 
     def named(table: Any, *where: Any) -> ColumnElement[bool]:
         return t.experiment_name.in_(select(table.c.experiment_name).where(*where))
 
-    if state == "waiting":
-        return t.experiment_name.in_(select(supervisions.c.experiment).where(AWAITS_PERSON))
     if state == "failed":
         return or_(t.status == "failed", named(evaluation_jobs, evaluation_jobs.c.status ==
                                                "failed"),
                    named(analysis_jobs, analysis_jobs.c.status == "failed"))
-    return None  # complete, running: common, found in the first rows of the newest
+    return None
 
 
 def experiment_columns() -> list[Any]:
@@ -120,9 +121,8 @@ def experiment_columns() -> list[Any]:
     analysis = (select(a.c.status).where(a.c.experiment_name == t.experiment_name,
                                          _of_signal(a.c.trigger_key, t.signal_key))
                 .order_by(a.c.id.desc()).limit(1).scalar_subquery())
-    waiting = t.experiment_name.in_(select(supervisions.c.experiment).where(AWAITS_PERSON))
     failed_tasks = tasks(e.c.status == "failed")
-    state = case((waiting, "waiting"),
+    state = case((WAITING, "waiting"),
                  (or_(t.status == "failed", failed_tasks > 0, analysis == "failed"), "failed"),
                  (analysis == "completed", "complete"), else_="running")
     return [t.id, t.experiment_name, t.campaign, t.user, t.status, t.completed_at,
@@ -137,23 +137,30 @@ class WebQueries(LedgerBase):
                          state: str = "", offset: int = 0, limit: int = 50) -> Page:
         """The newest experiments first, those matching every filter given (``name``: a
         part of the name; the others exactly)."""
-        inner = select(*experiment_columns())
         t = training_runs.c
+        where = []
         if name:
             escaped = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            inner = inner.where(t.experiment_name.like(f"%{escaped}%", escape="\\"))
+            where.append(t.experiment_name.like(f"%{escaped}%", escape="\\"))
         if campaign:
-            inner = inner.where(t.campaign == campaign)
+            where.append(t.campaign == campaign)
         if user:
-            inner = inner.where(t.user == user)
-        q = inner.order_by(t.id.desc())
-        if state:
-            maybe = _maybe(state)
-            if maybe is not None:
-                inner = inner.where(maybe)
-            sub = inner.subquery()
-            q = select(sub).where(sub.c.state == state).order_by(sub.c.id.desc())
+            where.append(t.user == user)
+        inner = select(*experiment_columns()).where(*where)
         with self.read() as conn:
+            if state == "waiting":  # the condition is the state: its page's ids first,
+                # so the state's columns are computed for that page only, not every match
+                offset, limit = max(0, offset), max(1, min(limit, MAX_PAGE))
+                ids = conn.execute(select(t.id).where(*where, WAITING).order_by(
+                    t.id.desc()).offset(offset).limit(limit + 1)).scalars().all()
+                rows = conn.execute(inner.where(t.id.in_(ids[:limit])).order_by(
+                    t.id.desc())).all()
+                return Page(rows, offset, limit, len(ids) > limit)
+            q = inner.order_by(t.id.desc())
+            if state:
+                maybe = _maybe(state)
+                sub = (inner if maybe is None else inner.where(maybe)).subquery()
+                q = select(sub).where(sub.c.state == state).order_by(sub.c.id.desc())
             return _page(conn, q, offset, limit)
 
     def experiment_details(self, names: Sequence[str]) -> dict[str, ExperimentDetail]:

@@ -22,6 +22,11 @@ def test_states_progress_and_reasons(config: Config, ledger_url: str) -> None:
 
     failed = ledger.experiments_page(state="failed")
     assert [r.experiment_name for r in failed.rows] == ["lr-0.9-broken"]
+    waiting = ledger.experiments_page(state="waiting", user="ada")
+    assert [(r.experiment_name, r.state) for r in waiting.rows] == [("lr-0.5-oom", "waiting")]
+    assert ledger.experiments_page(state="waiting", user="grace").rows == []
+    assert [r.experiment_name for r in ledger.experiments_page(state="complete").rows] == [
+        "lr-0.1-done"]
     detail = ledger.experiment_details(["lr-0.9-broken", "lr-0.1-done"])
     assert FAILED_REASON in detail["lr-0.9-broken"].reason
     assert detail["lr-0.1-done"].report is not None and detail["lr-0.1-done"].reason is None
