@@ -32,6 +32,9 @@ PAGES = {
     "experiments": "SELECT * FROM training_runs ORDER BY id DESC LIMIT 51",
     "experiments?state=failed": "SELECT * FROM training_runs WHERE status = 'failed' "
                                 "ORDER BY id DESC LIMIT 51",
+    "experiments?state=waiting": "SELECT * FROM training_runs WHERE experiment_name IN "
+                                 "(SELECT experiment FROM supervisions WHERE action = "
+                                 "'gave_up') ORDER BY id DESC LIMIT 51",
     "experiments?name=exp-00001": "SELECT * FROM training_runs WHERE experiment_name "
                                   "LIKE '%exp-00001%' ORDER BY id DESC LIMIT 51",
     "queue": f"SELECT * FROM slurm_jobs WHERE {OPEN_JOB_SQL} ORDER BY id LIMIT 101",
