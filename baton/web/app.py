@@ -60,9 +60,13 @@ class ReadOnly:
         await answer(scope, receive, send)
 
 
+MAX_OFFSET = 10**9  # rows skipped at most (a bigger number is no page of any ledger)
+
+
 def _offset(request: Request) -> int:
+    """The page's first row from ``?offset=``: 0 for a value that is not a number."""
     try:
-        return max(0, int(request.query_params.get("offset", "0")))
+        return min(MAX_OFFSET, max(0, int(request.query_params.get("offset", "0"))))
     except ValueError:
         return 0
 

@@ -128,13 +128,20 @@ def _stages(row: Any, detail: ExperimentDetail) -> list[tuple[str, str]]:
             ("reported", "complete" if detail.report else "pending")]
 
 
+def _filters(params: Mapping[str, str]) -> dict[str, str]:
+    """The experiments' filters from the URL: at most 255 characters each, without NUL
+    (which PostgreSQL refuses in a string); an unknown state is no filter."""
+    out = {k: params.get(k, "").replace("\0", "")[:255]
+           for k in ("name", "campaign", "user", "state")}
+    if out["state"] not in STATES:
+        out["state"] = ""
+    return out
+
+
 def experiments(ledger: Ledger, links: Links, params: Mapping[str, str], offset: int
                 ) -> dict[str, Any]:
-    state = params.get("state", "")
-    page = ledger.experiments_page(
-        name=params.get("name", ""), campaign=params.get("campaign", ""),
-        user=params.get("user", ""), state=state if state in STATES else "",
-        offset=offset, limit=PAGE_SIZE)
+    filters = _filters(params)
+    page = ledger.experiments_page(**filters, offset=offset, limit=PAGE_SIZE)
     details = ledger.experiment_details([r.experiment_name for r in page.rows])
     rows = []
     for r in page.rows:
@@ -151,8 +158,8 @@ def experiments(ledger: Ledger, links: Links, params: Mapping[str, str], offset:
                       "failed": j.state in FAILED_STATES}
                      for j in d.jobs[:4] if j.job_id],
         })
-    return {"rows": rows, "pager": pager(page, params), "states": STATES,
-            "filters": {k: params.get(k, "") for k in ("name", "campaign", "user", "state")}}
+    return {"rows": rows, "pager": pager(page, filters), "states": STATES,
+            "filters": filters}
 
 
 def queue(ledger: Ledger, offset: int) -> dict[str, Any]:

@@ -132,6 +132,11 @@ def test_read_only_and_authenticated(site: tuple[Site, Ledger], config: Config,
             status, headers, _ = request(f"{web.url}/experiments", method)
             assert (status, headers.get("allow")) == (405, "GET, HEAD"), method
         assert request(f"{web.url}/queue", "HEAD")[0] == 200
+        # a URL's odd values are no filter, not an error
+        status, _, body = request(f"{web.url}/experiments?name=%00lr&state=bogus&offset="
+                                  "99999999999999999999999")
+        assert status == 200 and b"no experiment matches" in body
+        assert b"lr-0.9-broken" in request(f"{web.url}/experiments?name=%00broken")[2]
     finally:
         web.stop()
     # behind a proxy that serves the pages under /baton (and strips it): links carry it
