@@ -11,6 +11,7 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import (
     FileResponse,
@@ -46,9 +47,10 @@ class ReadOnly:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope["headers"])
-        if self.passwords is not None and not self.passwords.check(
-                headers.get(b"authorization", b"").decode("latin-1") or None):
+        header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+        # bcrypt takes tens of milliseconds by design: not on the event loop
+        if self.passwords is not None and not await run_in_threadpool(
+                self.passwords.check, header or None):
             answer: Response = PlainTextResponse("Unauthorized\n", 401, headers={
                 "WWW-Authenticate": 'Basic realm="baton", charset="UTF-8"'})
         elif scope["method"] not in ("GET", "HEAD"):
