@@ -183,6 +183,12 @@ class SlurmConfig(Section):
     stale_claim_seconds: float = Field(default=600, gt=0)
 
 
+def _http_url(value: str | None) -> str | None:
+    if value is not None and not re.fullmatch(r"https?://[^\s]+", value):
+        raise ValueError(f"{value!r} is not an http(s) URL")
+    return value.rstrip("/") if value else value
+
+
 def _no_password(uri: str | None) -> str | None:
     """The tracking URI goes into every job script, every MLflow link of the Dagster
     metadata and `baton config show`: a password in it would be in all of them."""
@@ -195,12 +201,21 @@ def _no_password(uri: str | None) -> str | None:
 
 class MLflowConfig(Section):
     tracking_uri: Annotated[str | None, AfterValidator(_no_password)] = None
+    ui_url: Annotated[str | None, AfterValidator(_http_url)] = None
+
+    def ui(self) -> str | None:
+        """The MLflow UI as people open it (behind a proxy, not the jobs' tracking URI):
+        ``ui_url``, else the tracking URI when it is an http(s) server."""
+        uri = self.tracking_uri or ""
+        return self.ui_url or (uri.rstrip("/") if uri.startswith(("http://", "https://"))
+                               else None)
 
 
 class DagsterConfig(Section):
-    """Where people open the Dagster UI: the analysis report links its asset pages."""
+    """Where people open the Dagster UI: the analysis report and the status pages link
+    its asset pages."""
 
-    url: str | None = None
+    url: Annotated[str | None, AfterValidator(_http_url)] = None
 
 
 class SensorConfig(Section):

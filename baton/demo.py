@@ -451,3 +451,5 @@ def summary(config: Config, demo: Demo, experiments: list[str], campaign: str) -
         say(f"report {exp}: {report}" + ("" if report.exists() else " (missing)"))
     say(f"campaign table: {config.drive.analysis / 'campaigns' / campaign / 'summary.csv'}")
     say(f"ad-hoc SQL: BATON_CONFIG={config.source} baton sql \"SELECT * FROM jobs\"")
+    say(f"status pages: BATON_CONFIG={config.source} baton web, then open "
+        "http://127.0.0.1:8090/ (docs/user/web.md)")

@@ -16,7 +16,8 @@ from bench.context import Context
 
 MODULES = {1: "latency", 2: "scan", 3: "exporter", 4: "duckdb_metrics", 5: "writer",
            6: "status", 7: "backfill", 8: "footprint", 9: "exporter_burst",
-           10: "exporter_webconfig", 11: "history", 12: "slurm_calls"}
+           10: "exporter_webconfig", 11: "history", 12: "slurm_calls",
+           13: "web_pages"}
 
 
 def _num(value: float, unit: str) -> str:

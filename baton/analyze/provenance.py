@@ -61,9 +61,9 @@ def provenance(config: Config, tracker: Tracker, experiment: str,
         experiment, campaign, git_commit=training.git_commit if training else None,
         config_path=training.config_path if training else None, hyperparameters=hyper,
         jobs=job_ids(config.drive, experiment, training, job_tag()),
-        links={"MLflow training run": mlflow_link(tracker, training.mlflow_run_id
-                                                  if training else None),
-               "MLflow analysis run": mlflow_link(tracker, tracker.run_id),
+        links={"MLflow training run": mlflow_link(tracker, config.mlflow.ui(),
+                                                  training.mlflow_run_id if training else None),
+               "MLflow analysis run": mlflow_link(tracker, config.mlflow.ui(), tracker.run_id),
                **dagster_links(config.dagster.url, experiment, campaign)})
 
 
@@ -131,19 +131,18 @@ def job_ids(drive: DriveLayout, experiment: str, training: TrainingComplete | No
     return out
 
 
-def mlflow_link(tracker: Tracker, run_id: str | None) -> str | None:
-    """The MLflow UI's page of a run, for an HTTP tracking server; else the run id."""
+def mlflow_link(tracker: Tracker, ui: str | None, run_id: str | None) -> str | None:
+    """The MLflow UI's page of a run (``mlflow.ui()``); else the run id."""
     if not run_id:
         return None
-    uri = tracker.uri or ""
-    if tracker.client is None or not uri.startswith(("http://", "https://")):
+    if tracker.client is None or not ui:
         return f"run {run_id}"
     try:
         exp_id = tracker.client.get_run(run_id).info.experiment_id
     except Exception as exc:  # MLflow is never in the way
         log.warning("MLflow run %s not found for the report's link: %s", run_id, exc)
         return f"run {run_id}"
-    return f"{uri.rstrip('/')}/#/experiments/{exp_id}/runs/{run_id}"
+    return f"{ui}/#/experiments/{exp_id}/runs/{run_id}"
 
 
 def dagster_links(dagster_url: str | None, experiment: str, campaign: str | None

@@ -20,6 +20,7 @@ from baton.cli import (
     slurm_cmd,
     status_cmd,
     supervise_cmd,
+    web_cmd,
     work_cmd,
 )
 from baton.errors import BatonError
@@ -27,7 +28,7 @@ from baton.textsafe import printable
 
 Handler = Callable[[argparse.Namespace], int]
 GROUPS = (signal_cmd, work_cmd, status_cmd, campaign_cmd, db_cmd, slurm_cmd, logs_cmd,
-          supervise_cmd, config_cmd, plan_cmd, alerts_cmd)
+          supervise_cmd, config_cmd, plan_cmd, alerts_cmd, web_cmd)
 
 
 class Parser(argparse.ArgumentParser):

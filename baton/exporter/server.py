@@ -28,8 +28,8 @@ from baton.config import Config
 from baton.errors import BatonError
 from baton.exporter.collector import BatonCollector, QueueSnapshot, tracked_queue
 from baton.exporter.folds import FULL_EVERY_SECONDS
-from baton.exporter.webconfig import Passwords, load_web_config, tls_context
 from baton.ledger import open_ledger
+from baton.webauth import Passwords, load_web_config, tls_context
 
 log = logging.getLogger(__name__)
 LISTEN_QUEUE = 1024  # the kernel caps it at net.core.somaxconn

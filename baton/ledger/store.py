@@ -22,11 +22,12 @@ from baton.ledger.tables import Tables
 from baton.ledger.timelines import Timelines
 from baton.ledger.training import TrainingRuns
 from baton.ledger.upkeep import Upkeep
+from baton.ledger.web_queries import WebQueries
 
 
 class Ledger(SignalLog, TrainingRuns, SlurmJobs, Heartbeats, Stages, Campaigns,
              Supervisions, StatusEvents, Timelines, Tables, Holds, Rebuild, Upkeep, Settled,
-             History):
+             History, WebQueries):
     """The orchestrator's database: SQLite by default, PostgreSQL by URL."""
 
 

@@ -13,7 +13,7 @@ import bcrypt
 import pytest
 
 from baton.errors import BatonError
-from baton.exporter.webconfig import Passwords, load_web_config, tls_context
+from baton.webauth import Passwords, load_web_config, tls_context
 from tests.exporter.web_config_files import PASSWORD, USER, bcrypt_hash, self_signed, web_config
 
 

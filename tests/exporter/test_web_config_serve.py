@@ -19,8 +19,8 @@ import pytest
 
 from baton.config import Config
 from baton.exporter.server import build_registry, exporter_app, listen
-from baton.exporter.webconfig import Passwords, load_web_config, tls_context
 from baton.ledger import open_ledger
+from baton.webauth import Passwords, load_web_config, tls_context
 from tests.conftest import one_error_line
 from tests.exporter.test_exporter_http import baton_exporter
 from tests.exporter.web_config_files import PASSWORD, USER, self_signed, web_config

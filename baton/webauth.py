@@ -1,4 +1,4 @@
-"""``baton exporter --web-config FILE``: the file of Prometheus' exporter-toolkit (what
+"""``baton exporter|web --web-config FILE``: the file of Prometheus' exporter-toolkit (what
 node_exporter reads: ``basic_auth_users`` with bcrypt hashes, ``tls_server_config``), so
 one file serves both. Read and checked whole at start, where a bad file is one line naming
 it; the TLS context and the password check it makes are what the server uses."""
@@ -93,7 +93,7 @@ def _check_keys(doc: Any, where: str, bad: Callable[[str], BatonError]) -> None:
     for key in doc:
         name = f"{where}.{key}" if where else str(key)
         if name in UNSUPPORTED:
-            raise bad(f"{name} is not supported by baton's exporter")
+            raise bad(f"{name} is not supported by baton")
         if key not in KNOWN[where]:
             raise bad(f"unknown key {name}")
         if name in KNOWN and doc[key] is not None:
@@ -113,7 +113,7 @@ def _tls(doc: dict[str, Any], here: Path, bad: Callable[[str], BatonError]) -> T
         raise bad("tls_server_config needs cert_file and key_file")
     auth = doc.get("client_auth_type") or "NoClientCert"
     if auth not in CLIENT_AUTH:
-        raise bad(f"tls_server_config.client_auth_type {auth!r}: baton's exporter takes "
+        raise bad(f"tls_server_config.client_auth_type {auth!r}: baton takes "
                   f"{', '.join(CLIENT_AUTH)}")
     if ca is not None and auth == "NoClientCert":
         raise bad("tls_server_config: a client_ca_file needs a client_auth_type that "
