@@ -21,7 +21,12 @@ from prometheus_client.core import (
 )
 
 from baton.config import Config
-from baton.exporter.control import campaign_metrics, status_metrics
+from baton.exporter.control import (
+    active_campaigns,
+    campaign_metrics,
+    status_metrics,
+    whole_progress,
+)
 from baton.exporter.flows import FlowTally
 from baton.exporter.folds import FULL_EVERY_SECONDS, RunningTotals
 from baton.exporter.job_tally import JobTally, SubmitFailure
@@ -109,11 +114,14 @@ class BatonCollector:
 
     def compute_ledger(self) -> list[Metric]:
         """Every family computed from the ledger, now."""
+        campaigns = self.ledger.list_campaigns()
+        active = active_campaigns(campaigns)
         if self.totals is not None:
-            tally, timelines = self.totals.compute()
+            tally, timelines, progress = self.totals.compute(active)
         else:
             tally = JobTally().add_all(self.ledger.stream_job_rows())
             timelines = FlowTally().add_all(self.ledger.signal_timelines())
+            progress = whole_progress(self.ledger, active)
         sigs = self.ledger.signal_counts()
         beats = self.ledger.heartbeats()
         out = timelines.families()
@@ -136,7 +144,7 @@ class BatonCollector:
             "nothing for) because the drive has results the ledger does not know: run "
             "`baton db rebuild`, or `baton db adopt`", value=len(held)))
         out.append(runs_given_up(self.ledger))
-        out += campaign_metrics(self.ledger)
+        out += campaign_metrics(self.ledger, campaigns, progress)
         out += status_metrics(self.ledger, self.config)
         out.append(self._integrity_metric())
         out += lifetime_metrics(self.ledger)
