@@ -21,6 +21,7 @@ from prometheus_client.core import (
 )
 
 from baton.config import Config
+from baton.exporter.archived import ArchivedJobs
 from baton.exporter.control import (
     active_campaigns,
     campaign_metrics,
@@ -36,6 +37,7 @@ from baton.exporter.requests import runs_given_up
 from baton.exporter.snapshot import Snapshot
 from baton.jobstatus.ingest import set_aside_files
 from baton.ledger import Ledger
+from baton.maintenance.archive import archive_dir
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +73,9 @@ class BatonCollector:
         """``full_every``: seconds between two full recomputations of the running totals;
         None: no running totals, every computation reads the whole history."""
         self.config, self.ledger, self.queue = config, ledger, queue
-        self.totals = None if full_every is None else RunningTotals(ledger, full_every)
+        self.archived = ArchivedJobs(ledger, archive_dir(config))
+        self.totals = (None if full_every is None
+                       else RunningTotals(ledger, full_every, archived=self.archived))
         self.integrity_every = integrity_every
         self._integrity: tuple[float, bool] | None = None
         # Every submit failure this process has seen, as (row, ended_at) -> stage. Retrying
@@ -119,7 +123,9 @@ class BatonCollector:
         if self.totals is not None:
             tally, timelines, progress = self.totals.compute(active)
         else:
-            tally = JobTally().add_all(self.ledger.stream_job_rows())
+            stamps = self.archived.stamps()  # before the pass, which lacks their rows
+            tally = self.archived.add_to(JobTally().add_all(self.ledger.stream_job_rows()),
+                                         stamps)
             timelines = FlowTally().add_all(self.ledger.signal_timelines())
             progress = whole_progress(self.ledger, active)
         sigs = self.ledger.signal_counts()

@@ -16,7 +16,8 @@ the numbers of a pass over every row.
 in a thread of its own while computations go on from the old ones (a rebuild at 10^6 rows
 takes as long as a pass over the whole history): it catches what no id tells, a settled
 row changed by hand (``baton db rebuild``), a late commit slower than ``grace``, rows
-archived or deleted."""
+archived or deleted. The counters of archived job rows are added back
+(:mod:`baton.exporter.archived`): a counter never goes down."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from functools import partial
 from typing import Any, Generic, Protocol, TypeVar
 
 from baton.exporter import flows, job_tally
+from baton.exporter.archived import ArchivedJobs
 from baton.exporter.control import shown
 from baton.exporter.flows import FlowTally
 from baton.exporter.job_tally import JobTally
@@ -117,9 +119,13 @@ class Folds:
     """The folds of one build: jobs, timelines, and the campaign progress, which redoes
     the experiments whose rows the others (and the training tables') read."""
 
-    def __init__(self, ledger: Ledger, grace: float) -> None:
-        self.ledger = ledger
+    def __init__(self, ledger: Ledger, grace: float, archived: ArchivedJobs | None = None
+                 ) -> None:
+        self.ledger, self.archived = ledger, archived
+        self.stamps: tuple[str, ...] = ()  # the archive runs whose rows the job fold lacks
         self.touched: set[str] = set()
+        # what the campaign progress reads of each job row not settled, as last read
+        self.shown: dict[int, tuple[Any, ...]] = {}
         self.jobs = Fold(JobTally, self._job_rows, job_tally.settled, grace)
         self.timelines = Fold(FlowTally, ledger.timelines_from, flows.settled, grace)
         self.training = [Fold(Names, partial(ledger.experiments_from, table),
@@ -127,20 +133,42 @@ class Folds:
         self.progress = ProgressFold(ledger, shown)
         self.whole = True  # the next progress computation starts from scratch
 
-    def __iter__(self) -> Iterator[Fold[Any]]:
-        return iter((self.jobs, self.timelines, *self.training))
+    def _jobs(self) -> JobTally:
+        """The job tally, with the counters of the rows archived before the fold read the
+        history: a fold built from scratch notes the archive runs the ledger records before
+        and after its read (its rows are from one read: a run in between, read again)."""
+        if self.archived is None:
+            return self.jobs.compute()
+        for _ in range(3):
+            if self.jobs.high:  # built: archived since, its rows are in the fold
+                break
+            before = self.archived.stamps()
+            tally = self.jobs.compute()
+            if self.archived.stamps() == before:
+                self.stamps = before
+                return self.archived.add_to(tally, before)
+            self.jobs = Fold(JobTally, self._job_rows, job_tally.settled, self.jobs.grace)
+        return self.archived.add_to(self.jobs.compute(), self.stamps)
 
     def _job_rows(self, after: int, ids: set[int]) -> Iterator[tuple[int, Any]]:
+        """The job fold's reads; an experiment is touched by a job row new to it or one
+        whose state, hold or campaign changed (a row still running is read at every
+        computation: its experiment is not redone for that)."""
         for row_id, row in self.ledger.job_rows_from(after, ids):
             if row is not None:
-                self.touched.add(row.experiment)
+                shown = (row.state, (row.reason or "").startswith("JobHeld"), row.campaign)
+                if self.shown.get(row_id) != shown:
+                    self.touched.add(row.experiment)
+                self.shown[row_id] = shown
             yield row_id, row
 
     def compute(self, active: Collection[str]
                 ) -> tuple[JobTally, FlowTally, CampaignProgress]:
         self.touched = set()
         try:
-            jobs, timelines = self.jobs.compute(), self.timelines.compute()
+            jobs = self._jobs()
+            self.shown = {i: self.shown[i] for i in self.jobs.open if i in self.shown}
+            timelines = self.timelines.compute()
             for fold in self.training:  # every row settles at once: taken, then let go
                 self.touched |= fold.compute().names
                 fold.base = Names()
@@ -157,10 +185,12 @@ class RunningTotals:
     folds rebuilt every ``full_every`` seconds."""
 
     def __init__(self, ledger: Ledger, full_every: float = FULL_EVERY_SECONDS,
-                 grace: float = GRACE_SECONDS) -> None:
+                 grace: float = GRACE_SECONDS, archived: ArchivedJobs | None = None) -> None:
+        """``archived``: the counters of archived job rows, added to the job tally."""
         self.ledger, self.full_every, self.grace = ledger, full_every, grace
+        self.archived = archived
         self.lock = threading.Lock()
-        self.folds = Folds(ledger, grace)
+        self.folds = Folds(ledger, grace, archived)
         self.built_at: float | None = None  # monotonic time the folds were first computed
         self.rebuilding: threading.Thread | None = None
 
@@ -185,7 +215,7 @@ class RunningTotals:
 
     def _rebuild(self, active: Collection[str]) -> None:
         try:
-            folds = Folds(self.ledger, self.grace)
+            folds = Folds(self.ledger, self.grace, self.archived)
             folds.compute(active)
             with self.lock:
                 self.folds, self.built_at = folds, time.monotonic()

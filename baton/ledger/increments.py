@@ -13,7 +13,13 @@ from sqlalchemy import ColumnElement, Row, select
 
 from baton.ledger.base import LedgerBase
 from baton.ledger.engine import STREAM_ROWS
-from baton.ledger.schema import checkpoints, slurm_jobs, training_generations, training_runs
+from baton.ledger.schema import (
+    checkpoints,
+    maintenance_runs,
+    slurm_jobs,
+    training_generations,
+    training_runs,
+)
 from baton.ledger.slurm_jobs import SCRIPT_STAGE, job_rows
 from baton.ledger.timelines import Timeline, repairs, timelines
 
@@ -70,3 +76,12 @@ class History(LedgerBase):
                 for row in conn.execution_options(yield_per=STREAM_ROWS).execute(
                         query.where(where).order_by(id_column)):
                     yield row[0], row[1]
+
+    def archive_stamps(self, table: str) -> list[str]:
+        """The stamps of the archive runs that moved rows of ``table`` out, oldest first
+        (each recorded in the transaction that deleted its rows)."""
+        m = maintenance_runs.c
+        with self.read() as conn:
+            details = conn.execute(select(m.detail).where(
+                m.kind == "archive", m.ok.is_(True)).order_by(m.id)).scalars().all()
+        return [d["stamp"] for d in details if d and (d.get("rows") or {}).get(table)]
