@@ -44,6 +44,7 @@ from baton.evaluate.writer import PREDICTION_SCHEMA
 from baton.fsio import atomic_path
 from baton.layout import METRIC_FILES
 from baton.ledger import Ledger, open_ledger
+from baton.ledger.engine import STREAM_ROWS
 
 LEDGER_VIEWS = {"jobs": "slurm_jobs", "signals": "signals", "training_runs": "training_runs",
                 "training_generations": "training_generations",
@@ -63,15 +64,20 @@ LATEST_METRICS = ("CREATE OR REPLACE VIEW latest_metrics AS SELECT * FROM metric
                   "QUALIFY generation = max(generation) OVER (PARTITION BY experiment);")
 
 
+# rows per batch a query's scan reads: a batch is what the scan holds (as Python objects
+# first), about 24 MB at 2,048 rows of jobs against 63 MB at 10,000; 2,048 is a DuckDB vector
+SCAN_ROWS = 2048
 ARROW = {"timestamp": pa.timestamp("us", tz="UTC"), "integer": pa.int64(),
          "float": pa.float64(), "boolean": pa.bool_(), "text": pa.string()}
 
 
-def ledger_batches(ledger: Ledger, table: str) -> pa.RecordBatchReader:
-    """One ledger table as Arrow batches (JSON columns as text), read as they are consumed."""
+def ledger_batches(ledger: Ledger, table: str, size: int = STREAM_ROWS
+                   ) -> pa.RecordBatchReader:
+    """One ledger table as Arrow batches of ``size`` rows (JSON columns as text), read as
+    they are consumed."""
     schema = pa.schema([(name, ARROW[kind]) for name, kind in ledger.table_columns(table)])
     return pa.RecordBatchReader.from_batches(schema, (
-        pa.record_batch(batch, schema=schema) for batch in ledger.table_batches(table)))
+        pa.record_batch(batch, schema=schema) for batch in ledger.table_batches(table, size)))
 
 
 class LedgerTable:
@@ -85,7 +91,7 @@ class LedgerTable:
         self.ledger, self.table = ledger, table
 
     def __arrow_c_stream__(self, requested_schema: object = None) -> object:
-        reader = ledger_batches(self.ledger, self.table)
+        reader = ledger_batches(self.ledger, self.table, SCAN_ROWS)
         return reader.__arrow_c_stream__(requested_schema)
 
 
