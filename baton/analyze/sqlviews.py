@@ -44,7 +44,6 @@ from baton.evaluate.writer import PREDICTION_SCHEMA
 from baton.fsio import atomic_path
 from baton.layout import METRIC_FILES
 from baton.ledger import Ledger, open_ledger
-from baton.ledger.engine import STREAM_ROWS
 
 LEDGER_VIEWS = {"jobs": "slurm_jobs", "signals": "signals", "training_runs": "training_runs",
                 "training_generations": "training_generations",
@@ -71,13 +70,14 @@ ARROW = {"timestamp": pa.timestamp("us", tz="UTC"), "integer": pa.int64(),
          "float": pa.float64(), "boolean": pa.bool_(), "text": pa.string()}
 
 
-def ledger_batches(ledger: Ledger, table: str, size: int = STREAM_ROWS
+def ledger_batches(ledger: Ledger, table: str, size: int | None = None
                    ) -> pa.RecordBatchReader:
-    """One ledger table as Arrow batches of ``size`` rows (JSON columns as text), read as
-    they are consumed."""
+    """One ledger table as Arrow batches of ``size`` rows (the ledger's default if None;
+    JSON columns as text), read as they are consumed."""
     schema = pa.schema([(name, ARROW[kind]) for name, kind in ledger.table_columns(table)])
+    batches = ledger.table_batches(table) if size is None else ledger.table_batches(table, size)
     return pa.RecordBatchReader.from_batches(schema, (
-        pa.record_batch(batch, schema=schema) for batch in ledger.table_batches(table, size)))
+        pa.record_batch(batch, schema=schema) for batch in batches))
 
 
 class LedgerTable:
