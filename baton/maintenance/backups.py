@@ -86,14 +86,16 @@ def _record_refusal(url: str, started: datetime, error: str) -> None:
     it can take the record (one at another schema may); a missing or unreachable one
     cannot (then the missing-backup alert fires, and the exporter reports its ledger
     down). The refusal's own line says what happened: nothing more is logged here."""
-    ledger = Ledger(url)
+    ledger = None
     try:
+        ledger = Ledger(url)
         ledger.revision()  # refuses a missing or unreachable ledger, and creates nothing
         ledger.record_run("backup", False, started, detail={"error": error})
     except Exception:  # nowhere to record it
         pass
     finally:
-        ledger.close()
+        if ledger is not None:
+            ledger.close()
 
 
 def backups(folder: Path) -> list[tuple[datetime, Path]]:
