@@ -21,7 +21,13 @@ from prometheus_client.core import (
 )
 
 from baton.config import Config
-from baton.exporter.control import campaign_metrics, status_metrics
+from baton.exporter.archived import ArchivedJobs
+from baton.exporter.control import (
+    active_campaigns,
+    campaign_metrics,
+    status_metrics,
+    whole_progress,
+)
 from baton.exporter.flows import FlowTally
 from baton.exporter.folds import FULL_EVERY_SECONDS, RunningTotals
 from baton.exporter.job_tally import JobTally, SubmitFailure
@@ -33,6 +39,7 @@ from baton.exporter.slurm_calls import slurm_call_metrics
 from baton.exporter.snapshot import Snapshot
 from baton.jobstatus.ingest import set_aside_files
 from baton.ledger import Ledger
+from baton.maintenance.archive import archive_dir
 from baton.slurm.states import ACTIVE_STATES
 
 log = logging.getLogger(__name__)
@@ -75,7 +82,9 @@ class BatonCollector:
         """``full_every``: seconds between two full recomputations of the running totals;
         None: no running totals, every computation reads the whole history."""
         self.config, self.ledger, self.queue = config, ledger, queue
-        self.totals = None if full_every is None else RunningTotals(ledger, full_every)
+        self.archived = ArchivedJobs(ledger, archive_dir(config))
+        self.totals = (None if full_every is None
+                       else RunningTotals(ledger, full_every, archived=self.archived))
         self.integrity_every = integrity_every
         self._integrity: tuple[float, bool] | None = None
         # Every submit failure this process has seen, as (row, ended_at) -> stage. Retrying
@@ -119,11 +128,16 @@ class BatonCollector:
 
     def compute_ledger(self) -> list[Metric]:
         """Every family computed from the ledger, now."""
+        campaigns = self.ledger.list_campaigns()
+        active = active_campaigns(campaigns)
         if self.totals is not None:
-            tally, timelines = self.totals.compute()
+            tally, timelines, progress = self.totals.compute(active)
         else:
-            tally = JobTally().add_all(self.ledger.stream_job_rows())
+            stamps = self.archived.stamps()  # before the pass, which lacks their rows
+            tally = self.archived.add_to(JobTally().add_all(self.ledger.stream_job_rows()),
+                                         stamps)
             timelines = FlowTally().add_all(self.ledger.signal_timelines())
+            progress = whole_progress(self.ledger, active)
         sigs = self.ledger.signal_counts()
         beats = self.ledger.heartbeats()
         out = timelines.families()
@@ -146,7 +160,7 @@ class BatonCollector:
             "nothing for) because the drive has results the ledger does not know: run "
             "`baton db rebuild`, or `baton db adopt`", value=len(held)))
         out.append(runs_given_up(self.ledger))
-        out += campaign_metrics(self.ledger)
+        out += campaign_metrics(self.ledger, campaigns, progress)
         out += schedule_metrics(self.ledger)
         out += status_metrics(self.ledger, self.config)
         out.append(self._integrity_metric())

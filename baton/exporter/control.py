@@ -4,23 +4,34 @@ script that reports one."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from sqlalchemy import Row
 
 from baton.config import Config
 from baton.exporter.dashboard import dashboard_state
 from baton.ledger import Ledger
-from baton.ledger.campaigns import Entries, completion
+from baton.ledger.campaigns import CampaignProgress, Entries, completion
 
 FINISHED_REPORTS_SECONDS = 7 * 86400  # how long a job's last "completed"/"failed" shows
 
 
-def campaign_metrics(ledger: Ledger) -> Iterator[Metric]:
-    rows = ledger.list_campaigns()
-    active = {r.tag for r in rows if r.active}
-    prog = ledger.campaign_progress(dashboard_state, keep=lambda entries: shown(entries, active))
+def active_campaigns(rows: Sequence[Row[Any]]) -> set[str]:
+    return {r.tag for r in rows if r.active}
+
+
+def whole_progress(ledger: Ledger, active: Collection[str]) -> CampaignProgress:
+    """The campaign progress from a pass over the whole history (what the exporter's
+    running totals, baton/exporter/progress_fold.py, give without one)."""
+    return ledger.campaign_progress(dashboard_state, keep=lambda entries: shown(entries, active))
+
+
+def campaign_metrics(ledger: Ledger, rows: Sequence[Row[Any]], prog: CampaignProgress
+                     ) -> Iterator[Metric]:
+    """``rows``: the campaigns (:meth:`list_campaigns`); ``prog``: their progress."""
     done = completion(rows, prog)
     labels = ["campaign", "type"]
     is_active = GaugeMetricFamily("baton_campaign_active", "1 if curators show the campaign "
@@ -63,7 +74,7 @@ def campaign_metrics(ledger: Ledger) -> Iterator[Metric]:
     yield unknown
 
 
-def shown(entries: Entries, active: set[str]) -> bool:
+def shown(entries: Entries, active: Collection[str]) -> bool:
     """Whether the progress table shows an experiment: one of an active campaign, or with
     a task not yet ended (whatever its campaign). Every experiment ever run would make
     millions of series on a large ledger; these are what a curator watches."""

@@ -30,6 +30,12 @@ class Observations:
         self.total += value
         self.n += 1
 
+    def merge(self, other: Observations) -> None:
+        """Add ``other``'s observations (the same buckets)."""
+        self.counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
+        self.total += other.total
+        self.n += other.n
+
     def pairs(self) -> list[tuple[str, float]]:
         out, running = [], 0
         for b, c in zip(self.buckets, self.counts, strict=False):

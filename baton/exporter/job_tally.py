@@ -94,6 +94,20 @@ class JobTally:
         elif shown in ("started", "running") and r.started_at is not None:
             _keep_oldest(self.oldest_running, stage, r.started_at)
 
+    def add_counters(self, other: JobTally) -> None:
+        """Add ``other``'s counters and histograms (rows no longer in the ledger: archived);
+        the gauges, which say what the ledger holds now, stay this tally's."""
+        for mine, theirs in ((self.finished, other.finished), (self.failed, other.failed),
+                             (self.restarts, other.restarts)):
+            mine.update(theirs)
+        for stage, seconds_ in other.cpu.items():
+            self.cpu[stage] += seconds_
+        for mine_obs, theirs_obs in ((self.waits, other.waits), (self.runs, other.runs),
+                                     (self.ratios, other.ratios)):
+            for stage, obs in theirs_obs.items():
+                mine_obs[stage].merge(obs)
+        self.submit_failures.update(other.submit_failures)
+
     def _succeeded(self, stage: str, at: datetime) -> None:
         if stage in self.last_ok and at <= self.last_ok[stage]:
             return
@@ -107,7 +121,8 @@ class JobTally:
         for stage, n in submit_failures.items():
             failed[(stage, "submit_failed")] += n
         stages = sorted({s for s, _ in self.by_state} | {"evaluation", "analysis"}
-                        | {s for s, _ in failed})
+                        | {s for s, _ in failed} | set(self.finished) | set(self.restarts)
+                        | set(self.cpu))
         fam = GaugeMetricFamily("baton_jobs", "Slurm jobs by stage and dashboard state",
                                 labels=["stage", "state"])
         for stage in stages:

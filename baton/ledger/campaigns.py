@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Any
@@ -30,6 +30,7 @@ from baton.ledger.schema import (
 
 log = logging.getLogger(__name__)
 NO_CAMPAIGN = "none"
+CHUNK = 5000  # experiments per IN list of a partial computation
 EDITABLE = ("display_name", "priority", "notes", "started_at", "expected_end",
             "expected_jobs", "active")
 
@@ -174,25 +175,51 @@ class Campaigns(LedgerBase):
                  keep: Callable[[Entries], bool] = lambda _: True) -> CampaignProgress:
         """Every experiment's tasks by (campaign, stage), added to the campaigns' totals; the
         rows of the experiments ``keep`` wants are kept (a large ledger holds a million).
+        ``shown_state``: see :meth:`experiment_entries`."""
+        out = CampaignProgress()
+        for experiment, entries in self.experiment_entries(shown_state):
+            out.add(experiment, entries, keep(entries))
+        return out
+
+    def experiment_entries(self, shown_state: Any, experiments: Collection[str] | None = None
+                           ) -> Iterator[tuple[str, Entries]]:
+        """(experiment, its tasks by (campaign, stage)) of every experiment, or of those
+        among ``experiments`` (the exporter's running totals redo the experiments whose rows
+        changed); an experiment with no job and no training run is not there.
 
         The database picks each task's latest attempt and counts them; the experiments stream
-        in one at a time, so memory follows the rows kept, not the history. ``shown_state
+        in one at a time, so memory follows one experiment, not the history. ``shown_state
         (state, reason)`` maps a Slurm state to the dashboard's states (passed in so that the
         ledger does not depend on the exporter)."""
-        out = CampaignProgress()
+        if experiments is None:
+            yield from self._entries(shown_state, None)
+            return
+        names = sorted(experiments)
+        for i in range(0, len(names), CHUNK):
+            yield from self._entries(shown_state, names[i:i + CHUNK])
+
+    def _entries(self, shown_state: Any, names: list[str] | None
+                 ) -> Iterator[tuple[str, Entries]]:
         j, t = slurm_jobs.c, training_runs.c
         checkpoint = func.coalesce(j.metadata["checkpoint"].as_string(), "")
         ranked = select(j.stage, j.experiment, j.campaign, j.state, case(
             (func.substr(j.reason, 1, 7) == "JobHeld", "JobHeld"), else_=None).label("held"),
             func.row_number().over(partition_by=[j.stage, j.experiment, checkpoint],
                                    order_by=[j.attempt.desc(), j.id.desc()]).label("n"),
-        ).where(j.stage != "script").subquery()  # plain scripts belong to no experiment
-        ckpts = select(checkpoints.c.training_run_id.label("run"),
-                       func.count().label("n")).group_by(checkpoints.c.training_run_id).subquery()
-        r = ranked.c
+        ).where(j.stage != "script")  # plain scripts belong to no experiment
+        idle_where = ~select(j.id).where(j.experiment == t.experiment_name).exists()
+        counted = select(checkpoints.c.training_run_id.label("run"), func.count().label("n"))
+        if names is not None:
+            ranked = ranked.where(j.experiment.in_(names))
+            idle_where = idle_where & t.experiment_name.in_(names)
+            counted = counted.where(checkpoints.c.training_run_id.in_(
+                select(t.id).where(t.experiment_name.in_(names))))
+        ranked_q = ranked.subquery()
+        ckpts = counted.group_by(checkpoints.c.training_run_id).subquery()
+        r = ranked_q.c
         tasks = (select(r.experiment, r.stage, t.id, t.campaign, ckpts.c.n, r.campaign, r.state,
                         r.held, func.count())
-                 .select_from(ranked.outerjoin(training_runs, t.experiment_name == r.experiment)
+                 .select_from(ranked_q.outerjoin(training_runs, t.experiment_name == r.experiment)
                               .outerjoin(ckpts, ckpts.c.run == t.id))
                  .where(r.n == 1)
                  .group_by(r.experiment, r.stage, t.id, t.campaign, ckpts.c.n, r.campaign,
@@ -200,7 +227,7 @@ class Campaigns(LedgerBase):
                  .order_by(r.experiment))
         idle = (select(t.experiment_name, t.campaign, ckpts.c.n)
                 .select_from(training_runs.outerjoin(ckpts, ckpts.c.run == t.id))
-                .where(~select(j.id).where(j.experiment == t.experiment_name).exists()))
+                .where(idle_where))
         with self.read() as conn:
             stream = conn.execution_options(yield_per=STREAM_ROWS).execute(tasks)
             for experiment, rows in groupby(stream, key=lambda row: row[0]):
@@ -213,11 +240,9 @@ class Campaigns(LedgerBase):
                     else:
                         camp = job_camp or NO_CAMPAIGN
                     entries[(camp, stage)].states[shown_state(state, held)] += n
-                out.add(experiment, entries, keep(entries))
+                yield experiment, dict(entries)
             for experiment, run_camp, n_ckpts in conn.execution_options(
                     yield_per=STREAM_ROWS).execute(idle):  # trained, nothing submitted yet
                 camp = run_camp or NO_CAMPAIGN
-                entries = {(camp, "evaluation"): Progress(expected=max(1, n_ckpts or 0)),
-                           (camp, "analysis"): Progress(expected=1)}
-                out.add(experiment, entries, keep(entries))
-        return out
+                yield experiment, {(camp, "evaluation"): Progress(expected=max(1, n_ckpts or 0)),
+                                   (camp, "analysis"): Progress(expected=1)}

@@ -35,9 +35,15 @@ def backup(config: Config, to: Path | None = None, now: datetime | None = None
     started = now or datetime.now(UTC)
     folder = to or config.backup_dir
     if to is None and on_drive(config, folder):
-        raise BatonError(f"the default backup folder {folder} is on the shared drive (the "
-                         "state folder is): set backup.dir to a folder elsewhere")
-    ledger = open_ledger(config.ledger_url)
+        problem = (f"the default backup folder {folder} is on the shared drive (the state "
+                   "folder is): set backup.dir to a folder elsewhere")
+        _record_refusal(config.ledger_url, started, problem)
+        raise BatonError(problem)
+    try:
+        ledger = open_ledger(config.ledger_url)
+    except LedgerUnavailable as exc:
+        _record_refusal(config.ledger_url, started, str(exc))
+        raise
     try:
         try:
             result = _backup(config, folder, started)
@@ -73,6 +79,23 @@ def _record(ledger: Ledger, ok: bool, started: datetime, path: Path | None,
                           detail={"error": error} if error else None)
     except Exception as exc:  # the ledger itself failing: the backup's own error says more
         log.error("could not record the backup's outcome in the ledger: %s", exc)
+
+
+def _record_refusal(url: str, started: datetime, error: str) -> None:
+    """A backup refused before it ran is a failed backup too, recorded in the ledger if
+    it can take the record (one at another schema may); a missing or unreachable one
+    cannot (then the missing-backup alert fires, and the exporter reports its ledger
+    down). The refusal's own line says what happened: nothing more is logged here."""
+    ledger = None
+    try:
+        ledger = Ledger(url)
+        ledger.revision()  # refuses a missing or unreachable ledger, and creates nothing
+        ledger.record_run("backup", False, started, detail={"error": error})
+    except Exception:  # nowhere to record it
+        pass
+    finally:
+        if ledger is not None:
+            ledger.close()
 
 
 def backups(folder: Path) -> list[tuple[datetime, Path]]:

@@ -62,6 +62,18 @@ def test_a_view_not_named_is_not_read(config: Config, ledger: Ledger) -> None:
         con.sql("SELECT * FROM signals")
 
 
+def test_a_ledger_view_streams_the_table_at_each_scan(config: Config, ledger: Ledger
+                                                      ) -> None:
+    """Nothing of the ledger is copied into DuckDB (its memory would grow with the table):
+    each scan reads the table as the query runs, and a query may scan a view twice."""
+    con = connect(config, ["jobs"])
+    assert con.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name LIKE 'ledger%'"
+                   ).fetchall() == [(0,)]
+    ledger.claim_submission("k3", stage="evaluation", experiment="exp3", backend="local")
+    assert con.sql("SELECT count(*) FROM jobs").fetchall() == [(4,)]  # read now, not before
+    assert con.sql("SELECT count(*) FROM jobs a JOIN jobs b USING (id)").fetchall() == [(4,)]
+
+
 def test_the_archive_is_part_of_the_view(config: Config, ledger: Ledger) -> None:
     con = connect(config, ["jobs"])
     assert con.sql("SELECT count(*) FROM jobs").fetchall() == [(3,)]  # no archive yet

@@ -18,7 +18,16 @@ from sqlalchemy import insert, update
 from baton.config import Config
 from baton.exporter.collector import BatonCollector, QueueSnapshot
 from baton.ledger import Ledger, open_ledger
-from baton.ledger.schema import analysis_jobs, evaluation_jobs, slurm_jobs, training_runs
+from baton.ledger.schema import (
+    analysis_jobs,
+    campaigns,
+    checkpoints,
+    evaluation_jobs,
+    slurm_jobs,
+    training_generations,
+    training_runs,
+)
+from baton.maintenance.archive import archive
 
 # recent: a timeline trained more than a week ago counts as settled whatever its state
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=6)
@@ -127,7 +136,7 @@ def test_running_totals_equal_a_pass_over_the_history(site: tuple[Ledger, Config
     folded, whole = collectors(ledger, config)
     same(folded, whole)
     assert folded.totals is not None
-    jobs, timelines = folded.totals.folds
+    jobs, timelines = folded.totals.folds.jobs, folded.totals.folds.timelines
     assert (jobs.high, jobs.open, set(jobs.gaps)) == (9, {2, 3, 4, 5}, {7, 8})
     assert (timelines.high, timelines.open, set(timelines.gaps)) == (4, {2, 4}, {3})
 
@@ -173,3 +182,141 @@ def test_the_full_recomputation_catches_a_settled_row_changed_by_hand(
         time.sleep(0.05)
     assert folded.totals.folds is not old
     same(folded, whole)
+
+
+# --- the campaign progress, folded per experiment (baton/exporter/progress_fold.py) --------
+
+def trained(conn: Any, run_id: int, exp: str, ckpts: int, generation: int = 1) -> None:
+    """Training run ``run_id`` of ``exp`` (campaign camp), its first generation and
+    ``ckpts`` checkpoints."""
+    conn.execute(insert(training_runs).values(
+        id=run_id, experiment_name=exp, status="completed", completed_at=minutes(run_id),
+        signal_key=f"sig-{exp}-1", campaign="camp", generation=generation))
+    conn.execute(insert(training_generations).values(
+        experiment_name=exp, generation=1, signal_key=f"sig-{exp}-1"))
+    for n in range(1, ckpts + 1):
+        checkpoint(conn, run_id, n)
+
+
+def checkpoint(conn: Any, run_id: int, n: int) -> None:
+    conn.execute(insert(checkpoints).values(training_run_id=run_id,
+                                            checkpoint_path=f"/ckpt/{run_id}/c{n}"))
+
+
+def task(conn: Any, row: int, exp: str, state: str, *, stage: str = "evaluation",
+         ckpt: str | None = "c1", attempt: int = 1, campaign: str | None = None) -> None:
+    """Job row ``row``: one attempt at ``exp``'s task (its checkpoint ``ckpt``)."""
+    ended = state in ("COMPLETED", "FAILED")
+    conn.execute(insert(slurm_jobs).values(
+        id=row, submission_key=f"k{row}", stage=stage, experiment=exp, campaign=campaign,
+        attempt=attempt, backend="sbatch", job_id=str(1000 + row), state=state,
+        submitted_at=minutes(row), started_at=minutes(row + 1) if state != "PENDING" else None,
+        ended_at=minutes(row + 5) if ended else None, exit_code=0 if state == "COMPLETED"
+        else 1, restarts=0, figures="final" if ended else None,
+        metadata={"checkpoint": ckpt} if ckpt else None,
+        created_at=minutes(row), updated_at=minutes(row)))
+
+
+def test_campaign_progress_folded_per_experiment_equals_a_pass_over_the_history(
+        site: tuple[Ledger, Config]) -> None:
+    ledger, config = site
+    with ledger.write() as conn:
+        for tag, active in (("camp", True), ("other", False)):
+            conn.execute(insert(campaigns).values(tag=tag, type="default", active=active,
+                                                  priority=0, registered_at=minutes(0)))
+        trained(conn, 1, "alpha", ckpts=2)
+        trained(conn, 2, "beta", ckpts=1)  # trained, nothing submitted yet
+        task(conn, 1, "alpha", "COMPLETED", ckpt="c1")
+        task(conn, 2, "alpha", "FAILED", ckpt="c2")
+        task(conn, 3, "alpha", "COMPLETED", stage="analysis", ckpt=None)
+        task(conn, 4, "gamma", "RUNNING", campaign="other")  # no training run
+        task(conn, 5, "delta", "COMPLETED", campaign="other")
+    folded, whole = collectors(ledger, config)
+    same(folded, whole)
+    assert folded.totals is not None
+    progress = folded.totals.folds.progress
+    assert progress.redone == 4  # the first computation: every experiment
+
+    same(folded, whole)  # nothing changed (gamma's running job is read again, unchanged)
+    assert progress.redone == 0
+
+    with ledger.write() as conn:
+        task(conn, 6, "alpha", "PENDING", ckpt="c2", attempt=2)  # a repair of c2
+        conn.execute(update(training_runs).where(training_runs.c.id == 2).values(
+            generation=2))  # a retrain of beta: a new generation and a new checkpoint
+        conn.execute(insert(training_generations).values(
+            experiment_name="beta", generation=2, signal_key="sig-beta-2"))
+        checkpoint(conn, 2, 2)
+        conn.execute(update(slurm_jobs).where(slurm_jobs.c.id == 4).values(
+            state="COMPLETED", ended_at=minutes(30), figures="final"))  # gamma settles
+    same(folded, whole)
+    assert progress.redone == 3  # alpha, beta, gamma; delta's part kept as it was
+
+    with ledger.write() as conn:  # other activated: its experiments show in the table
+        conn.execute(update(campaigns).where(campaigns.c.tag == "other").values(active=True))
+        task(conn, 7, "alpha", "COMPLETED", ckpt="c2", attempt=3)
+    same(folded, whole)
+    assert progress.redone == 3  # alpha, and other's gamma and delta
+
+    with ledger.write() as conn:  # what no id tells: a settled row rewritten
+        conn.execute(update(slurm_jobs).where(slurm_jobs.c.id == 5).values(state="FAILED"))
+    key = ("baton_campaign_completion_ratio", (("campaign", "other"), ("type", "default")))
+    assert scrape(folded)[key] != scrape(whole)[key]  # folded: not yet
+    old = folded.totals.folds
+    folded.totals.full_every = 0
+    folded.compute_ledger()  # starts the full recomputation, which swaps the folds in
+    deadline = time.monotonic() + 60
+    while folded.totals.folds is old and time.monotonic() < deadline:
+        time.sleep(0.05)
+    same(folded, whole)
+
+
+# --- counters after `baton db archive` ------------------------------------------------------
+
+COUNTER_SUFFIXES = ("_total", "_bucket", "_count", "_sum")
+
+
+def counters(samples: dict[tuple[str, tuple[Any, ...]], float]
+             ) -> dict[tuple[str, tuple[Any, ...]], float]:
+    return {k: v for k, v in samples.items() if k[0].endswith(COUNTER_SUFFIXES)}
+
+
+def not_lower(before: dict[tuple[str, tuple[Any, ...]], float],
+              after: dict[tuple[str, tuple[Any, ...]], float]) -> None:
+    lower = {k: (v, after.get(k)) for k, v in counters(before).items()
+             if after.get(k, -1) < v}
+    assert not lower  # Prometheus would read a counter reset
+
+
+def test_counters_never_decrease_when_history_is_archived(site: tuple[Ledger, Config]
+                                                          ) -> None:
+    ledger, config = site
+    config = config.model_copy(update={"database_url": ledger.url})
+    with ledger.write() as conn:
+        job(conn, 1, "COMPLETED")
+        job(conn, 2, "FAILED", stage="analysis")
+        job(conn, 3, "OUT_OF_MEMORY")
+        job(conn, 4, "COMPLETED")
+        job(conn, 5, "RUNNING", figures=None)
+    folded, whole = collectors(ledger, config, full_every=3600)
+    before = scrape(folded)
+    assert before == scrape(whole)
+    result = archive(config, timedelta(hours=1), vacuum=False)  # rows ended 5 h ago
+    assert result.rows["slurm_jobs"] == 4
+    with ledger.write() as conn:
+        job(conn, 6, "COMPLETED")  # history goes on
+    moved = scrape(folded)
+    not_lower(before, moved)
+    assert folded.totals is not None
+    old = folded.totals.folds
+    folded.totals.full_every = 0
+    folded.compute_ledger()  # the full recomputation: the archived rows are gone from it
+    deadline = time.monotonic() + 60
+    while folded.totals.folds is old and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert folded.totals.folds is not old
+    rebuilt = scrape(folded)
+    not_lower(moved, rebuilt)
+    key = ("baton_jobs_finished_total", (("stage", "evaluation"),))
+    assert rebuilt[key] == before[key] + 1 == 3
+    assert counters(rebuilt) == counters(scrape(whole))  # a pass adds the archive too

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from baton.config import Config, load_config
 from baton.errors import ConfigError
@@ -104,6 +105,22 @@ def test_a_failed_backup_is_recorded_and_counted(site: tuple[dict[str, str], Led
     line = one_error_line(baton("db", "backup", "--to", str(blocked), env=env))
     assert str(blocked) in line
     assert _metric(ledger, "baton_ledger_backup_failures_total") == 1
+    assert _metric(ledger, "baton_ledger_backup_last_success_timestamp_seconds") == 0
+    ledger.close()
+
+
+def test_a_backup_refused_before_it_runs_is_counted_as_a_failure(
+        site: tuple[dict[str, str], Ledger], config: Config) -> None:
+    """Refused before any copy (the default folder on the shared drive, a ledger at
+    another schema): a failure all the same, or the failed-backup alert stays silent."""
+    env, ledger = site
+    on_drive = {**env, "BATON_STATE_DIR": str(config.shared_drive / "state")}
+    assert "set backup.dir" in one_error_line(baton("db", "backup", env=on_drive))
+    assert _metric(ledger, "baton_ledger_backup_failures_total") == 1
+    with ledger.write() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0010'"))
+    assert "baton db upgrade" in one_error_line(baton("db", "backup", env=env))
+    assert _metric(ledger, "baton_ledger_backup_failures_total") == 2
     assert _metric(ledger, "baton_ledger_backup_last_success_timestamp_seconds") == 0
     ledger.close()
 

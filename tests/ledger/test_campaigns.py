@@ -13,7 +13,7 @@ from sqlalchemy import delete, update
 
 from baton.config import CampaignConfig, Config, load_config
 from baton.errors import BatonError, ConfigError
-from baton.exporter.control import campaign_metrics
+from baton.exporter.control import active_campaigns, campaign_metrics, whole_progress
 from baton.exporter.dashboard import dashboard_state
 from baton.inbox import publish
 from baton.layout import DriveLayout
@@ -148,7 +148,9 @@ def _samples(ledger: Ledger) -> dict[tuple[str, tuple[tuple[str, str], ...]], fl
 
     class One:
         def collect(self) -> Iterator[Metric]:
-            return campaign_metrics(ledger)
+            rows = ledger.list_campaigns()
+            return campaign_metrics(ledger, rows,
+                                    whole_progress(ledger, active_campaigns(rows)))
 
     registry.register(One())  # type: ignore[arg-type]
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
