@@ -16,7 +16,7 @@ from bench.context import Context
 
 MODULES = {1: "latency", 2: "scan", 3: "exporter", 4: "duckdb_metrics", 5: "writer",
            6: "status", 7: "backfill", 8: "footprint", 9: "exporter_burst",
-           10: "exporter_webconfig", 11: "history"}
+           10: "exporter_webconfig", 11: "history", 12: "peer"}
 
 
 def _num(value: float, unit: str) -> str:
@@ -31,6 +31,8 @@ def _num(value: float, unit: str) -> str:
 
 def ratio_text(ratio: float) -> str:
     """x1.94, x0.127; below 1% as a fraction (1/10,400), which reads better than 9.6e-05."""
+    if ratio == 0:
+        return "x0"
     return f"x{ratio:.3g}" if ratio >= 0.01 else f"1/{1 / ratio:,.0f}"
 
 
@@ -67,7 +69,7 @@ def markdown_table(results: list[Result]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--quick", action="store_true", help="small sizes, for development")
-    p.add_argument("--only", help="comma-separated benchmark numbers (1-11)")
+    p.add_argument("--only", help="comma-separated benchmark numbers (1-12)")
     p.add_argument("--markdown", type=Path, help="also write the table as markdown here, "
                    "with the machine, for bench/RESULTS.md")
     p.add_argument("--interval", default="5",
