@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
+import subprocess
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -66,11 +68,11 @@ def train(drive: DriveLayout, exp: str, checkpoints: int) -> tuple[Path, dict[st
         (ckpt / "model.safetensors").write_bytes(b"\1" * 64)
         ckpts[ckpt.name] = str(ckpt)
     ckpts["final"] = str(layout.final_dir)
-    signal = publish(drive, TrainingComplete(
+    path = publish(drive, TrainingComplete(
         timestamp=datetime.now(UTC), experiment=exp, checkpoint_path=str(layout.final_dir),
         hostname="gpu01", user="bench", final_loss=1.5, total_steps=100,
         checkpoints=[c for name, c in ckpts.items() if name != "final"] or None))
-    return signal, ckpts
+    return path, ckpts
 
 
 def timeout_for(n: int, checkpoints: int) -> float:
@@ -122,11 +124,15 @@ def run_baton(ctx: Context, n: int, checkpoints: int) -> Side:
         meter.stop()
     end = max(done.values())
     runs = instance.get_runs_count() - runs_before
-    pipe.stop()
     host, in_jobs = calls.counts(begin, end)
     ids = calls.job_ids()
-    return Side(host, in_jobs, end - start, meter.cpu_seconds, meter.peak_rss,
+    side = Side(host, in_jobs, end - start, meter.cpu_seconds, meter.peak_rss,
                 jobs_cpu_seconds(ids), len(ids), idle_mb=idle, runs=runs)
+    try:
+        pipe.stop()
+    except subprocess.TimeoutExpired:  # a loaded machine: a minute was not enough
+        pipe.kill(signal.SIGKILL)
+    return side
 
 
 def run_peer(ctx: Context, n: int, checkpoints: int) -> Side:
@@ -195,12 +201,12 @@ def run(ctx: Context, experiments: list[int] | None = None,
         return []
     results: list[Result] = []
     for n in experiments or sizes(ctx):
-        ours = run_baton(ctx, n, checkpoints)
-        ctx.close()  # the daemon stopped, its jobs gone, before the peer is measured
-        say(f"  baton: {ours}")
         peer = run_peer(ctx, n, checkpoints)
-        ctx.close()
+        ctx.close()  # its jobs gone before baton is measured
         say(f"  Snakemake: {peer}")
+        ours = run_baton(ctx, n, checkpoints)
+        ctx.close()
+        say(f"  baton: {ours}")
         results += compare(n, checkpoints, ours, peer)
     return results
 
