@@ -10,7 +10,6 @@ import re
 import shutil
 import subprocess
 import threading
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -182,10 +181,3 @@ def rss_mb(pid: int) -> float:
     meter._sample()
     return meter.peak_rss
 
-
-def wait_until(what: str, condition, timeout: float, every: float = 1.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(every)
