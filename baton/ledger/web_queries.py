@@ -112,7 +112,8 @@ def experiment_columns() -> list[Any]:
     newer = select(later.c.id).where(
         later.c.experiment_name == e.c.experiment_name,
         func.coalesce(later.c.checkpoint_path, "") == func.coalesce(e.c.checkpoint_path, ""),
-        _of_signal(later.c.trigger_key, t.signal_key), later.c.id > e.c.id).exists()
+        _of_signal(later.c.trigger_key, t.signal_key), later.c.id > e.c.id).correlate(
+        training_runs).exists()  # the outer query's run, two levels up: said explicitly
     task = and_(e.c.experiment_name == t.experiment_name,
                 _of_signal(e.c.trigger_key, t.signal_key), ~newer)
 

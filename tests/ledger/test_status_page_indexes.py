@@ -8,6 +8,7 @@ a fresh ledger and a migrated one have the same indexes is the integrity check's
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -68,3 +69,19 @@ def test_a_campaigns_completion_reads_its_experiments_by_campaign(ledger: Ledger
     assert "ix_training_runs_campaign" in plans, plans
     assert ledger.campaign_completion([CAMPAIGN]) == {CAMPAIGN: (1, 4)}
 
+
+
+def _reads_of(table: str, plan: str) -> int:
+    """How many times a plan reads ``table`` (a scan or a search of it, or of its index)."""
+    return sum(1 for line in plan.splitlines()
+               if re.match(rf"(SCAN|SEARCH) {table}\b", line.strip())
+               or re.search(rf" on {table}\b", line))
+
+
+def test_an_evaluation_tasks_newer_row_is_sought_within_its_experiment(ledger: Ledger
+                                                                        ) -> None:
+    """A task is its checkpoint's latest row: the newer row answering the experiment's
+    signal is sought among the experiment's rows, the experiment's own training run
+    correlated, not joined to every training run (a scan of the history per repair)."""
+    plan = max(_plans(ledger, lambda: ledger.experiments_page()), key=len)  # the page's
+    assert _reads_of("training_runs", plan) == 1, plan
