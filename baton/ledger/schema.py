@@ -81,6 +81,9 @@ training_runs = Table(
     Column("metadata", JSON),
     # the number of its latest training signal among the experiment's (schema 0010)
     Column("generation", Integer),
+    # the status pages: the `failed` filter, a campaign's completion (schema 0012)
+    Index("ix_training_runs_status", "status"),
+    Index("ix_training_runs_campaign", "campaign"),
 )
 
 # every accepted training signal of an experiment, numbered 1, 2, ... in the order they were
@@ -189,6 +192,7 @@ evaluation_jobs = Table(
     Column("generation", Integer),  # its trigger's training generation (schema 0010)
     Index("ix_evaluation_jobs_experiment", "experiment_name"),
     Index("ix_evaluation_jobs_trigger_key", "trigger_key"),
+    Index("ix_evaluation_jobs_status", "status", "experiment_name"),  # schema 0012
 )
 
 evaluation_results = Table(
@@ -220,6 +224,7 @@ analysis_jobs = Table(
     Column("mlflow_run_id", String(64)),  # the analysis' MLflow run (schema 0007)
     Column("generation", Integer),  # its trigger's training generation (schema 0010)
     Index("ix_analysis_jobs_experiment", "experiment_name"),
+    Index("ix_analysis_jobs_status", "status", "experiment_name"),  # schema 0012
 )
 
 analysis_outputs = Table(

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, and_, case, func, literal, or_, select
+from sqlalchemy import ColumnElement, Row, and_, case, func, literal, or_, select, union
 
 from baton.ledger.base import LedgerBase
 from baton.ledger.schema import (
@@ -86,19 +86,21 @@ WAITING = training_runs.c.experiment_name.in_(
 
 
 def _maybe(state: str) -> ColumnElement[bool] | None:
-    """For ``failed``, rare, a condition every failed experiment meets, cheap to test
-    (each subquery is computed once, not per experiment): the exact state is then computed
-    for those only, not for every experiment until a page is found. Complete and running
-    experiments are common: found among the first rows of the newest."""
+    """For ``failed``, rare, the experiments that may be failed: those whose training or
+    one of whose stage rows failed, each found through its table's status index (schema
+    0012), so their number, not the history's length, bounds the work; the exact state is
+    then computed for those only. Complete and running experiments are common: found among
+    the first rows of the newest."""
     t = training_runs.c
 
-    def named(table: Any, *where: Any) -> ColumnElement[bool]:
-        return t.experiment_name.in_(select(table.c.experiment_name).where(*where))
+    def named(table: Any) -> Any:
+        return select(t.id).select_from(training_runs.join(
+            table, table.c.experiment_name == t.experiment_name)).where(
+            table.c.status == "failed")
 
     if state == "failed":
-        return or_(t.status == "failed", named(evaluation_jobs, evaluation_jobs.c.status ==
-                                               "failed"),
-                   named(analysis_jobs, analysis_jobs.c.status == "failed"))
+        return t.id.in_(union(select(t.id).where(t.status == "failed"),
+                              named(evaluation_jobs), named(analysis_jobs)))
     return None
 
 
@@ -110,7 +112,8 @@ def experiment_columns() -> list[Any]:
     newer = select(later.c.id).where(
         later.c.experiment_name == e.c.experiment_name,
         func.coalesce(later.c.checkpoint_path, "") == func.coalesce(e.c.checkpoint_path, ""),
-        _of_signal(later.c.trigger_key, t.signal_key), later.c.id > e.c.id).exists()
+        _of_signal(later.c.trigger_key, t.signal_key), later.c.id > e.c.id).correlate(
+        training_runs).exists()  # the outer query's run, two levels up: said explicitly
     task = and_(e.c.experiment_name == t.experiment_name,
                 _of_signal(e.c.trigger_key, t.signal_key), ~newer)
 
