@@ -19,6 +19,6 @@ def web_links(web: WebConfig, experiment: str, job_ids: Sequence[str | None]
     if page is None:
         return {}
     ids = list(dict.fromkeys(j for j in job_ids if j))[:MAX_JOBS]
-    logs = {("baton web log" if len(ids) == 1 else f"baton web log {j}"): web.log_page(j)
-            for j in ids}
-    return {"baton web": page, **{k: v for k, v in logs.items() if v}}
+    logs = {("baton web log" if len(ids) == 1 else f"baton web log {j}"): url
+            for j in ids if (url := web.log_page(j))}
+    return {"baton web": page, **logs}
