@@ -348,9 +348,9 @@ def test_demo_uis_and_ctrl_c(tmp_path: Path) -> None:
         page = _get(urls["status pages"] + "experiments")
         assert all(f'data-experiment="{e}" data-state="complete"' in page for e in exps), \
             page[-2000:]
-        log = re.search(r'href="(/logs/[^/"]+/stdout)"', page)
-        assert log, page[-2000:]
-        assert "<pre class=\"log\"" in _get(urls["status pages"] + log.group(1)[1:])
+        link = re.search(r'href="(/logs/[^/"]+/stdout)"', page)
+        assert link, page[-2000:]
+        assert "<pre class=\"log\"" in _get(urls["status pages"] + link.group(1)[1:])
     finally:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(300)
