@@ -19,7 +19,7 @@ from dagster import (
     asset,
 )
 
-from assets.job_logs import job_log_metadata
+from assets.job_logs import job_log_metadata, web_link_metadata
 from assets.partitions import experiments
 from baton.analyze.summary import summarize
 from baton.logs import forwarded
@@ -148,6 +148,8 @@ def evaluation_metrics(context: AssetExecutionContext, ledger: LedgerResource,
                       + ("; ".join(f"{k}: {v}" for k, v in errors.items()) or "no rows"),
                       metadata={"failed_tasks": MetadataValue.json(errors),
                                 **job_log_metadata(ledger.ledger(), [
+                                    t.slurm_job_id for t in failed or tasks]),
+                                **web_link_metadata(ledger.settings.web, exp, [
                                     t.slurm_job_id for t in failed or tasks])})
     durations = [(t.metadata or {}).get("duration_s") for t in tasks]
     run_ids = [t.mlflow_run_id for t in tasks if t.mlflow_run_id]
@@ -164,6 +166,7 @@ def evaluation_metrics(context: AssetExecutionContext, ledger: LedgerResource,
         "failed_tasks": len(failed),
         "eval_duration_s": sum(d for d in durations if d) or 0.0,
         **job_log_metadata(ledger.ledger(), [t.slurm_job_id for t in tasks]),
+        **web_link_metadata(ledger.settings.web, exp, [t.slurm_job_id for t in tasks]),
     }
     for key, value in list(summary.means.items())[:20]:
         metadata[f"mean {key}"] = value
@@ -216,7 +219,8 @@ def analysis_report(context: AssetExecutionContext, ledger: LedgerResource,
     check = AssetCheckResult(check_name="report_exists", passed=bool(reports) and not missing,
                              metadata={"reports": MetadataValue.json(reports),
                                        "missing": MetadataValue.json(missing)})
-    logs = job_log_metadata(ledger.ledger(), [row.slurm_job_id])
+    logs = {**job_log_metadata(ledger.ledger(), [row.slurm_job_id]),
+            **web_link_metadata(ledger.settings.web, exp, [row.slurm_job_id])}
     if row.status != "completed":
         yield check
         raise Failure(description=f"analysis of {exp} failed: {row.error_message}",

@@ -1,14 +1,14 @@
 """Where a stage's Slurm jobs wrote their stdout and stderr, as metadata of its asset
 events and failures: one click from the Dagster UI to a job's log (``baton logs JOBID``
-prints it)."""
+prints it), and with ``web.url`` their pages in ``baton web``."""
 
 from collections.abc import Sequence
 
 from dagster import MetadataValue
 
+from baton.config import WebConfig
 from baton.ledger import Ledger
-
-MAX_JOBS = 20  # an array's first tasks; the rest are one `baton logs` away
+from baton.web.links import MAX_JOBS, web_links
 
 
 def job_log_metadata(ledger: Ledger, job_ids: Sequence[str | None]) -> dict[str, MetadataValue]:
@@ -22,3 +22,9 @@ def job_log_metadata(ledger: Ledger, job_ids: Sequence[str | None]) -> dict[str,
                 key = kind if len(rows) == 1 else f"{kind} {job_id}"
                 meta[key] = MetadataValue.path(path)
     return meta
+
+
+def web_link_metadata(web: WebConfig, experiment: str, job_ids: Sequence[str | None]
+                      ) -> dict[str, MetadataValue]:
+    """The experiment's page and its jobs' log pages in ``baton web`` (``web.url``)."""
+    return {k: MetadataValue.url(v) for k, v in web_links(web, experiment, job_ids).items()}

@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import yaml
 from pydantic import (
@@ -218,6 +218,22 @@ class DagsterConfig(Section):
     url: Annotated[str | None, AfterValidator(_http_url)] = None
 
 
+class WebConfig(Section):
+    """Where people open ``baton web``'s pages (behind a proxy with its path, e.g.
+    ``https://lab.example/baton``): the Dagster metadata and the analysis report link an
+    experiment's page and its jobs' logs there."""
+
+    url: Annotated[str | None, AfterValidator(_http_url)] = None
+
+    def experiment_page(self, experiment: str) -> str | None:
+        """The experiments page filtered to ``experiment`` (None: no ``url``)."""
+        return f"{self.url}/experiments?name={quote(experiment)}" if self.url else None
+
+    def log_page(self, job_id: str, kind: str = "stdout") -> str | None:
+        """A job's log page (its tail; it links the other stream and the download)."""
+        return f"{self.url}/logs/{quote(job_id, safe='')}/{kind}" if self.url else None
+
+
 class SensorConfig(Section):
     interval_seconds: int = Field(default=15, ge=1)
     full_rescan_seconds: float = Field(default=600, gt=0)
@@ -376,6 +392,7 @@ class Config(Section):
     database_url: str | None = None
     mlflow: MLflowConfig = Field(default_factory=MLflowConfig)
     dagster: DagsterConfig = Field(default_factory=DagsterConfig)
+    web: WebConfig = Field(default_factory=WebConfig)
     slurm: SlurmConfig = Field(default_factory=SlurmConfig)
     stages: Annotated[dict[str, StageConfig], AfterValidator(_stage_names)] = Field(
         default_factory=_default_stages)

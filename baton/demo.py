@@ -1,10 +1,10 @@
 """``baton demo``: the whole pipeline on one machine, on the embedded defaults.
 
-Starts the MLflow server, the Dagster daemon and web UI and the metrics exporter, trains a
-small campaign of the example model that differs in one hyperparameter, and lets it flow
-through evaluation and analysis (local backend, or real Slurm where ``sbatch`` is on
-PATH), showing progress. Ctrl-C cancels the demo's unfinished Slurm jobs, then stops the
-services."""
+Starts the MLflow server, the Dagster daemon and web UI, the metrics exporter and the
+status pages (``baton web``), trains a small campaign of the example model that differs in
+one hyperparameter, and lets it flow through evaluation and analysis (local backend, or
+real Slurm where ``sbatch`` is on PATH), showing progress. Ctrl-C cancels the demo's
+unfinished Slurm jobs, then stops the services."""
 
 from __future__ import annotations
 
@@ -66,12 +66,15 @@ class Demo:
     config: Config | None = None
 
     # --- set-up --------------------------------------------------------------------------
-    def write_config(self, mlflow_uri: str) -> Path:
+    def write_config(self, mlflow_uri: str, dagster_url: str, web_url: str) -> Path:
+        """The demo's baton.yaml; the UIs' addresses make the links between them (the
+        report's and the status pages' to Dagster, the Dagster metadata's to the pages)."""
         path = self.home / "baton.yaml"
         path.write_text(
             f"# written by baton demo\nshared_drive: {self.home / 'drive'}\n"
             f"state_dir: {self.home / 'state'}\n"
             f"mlflow:\n  tracking_uri: {mlflow_uri}\n"
+            f"dagster:\n  url: {dagster_url}\nweb:\n  url: {web_url}\n"
             f"slurm:\n  backend: {self.backend}\n  local_max_concurrent: 2\n"
             # the demo's cluster is its own: a faster call budget than a shared site's
             "  calls_per_second: 5\n  calls_burst: 50\n"
@@ -104,7 +107,7 @@ class Demo:
         return env
 
     def start(self, env: dict[str, str], mlflow_port: int, dagster_port: int,
-              exporter_port: int) -> None:
+              exporter_port: int, web_port: int) -> None:
         bindir = Path(sys.executable).parent
         (self.home / "dagster").mkdir(parents=True, exist_ok=True)
         (self.home / "dagster" / "dagster.yaml").write_text(
@@ -119,6 +122,7 @@ class Demo:
         mlflow_url = f"http://127.0.0.1:{mlflow_port}"
         dagster_url = f"http://127.0.0.1:{dagster_port}"
         exporter_url = f"http://127.0.0.1:{exporter_port}/metrics"
+        web_url = f"http://127.0.0.1:{web_port}"
         self.services = [
             Service("MLflow", [str(bindir / "mlflow"), "server", "--host", "127.0.0.1",
                                "--port", str(mlflow_port), "--workers", "1",
@@ -134,6 +138,9 @@ class Demo:
             Service("metrics exporter", [sys.executable, "-m", "baton", "exporter", "--host",
                                          "127.0.0.1", "--port", str(exporter_port)],
                     exporter_url, exporter_url),
+            Service("status pages", [sys.executable, "-m", "baton", "web", "--host",
+                                     "127.0.0.1", "--port", str(web_port)],
+                    web_url + "/", web_url + "/healthz"),
         ]
         for svc in self.services:
             svc.log = self.home / "logs" / f"{svc.name.lower().replace(' ', '-')}.log"
@@ -343,9 +350,10 @@ def run_demo(home: Path | None = None, once: bool = False, backend: str = "auto"
     backend = choose_backend_name(backend)
     demo = Demo(home, once, backend, fail_dataset)
     mlflow_port, dagster_port = free_port(5000), free_port(3000)
-    exporter_port = free_port(9108)
+    exporter_port, web_port = free_port(9108), free_port(8090)
     mlflow_uri = f"http://127.0.0.1:{mlflow_port}"
-    config_path = demo.write_config(mlflow_uri)
+    config_path = demo.write_config(mlflow_uri, f"http://127.0.0.1:{dagster_port}",
+                                    f"http://127.0.0.1:{web_port}")
     env = demo.env(config_path, mlflow_uri)
     os.environ.update({k: env[k] for k in ("BATON_CONFIG", "DAGSTER_HOME",
                                            "MLFLOW_TRACKING_URI")})
@@ -360,7 +368,7 @@ def run_demo(home: Path | None = None, once: bool = False, backend: str = "auto"
     # background job, nohup): Python then installs no handler of its own
     previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        demo.start(env, mlflow_port, dagster_port, exporter_port)
+        demo.start(env, mlflow_port, dagster_port, exporter_port, web_port)
         urls(demo)
         demo.config = config  # from here on, stopping cancels the demo's jobs
         campaign = "demo-" + datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
@@ -451,5 +459,3 @@ def summary(config: Config, demo: Demo, experiments: list[str], campaign: str) -
         say(f"report {exp}: {report}" + ("" if report.exists() else " (missing)"))
     say(f"campaign table: {config.drive.analysis / 'campaigns' / campaign / 'summary.csv'}")
     say(f"ad-hoc SQL: BATON_CONFIG={config.source} baton sql \"SELECT * FROM jobs\"")
-    say(f"status pages: BATON_CONFIG={config.source} baton web, then open "
-        "http://127.0.0.1:8090/ (docs/user/web.md)")

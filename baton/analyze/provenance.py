@@ -55,7 +55,7 @@ class Provenance:
 def provenance(config: Config, tracker: Tracker, experiment: str,
                training: TrainingComplete | None, hyper: dict[str, Scalar]) -> Provenance:
     """The report's provenance, from the training signal, the evaluation's signals, this
-    job, MLflow and ``dagster.url``."""
+    job, MLflow, ``web.url`` and ``dagster.url``."""
     campaign = training.campaign if training else None
     return Provenance(
         experiment, campaign, git_commit=training.git_commit if training else None,
@@ -64,6 +64,7 @@ def provenance(config: Config, tracker: Tracker, experiment: str,
         links={"MLflow training run": mlflow_link(tracker, config.mlflow.ui(),
                                                   training.mlflow_run_id if training else None),
                "MLflow analysis run": mlflow_link(tracker, config.mlflow.ui(), tracker.run_id),
+               "baton web": config.web.experiment_page(experiment),
                **dagster_links(config.dagster.url, experiment, campaign)})
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from baton.analyze.run import analyze
-from baton.config import Config, DagsterConfig, load_config
+from baton.config import Config, DagsterConfig, WebConfig, load_config
 from baton.evaluate.harness import evaluate
 from baton.example.model import Hyper
 from baton.example.train import train_example
@@ -17,6 +17,7 @@ from baton.signals import TrainingComplete, read_signal
 
 RATES = {"demo-lr0p05": 0.05, "demo-lr0p8": 0.8}
 DAGSTER = "http://dagster.lab:3000"  # dagster.url: where the report links its assets
+WEB = "https://lab.example/baton"  # web.url: the status pages it links
 EVAL_JOB, ANALYSIS_JOB = "31", "77"
 
 
@@ -24,7 +25,8 @@ def demo_campaign(tmp: Path) -> tuple[Config, Path]:
     """The campaign and the report of its first experiment."""
     config = load_config(env={"SHARED_DRIVE": str(tmp / "drive"),
                               "BATON_STATE_DIR": str(tmp / "state")})
-    config = config.model_copy(update={"dagster": DagsterConfig(url=DAGSTER + "/")})
+    config = config.model_copy(update={"dagster": DagsterConfig(url=DAGSTER + "/"),
+                                       "web": WebConfig(url=WEB)})
     config.drive.create()
     with pytest.MonkeyPatch.context() as env:
         for name, lr in RATES.items():

@@ -19,6 +19,7 @@ from tests.analyze.report_campaign import (
     DAGSTER,
     EVAL_JOB,
     RATES,
+    WEB,
 )
 
 ME = "demo-lr0p05"
@@ -51,6 +52,7 @@ def test_provenance_block(campaign: tuple[Config, Path]) -> None:
                         ("Slurm job ids", f"evaluation {EVAL_JOB}; analysis {ANALYSIS_JOB}"),
                         ("Dagster analysis_report", f"<a href='{DAGSTER}/assets/analysis_report"
                          f"?view=partitions&amp;partition={ME}'>"),
+                        ("baton web", f"<a href='{WEB}/experiments?name={ME}'>"),
                         ("Dagster campaign_report", "campaign_report?view=partitions&amp;"
                          "partition=demo"),
                         ("training git commit", "not recorded"),

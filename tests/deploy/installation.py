@@ -26,7 +26,7 @@ from tests.e2e.harness import free_port
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 E2E = ROOT / "tests" / "e2e"
-PROGRAMS = ("dagster-daemon", "dagster-webserver", "exporter", "mlflow", "prometheus",
+PROGRAMS = ("dagster-daemon", "dagster-webserver", "exporter", "web", "mlflow", "prometheus",
             "alertmanager")
 EXPORTER_USER, EXPORTER_PASSWORD = "prometheus", secrets.token_hex(8)
 
@@ -58,8 +58,8 @@ class Installation:
         self.databases = {"dagster": f"t_dagster_{token}", "ledger": f"t_ledger_{token}"}
         self._admin("CREATE DATABASE {}")
         self.ports = {name: free_port() for name in
-                      ("DAGSTER_WEBSERVER_PORT", "BATON_EXPORTER_PORT", "MLFLOW_PORT",
-                       "PROMETHEUS_PORT", "ALERTMANAGER_PORT")}
+                      ("DAGSTER_WEBSERVER_PORT", "BATON_EXPORTER_PORT", "BATON_WEB_PORT",
+                       "MLFLOW_PORT", "PROMETHEUS_PORT", "ALERTMANAGER_PORT")}
         ledger = self.pg.set(database=self.databases["ledger"])
         self.env_file = {
             "BATON_CONFIG": str(self.etc / "baton.yaml"),

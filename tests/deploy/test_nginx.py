@@ -1,6 +1,7 @@
 """deploy/nginx/baton.conf, run by a real nginx in front of a real `dagster-webserver
---read-only` and a real MLflow server: without credentials (or with wrong ones) 401; with
-them the pages load in Chromium and MLflow's client works through it; plain HTTP is
+--read-only`, a real MLflow server and `baton web --root-path /baton`: without credentials
+(or with wrong ones) 401; with them the pages load in Chromium, MLflow's client works
+through it and baton web's links resolve through the proxy; plain HTTP is
 redirected to HTTPS; a GraphQL mutation that would launch a run or a backfill is refused.
 The password hashes nginx is documented to take (bcrypt, SHA-512 crypt, apr1) each let
 their user in."""
@@ -12,6 +13,7 @@ import getpass
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import ssl
@@ -30,6 +32,7 @@ from tests.conftest import require
 from tests.e2e.browser import ARTIFACTS, Page, browser
 from tests.e2e.harness import ROOT, Pipeline, free_port
 from tests.exporter.web_config_files import bcrypt_hash, self_signed
+from tests.web.site import FAILED_LOG, fill
 
 pytestmark = pytest.mark.slow
 CONF = ROOT / "deploy" / "nginx" / "baton.conf"
@@ -56,6 +59,7 @@ def nginx_conf(folder: Path, ports: dict[str, int]) -> Path:
              "listen 443 ssl http2;": f"listen 127.0.0.1:{ports['https']} ssl http2;",
              "127.0.0.1:3000": f"127.0.0.1:{ports['dagster']}",
              "127.0.0.1:5000": f"127.0.0.1:{ports['mlflow']}",
+             "127.0.0.1:8090": f"127.0.0.1:{ports['web']}",
              "/etc/nginx/ssl/baton.crt": str(folder / "nginx.crt"),
              "/etc/nginx/ssl/baton.key": str(folder / "nginx.key"),
              "/etc/nginx/baton.htpasswd": str(folder / "htpasswd")}
@@ -135,11 +139,13 @@ def basic(user: str, password: str) -> str:
 @contextmanager
 def services(tmp: Path) -> Iterator[Proxy]:
     """nginx, the read-only Dagster webserver (on a Dagster instance and baton.yaml of
-    ``tmp``) and MLflow, each in a session of its own."""
+    ``tmp``), MLflow and baton web (on that baton.yaml's ledger, filled as the pipeline
+    leaves it: tests/web/site.py), each in a session of its own."""
     require(shutil.which("nginx") is not None, "nginx is not installed (apt-get install "
             "nginx-light)")
-    ports = {name: free_port() for name in ("http", "https", "dagster", "mlflow")}
+    ports = {name: free_port() for name in ("http", "https", "dagster", "mlflow", "web")}
     pipeline = Pipeline(tmp, "local")
+    fill(pipeline.config, pipeline.ledger)
     with (pipeline.home / "dagster.yaml").open("a") as f:
         f.write("nux:\n  enabled: false\n")  # no first-visit pop-up over the screenshot
     self_signed(tmp, "nginx")
@@ -154,6 +160,8 @@ def services(tmp: Path) -> Iterator[Proxy]:
                    "--allowed-hosts", "localhost", "--cors-allowed-origins", origin,
                    "--backend-store-uri", f"sqlite:///{tmp / 'mlflow.db'}",
                    "--default-artifact-root", str(tmp / "mlflow-artifacts")],
+        "web": [sys.executable, "-m", "baton", "web", "--host", "127.0.0.1", "--port",
+                str(ports["web"]), "--root-path", "/baton"],
         "nginx": ["nginx", "-p", str(tmp), "-c", str(nginx_conf(tmp, ports))],
     }
     procs: dict[str, subprocess.Popen] = {}
@@ -167,6 +175,7 @@ def services(tmp: Path) -> Iterator[Proxy]:
         wait_until("the Dagster UI through nginx", lambda: proxy.up("/dagster/server_info"),
                    procs, tmp)
         wait_until("MLflow through nginx", lambda: proxy.up("/mlflow/health"), procs, tmp)
+        wait_until("baton web through nginx", lambda: proxy.up("/baton/healthz"), procs, tmp)
         yield proxy
     finally:
         for proc in procs.values():
@@ -198,7 +207,8 @@ def test_nginx_in_front_of_the_read_only_dagster_ui_and_mlflow(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with services(tmp_path) as proxy:
         # nothing gets through without the right credentials
-        for path in ("/dagster/", "/dagster/graphql", "/mlflow/", "/mlflow/health"):
+        for path in ("/dagster/", "/dagster/graphql", "/mlflow/", "/mlflow/health",
+                     "/baton/", "/baton/experiments"):
             status, headers, _ = proxy.get(path)
             assert status == 401 and headers["WWW-Authenticate"] == 'Basic realm="baton"', \
                 (path, status)
@@ -210,6 +220,20 @@ def test_nginx_in_front_of_the_read_only_dagster_ui_and_mlflow(
             301, "https://localhost/dagster/runs"), moved.status  # plain HTTP: to HTTPS
         for user in USERS:  # bcrypt, SHA-512 crypt and apr1 hashes
             assert proxy.get("/dagster/server_info", user)[0] == 200, user
+
+        # baton web under /baton/: its links carry the prefix and resolve through nginx
+        status, _, raw = proxy.get("/baton/", "alice")  # redirected to /baton/experiments
+        assert status == 200 and 'id="experiments"' in raw.decode(), raw[-2000:]
+        status, _, raw = proxy.get("/baton/experiments?name=lr-0.9-broken", "carol")
+        page = raw.decode()
+        assert status == 200 and 'data-experiment="lr-0.9-broken"' in page, page[-2000:]
+        assert 'href="/baton/static/style.css"' in page and 'href="/baton/queue"' in page
+        log = re.search(r'href="(/baton/logs/\d+/stderr)"', page)
+        assert log, page[-2000:]
+        status, _, raw = proxy.get(log.group(1), "bob")
+        assert status == 200 and FAILED_LOG.splitlines()[1] in raw.decode(), raw[-2000:]
+        assert proxy.get("/baton/static/style.css", "bob")[0] == 200
+        assert proxy.get("/baton/queue", "bob")[0] == 200
 
         # the UI cannot launch anything: reads pass, mutations are refused
         repos = proxy.graphql("{ repositoriesOrError { ... on RepositoryConnection { nodes {"

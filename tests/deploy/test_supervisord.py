@@ -111,6 +111,7 @@ def _run(site: Installation, monkeypatch: pytest.MonkeyPatch) -> None:
         "dagster-webserver": lambda: http_status(
             f"http://127.0.0.1:{ports['DAGSTER_WEBSERVER_PORT']}/server_info") == 200,
         "exporter": lambda: http_status(exporter, (EXPORTER_USER, EXPORTER_PASSWORD)) == 200,
+        "web": lambda: http_status(f"http://127.0.0.1:{ports['BATON_WEB_PORT']}/healthz") == 200,
         "mlflow": lambda: http_status(f"http://127.0.0.1:{ports['MLFLOW_PORT']}/health") == 200,
         "prometheus": lambda: http_status(f"{base_prom}/-/ready") == 200,
         "alertmanager": lambda: http_status(
@@ -149,6 +150,10 @@ def _run(site: Installation, monkeypatch: pytest.MonkeyPatch) -> None:
 
     site.wait_for("the analysis report", lambda: materialized("analysis_report"), timeout=300)
     assert materialized("evaluation_metrics")
+    # the status pages show it, from the same ledger
+    with urllib.request.urlopen(f"http://127.0.0.1:{ports['BATON_WEB_PORT']}/experiments",
+                                timeout=30) as r:
+        assert 'data-experiment="deployed"' in r.read().decode()
     # the runs' lines are in the watcher log, with their context, and in Dagster's own log
     watcher = [json.loads(line) for line in
                (site.log / "watcher.log").read_text().splitlines() if line.strip()]

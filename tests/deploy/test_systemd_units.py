@@ -25,6 +25,7 @@ SERVICES = {
     "baton-dagster-webserver.service": "dagster-webserver -w",
     "baton-dagster-webserver-readonly.service": "dagster-webserver --read-only",
     "baton-exporter.service": "baton exporter --host 0.0.0.0 --port 9108 --web-config",
+    "baton-web.service": "baton web --host 127.0.0.1 --port 8090 --root-path /baton",
     "baton-mlflow.service": "mlflow server",
     "baton-prometheus.service": "/usr/bin/prometheus --config.file",
     "baton-alertmanager.service": "/usr/bin/prometheus-alertmanager --config.file",

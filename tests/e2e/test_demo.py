@@ -25,6 +25,7 @@ from tests.e2e.browser import dom, screenshot
 
 pytestmark = pytest.mark.slow
 BATON = [sys.executable, "-m", "baton"]
+SERVICES = {"MLflow", "Dagster UI", "metrics exporter", "status pages"}  # the URLs printed
 
 
 def demo_env() -> dict[str, str]:
@@ -46,7 +47,8 @@ def campaign_of(home: Path, exp: str) -> str:
 
 def printed_urls(text: str) -> dict[str, str]:
     """The service URLs the demo printed: ``[demo hh:mm:ss] NAME: URL``."""
-    found = re.findall(r"^\[demo [\d:]+\] (MLflow|Dagster UI|metrics exporter): (http://\S+)$",
+    found = re.findall(r"^\[demo [\d:]+\] (MLflow|Dagster UI|metrics exporter|status pages): "
+                       r"(http://\S+)$",
                        text, flags=re.M)
     return dict(found)
 
@@ -109,7 +111,7 @@ def test_demo_once(tmp_path: Path) -> None:
     exps = experiments(home)
     assert len(exps) == 3
     urls = printed_urls(proc.stdout)
-    assert set(urls) == {"MLflow", "Dagster UI", "metrics exporter"}, proc.stdout[-3000:]
+    assert set(urls) == SERVICES, proc.stdout[-3000:]
     assert urls["metrics exporter"].endswith("/metrics")
     assert "FAILED" not in proc.stdout
     # progress: every experiment is shown evaluating, in analysis, then reported
@@ -171,6 +173,12 @@ def test_demo_once(tmp_path: Path) -> None:
         evaluations = {r.info.run_id for r in by_stage["evaluation"]
                        if r.data.tags.get("baton.experiment") == exp}
         assert len(evaluations) == 5 and evaluations <= linked, (exp, sorted(meta))
+        # ... and to the experiment's status page and its jobs' logs there (web.url)
+        for asset in ("evaluation_metrics", "analysis_report"):
+            meta = latest_metadata(instance, asset, exp)
+            assert meta["baton web"] == f"{urls['status pages']}experiments?name={exp}", meta
+            assert any(k.startswith("baton web log") and "/logs/" in v
+                       for k, v in meta.items()), (asset, exp, sorted(meta))
 
 
 def test_demo_once_fails_when_a_stage_fails(tmp_path: Path) -> None:
@@ -220,7 +228,7 @@ def _wait_until(proc: subprocess.Popen, log: Path, what: str, condition: Callabl
         time.sleep(1)
 
 
-def _metrics(url: str) -> str:
+def _get(url: str) -> str:
     with urllib.request.urlopen(url, timeout=30) as r:
         assert r.status == 200
         return r.read().decode()
@@ -260,8 +268,8 @@ def test_demo_ctrl_c_while_evaluating(tmp_path: Path) -> None:
     try:
         text = _wait_for(proc, log, r"\] \S+: evaluating \d+/\d+")
         urls = printed_urls(text)
-        assert set(urls) == {"MLflow", "Dagster UI", "metrics exporter"}, text[-3000:]
-        assert "baton_" in _metrics(urls["metrics exporter"])
+        assert set(urls) == SERVICES, text[-3000:]
+        assert "baton_" in _get(urls["metrics exporter"])
         held = f"{release.name}.held.*"
         _wait_until(proc, log, "an evaluation task held",
                     lambda: any(release.parent.glob(held)))
@@ -316,7 +324,7 @@ def test_demo_uis_and_ctrl_c(tmp_path: Path) -> None:
         urls = printed_urls(text)
         exps = experiments(home)
         # the exporter serves baton's metrics while the demo runs
-        body = _metrics(urls["metrics exporter"])
+        body = _get(urls["metrics exporter"])
         assert re.search(r"^baton_\w+", body, flags=re.M), body[:2000]
         # Dagster: the report asset of every experiment is shown materialized
         page = dom(f"{urls['Dagster UI']}/assets/analysis_report?view=partitions",
@@ -336,12 +344,20 @@ def test_demo_uis_and_ctrl_c(tmp_path: Path) -> None:
 
         check_mlflow_runs(dom(runs + FLAT, tmp_path / "c3", runs_shown), exps)
         screenshot(runs + FLAT, "demo-mlflow.png", tmp_path / "c4", runs_shown)
+        # the status pages: every experiment, complete, with a working log link
+        page = _get(urls["status pages"] + "experiments")
+        assert all(f'data-experiment="{e}" data-state="complete"' in page for e in exps), \
+            page[-2000:]
+        link = re.search(r'href="(/logs/[^/"]+/stdout)"', page)
+        assert link, page[-2000:]
+        assert "<pre class=\"log\"" in _get(urls["status pages"] + link.group(1)[1:])
     finally:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(300)
     assert code == 130
     text = log.read_text()
-    assert "stopped the services: MLflow, Dagster daemon, Dagster UI, metrics exporter" in text
+    assert "stopped the services: MLflow, Dagster daemon, Dagster UI, metrics exporter, " \
+        "status pages" in text
     assert "no unfinished Slurm jobs to cancel" in text
     assert all(refuses(url) for url in urls.values()), urls
     assert leftover_processes(home) == [], text[-3000:]
