@@ -82,7 +82,8 @@ def _failed(context: OpExecutionContext, failures: dict[str, str]) -> None:
                       + "; ".join(failures.values()))
 
 
-@op(description="Submit the evaluations of the tick's due experiments as one submission.")
+@op(out={},
+    description="Submit the evaluations of the tick's due experiments as one submission.")
 def submit_due_evaluations(context: OpExecutionContext, config: Due, slurm: SlurmResource,
                            ledger: LedgerResource) -> Iterator[Any]:
     yield from _submitted(context, slurm, ledger, "evaluation", "evaluation_job",
@@ -90,7 +91,8 @@ def submit_due_evaluations(context: OpExecutionContext, config: Due, slurm: Slur
     _confirm(ledger, config, set(config.experiments))
 
 
-@op(description="Record the finished evaluations' metrics (DuckDB summary and checks), then "
+@op(out={},
+    description="Record the finished evaluations' metrics (DuckDB summary and checks), then "
                 "submit the analyses of those that produced any as one submission.")
 def record_due_evaluations(context: OpExecutionContext, config: Due, ledger: LedgerResource,
                            drive: SharedDriveResource, slurm: SlurmResource,
@@ -109,7 +111,7 @@ def record_due_evaluations(context: OpExecutionContext, config: Due, ledger: Led
     _failed(context, failures)
 
 
-@op(description="Record the finished analyses and their reports.")
+@op(out={}, description="Record the finished analyses and their reports.")
 def record_due_analyses(context: OpExecutionContext, config: Due, ledger: LedgerResource,
                         drive: SharedDriveResource, mlflow: MLflowResource) -> Iterator[Any]:
     failures = {}

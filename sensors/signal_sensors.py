@@ -115,12 +115,18 @@ def _model_reported(context: SensorEvaluationContext, row: Any) -> bool:
 
 
 def _once(context: SensorEvaluationContext, ledger: Ledger, config: Config,
-          runs: list[RunRequest], batch: JobDefinition) -> list[RunRequest]:
+          runs: list[RunRequest], batch: JobDefinition, alone: set[str] | None = None
+          ) -> list[RunRequest]:
     """The tick's due runs: one run of ``batch`` for all of them (``sensors.batch``), or
-    one run per signal."""
-    if config.sensors.batch:
-        return batch_once(context, ledger, runs, batch.name, OP_OF[batch.name])
-    return requests_once(context, ledger, runs)
+    one run per signal. The requests in ``alone`` (recordings that will fail: an
+    evaluation whose every task failed, a failed analysis) keep a run of their own, so
+    the partition ends FAILED in Dagster as a failed run of its asset shows it."""
+    if not config.sensors.batch:
+        return requests_once(context, ledger, runs)
+    alone = alone or set()
+    return batch_once(context, ledger, [r for r in runs if r.run_key not in alone],
+                      batch.name, OP_OF[batch.name]) + \
+        requests_once(context, ledger, [r for r in runs if r.run_key in alone])
 
 
 def _result(context: SensorEvaluationContext, ledger: Ledger, name: str, tick: TickResult,
@@ -267,14 +273,18 @@ def evaluation_tick(context: SensorEvaluationContext, ledger: LedgerResource,
         metadata={"signal": str(q.path), "reason": q.reason})
         for q in tick.quarantined if q.experiment and _known(context, q.experiment)
         and _check_once(led, "evaluation_metrics", "evaluation_succeeded", q.experiment)]
+    ready = led.evaluations_ready(window)
     runs = [RunRequest(job_name=record_evaluation_job.name,
                        run_key=f"evaluation_metrics:{trigger}", partition_key=exp,
                        tags={"baton/experiment": exp})
-            for exp, trigger in led.evaluations_ready(window)]
+            for exp, trigger in ready]
+    failed = {f"evaluation_metrics:{trigger}" for exp, trigger in ready
+              if config.sensors.batch and not any(
+                  t.status == "completed" for t in led.evaluation_tasks(exp, trigger))}
     # a rebuilt ledger on a new Dagster home: this sensor may tick before the training one
     known = _new_partitions(context, {r.partition_key for r in runs if r.partition_key},
                             experiments)
-    runs = _once(context, led, config, runs, record_evaluations_job)
+    runs = _once(context, led, config, runs, record_evaluations_job, failed)
     return _result(context, led, "evaluation_sensor", tick, cursor, runs, events, known,
                    window)
 
@@ -286,18 +296,20 @@ def analysis_tick(context: SensorEvaluationContext, ledger: LedgerResource,
     for sf in tick.unanswered:
         context.log.warning(f"{sf.path}: no analysis of {sf.signal.experiment} in the "
                             "ledger answers it", extra=_signal_fields(sf, "analysis"))
+    ready = led.analyses_ready(window)
     runs = [RunRequest(job_name=record_analysis_job.name,
                        run_key=f"analysis_report:{row.trigger_key}",
                        partition_key=row.experiment_name,
                        tags={"baton/experiment": row.experiment_name})
-            for row in led.analyses_ready(window)]
+            for row in ready]
+    failed = {f"analysis_report:{row.trigger_key}" for row in ready if row.status != "completed"}
     known = _new_partitions(context, {r.partition_key for r in runs if r.partition_key},
                             experiments)  # see evaluation_tick
     reports = [RunRequest(job_name=campaign_report_job.name,
                           run_key=f"campaign_report:{camp}:{short(','.join(exps))}",
                           partition_key=camp, tags={"baton/campaign": camp})
                for camp, exps in (led.campaigns_ready() if tick.accepted or runs else [])]
-    runs = _once(context, led, config, runs, record_analyses_job) + \
+    runs = _once(context, led, config, runs, record_analyses_job, failed) + \
         requests_once(context, led, reports)
     return _result(context, led, "analysis_sensor", tick, cursor, runs, [], known, window)
 
