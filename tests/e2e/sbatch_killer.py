@@ -19,20 +19,14 @@ import sys
 from pathlib import Path
 
 
-def evaluations_in_slurm(experiments: list[str], since: str = "now-3hours"
-                         ) -> dict[str, list[tuple[str, str]]]:
-    """Each experiment's evaluation jobs in Slurm's accounting: (job id, comment token),
-    what a drill compares with the ledger's one job per experiment."""
-    names = ",".join(f"eval_{e}" for e in experiments)
+def evaluation_tasks_in_slurm(since: str) -> list[tuple[str, str]]:
+    """Every evaluation task Slurm's accounting holds since ``since`` (one job, or one
+    task ``ARRAY_i`` of an array across experiments): (job id, comment token)."""
     lines = subprocess.run(["sacct", "--noheader", "--parsable2", "--allocations",
-                            f"--starttime={since}", "--format=JobName,JobID,Comment",
-                            f"--name={names}"], capture_output=True, text=True,
-                           check=True).stdout.split()
-    found: dict[str, list[tuple[str, str]]] = {}
-    for line in lines:
-        name, job_id, comment = line.split("|")
-        found.setdefault(name.removeprefix("eval_"), []).append((job_id, comment))
-    return found
+                            f"--starttime={since}", "--format=JobName,JobID,Comment"],
+                           capture_output=True, text=True, check=True).stdout.split()
+    return sorted((job_id, comment) for name, job_id, comment in
+                  (line.split("|") for line in lines) if name.startswith("eval_"))
 
 
 def install(tmp: Path, kills: str) -> dict[str, str]:
