@@ -5,7 +5,8 @@ the only thing faked; the job, when submitted, is Slurm's.
 
 Installed as ``sbatch`` first on the daemon's PATH. ``SBATCH_KILL`` lists the calls, e.g.
 ``1:before,2:after`` (calls are counted across daemon restarts in ``SBATCH_KILL_LOG``,
-one line per call: its number, and ``killed before``/``killed after`` for a kill);
+one line per call: its number, and ``killed before``/``killed after`` for a kill; each
+call's ``--comment`` token goes to ``sbatch-comments.log`` beside it);
 ``SBATCH_REAL`` is the real sbatch."""
 
 from __future__ import annotations
@@ -19,14 +20,19 @@ import sys
 from pathlib import Path
 
 
-def evaluation_tasks_in_slurm(since: str) -> list[tuple[str, str]]:
-    """Every evaluation task Slurm's accounting holds since ``since`` (one job, or one
-    task ``ARRAY_i`` of an array across experiments): (job id, comment token)."""
+def evaluation_tasks_in_slurm(tmp: Path, since: str = "now-3hours"
+                              ) -> list[tuple[str, str]]:
+    """Every evaluation task Slurm's accounting holds that an sbatch through this wrapper
+    (installed in ``tmp``) submitted, by its comment token (one job, or one task
+    ``ARRAY_i`` of an array across experiments): (job id, comment token). Other tests'
+    and benchmarks' jobs on the same cluster are left out."""
+    ours = set((tmp / "sbatch-comments.log").read_text().split())
     lines = subprocess.run(["sacct", "--noheader", "--parsable2", "--allocations",
                             f"--starttime={since}", "--format=JobName,JobID,Comment"],
                            capture_output=True, text=True, check=True).stdout.split()
     return sorted((job_id, comment) for name, job_id, comment in
-                  (line.split("|") for line in lines) if name.startswith("eval_"))
+                  (line.split("|") for line in lines)
+                  if name.startswith("eval_") and comment in ours)
 
 
 def install(tmp: Path, kills: str) -> dict[str, str]:
@@ -54,6 +60,10 @@ def main() -> int:
         log.write(f"{call}{f' killed {when}' if when else ''}\n")
         log.flush()
         os.fsync(log.fileno())
+    comments = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--comment=")]
+    with open(Path(os.environ["SBATCH_KILL_LOG"]).with_name("sbatch-comments.log"),
+              "a") as out:  # each call's token, before the real sbatch may run
+        out.write("".join(f"{c}\n" for c in comments))
     if when == "before":
         os.killpg(os.getpgrp(), signal.SIGKILL)
     proc = subprocess.run([os.environ["SBATCH_REAL"], *sys.argv[1:]], check=False)

@@ -104,7 +104,7 @@ def test_daemon_killed_inside_submitting_runs_evaluates_each_experiment_once(
     rows = {e: p.ledger.jobs(experiment=e, stage="evaluation") for e in exps}
     assert {e: len(r) for e, r in rows.items()} == dict.fromkeys(exps, 1), rows
     # ... and in Slurm: one task per experiment (of one array), the one the ledger holds
-    in_slurm = evaluation_tasks_in_slurm(since)
+    in_slurm = evaluation_tasks_in_slurm(tmp_path, since)
     ledger_jobs = sorted((r[0].job_id, (r[0].metadata or {}).get("token"))
                          for r in rows.values())
     assert in_slurm == ledger_jobs, (in_slurm, ledger_jobs)
