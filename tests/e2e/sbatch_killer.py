@@ -20,19 +20,24 @@ import sys
 from pathlib import Path
 
 
-def evaluation_tasks_in_slurm(tmp: Path, since: str = "now-3hours"
-                              ) -> list[tuple[str, str]]:
-    """Every evaluation task Slurm's accounting holds that an sbatch through this wrapper
-    (installed in ``tmp``) submitted, by its comment token (one job, or one task
-    ``ARRAY_i`` of an array across experiments): (job id, comment token). Other tests'
-    and benchmarks' jobs on the same cluster are left out."""
+def tasks_in_slurm(tmp: Path, since: str = "now-3hours") -> list[tuple[str, str, str, str]]:
+    """Every job or array task in Slurm's accounting that an sbatch through this wrapper
+    (installed in ``tmp``) submitted, found by its comment token: (name, job id, comment,
+    state). Other tests' and benchmarks' jobs on the same cluster are left out."""
     ours = set((tmp / "sbatch-comments.log").read_text().split())
     lines = subprocess.run(["sacct", "--noheader", "--parsable2", "--allocations",
-                            f"--starttime={since}", "--format=JobName,JobID,Comment"],
+                            f"--starttime={since}", "--format=JobName,JobID,Comment,State"],
                            capture_output=True, text=True, check=True).stdout.split()
-    return sorted((job_id, comment) for name, job_id, comment in
-                  (line.split("|") for line in lines)
-                  if name.startswith("eval_") and comment in ours)
+    return sorted((name, job_id, comment, state) for name, job_id, comment, state in
+                  (line.split("|") for line in lines) if comment in ours)
+
+
+def evaluation_tasks_in_slurm(tmp: Path, since: str = "now-3hours"
+                              ) -> list[tuple[str, str]]:
+    """The evaluation tasks of :func:`tasks_in_slurm` (one job, or one task ``ARRAY_i``
+    of an array across experiments): (job id, comment token)."""
+    return sorted((job_id, comment) for name, job_id, comment, _ in tasks_in_slurm(tmp, since)
+                  if name.startswith("eval_"))
 
 
 def install(tmp: Path, kills: str) -> dict[str, str]:
