@@ -27,9 +27,10 @@ def tasks_in_slurm(tmp: Path, since: str = "now-3hours") -> list[tuple[str, str,
     ours = set((tmp / "sbatch-comments.log").read_text().split())
     lines = subprocess.run(["sacct", "--noheader", "--parsable2", "--allocations",
                             f"--starttime={since}", "--format=JobName,JobID,Comment,State"],
-                           capture_output=True, text=True, check=True).stdout.split()
+                           capture_output=True, text=True, check=True).stdout.splitlines()
+    rows = [line.split("|") for line in lines]  # a state may hold spaces ("CANCELLED by 0")
     return sorted((name, job_id, comment, state) for name, job_id, comment, state in
-                  (line.split("|") for line in lines) if comment in ours)
+                  (r for r in rows if len(r) == 4) if comment in ours)
 
 
 def evaluation_tasks_in_slurm(tmp: Path, since: str = "now-3hours"
