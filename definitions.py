@@ -13,6 +13,7 @@ import logging
 
 from dagster import Definitions, definitions, in_process_executor
 
+from assets.batches import BATCH_JOBS
 from assets.campaign import campaign_report
 from assets.checks import checkpoint_complete
 from assets.experiment import (
@@ -49,7 +50,7 @@ def build_definitions(config: Config) -> Definitions:
                 campaign_report],
         asset_checks=[checkpoint_complete],
         jobs=[submit_evaluation_job, record_evaluation_job, record_analysis_job,
-              campaign_report_job, cancel_jobs],
+              campaign_report_job, cancel_jobs, *BATCH_JOBS],
         sensors=build_sensors(config),
         schedules=SCHEDULES,
         executor=in_process_executor,

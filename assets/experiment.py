@@ -2,6 +2,7 @@
 
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,12 +11,14 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
+    AssetKey,
     AssetObservation,
     AssetSpec,
     BackfillPolicy,
     Failure,
     MaterializeResult,
     MetadataValue,
+    OpExecutionContext,
     asset,
 )
 
@@ -34,40 +37,54 @@ model = AssetSpec(
                 "lands and validates.")
 
 
-def _submit(context: AssetExecutionContext, slurm: SlurmResource, ledger: LedgerResource,
-            stage: str, submit: Callable[..., dict[str, Submission]]) -> bool:
-    """Submit the run's partitions (one job, or one array) and record each partition's jobs.
-    False in a dry run (``sensors.dry_run``): nothing was submitted, so nothing may be
-    materialized; what would have been is logged and observed instead."""
+def submit_stage(context: OpExecutionContext, slurm: SlurmResource, ledger: LedgerResource,
+                 stage: str, submit: Callable[..., dict[str, Submission]],
+                 partitions: Sequence[str], asset_key: AssetKey
+                 ) -> dict[str, dict[str, Any]] | None:
+    """Submit ``partitions`` (one job, or one array) and return each partition's
+    materialization metadata. None in a dry run (``sensors.dry_run``): nothing was
+    submitted, so nothing may be materialized; what would have been is logged and observed
+    instead. Shared by the per-partition assets and the batch jobs (assets/batches.py)."""
     backend = slurm.client()
     with forwarded(context.log, stage=stage):  # the run's lines in baton's log too
-        subs = submit(slurm.settings, ledger.ledger(), backend, context.partition_keys)
+        subs = submit(slurm.settings, ledger.ledger(), backend, list(partitions))
         if any(sub.dry_run for sub in subs.values()):
-            _observe_dry_run(context, subs)
-            return False
-        for exp, sub in subs.items():
-            _submitted(context, ledger, backend.name, exp, sub)
-    return True
+            _observe_dry_run(context, asset_key, subs)
+            return None
+        return {exp: _submitted(context, ledger, backend.name, exp, sub)
+                for exp, sub in subs.items()}
 
 
-def _submitted(context: AssetExecutionContext, ledger: LedgerResource, backend: str,
-               exp: str, sub: Submission) -> None:
-    """An experiment's submission, as its materialization's metadata and a line."""
-    context.add_asset_metadata({
+def _submit(context: AssetExecutionContext, slurm: SlurmResource, ledger: LedgerResource,
+            stage: str, submit: Callable[..., dict[str, Submission]]) -> bool:
+    """The asset's partitions submitted (:func:`submit_stage`), each partition's metadata
+    on its materialization; False in a dry run."""
+    found = submit_stage(context.op_execution_context, slurm, ledger, stage, submit,
+                         context.partition_keys, context.asset_key)
+    for exp, metadata in (found or {}).items():
+        context.add_asset_metadata(metadata, partition_key=exp)
+    return found is not None
+
+
+def _submitted(context: OpExecutionContext, ledger: LedgerResource, backend: str,
+               exp: str, sub: Submission) -> dict[str, Any]:
+    """An experiment's submission, as a line and its materialization's metadata."""
+    context.log.info(f"{exp}: {'submitted' if sub.submitted_now else 'already submitted'}"
+                     f" as {', '.join(sub.job_ids)}", extra={
+                         "experiment": exp,
+                         "job_id": sub.job_ids[0] if len(sub.job_ids) == 1 else None})
+    return {
         "slurm_job_ids": ", ".join(sub.job_ids),
         "backend": backend,
         "tasks": len(sub.tasks),
         "submitted_now": sub.submitted_now,
         "checkpoints": MetadataValue.json([t.checkpoint for t in sub.tasks if t.checkpoint]),
         **job_log_metadata(ledger.ledger(), sub.job_ids),
-    }, partition_key=exp)
-    context.log.info(f"{exp}: {'submitted' if sub.submitted_now else 'already submitted'}"
-                     f" as {', '.join(sub.job_ids)}", extra={
-                         "experiment": exp,
-                         "job_id": sub.job_ids[0] if len(sub.job_ids) == 1 else None})
+    }
 
 
-def _observe_dry_run(context: AssetExecutionContext, subs: dict[str, Submission]) -> None:
+def _observe_dry_run(context: OpExecutionContext, asset_key: AssetKey,
+                     subs: dict[str, Submission]) -> None:
     """Each partition's would-be submission as an observation (tasks, array, resources,
     script), never a materialization: no job exists."""
     for exp, sub in subs.items():
@@ -84,7 +101,7 @@ def _observe_dry_run(context: AssetExecutionContext, subs: dict[str, Submission]
             metadata.update({"array": spec.array or "(one job)", "cpus": spec.cpus,
                              "mem": spec.mem, "time": spec.time,
                              "script": MetadataValue.md(f"```bash\n{spec.script}\n```")})
-        context.log_event(AssetObservation(asset_key=context.asset_key, partition=exp,
+        context.log_event(AssetObservation(asset_key=asset_key, partition=exp,
                                            metadata=metadata))
         context.log.info(f"{exp}: dry run (sensors.dry_run): would submit {plan.stage} of "
                          f"{', '.join(would) or 'nothing'}"
@@ -120,7 +137,32 @@ def evaluation_job(context: AssetExecutionContext, slurm: SlurmResource,
 def evaluation_metrics(context: AssetExecutionContext, ledger: LedgerResource,
                        drive: SharedDriveResource, slurm: SlurmResource,
                        mlflow: MLflowResource):
-    exp = context.partition_key
+    yield from recorded(metrics_of(context.partition_key, ledger, drive, slurm, mlflow))
+
+
+@dataclass(frozen=True)
+class Recording:
+    """One partition's recording: its checks, and its materialization's metadata, or the
+    failure that stands instead (the checks are recorded against the partition then)."""
+
+    checks: list[AssetCheckResult]
+    metadata: dict[str, Any] | None = None
+    failure: Failure | None = None
+
+
+def recorded(rec: Recording) -> Iterator[Any]:
+    """A recording as a per-partition asset yields it: the checks on the materialization,
+    or the checks, then the failure."""
+    if rec.failure is not None:
+        yield from rec.checks
+        raise rec.failure
+    yield MaterializeResult(metadata=rec.metadata, check_results=rec.checks)
+
+
+def metrics_of(exp: str, ledger: LedgerResource, drive: SharedDriveResource,
+               slurm: SlurmResource, mlflow: MLflowResource) -> Recording:
+    """``evaluation_metrics`` of ``exp``: recorded when every task of its evaluation has
+    ended; what succeeded is kept."""
     tasks = ledger.ledger().evaluation_tasks(exp)
     layout = drive.layout().experiment(exp)
     # the generation the evaluation answers (a retrain's): its rows, not an earlier one's
@@ -143,14 +185,14 @@ def evaluation_metrics(context: AssetExecutionContext, ledger: LedgerResource,
                                    "datasets": MetadataValue.json(summary.datasets)}),
     ]
     if not any(t.status == "completed" for t in tasks) or summary.rows == 0:
-        yield from checks  # recorded against the partition, with no materialization
-        raise Failure(description=f"evaluation of {exp} produced no usable metrics: "
-                      + ("; ".join(f"{k}: {v}" for k, v in errors.items()) or "no rows"),
-                      metadata={"failed_tasks": MetadataValue.json(errors),
-                                **job_log_metadata(ledger.ledger(), [
-                                    t.slurm_job_id for t in failed or tasks]),
-                                **web_link_metadata(ledger.settings.web, exp, [
-                                    t.slurm_job_id for t in failed or tasks])})
+        return Recording(checks, failure=Failure(
+            description=f"evaluation of {exp} produced no usable metrics: "
+            + ("; ".join(f"{k}: {v}" for k, v in errors.items()) or "no rows"),
+            metadata={"failed_tasks": MetadataValue.json(errors),
+                      **job_log_metadata(ledger.ledger(), [
+                          t.slurm_job_id for t in failed or tasks]),
+                      **web_link_metadata(ledger.settings.web, exp, [
+                          t.slurm_job_id for t in failed or tasks])}))
     durations = [(t.metadata or {}).get("duration_s") for t in tasks]
     run_ids = [t.mlflow_run_id for t in tasks if t.mlflow_run_id]
     metadata = {
@@ -177,7 +219,7 @@ def evaluation_metrics(context: AssetExecutionContext, ledger: LedgerResource,
         metadata["mlflow"] = MetadataValue.url(urls[0])
         metadata["mlflow_runs"] = MetadataValue.json(urls)
     # the checks evaluate this materialization (not the partition's previous one)
-    yield MaterializeResult(metadata=metadata, check_results=checks)
+    return Recording(checks, metadata)
 
 
 def _lab_fields(ledger: LedgerResource, tasks: Sequence[Any]) -> dict[str, Any]:
@@ -208,10 +250,16 @@ def analysis_job(context: AssetExecutionContext, slurm: SlurmResource,
                    ".analysis_complete lands.")
 def analysis_report(context: AssetExecutionContext, ledger: LedgerResource,
                     drive: SharedDriveResource, mlflow: MLflowResource):
-    exp = context.partition_key
+    yield from recorded(report_of(context.partition_key, ledger, drive, mlflow))
+
+
+def report_of(exp: str, ledger: LedgerResource, drive: SharedDriveResource,
+              mlflow: MLflowResource) -> Recording:
+    """``analysis_report`` of ``exp``: recorded when its .analysis_complete landed; the
+    report is the asset, so without it nothing is materialized."""
     row = ledger.ledger().current_analysis(exp)
     if row is None:
-        raise Failure(description=f"no analysis of {exp} in the ledger")
+        return Recording([], failure=Failure(description=f"no analysis of {exp} in the ledger"))
     outputs = ledger.ledger().analysis_outputs_of(row.id)
     reports = [p for kind, p in outputs if kind == "report"]
     present = [p for p in reports if Path(p).is_file()]
@@ -222,14 +270,13 @@ def analysis_report(context: AssetExecutionContext, ledger: LedgerResource,
     logs = {**job_log_metadata(ledger.ledger(), [row.slurm_job_id]),
             **web_link_metadata(ledger.settings.web, exp, [row.slurm_job_id])}
     if row.status != "completed":
-        yield check
-        raise Failure(description=f"analysis of {exp} failed: {row.error_message}",
-                      metadata=logs)
-    if not check.passed:  # the report is the asset: without it nothing is materialized
-        yield check
-        raise Failure(description=f"analysis of {exp} completed, but its report "
-                      + (f"{', '.join(missing)} does not exist" if missing
-                         else "was not announced in its .analysis_complete"), metadata=logs)
+        return Recording([check], failure=Failure(
+            description=f"analysis of {exp} failed: {row.error_message}", metadata=logs))
+    if not check.passed:
+        return Recording([check], failure=Failure(
+            description=f"analysis of {exp} completed, but its report "
+            + (f"{', '.join(missing)} does not exist" if missing
+               else "was not announced in its .analysis_complete"), metadata=logs))
     layout = drive.layout().experiment(exp)
     metadata = {
         "reports_dir": MetadataValue.path(str(layout.reports_dir)),
@@ -245,4 +292,4 @@ def analysis_report(context: AssetExecutionContext, ledger: LedgerResource,
     if row.completed_at and (lab := ledger.ledger().lab_fields_of(
             exp, "analysis_complete", row.completed_at)):  # the writer's own fields
         metadata["lab_fields"] = MetadataValue.json(lab)
-    yield MaterializeResult(metadata=metadata, check_results=[check])
+    return Recording([check], metadata)

@@ -247,6 +247,9 @@ class SensorConfig(Section):
     # observation) without calling sbatch or claiming anything in the ledger: baton tried
     # on a production drive safely (see docs/user/plan.md)
     dry_run: bool = False
+    # what a sensor finds due in one tick is done by one run (one job array for all the
+    # evaluations due); off: one run per signal and stage (the benchmarks' baseline)
+    batch: bool = True
 
 
 class CampaignConfig(Section):

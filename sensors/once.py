@@ -23,11 +23,12 @@ confirmed until a run succeeds, so the next tick asks again."""
 
 
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 
 from dagster import DagsterRun, DagsterRunStatus, RunRequest, RunsFilter, SensorEvaluationContext
 
 from baton.ledger import Ledger
-from baton.pipeline.keys import analysis_key, evaluation_key
+from baton.pipeline.keys import analysis_key, evaluation_key, short
 
 RUN_KEY_TAG = "dagster/run_key"
 FAILURE_REASON_TAG = "dagster/failure_reason"  # what Dagster says ended a failed run
@@ -114,3 +115,68 @@ def _tagged(request: RunRequest, key: str, run_key: str) -> RunRequest:
 
 def _statuses(runs: Sequence[DagsterRun]) -> str:
     return ", ".join(f"{r.run_id[:8]} {r.status.value}" for r in runs)
+
+
+IN_FLIGHT = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
+             DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
+RECENT_S = 300  # a batch run that succeeded this recently: its requests are answered
+BATCH_TAG = "baton/batch"  # the batch job's name, on each of its runs
+
+
+def batch_once(context: SensorEvaluationContext, ledger: Ledger, requests: list[RunRequest],
+               job_name: str, op_name: str) -> list[RunRequest]:
+    """The tick's due requests (one per signal, as the one-run-per-signal path asks them)
+    as at most one run of the batch job ``job_name``, its config listing them.
+
+    A request already in a batch run in flight waits for it; one whose claim is still
+    SUBMITTING waits for the tracker (see :func:`submitting`). The rest form the batch,
+    keyed by a hash of their sorted keys: the run confirms each request it answered as a
+    fact in the ledger (the sensors stop finding it due), so the same set is due again
+    only when its runs ended without confirming it: then it is asked again as ``#2``...
+    as :func:`requests_once` does, up to ``MAX_RUNS`` runs, and then given up per request.
+    A batch run that dies mid-way is safe to repeat: each submission is claimed by its
+    key, so the next run submits only what no claim holds."""
+    if not requests:
+        return []
+    busy = _in_flight(context, job_name, op_name)
+    due = [r for r in requests if r.run_key not in busy and not submitting(ledger, r)]
+    if not due:
+        return []
+    keys = sorted(str(r.run_key) for r in due)
+    key = f"{job_name}:{short(','.join(keys))}"
+    runs = runs_of(context, key)
+    if any(run.status == DagsterRunStatus.SUCCESS for run in runs):
+        return []  # it confirmed them after this tick read the ledger: the next tick knows
+    if runs and len(runs) >= MAX_RUNS:
+        context.log.error(f"{key}: {len(runs)} runs of {len(due)} request(s) ended without "
+                          f"success ({_statuses(runs)}); not asking again")
+        for r in due:
+            ledger.record_fact(f"run:{r.run_key}", "run_given_up",
+                               detail={"partition": r.partition_key, "batch": key,
+                                       "runs": [run.run_id for run in runs]})
+        return []
+    if runs:
+        context.log.warning(f"{key}: every run ended without confirming its {len(due)} "
+                            f"request(s) ({_statuses(runs)}); asking again")
+    config = {"experiments": [str(r.partition_key) for r in due],
+              "requests": [str(r.run_key) for r in due]}
+    return [RunRequest(run_key=f"{key}#{len(runs) + 1}" if runs else key, job_name=job_name,
+                       run_config={"ops": {op_name: {"config": config}}},
+                       tags={REQUEST_TAG: key, BATCH_TAG: job_name,
+                             "baton/experiments": str(len(due))})]
+
+
+def _in_flight(context: SensorEvaluationContext, job_name: str, op_name: str) -> set[str]:
+    """The requests the batch runs of ``job_name`` answer that are still in flight, or
+    that succeeded in the last minutes (each confirmed its requests in the ledger, maybe
+    after this tick read it): a few runs, whatever the history."""
+    recent = datetime.now(UTC) - timedelta(seconds=RECENT_S)
+    busy: set[str] = set()
+    records = [*context.instance.get_run_records(
+        filters=RunsFilter(job_name=job_name, statuses=IN_FLIGHT)),
+        *context.instance.get_run_records(filters=RunsFilter(
+            job_name=job_name, statuses=[DagsterRunStatus.SUCCESS], updated_after=recent))]
+    for record in records:
+        config = (record.dagster_run.run_config or {}).get("ops", {}).get(op_name, {})
+        busy.update((config.get("config") or {}).get("requests") or [])
+    return busy

@@ -16,6 +16,7 @@ from dagster import (
     AssetObservation,
     AssetRecordsFilter,
     DefaultSensorStatus,
+    JobDefinition,
     MetadataValue,
     RunRequest,
     SensorDefinition,
@@ -25,6 +26,12 @@ from dagster import (
     sensor,
 )
 
+from assets.batches import (
+    OP_OF,
+    record_analyses_job,
+    record_evaluations_job,
+    submit_evaluations_job,
+)
 from assets.checks import CHECKPOINT_CHECK
 from assets.partitions import campaigns, experiments
 from baton.config import Config
@@ -42,7 +49,7 @@ from ops_slurm.asset_jobs import (
     submit_evaluation_job,
 )
 from resources import LedgerResource, MLflowResource, SharedDriveResource
-from sensors.once import requests_once
+from sensors.once import batch_once, requests_once
 
 
 def _tick(context: SensorEvaluationContext, ledger: Ledger, drive: SharedDriveResource,
@@ -107,10 +114,24 @@ def _model_reported(context: SensorEvaluationContext, row: Any) -> bool:
     return value is not None and getattr(value, "value", value) == row.signal_key
 
 
+def _once(context: SensorEvaluationContext, ledger: Ledger, config: Config,
+          runs: list[RunRequest], batch: JobDefinition, alone: set[str] | None = None
+          ) -> list[RunRequest]:
+    """The tick's due runs: one run of ``batch`` for all of them (``sensors.batch``), or
+    one run per signal. The requests in ``alone`` (recordings that will fail: an
+    evaluation whose every task failed, a failed analysis) keep a run of their own, so
+    the partition ends FAILED in Dagster as a failed run of its asset shows it."""
+    if not config.sensors.batch:
+        return requests_once(context, ledger, runs)
+    alone = alone or set()
+    return batch_once(context, ledger, [r for r in runs if r.run_key not in alone],
+                      batch.name, OP_OF[batch.name]) + \
+        requests_once(context, ledger, [r for r in runs if r.run_key in alone])
+
+
 def _result(context: SensorEvaluationContext, ledger: Ledger, name: str, tick: TickResult,
             cursor: dict[str, Any], runs: list[RunRequest], events: list,
             partitions: list, window: Window) -> SensorResult | SkipReason:
-    runs = requests_once(context, ledger, runs)
     cursor["marks"] = window.next
     ledger.heartbeat(name, tick.summary())
     if not (runs or events or partitions):
@@ -127,7 +148,8 @@ def build_signal_sensors(config: Config) -> list[SensorDefinition]:
     interval = config.sensors.interval_seconds
 
     @sensor(name="training_sensor", minimum_interval_seconds=interval,
-            jobs=[submit_evaluation_job], default_status=DefaultSensorStatus.RUNNING,
+            jobs=[submit_evaluation_job, submit_evaluations_job],
+            default_status=DefaultSensorStatus.RUNNING,
             description="Reports `model` when .training_complete lands and validates, "
                         "registers the experiment (and its campaign), and requests its "
                         "evaluation.")
@@ -137,7 +159,8 @@ def build_signal_sensors(config: Config) -> list[SensorDefinition]:
             return training_tick(context, ledger, drive, mlflow, config)
 
     @sensor(name="evaluation_sensor", minimum_interval_seconds=interval,
-            jobs=[record_evaluation_job], default_status=DefaultSensorStatus.RUNNING,
+            jobs=[record_evaluation_job, record_evaluations_job],
+            default_status=DefaultSensorStatus.RUNNING,
             description="Records each .eval_complete/.eval_failed against its evaluation task "
                         "and, once every task of an evaluation has ended, records "
                         "`evaluation_metrics` and requests the analysis.")
@@ -147,7 +170,7 @@ def build_signal_sensors(config: Config) -> list[SensorDefinition]:
             return evaluation_tick(context, ledger, drive, config)
 
     @sensor(name="analysis_sensor", minimum_interval_seconds=interval,
-            jobs=[record_analysis_job, campaign_report_job],
+            jobs=[record_analysis_job, record_analyses_job, campaign_report_job],
             default_status=DefaultSensorStatus.RUNNING,
             description="Records `analysis_report` when .analysis_complete lands, and "
                         "`campaign_report` once every experiment of a campaign has its report.")
@@ -193,13 +216,15 @@ def training_tick(context: SensorEvaluationContext, ledger: LedgerResource,
         else []
     held = held_back(led, drive.layout(), awaiting)
     events += _holds(context, led, [r for r in awaiting if r.experiment_name in held], held)
-    runs = [RunRequest(run_key=f"evaluation_job:{row.signal_key}",
+    runs = [RunRequest(job_name=submit_evaluation_job.name,
+                       run_key=f"evaluation_job:{row.signal_key}",
                        partition_key=row.experiment_name,
                        tags={"baton/experiment": row.experiment_name})
             for row in awaiting if row.experiment_name not in held]
     names |= {r.partition_key for r in runs if r.partition_key} | set(held)
     partitions = _new_partitions(context, names, experiments) + \
         _new_partitions(context, camps, campaigns)
+    runs = _once(context, led, config, runs, submit_evaluations_job)
     return _result(context, led, "training_sensor", tick, cursor, runs, events, partitions,
                    window)
 
@@ -248,12 +273,18 @@ def evaluation_tick(context: SensorEvaluationContext, ledger: LedgerResource,
         metadata={"signal": str(q.path), "reason": q.reason})
         for q in tick.quarantined if q.experiment and _known(context, q.experiment)
         and _check_once(led, "evaluation_metrics", "evaluation_succeeded", q.experiment)]
-    runs = [RunRequest(run_key=f"evaluation_metrics:{trigger}", partition_key=exp,
+    ready = led.evaluations_ready(window)
+    runs = [RunRequest(job_name=record_evaluation_job.name,
+                       run_key=f"evaluation_metrics:{trigger}", partition_key=exp,
                        tags={"baton/experiment": exp})
-            for exp, trigger in led.evaluations_ready(window)]
+            for exp, trigger in ready]
+    failed = {f"evaluation_metrics:{trigger}" for exp, trigger in ready
+              if config.sensors.batch and not any(
+                  t.status == "completed" for t in led.evaluation_tasks(exp, trigger))}
     # a rebuilt ledger on a new Dagster home: this sensor may tick before the training one
     known = _new_partitions(context, {r.partition_key for r in runs if r.partition_key},
                             experiments)
+    runs = _once(context, led, config, runs, record_evaluations_job, failed)
     return _result(context, led, "evaluation_sensor", tick, cursor, runs, events, known,
                    window)
 
@@ -265,18 +296,21 @@ def analysis_tick(context: SensorEvaluationContext, ledger: LedgerResource,
     for sf in tick.unanswered:
         context.log.warning(f"{sf.path}: no analysis of {sf.signal.experiment} in the "
                             "ledger answers it", extra=_signal_fields(sf, "analysis"))
+    ready = led.analyses_ready(window)
     runs = [RunRequest(job_name=record_analysis_job.name,
                        run_key=f"analysis_report:{row.trigger_key}",
                        partition_key=row.experiment_name,
                        tags={"baton/experiment": row.experiment_name})
-            for row in led.analyses_ready(window)]
+            for row in ready]
+    failed = {f"analysis_report:{row.trigger_key}" for row in ready if row.status != "completed"}
     known = _new_partitions(context, {r.partition_key for r in runs if r.partition_key},
                             experiments)  # see evaluation_tick
-    if tick.accepted or runs:
-        for camp, exps in led.campaigns_ready():
-            runs.append(RunRequest(job_name=campaign_report_job.name,
-                                   run_key=f"campaign_report:{camp}:{short(','.join(exps))}",
-                                   partition_key=camp, tags={"baton/campaign": camp}))
+    reports = [RunRequest(job_name=campaign_report_job.name,
+                          run_key=f"campaign_report:{camp}:{short(','.join(exps))}",
+                          partition_key=camp, tags={"baton/campaign": camp})
+               for camp, exps in (led.campaigns_ready() if tick.accepted or runs else [])]
+    runs = _once(context, led, config, runs, record_analyses_job, failed) + \
+        requests_once(context, led, reports)
     return _result(context, led, "analysis_sensor", tick, cursor, runs, [], known, window)
 
 

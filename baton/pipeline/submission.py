@@ -17,6 +17,7 @@ from baton.errors import BatonError, SlurmError
 from baton.layout import validate_name
 from baton.ledger import Ledger
 from baton.slurm.backend import SlurmBackend, Submitted
+from baton.slurm.limits import max_array_size
 from baton.slurm.render import keep_for_audit, render_job
 from baton.slurm.states import JobStatus
 from baton.units import parse_memory_request_mb, parse_time_limit_seconds
@@ -96,6 +97,28 @@ def submit_jobs(config: Config, ledger: Ledger, backend: SlurmBackend, stage: st
             outcomes.append(TaskOutcome(experiment, checkpoint, claim.row_id, job_id, False))
     if not mine:
         return outcomes
+    size = max_array_size() if backend.name == "sbatch" else len(mine)
+    for start in range(0, len(mine), size):  # one array, or one per MaxArraySize tasks
+        try:
+            outcomes += _submit_claimed(config, ledger, backend, stage, mine[start:start + size],
+                                        attempt=attempt, mem=mem, time=time,
+                                        generations=generations, on_claim=on_claim,
+                                        repair=repair)
+        except BaseException:  # the later parts' claims: their sbatch never ran
+            if later := [row_id for row_id, *_ in mine[start + size:]]:
+                _release(ledger, later)
+            raise
+    return outcomes
+
+
+def _submit_claimed(config: Config, ledger: Ledger, backend: SlurmBackend, stage: str,
+                    mine: list[tuple[int, str, str, str]], *, attempt: int,
+                    mem: str | None, time: str | None,
+                    generations: Mapping[str, int] | None,
+                    on_claim: Callable[[int, str, str], None] | None,
+                    repair: Mapping[str, Any] | None) -> list[TaskOutcome]:
+    """One sbatch for tasks claimed here (row id, experiment, checkpoint, key): their stage
+    rows, token, script, then Slurm's answer recorded (see :func:`submit_jobs`)."""
     what = f"{stage} for {', '.join(e for _, e, _, _ in mine)}"
     row_ids = [row_id for row_id, *_ in mine]
     try:
@@ -123,9 +146,8 @@ def submit_jobs(config: Config, ledger: Ledger, backend: SlurmBackend, stage: st
             ledger.mark_submit_failed(row_id, str(exc))
         raise BatonError(f"submitting {what} failed: {exc}") from exc
     _record(ledger, submitted, mine, rendered.spec.output, rendered.spec.error, script_path)
-    outcomes += [TaskOutcome(e, c, row_id, job_id, True)
-                 for (row_id, e, c, _), job_id in zip(mine, submitted.ids(), strict=True)]
-    return outcomes
+    return [TaskOutcome(e, c, row_id, job_id, True)
+            for (row_id, e, c, _), job_id in zip(mine, submitted.ids(), strict=True)]
 
 
 def check_request(config: Config, stage: str, items: list[tuple[str, str]], keys: list[str],

@@ -24,7 +24,7 @@ from dagster import (
 
 from assets.checks import checkpoint_complete
 from baton.analyze.summary import summarize
-from tests.e2e.harness import InProcess
+from tests.e2e.harness import InProcess, per_signal
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +37,7 @@ training_sensor, evaluation_sensor, analysis_sensor, slurm_tracker = (
 def make_site(tmp_path: Path) -> Iterator[Callable[..., InProcess]]:
     """The code location in process, configured by the test (``InProcess``'s arguments)."""
     with ExitStack() as stack:
-        yield lambda **kwargs: stack.enter_context(InProcess(tmp_path, **kwargs))
+        yield lambda **kwargs: stack.enter_context(InProcess(tmp_path, **per_signal(kwargs)))
 
 
 @pytest.fixture

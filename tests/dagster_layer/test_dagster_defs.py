@@ -122,21 +122,21 @@ def test_asset_jobs_are_partitioned_by_their_assets(tmp_path: Path) -> None:
     from dagster import SensorResult
 
     import definitions
-    from tests.e2e.harness import InProcess
+    from tests.e2e.harness import PER_SIGNAL, InProcess
 
     expected = {"submit_evaluation": "experiments", "record_evaluation": "experiments",
                 "record_analysis": "experiments", "campaign_report_job": "campaigns"}
     for name, partitions in expected.items():
         job = definitions.defs().resolve_job_def(name)
         assert job.partitions_def is not None and job.partitions_def.name == partitions, name
-    with InProcess(tmp_path) as site:
+    with InProcess(tmp_path, sensors=PER_SIGNAL) as site:
         defs = definitions.defs()  # loaded from the site's baton.yaml (BATON_CONFIG)
         [training_sensor] = [s for s in defs.sensors if s.name == "training_sensor"]
         site.train("p1")
         result = site.tick(training_sensor)
         assert isinstance(result, SensorResult)
         [request] = result.run_requests
-        job = defs.resolve_job_def(training_sensor.job_name)  # its resources from the env
+        job = defs.resolve_job_def("submit_evaluation")  # its resources from the env
         run = job.execute_in_process(partition_key=request.partition_key,
                                      instance=site.instance, tags=request.tags)
         assert run.success

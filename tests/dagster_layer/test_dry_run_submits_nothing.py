@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.e2e.harness import InProcess
+from tests.e2e.harness import PER_SIGNAL, InProcess
 
 
 def test_dry_run_records_would_submit_and_submits_nothing(tmp_path: Path,
                                                           ledger_url: str) -> None:
-    with InProcess(tmp_path, sensors={"dry_run": "true"},
+    with InProcess(tmp_path, sensors={"dry_run": "true", **PER_SIGNAL},
                    extra_env={"BATON_DATABASE_URL": ledger_url}) as site:
         assert site.config.sensors.dry_run and site.config.ledger_url == ledger_url
         step = site.checkpoint("dry", 100)
@@ -50,7 +50,7 @@ def test_range_runs_observe_each_partition_in_a_dry_run_and_materialize_each_oth
     for dry in (False, True):
         site_dir = tmp_path / str(dry)
         site_dir.mkdir()
-        with InProcess(site_dir, sensors={"dry_run": str(dry).lower()},
+        with InProcess(site_dir, sensors={"dry_run": str(dry).lower(), **PER_SIGNAL},
                        extra_env={"BATON_DATABASE_URL": ledger_url}) as site:
             if not dry:  # one ledger for both sites: it starts empty
                 assert site.ledger.jobs() == []

@@ -16,7 +16,7 @@ from dagster import AssetKey, AssetRecordsFilter
 from baton.exporter.collector import BatonCollector, QueueSnapshot
 from baton.inbox import publish
 from baton.signals import EvalComplete
-from tests.e2e.harness import InProcess
+from tests.e2e.harness import PER_SIGNAL, InProcess
 
 
 def _held_metric(site: InProcess) -> float:
@@ -35,7 +35,8 @@ def _evaluated_before(site: InProcess, experiment: str) -> None:
 
 def test_fresh_ledger_holds_what_the_drive_has_results_of_until_adopted(
         tmp_path: Path, ledger_url: str) -> None:
-    with InProcess(tmp_path, extra_env={"BATON_DATABASE_URL": ledger_url}) as site:
+    with InProcess(tmp_path, extra_env={"BATON_DATABASE_URL": ledger_url},
+                   sensors=PER_SIGNAL) as site:
         site.train("old")
         _evaluated_before(site, "old")
         site.train("new")
@@ -70,7 +71,7 @@ def test_fresh_ledger_holds_what_the_drive_has_results_of_until_adopted(
 
 
 def test_adopt_names_experiments_or_the_whole_drive(tmp_path: Path) -> None:
-    with InProcess(tmp_path) as site:
+    with InProcess(tmp_path, sensors=PER_SIGNAL) as site:
         site.train("old")
         _evaluated_before(site, "old")
         proc = subprocess.run([sys.executable, "-m", "baton", "db", "adopt"],

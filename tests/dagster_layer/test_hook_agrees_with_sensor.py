@@ -17,12 +17,12 @@ from baton.hook import training_complete
 from baton.inbox import publish
 from baton.signals import TrainingComplete, write_signal
 from tests.core.test_hook import REFUSED, saved
-from tests.e2e.harness import InProcess
+from tests.e2e.harness import PER_SIGNAL, InProcess
 
 
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[InProcess]:
-    with InProcess(tmp_path / "site") as s:
+    with InProcess(tmp_path / "site", sensors=PER_SIGNAL) as s:
         yield s
 
 

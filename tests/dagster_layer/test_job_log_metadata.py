@@ -17,7 +17,7 @@ from tests.dagster_layer.test_asset_checks import (
     requests_of,
     training_sensor,
 )
-from tests.e2e.harness import InProcess
+from tests.e2e.harness import InProcess, per_signal
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def make_site(tmp_path: Path) -> Iterator[Callable[..., InProcess]]:
     with ExitStack() as stack:
-        yield lambda **kwargs: stack.enter_context(InProcess(tmp_path, **kwargs))
+        yield lambda **kwargs: stack.enter_context(InProcess(tmp_path, **per_signal(kwargs)))
 
 
 def _logs_of(site: InProcess, experiment: str) -> dict[str, MetadataValue]:

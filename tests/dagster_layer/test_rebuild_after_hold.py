@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from baton.ledger import Ledger
 from baton.ledger.schema import analysis_jobs, checkpoints, evaluation_jobs
-from tests.e2e.harness import InProcess
+from tests.e2e.harness import PER_SIGNAL, InProcess
 
 FIELDS = ("submission_key", "stage", "experiment", "attempt", "backend", "job_id",
           "array_job_id", "array_task_id", "state", "submitted_at", "started_at",
@@ -68,7 +68,7 @@ def submissions(site: InProcess) -> int:
 
 def test_rebuild_releases_the_hold_and_gives_back_the_history(tmp_path: Path,
                                                              ledger_url: str) -> None:
-    with InProcess(tmp_path) as site:
+    with InProcess(tmp_path, sensors=PER_SIGNAL) as site:
         site.train("past", checkpoints=[site.checkpoint("past", 100)])  # an array of two
         through_analysis(site, "past")
         before = snapshot(site.ledger, "past")
@@ -80,7 +80,7 @@ def test_rebuild_releases_the_hold_and_gives_back_the_history(tmp_path: Path,
     new = ledger_url if not ledger_url.startswith("sqlite") else \
         f"sqlite:///{tmp_path / 'state' / 'new-ledger.db'}"
     lost = {"BATON_DATABASE_URL": new}
-    with InProcess(tmp_path, extra_env=lost) as site:
+    with InProcess(tmp_path, extra_env=lost, sensors=PER_SIGNAL) as site:
         assert site.ledger.jobs() == []
         assert requests(site.tick("training_sensor")) == []  # held
         assert [e for e, _ in site.ledger.held_experiments()] == ["past"]
@@ -142,7 +142,7 @@ def test_a_retrained_experiment_rebuilds_every_generation(tmp_path: Path) -> Non
     submitted again. Scripts written before they named it rebuild the latest generation
     (as generation 1) and name the earlier one's jobs."""
 
-    with InProcess(tmp_path) as site:
+    with InProcess(tmp_path, sensors=PER_SIGNAL) as site:
         kept = site.checkpoint("re", 100)  # its task's signal is not written over
         site.train("re", checkpoints=[kept])  # an array: final and checkpoint 100
         through_analysis(site, "re")
@@ -182,12 +182,12 @@ def test_a_retrained_experiment_rebuilds_every_generation(tmp_path: Path) -> Non
 
     # straight into a new ledger
     new = {"BATON_DATABASE_URL": f"sqlite:///{tmp_path / 'state' / 'rebuilt-ledger.db'}"}
-    with InProcess(tmp_path, extra_env=new) as site:
+    with InProcess(tmp_path, extra_env=new, sensors=PER_SIGNAL) as site:
         rebuilt_as_before(site)
     # or after the daemon ran on the empty ledger: it took the latest signal as
     # generation 1 (and held the experiment); the rebuild numbers it 2 again
     lost = {"BATON_DATABASE_URL": f"sqlite:///{tmp_path / 'state' / 'new-ledger.db'}"}
-    with InProcess(tmp_path, extra_env=lost) as site:
+    with InProcess(tmp_path, extra_env=lost, sensors=PER_SIGNAL) as site:
         assert requests(site.tick("training_sensor")) == []  # held
         assert [g[0] for g in generations(site.ledger, "re")] == [1]
         site.tick("evaluation_sensor")
@@ -202,7 +202,7 @@ def test_a_retrained_experiment_rebuilds_every_generation(tmp_path: Path) -> Non
         script.write_text("".join(line for line in script.read_text().splitlines(True)
                                   if not line.startswith("# baton-trigger:")))
     older = {"BATON_DATABASE_URL": f"sqlite:///{tmp_path / 'state' / 'older-ledger.db'}"}
-    with InProcess(tmp_path, extra_env=older) as site:
+    with InProcess(tmp_path, extra_env=older, sensors=PER_SIGNAL) as site:
         proc = subprocess.run([sys.executable, "-m", "baton", "db", "rebuild"],
                               capture_output=True, text=True, check=False)
         assert proc.returncode == 1, proc.stdout + proc.stderr

@@ -12,7 +12,7 @@ from dagster import DagsterRunStatus, RunRequest, RunsFilter
 
 from baton.pipeline.keys import evaluation_key
 from sensors.once import REQUEST_TAG
-from tests.e2e.harness import InProcess
+from tests.e2e.harness import PER_SIGNAL, InProcess
 
 
 def asked(site: InProcess) -> list[RunRequest]:
@@ -22,7 +22,8 @@ def asked(site: InProcess) -> list[RunRequest]:
 
 def test_failed_run_is_requested_again_until_one_succeeds(tmp_path: Path,
                                                            ledger_url: str) -> None:
-    with InProcess(tmp_path, extra_env={"BATON_DATABASE_URL": ledger_url}) as site:
+    with InProcess(tmp_path, extra_env={"BATON_DATABASE_URL": ledger_url},
+                   sensors=PER_SIGNAL) as site:
         site.train("again")
         [first] = asked(site)
         key = first.run_key
@@ -63,7 +64,7 @@ def test_failed_run_is_requested_again_until_one_succeeds(tmp_path: Path,
 
 
 def test_request_gives_up_after_five_failed_runs(tmp_path: Path) -> None:
-    with InProcess(tmp_path) as site:
+    with InProcess(tmp_path, sensors=PER_SIGNAL) as site:
         site.train("doomed")
         [request] = asked(site)
         shutil.rmtree(site.drive.experiment("doomed").final_dir)

@@ -18,7 +18,7 @@ from baton.ledger import open_ledger
 from baton.ledger.engine import normalize_url, sqlite_file
 from baton.maintenance.backups import backups
 from tests.dagster_layer.test_rebuild_after_hold import next_run, requests, snapshot, submissions
-from tests.e2e.harness import InProcess
+from tests.e2e.harness import PER_SIGNAL, InProcess
 
 
 def _through_analysis(site: InProcess, experiments: list[str]) -> None:
@@ -64,7 +64,7 @@ def _baton(*args: str) -> subprocess.CompletedProcess[str]:
 def test_back_up_destroy_restore_and_carry_on(tmp_path: Path, ledger_url: str) -> None:
     env = {"BATON_DATABASE_URL": ledger_url}
     experiments = ["drill-a", "drill-b", "drill-c"]
-    with InProcess(tmp_path, extra_env=env) as site:
+    with InProcess(tmp_path, extra_env=env, sensors=PER_SIGNAL) as site:
         _through_analysis(site, experiments)
         before = {e: snapshot(site.ledger, e) for e in experiments}
         submitted = submissions(site)

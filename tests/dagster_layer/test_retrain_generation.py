@@ -14,7 +14,7 @@ import duckdb
 from dagster import AssetKey, AssetRecordsFilter, RunRequest, SensorResult
 
 from baton.inbox import publish
-from tests.e2e.harness import InProcess
+from tests.e2e.harness import PER_SIGNAL, InProcess
 
 
 def _requests(result: object) -> list[RunRequest]:
@@ -45,7 +45,7 @@ def _latest(site: InProcess, asset: str, experiment: str) -> dict[str, object]:
 
 
 def test_dagster_shows_the_newest_generation(tmp_path: Path) -> None:
-    with InProcess(tmp_path) as site:
+    with InProcess(tmp_path, sensors=PER_SIGNAL) as site:
         site.train("exp1")
         _evaluate(site, "exp1")
         assert _latest(site, "model", "exp1")["generation"] == 1
@@ -69,7 +69,7 @@ def test_bad_signals_after_the_first_never_fail_a_tick(tmp_path: Path) -> None:
     unique index and failed the sensor's whole tick. Each tick here must succeed."""
     from baton.signals import EvalComplete
 
-    with InProcess(tmp_path) as site:
+    with InProcess(tmp_path, sensors=PER_SIGNAL) as site:
         layout = site.drive.experiment("exp1")
         for n in range(2):  # two bad training signals, then a good one
             site.train("exp1").write_text("{" * (n + 1))

@@ -14,7 +14,7 @@ import pytest
 from dagster import SensorResult, SkipReason
 
 from baton.inbox import pending
-from tests.e2e.harness import InProcess
+from tests.e2e.harness import PER_SIGNAL, InProcess
 
 RESCAN_S = 600
 training_sensor = "training_sensor"  # InProcess builds it from its baton.yaml
@@ -22,7 +22,7 @@ training_sensor = "training_sensor"  # InProcess builds it from its baton.yaml
 
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[InProcess]:
-    with InProcess(tmp_path, sensors={"full_rescan_seconds": RESCAN_S}) as s:
+    with InProcess(tmp_path, sensors={"full_rescan_seconds": RESCAN_S, **PER_SIGNAL}) as s:
         yield s
 
 

@@ -19,7 +19,7 @@ from tests.dagster_layer.test_asset_checks import (
     slurm_tracker,
     submit,
 )
-from tests.e2e.harness import InProcess
+from tests.e2e.harness import PER_SIGNAL, InProcess
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +34,7 @@ def add_lab_fields(site: InProcess, path: Path, fields: dict[str, Any]) -> None:
 
 
 def test_lab_fields_are_in_the_evaluation_and_analysis_metadata(tmp_path: Path) -> None:
-    with InProcess(tmp_path / "site") as site:
+    with InProcess(tmp_path / "site", sensors=PER_SIGNAL) as site:
         step = site.checkpoint("exp1", 100)
         site.train("exp1", checkpoints=[step])  # two tasks: final and checkpoint-100
         submit(site, "exp1")
@@ -65,7 +65,7 @@ def test_lab_fields_are_in_the_evaluation_and_analysis_metadata(tmp_path: Path) 
 
 
 def test_no_lab_fields_no_metadata_entry(tmp_path: Path) -> None:
-    with InProcess(tmp_path / "site") as site:
+    with InProcess(tmp_path / "site", sensors=PER_SIGNAL) as site:
         site.train("plain")
         submit(site, "plain")
         run = site.run(join(site, "plain"), evaluation_sensor)

@@ -310,10 +310,17 @@ class InProcess:
     def run(self, request: Any, sensor: Any) -> Any:
         """Execute a run request of ``sensor`` (a sensor or its name) as the daemon would
         launch it (its run key tag included), with ``materialize`` over the job's assets."""
+        from assets.batches import BATCH_JOBS
+
         sensor = self.sensors[sensor] if isinstance(sensor, str) else sensor
+        tags = {"dagster/run_key": request.run_key, **request.tags}
+        batch = {j.name: j for j in BATCH_JOBS}.get(request.job_name or "")
+        if batch is not None:  # one run of a batch job (sensors.batch), its config as asked
+            return batch.execute_in_process(run_config=request.run_config,
+                                            instance=self.instance, resources=self.resources,
+                                            tags=tags, raise_on_error=False)
         return self.materialize(self.JOB_ASSETS[request.job_name or sensor.job_name],
-                                request.partition_key,
-                                tags={"dagster/run_key": request.run_key, **request.tags})
+                                request.partition_key, tags=tags)
 
     def materialize(self, assets: tuple[str, ...] | list[str], partition: str | None,
                     tags: dict[str, str] | None = None) -> Any:
@@ -349,6 +356,16 @@ class InProcess:
         """The latest evaluation of ``asset``'s check ``check`` for ``partition`` stored in
         the instance (an AssetCheckEvaluation), or None."""
         return latest_check(self.instance, asset, check, partition)
+
+
+# the one-run-per-signal path (``sensors.batch: false``): the tests of the per-partition
+# assets as a sensor's run, a UI launch or a backfill runs them for one experiment
+PER_SIGNAL = {"batch": "false"}
+
+
+def per_signal(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``InProcess``'s arguments with the one-run-per-signal path (see PER_SIGNAL)."""
+    return {**kwargs, "sensors": {**PER_SIGNAL, **(kwargs.get("sensors") or {})}}
 
 
 def code_location_assets() -> dict[str, Any]:

@@ -5,7 +5,8 @@ the only thing faked; the job, when submitted, is Slurm's.
 
 Installed as ``sbatch`` first on the daemon's PATH. ``SBATCH_KILL`` lists the calls, e.g.
 ``1:before,2:after`` (calls are counted across daemon restarts in ``SBATCH_KILL_LOG``,
-one line per call: its number, and ``killed before``/``killed after`` for a kill);
+one line per call: its number, and ``killed before``/``killed after`` for a kill; each
+call's ``--comment`` token goes to ``sbatch-comments.log`` beside it);
 ``SBATCH_REAL`` is the real sbatch."""
 
 from __future__ import annotations
@@ -19,20 +20,25 @@ import sys
 from pathlib import Path
 
 
-def evaluations_in_slurm(experiments: list[str], since: str = "now-3hours"
-                         ) -> dict[str, list[tuple[str, str]]]:
-    """Each experiment's evaluation jobs in Slurm's accounting: (job id, comment token),
-    what a drill compares with the ledger's one job per experiment."""
-    names = ",".join(f"eval_{e}" for e in experiments)
+def tasks_in_slurm(tmp: Path, since: str = "now-3hours") -> list[tuple[str, str, str, str]]:
+    """Every job or array task in Slurm's accounting that an sbatch through this wrapper
+    (installed in ``tmp``) submitted, found by its comment token: (name, job id, comment,
+    state). Other tests' and benchmarks' jobs on the same cluster are left out."""
+    ours = set((tmp / "sbatch-comments.log").read_text().split())
     lines = subprocess.run(["sacct", "--noheader", "--parsable2", "--allocations",
-                            f"--starttime={since}", "--format=JobName,JobID,Comment",
-                            f"--name={names}"], capture_output=True, text=True,
-                           check=True).stdout.split()
-    found: dict[str, list[tuple[str, str]]] = {}
-    for line in lines:
-        name, job_id, comment = line.split("|")
-        found.setdefault(name.removeprefix("eval_"), []).append((job_id, comment))
-    return found
+                            f"--starttime={since}", "--format=JobName,JobID,Comment,State"],
+                           capture_output=True, text=True, check=True).stdout.splitlines()
+    rows = [line.split("|") for line in lines]  # a state may hold spaces ("CANCELLED by 0")
+    return sorted((name, job_id, comment, state) for name, job_id, comment, state in
+                  (r for r in rows if len(r) == 4) if comment in ours)
+
+
+def evaluation_tasks_in_slurm(tmp: Path, since: str = "now-3hours"
+                              ) -> list[tuple[str, str]]:
+    """The evaluation tasks of :func:`tasks_in_slurm` (one job, or one task ``ARRAY_i``
+    of an array across experiments): (job id, comment token)."""
+    return sorted((job_id, comment) for name, job_id, comment, _ in tasks_in_slurm(tmp, since)
+                  if name.startswith("eval_"))
 
 
 def install(tmp: Path, kills: str) -> dict[str, str]:
@@ -60,6 +66,10 @@ def main() -> int:
         log.write(f"{call}{f' killed {when}' if when else ''}\n")
         log.flush()
         os.fsync(log.fileno())
+    comments = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--comment=")]
+    with open(Path(os.environ["SBATCH_KILL_LOG"]).with_name("sbatch-comments.log"),
+              "a") as out:  # each call's token, before the real sbatch may run
+        out.write("".join(f"{c}\n" for c in comments))
     if when == "before":
         os.killpg(os.getpgrp(), signal.SIGKILL)
     proc = subprocess.run([os.environ["SBATCH_REAL"], *sys.argv[1:]], check=False)

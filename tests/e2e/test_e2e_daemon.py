@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import secrets
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 
 from baton.jobstatus.report import drive_spool, report
 from tests.e2e.harness import Pipeline
+from tests.e2e.sbatch_killer import install, tasks_in_slurm
 
 pytestmark = pytest.mark.slow
 
@@ -66,15 +66,14 @@ def test_local_backend(tmp_path: Path) -> None:
 @pytest.mark.usefixtures("slurm")
 @pytest.mark.parametrize("kill_midway", [False, True], ids=["steady", "daemon-sigkilled"])
 def test_real_slurm(tmp_path: Path, kill_midway: bool) -> None:
-    p = Pipeline(tmp_path, "sbatch")
-    exps = run_pipeline(p, kill_midway)
-    # every job Slurm ran under these names, whoever submitted it
-    names = ",".join(f"{prefix}_{e}" for e in exps for prefix in ("eval", "analysis"))
-    out = subprocess.run(["sacct", "--noheader", "--parsable2", "--allocations",
-                          "--starttime=now-1hour", "--format=JobName,State",
-                          f"--name={names}"], capture_output=True, text=True,
-                         check=True).stdout.split()
-    assert sorted(out) == sorted(f"{n}|COMPLETED" for n in names.split(","))
+    p = Pipeline(tmp_path, "sbatch", install(tmp_path, ""))  # sbatch's tokens logged
+    run_pipeline(p, kill_midway)
+    # every job or array task Slurm ran for this pipeline's sbatch calls (a batch is one
+    # array across experiments): one per ledger row, each completed
+    ran = tasks_in_slurm(tmp_path, since="now-1hour")
+    assert sorted(job_id for _, job_id, _, _ in ran) == sorted(
+        str(j.job_id) for j in p.ledger.jobs()), ran
+    assert {state for *_, state in ran} == {"COMPLETED"}, ran
 
 
 @pytest.mark.slurm

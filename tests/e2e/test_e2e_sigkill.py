@@ -14,6 +14,7 @@ import secrets
 import signal
 import subprocess
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -21,11 +22,12 @@ from dagster import DagsterRunStatus, RunsFilter
 
 from baton.dagster_instance import RunMonitoring
 from tests.e2e.harness import Pipeline
-from tests.e2e.sbatch_killer import evaluations_in_slurm, install
+from tests.e2e.sbatch_killer import evaluation_tasks_in_slurm, install
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm, pytest.mark.usefixtures("slurm")]
 
 SIGNALS = 5
+JOB = "submit_evaluations"  # one run submits the evaluations a tick found due
 # orphaned runs fail within seconds here, so the drill fits in a few minutes
 MONITORING = RunMonitoring(start_timeout_seconds=20, max_runtime_seconds=40,
                            poll_interval_seconds=2)
@@ -44,20 +46,20 @@ def restart_after_crash(p: Pipeline, timeout: float = 300) -> None:
     p.start()
 
 
-def kill_while_starting(p: Pipeline, timeout: float = 180) -> str:
-    """SIGKILL the daemon's group the moment a submit_evaluation run is STARTING; returns
-    that run's experiment."""
+def kill_while_starting(p: Pipeline, timeout: float = 180) -> list[str]:
+    """SIGKILL the daemon's group the moment a submit_evaluations run (the tick's due
+    evaluations, sensors.batch) is STARTING; returns that run's experiments."""
     instance = p.instance()
     deadline = time.monotonic() + timeout
     while True:
-        runs = instance.get_run_records(RunsFilter(job_name="submit_evaluation",
+        runs = instance.get_run_records(RunsFilter(job_name=JOB,
                                                    statuses=[DagsterRunStatus.STARTING]),
                                          limit=1)
         if runs:
             p.kill(signal.SIGKILL, group=True)
-            return runs[0].dagster_run.tags["dagster/partition"]
-        assert time.monotonic() < deadline, "no submit_evaluation run started\n" + \
-            p.log_tail()
+            [config] = runs[0].dagster_run.run_config["ops"].values()
+            return config["config"]["experiments"]
+        assert time.monotonic() < deadline, f"no {JOB} run started\n" + p.log_tail()
         time.sleep(0.05)
 
 
@@ -71,13 +73,14 @@ def test_daemon_killed_inside_submitting_runs_evaluates_each_experiment_once(
     p = Pipeline(tmp_path, "sbatch", env, slurm_config="  stale_claim_seconds: 15\n",
                  monitoring=MONITORING)
     started = time.monotonic()
+    since = datetime.now().strftime("%Y-%m-%dT%H:%M:%S")  # sacct's local time
     p.start()
     try:
         for exp in exps:
             p.train(exp)
-        orphan = kill_while_starting(p)
+        orphans = kill_while_starting(p)
         # the issue's case: a run orphaned before it claimed anything
-        assert not p.ledger.jobs(experiment=orphan, stage="evaluation")
+        assert not any(p.ledger.jobs(experiment=e, stage="evaluation") for e in orphans)
         time.sleep(2)
         p.start()
         restart_after_crash(p)  # sbatch call 1: killed before the real sbatch
@@ -100,14 +103,14 @@ def test_daemon_killed_inside_submitting_runs_evaluates_each_experiment_once(
     # exactly one evaluation per experiment in the ledger ...
     rows = {e: p.ledger.jobs(experiment=e, stage="evaluation") for e in exps}
     assert {e: len(r) for e, r in rows.items()} == dict.fromkeys(exps, 1), rows
-    ledger_jobs = {e: (r[0].job_id, (r[0].metadata or {}).get("token"))
-                   for e, r in rows.items()}
-    # ... and in Slurm: one job per experiment, the one the ledger holds (by its token)
-    in_slurm = evaluations_in_slurm(exps, since="now-1hour")
-    assert in_slurm == {e: [ledger_jobs[e]] for e in exps}, (in_slurm, ledger_jobs)
+    # ... and in Slurm: one task per experiment (of one array), the one the ledger holds
+    in_slurm = evaluation_tasks_in_slurm(tmp_path, since)
+    ledger_jobs = sorted((r[0].job_id, (r[0].metadata or {}).get("token"))
+                         for r in rows.values())
+    assert in_slurm == ledger_jobs, (in_slurm, ledger_jobs)
     # the orphaned runs were asked for again, under new run keys
     instance = p.instance()
     keys = [r.dagster_run.tags.get("dagster/run_key", "") for r in instance.get_run_records(
-        RunsFilter(job_name="submit_evaluation"))]
+        RunsFilter(job_name=JOB))]
     assert any("#" in k for k in keys), keys
     print(f"drill of {SIGNALS} signals, 3 kills: {time.monotonic() - started:.0f} s")

@@ -1,0 +1,147 @@
+"""The batch jobs: what a signal sensor finds due in one tick, done by one run.
+
+A sweep ends with many experiments at once; a run per experiment and stage spends most
+of its time starting runs (issue 15). Each job here takes the tick's due experiments in
+its config and does for all of them what the per-partition assets do for one: one
+submission (one job array across experiments and checkpoints), one recording pass. Its
+events name each partition (``AssetMaterialization`` and ``AssetCheckEvaluation`` with
+``partition``), so every partition of the assets ends in its true state in the UI, as if
+the asset had run for it alone. The same functions as the assets do the work
+(assets/experiment.py), so both paths submit and record the same; the claims in the
+ledger keep a submission once whichever path (a UI launch, a backfill) asks first.
+
+When a run ends, each experiment it recorded is confirmed as a fact in the ledger under
+its per-signal request key (the key the one-run-per-signal path uses), so the sensors stop
+finding it due; a run that dies before leaves them due, and the next tick asks again."""
+
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from dagster import (
+    AssetCheckEvaluation,
+    AssetCheckResult,
+    AssetKey,
+    AssetMaterialization,
+    Config,
+    Failure,
+    OpExecutionContext,
+    job,
+    op,
+)
+
+from assets.experiment import Recording, metrics_of, report_of, submit_stage
+from baton.pipeline.steps import submit_analyses, submit_evaluations
+from resources import LedgerResource, MLflowResource, SharedDriveResource, SlurmResource
+
+
+class Due(Config):
+    """The due experiments of one tick, and the per-signal request key each answers."""
+
+    experiments: list[str]
+    requests: list[str]
+
+
+def _events(asset: str, exp: str, rec: Recording) -> Iterator[Any]:
+    """One partition's recording as events: the materialization, then its checks."""
+    if rec.metadata is not None:
+        yield AssetMaterialization(asset_key=asset, partition=exp, metadata=rec.metadata)
+    for check in rec.checks:
+        yield _evaluation(asset, exp, check)
+
+
+def _evaluation(asset: str, exp: str, check: AssetCheckResult) -> AssetCheckEvaluation:
+    return AssetCheckEvaluation(asset_key=AssetKey(asset), check_name=str(check.check_name),
+                                passed=check.passed, partition=exp,
+                                metadata=check.metadata, severity=check.severity)
+
+
+def _submitted(context: OpExecutionContext, slurm: SlurmResource, ledger: LedgerResource,
+               stage: str, asset: str, partitions: Sequence[str]) -> Iterator[Any]:
+    submit = submit_evaluations if stage == "evaluation" else submit_analyses
+    found = submit_stage(context, slurm, ledger, stage, submit, partitions, AssetKey(asset))
+    for exp, metadata in (found or {}).items():
+        yield AssetMaterialization(asset_key=asset, partition=exp, metadata=metadata)
+
+
+def _confirm(ledger: LedgerResource, config: Due, done: set[str]) -> None:
+    """The requests of the experiments in ``done`` answered: the sensors stop asking."""
+    led = ledger.ledger()
+    for exp, key in zip(config.experiments, config.requests, strict=True):
+        if exp in done:
+            led.record_fact(f"run:{key}", "run_requested", detail={"partition": exp})
+
+
+def _failed(context: OpExecutionContext, failures: dict[str, str]) -> None:
+    """The recordings that stand as failures: each said, and the run fails with them (its
+    partitions' checks say which; the others were recorded and confirmed)."""
+    for exp, why in failures.items():
+        context.log.error(why, extra={"experiment": exp})
+    if failures:
+        raise Failure(description=f"{len(failures)} recording(s) stand as failures: "
+                      + "; ".join(failures.values()))
+
+
+@op(out={},
+    description="Submit the evaluations of the tick's due experiments as one submission.")
+def submit_due_evaluations(context: OpExecutionContext, config: Due, slurm: SlurmResource,
+                           ledger: LedgerResource) -> Iterator[Any]:
+    yield from _submitted(context, slurm, ledger, "evaluation", "evaluation_job",
+                          config.experiments)
+    _confirm(ledger, config, set(config.experiments))
+
+
+@op(out={},
+    description="Record the finished evaluations' metrics (DuckDB summary and checks), then "
+                "submit the analyses of those that produced any as one submission.")
+def record_due_evaluations(context: OpExecutionContext, config: Due, ledger: LedgerResource,
+                           drive: SharedDriveResource, slurm: SlurmResource,
+                           mlflow: MLflowResource) -> Iterator[Any]:
+    usable, failures = [], {}
+    for exp in config.experiments:
+        rec = metrics_of(exp, ledger, drive, slurm, mlflow)
+        yield from _events("evaluation_metrics", exp, rec)
+        if rec.failure is None:
+            usable.append(exp)
+        else:
+            failures[exp] = str(rec.failure.description)
+    if usable:
+        yield from _submitted(context, slurm, ledger, "analysis", "analysis_job", usable)
+    _confirm(ledger, config, set(config.experiments))  # a failure recorded is its answer
+    _failed(context, failures)
+
+
+@op(out={}, description="Record the finished analyses and their reports.")
+def record_due_analyses(context: OpExecutionContext, config: Due, ledger: LedgerResource,
+                        drive: SharedDriveResource, mlflow: MLflowResource) -> Iterator[Any]:
+    failures = {}
+    for exp in config.experiments:
+        rec = report_of(exp, ledger, drive, mlflow)
+        yield from _events("analysis_report", exp, rec)
+        if rec.failure is not None:
+            failures[exp] = str(rec.failure.description)
+    _confirm(ledger, config, set(config.experiments))
+    _failed(context, failures)
+
+
+@job(name="submit_evaluations",
+     description="Submit the evaluations a training-sensor tick found due: one job array.")
+def submit_evaluations_job() -> None:
+    submit_due_evaluations()
+
+
+@job(name="record_evaluations",
+     description="Record the evaluations an evaluation-sensor tick found ended, and submit "
+                 "their analyses as one job array.")
+def record_evaluations_job() -> None:
+    record_due_evaluations()
+
+
+@job(name="record_analyses",
+     description="Record the analyses an analysis-sensor tick found ended.")
+def record_analyses_job() -> None:
+    record_due_analyses()
+
+
+BATCH_JOBS = [submit_evaluations_job, record_evaluations_job, record_analyses_job]
+OP_OF = {j.name: j.graph.node_defs[0].name for j in BATCH_JOBS}  # each job's one op

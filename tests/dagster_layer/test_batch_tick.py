@@ -1,0 +1,124 @@
+"""``sensors.batch`` (the default): what a signal sensor finds due in one tick is one run.
+Several training signals at once become one run that submits one job array for every
+evaluation task; the evaluations that ended become one run that records each partition's
+metrics and checks and submits their analyses as one array; the analyses become one run
+that records each report. Every partition ends in its true state in Dagster, and a batch
+whose runs all failed is asked again, then given up per signal. The code location runs in
+process on the local Slurm backend (tests/e2e/harness.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from dagster import AssetKey, AssetRecordsFilter, RunRequest, SensorResult
+
+from baton.slurm.states import TERMINAL_STATES
+from sensors.once import MAX_RUNS
+from tests.e2e.harness import InProcess
+
+pytestmark = pytest.mark.slow
+
+EXPERIMENTS = ["b1", "b2", "b3", "bad"]
+
+
+def requests_of(result: object) -> list[RunRequest]:
+    return list(result.run_requests or []) if isinstance(result, SensorResult) else []
+
+
+def experiments_of(request: RunRequest) -> list[str]:
+    [config] = request.run_config["ops"].values()
+    return sorted(config["config"]["experiments"])
+
+
+def materialized(site: InProcess, asset: str) -> set[str]:
+    records = site.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey(asset)), limit=1000).records
+    return {r.partition_key for r in records if r.partition_key}
+
+
+def ended(site: InProcess, stage: str, count: int) -> bool:
+    site.tick("slurm_tracker")
+    jobs = site.ledger.jobs(stage=stage)
+    return len(jobs) == count and all(j.state in TERMINAL_STATES for j in jobs)
+
+
+def test_a_burst_is_one_run_per_stage_and_every_partition_ends_true(tmp_path: Path) -> None:
+    with InProcess(tmp_path, extra_env={"FAKE_EVAL_FAIL": "bad"}) as site:
+        for exp in EXPERIMENTS:
+            site.train(exp, checkpoints=[site.checkpoint(exp, 100)] if exp == "b1" else None)
+        [submit] = requests_of(site.tick("training_sensor"))
+        assert submit.job_name == "submit_evaluations"
+        assert experiments_of(submit) == sorted(EXPERIMENTS)
+        assert site.run(submit, "training_sensor").success
+        assert materialized(site, "evaluation_job") == set(EXPERIMENTS)
+        evals = site.ledger.jobs(stage="evaluation")
+        assert len(evals) == 5  # b1's two checkpoints, one task each of the others
+        assert len({j.array_job_id for j in evals}) == 1 and evals[0].array_job_id
+        assert requests_of(site.tick("training_sensor")) == []  # confirmed: asked once
+
+        site.wait_for("the evaluations to end", lambda: ended(site, "evaluation", 5))
+        good = set(EXPERIMENTS) - {"bad"}
+        record, alone = requests_of(site.tick("evaluation_sensor"))
+        assert (record.job_name, experiments_of(record)) == ("record_evaluations", sorted(good))
+        # every task of `bad` failed: a run of its own, so its partition ends FAILED
+        assert (alone.job_name, alone.partition_key) == ("record_evaluation", "bad")
+        assert site.run(record, "evaluation_sensor").success
+        assert not site.run(alone, "evaluation_sensor").success
+        assert materialized(site, "evaluation_metrics") == good
+        for exp in good:
+            for check in ("evaluation_succeeded", "schema_valid", "datasets_complete"):
+                assert site.check("evaluation_metrics", check, exp).passed, (exp, check)
+        failed = site.check("evaluation_metrics", "evaluation_succeeded", "bad")
+        assert failed is not None and failed.passed is False
+        assert materialized(site, "analysis_job") == good
+        analyses = site.ledger.jobs(stage="analysis")
+        assert len(analyses) == 3 and len({j.array_job_id for j in analyses}) == 1
+        assert requests_of(site.tick("evaluation_sensor")) == []  # the failure is its answer
+
+        site.wait_for("the analyses to end", lambda: ended(site, "analysis", 3))
+        [report] = requests_of(site.tick("analysis_sensor"))
+        assert (report.job_name, experiments_of(report)) == ("record_analyses", sorted(good))
+        assert site.run(report, "analysis_sensor").success
+        assert materialized(site, "analysis_report") == good
+        for exp in good:
+            assert site.check("analysis_report", "report_exists", exp).passed
+        assert requests_of(site.tick("analysis_sensor")) == []
+
+
+def test_a_batch_in_flight_waits_and_a_failed_one_is_asked_again_then_given_up(
+        tmp_path: Path) -> None:
+    with InProcess(tmp_path) as site:
+        site.train("x1")
+        [first] = requests_of(site.tick("training_sensor"))
+        site.instance.create_run_for_job(  # launched, not started: in flight
+            job_def=_job(site, "submit_evaluations"), run_config=first.run_config,
+            tags={**first.tags, "dagster/run_key": first.run_key})
+        site.train("x2")
+        [second] = requests_of(site.tick("training_sensor"))
+        assert experiments_of(second) == ["x2"]  # x1's run is in flight: it waits
+        for run in site.instance.get_runs():
+            site.instance.report_run_failed(run)
+        keys = []
+        for _ in range(MAX_RUNS + 1):  # both due again: one batch, asked until given up
+            requests = requests_of(site.tick("training_sensor"))
+            if not requests:
+                break
+            [request] = requests
+            assert experiments_of(request) == ["x1", "x2"]
+            keys.append(request.run_key)
+            site.instance.report_run_failed(site.instance.create_run_for_job(
+                job_def=_job(site, "submit_evaluations"), run_config=request.run_config,
+                tags={**request.tags, "dagster/run_key": request.run_key}))
+        assert keys == [keys[0]] + [f"{keys[0]}#{n}" for n in range(2, MAX_RUNS + 1)]
+        assert requests_of(site.tick("training_sensor")) == []
+        signals = [site.ledger.training_run(e).signal_key for e in ("x1", "x2")]
+        assert sorted(site.ledger.fact_keys("run_given_up")) == sorted(
+            f"run:evaluation_job:{s}" for s in signals)
+        assert site.ledger.jobs(stage="evaluation") == []  # none of the runs submitted
+
+
+def _job(site: InProcess, name: str):
+    from assets.batches import BATCH_JOBS
+
+    return {j.name: j for j in BATCH_JOBS}[name]
