@@ -31,7 +31,7 @@ from dagster import (
 )
 
 from assets.experiment import Recording, metrics_of, report_of, submit_stage
-from baton.pipeline.steps import submit_analyses, submit_evaluations
+from baton.pipeline.steps import refusals, submit_analyses, submit_evaluations
 from resources import LedgerResource, MLflowResource, SharedDriveResource, SlurmResource
 
 
@@ -57,9 +57,15 @@ def _evaluation(asset: str, exp: str, check: AssetCheckResult) -> AssetCheckEval
 
 
 def _submitted(context: OpExecutionContext, slurm: SlurmResource, ledger: LedgerResource,
-               stage: str, asset: str, partitions: Sequence[str]) -> Iterator[Any]:
+               stage: str, asset: str, partitions: Sequence[str],
+               refused: dict[str, str]) -> Iterator[Any]:
+    """The partitions submitted as one, but those whose request is refused on its own
+    (added to ``refused``, each with its reason): one bad request holds back nobody else."""
     submit = submit_evaluations if stage == "evaluation" else submit_analyses
-    found = submit_stage(context, slurm, ledger, stage, submit, partitions, AssetKey(asset))
+    refused.update(refusals(slurm.settings, ledger.ledger(), stage, list(partitions)))
+    if not (fine := [p for p in partitions if p not in refused]):
+        return
+    found = submit_stage(context, slurm, ledger, stage, submit, fine, AssetKey(asset))
     for exp, metadata in (found or {}).items():
         yield AssetMaterialization(asset_key=asset, partition=exp, metadata=metadata)
 
@@ -73,12 +79,12 @@ def _confirm(ledger: LedgerResource, config: Due, done: set[str]) -> None:
 
 
 def _failed(context: OpExecutionContext, failures: dict[str, str]) -> None:
-    """The recordings that stand as failures: each said, and the run fails with them (its
-    partitions' checks say which; the others were recorded and confirmed)."""
+    """The recordings that stand as failures and the submissions refused: each said, and
+    the run fails with them (the others were done and confirmed)."""
     for exp, why in failures.items():
         context.log.error(why, extra={"experiment": exp})
     if failures:
-        raise Failure(description=f"{len(failures)} recording(s) stand as failures: "
+        raise Failure(description=f"{len(failures)} of the batch failed: "
                       + "; ".join(failures.values()))
 
 
@@ -86,9 +92,11 @@ def _failed(context: OpExecutionContext, failures: dict[str, str]) -> None:
     description="Submit the evaluations of the tick's due experiments as one submission.")
 def submit_due_evaluations(context: OpExecutionContext, config: Due, slurm: SlurmResource,
                            ledger: LedgerResource) -> Iterator[Any]:
+    refused: dict[str, str] = {}
     yield from _submitted(context, slurm, ledger, "evaluation", "evaluation_job",
-                          config.experiments)
-    _confirm(ledger, config, set(config.experiments))
+                          config.experiments, refused)
+    _confirm(ledger, config, set(config.experiments) - set(refused))
+    _failed(context, refused)
 
 
 @op(out={},
@@ -97,7 +105,7 @@ def submit_due_evaluations(context: OpExecutionContext, config: Due, slurm: Slur
 def record_due_evaluations(context: OpExecutionContext, config: Due, ledger: LedgerResource,
                            drive: SharedDriveResource, slurm: SlurmResource,
                            mlflow: MLflowResource) -> Iterator[Any]:
-    usable, failures = [], {}
+    usable, failures, refused = [], {}, {}
     for exp in config.experiments:
         rec = metrics_of(exp, ledger, drive, slurm, mlflow)
         yield from _events("evaluation_metrics", exp, rec)
@@ -106,9 +114,11 @@ def record_due_evaluations(context: OpExecutionContext, config: Due, ledger: Led
         else:
             failures[exp] = str(rec.failure.description)
     if usable:
-        yield from _submitted(context, slurm, ledger, "analysis", "analysis_job", usable)
-    _confirm(ledger, config, set(config.experiments))  # a failure recorded is its answer
-    _failed(context, failures)
+        yield from _submitted(context, slurm, ledger, "analysis", "analysis_job", usable,
+                              refused)
+    # a failure recorded is its answer; an analysis refused is asked again
+    _confirm(ledger, config, set(config.experiments) - set(refused))
+    _failed(context, {**failures, **refused})
 
 
 @op(out={}, description="Record the finished analyses and their reports.")

@@ -118,6 +118,29 @@ def test_a_batch_in_flight_waits_and_a_failed_one_is_asked_again_then_given_up(
         assert site.ledger.jobs(stage="evaluation") == []  # none of the runs submitted
 
 
+def test_one_refused_request_does_not_hold_the_rest_of_the_batch(tmp_path: Path) -> None:
+    """A checkpoint gone from the drive (cleaned up after its signal was accepted) refuses
+    that experiment's submission: the others of the tick are submitted all the same, the
+    run fails naming it, and only its request stays due (asked again, then given up)."""
+    import shutil
+
+    with InProcess(tmp_path) as site:
+        for exp in ("g1", "g2", "gone"):
+            site.train(exp, checkpoints=[site.checkpoint(exp, 100)] if exp == "gone" else None)
+        [submit] = requests_of(site.tick("training_sensor"))
+        assert experiments_of(submit) == ["g1", "g2", "gone"]
+        shutil.rmtree(site.drive.experiment("gone").checkpoint(100))
+        result = site.run(submit, "training_sensor")
+        assert not result.success
+        [failure] = [e for e in result.all_events if e.is_step_failure]
+        assert "evaluation of gone refused: checkpoint" in str(failure.step_failure_data.error)
+        evals = site.ledger.jobs(stage="evaluation")
+        assert sorted(j.experiment for j in evals) == ["g1", "g2"]
+        assert materialized(site, "evaluation_job") == {"g1", "g2"}
+        [again] = requests_of(site.tick("training_sensor"))
+        assert experiments_of(again) == ["gone"]  # g1 and g2 were answered
+
+
 def _job(site: InProcess, name: str):
     from assets.batches import BATCH_JOBS
 

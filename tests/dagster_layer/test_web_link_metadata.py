@@ -19,7 +19,7 @@ from tests.dagster_layer.test_asset_checks import (
     slurm_tracker,
     submit,
 )
-from tests.e2e.harness import InProcess
+from tests.e2e.harness import PER_SIGNAL, InProcess
 
 pytestmark = pytest.mark.slow
 WEB = "https://lab.example/baton"
@@ -27,7 +27,8 @@ WEB = "https://lab.example/baton"
 
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[InProcess]:
-    site = InProcess(tmp_path)
+    site = InProcess(tmp_path, sensors=PER_SIGNAL)  # the assets' path (the batch jobs
+    # record through the same functions: assets/batches.py)
     with site.config_file.open("a") as fh:
         fh.write(f"web:\n  url: {WEB}/\n")
     with site:
