@@ -17,7 +17,6 @@ from baton.errors import BatonError, SlurmError
 from baton.layout import validate_name
 from baton.ledger import Ledger
 from baton.slurm.backend import SlurmBackend, Submitted
-from baton.slurm.limits import max_array_size
 from baton.slurm.render import keep_for_audit, render_job
 from baton.slurm.states import JobStatus
 from baton.units import parse_memory_request_mb, parse_time_limit_seconds
@@ -97,7 +96,8 @@ def submit_jobs(config: Config, ledger: Ledger, backend: SlurmBackend, stage: st
             outcomes.append(TaskOutcome(experiment, checkpoint, claim.row_id, job_id, False))
     if not mine:
         return outcomes
-    size = max_array_size() if backend.name == "sbatch" else len(mine)
+    limit = getattr(backend, "max_array_size", None)  # Slurm's; the local backend has none
+    size = limit() if limit is not None else len(mine)
     for start in range(0, len(mine), size):  # one array, or one per MaxArraySize tasks
         try:
             outcomes += _submit_claimed(config, ledger, backend, stage, mine[start:start + size],

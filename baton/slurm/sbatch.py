@@ -20,6 +20,12 @@ from baton.errors import SlurmError, TransientSlurmError
 from baton.retry import retry
 from baton.slurm.backend import Submitted, task_ids
 from baton.slurm.budget import BudgetSpent, CallBudget
+from baton.slurm.limits import (
+    DEFAULT_MAX_ARRAY_SIZE,
+    PartitionLimits,
+    parse_max_array_size,
+    parse_partitions,
+)
 from baton.slurm.parse import (
     JOB_STATE_FORMAT,
     SACCT_FIELDS,
@@ -32,7 +38,6 @@ from baton.slurm.parse import (
     parse_scontrol,
     parse_squeue,
 )
-from baton.slurm.partitions import PartitionLimits, parse_partitions
 from baton.slurm.ratelimit import RateLimiter
 from baton.slurm.spec import JobSpec
 from baton.slurm.states import NO_ACCOUNTING, JobStatus, is_terminal
@@ -52,6 +57,7 @@ ACCOUNTING_OFF = "accounting storage is disabled"
 
 PARTITIONS_TTL = 600.0
 _partitions: tuple[float, dict[str, PartitionLimits]] | None = None  # (read at, limits)
+_max_array_size: int | None = None
 
 Runner = Callable[[Sequence[str]], subprocess.CompletedProcess[str]]
 
@@ -285,7 +291,22 @@ class SbatchBackend:
             found = {k: replace(v, source=NO_ACCOUNTING) for k, v in found.items()}
         return found
 
-    # --- partitions --------------------------------------------------------------------
+    # --- the cluster's limits -----------------------------------------------------------
+    def max_array_size(self) -> int:
+        """MaxArraySize, asked once per process (it changes with a restart of slurmctld,
+        not between two submissions), through the call budget like every Slurm call;
+        Slurm's default when scontrol cannot answer (sbatch then says what it refused)."""
+        global _max_array_size
+        if _max_array_size is None:
+            try:
+                proc = self._call(["scontrol", "show", "config"], "scontrol")
+                _max_array_size = parse_max_array_size(proc.stdout) or DEFAULT_MAX_ARRAY_SIZE
+            except (SlurmError, OSError) as exc:
+                log.warning("scontrol show config: %s; arrays split at Slurm's default "
+                            "MaxArraySize %d", exc, DEFAULT_MAX_ARRAY_SIZE)
+                return DEFAULT_MAX_ARRAY_SIZE
+        return _max_array_size
+
     def partitions(self) -> dict[str, PartitionLimits]:
         """What each partition allows one job (a retry's ceiling): one ``scontrol show
         partition`` per PARTITIONS_TTL seconds in a process (they change rarely)."""

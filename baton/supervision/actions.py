@@ -19,7 +19,7 @@ from baton.ledger import Ledger
 from baton.ledger import supervisions as sv
 from baton.pipeline.submission import submit_jobs
 from baton.slurm.backend import SlurmBackend
-from baton.slurm.partitions import PartitionLimits, partition_for
+from baton.slurm.limits import PartitionLimits, partition_for
 from baton.slurm.states import is_terminal
 from baton.supervision.policy import (
     GROWN,

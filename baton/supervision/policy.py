@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from baton.config import StageConfig, SupervisionPolicy
-from baton.slurm.partitions import PartitionLimits
+from baton.slurm.limits import PartitionLimits
 from baton.slurm.states import TERMINAL_STATES, over_memory
 from baton.units import format_memory, format_time, parse_memory_mb, parse_time_seconds
 

@@ -12,16 +12,18 @@ import pytest
 
 from baton.config import Config
 from baton.ledger import open_ledger
-from baton.pipeline import submission
 from baton.pipeline.submission import submit_jobs
 from baton.slurm.sbatch import SbatchBackend, run_command
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm")]
 
 
-def test_a_batch_is_split_at_max_array_size(config: Config,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(submission, "max_array_size", lambda: 2)
+class SmallArrays(SbatchBackend):
+    def max_array_size(self) -> int:
+        return 2
+
+
+def test_a_batch_is_split_at_max_array_size(config: Config) -> None:
     calls: list[list[str]] = []
 
     def sbatch(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
@@ -37,7 +39,7 @@ def test_a_batch_is_split_at_max_array_size(config: Config,
         ckpt = cfg.drive.experiment(f"split{i}").final_dir
         Path(ckpt).mkdir(parents=True)
         items.append((f"split{i}", str(ckpt)))
-    outcomes = submit_jobs(cfg, ledger, SbatchBackend(base_delay=0.5, runner=sbatch),
+    outcomes = submit_jobs(cfg, ledger, SmallArrays(base_delay=0.5, runner=sbatch),
                            "evaluation", items)
     assert [c[0] for c in calls] == ["sbatch"] * 3  # 2 + 2 + 1 tasks
     assert all(o.submitted_now and o.job_id for o in outcomes)
@@ -46,6 +48,6 @@ def test_a_batch_is_split_at_max_array_size(config: Config,
              for j in dict.fromkeys(r.array_job_id or r.job_id for r in rows)]
     assert parts == [["split0", "split1"], ["split2", "split3"], ["split4"]]
     assert len({(r.metadata or {}).get("token") for r in rows}) == 3
-    again = submit_jobs(cfg, ledger, SbatchBackend(base_delay=0.5, runner=sbatch),
+    again = submit_jobs(cfg, ledger, SmallArrays(base_delay=0.5, runner=sbatch),
                         "evaluation", items)
     assert len(calls) == 3 and not any(o.submitted_now for o in again)  # claimed once

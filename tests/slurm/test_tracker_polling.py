@@ -15,7 +15,7 @@ from sqlalchemy import update
 from baton.config import Config, load_config
 from baton.ledger import Ledger, open_ledger
 from baton.ledger.schema import slurm_jobs
-from baton.pipeline.tracking import PollClock
+from baton.pipeline.polling import PollClock
 from baton.slurm.budget import read_calls
 from baton.slurm.sbatch import SbatchBackend
 from tests.slurm.test_slurm_real import submit, wait_done

@@ -12,8 +12,8 @@ import pytest
 from baton.config import Config, StageConfig, SupervisionPolicy
 from baton.slurm.budget import read_calls
 from baton.slurm.factory import make_backend
+from baton.slurm.limits import PartitionLimits, parse_partitions, partition_for
 from baton.slurm.parse import parse_sacct
-from baton.slurm.partitions import PartitionLimits, parse_partitions, partition_for
 from baton.slurm.sbatch import SbatchBackend
 from baton.supervision.actions import stage_partition
 from baton.supervision.policy import JobFacts, decide, decide_retry
