@@ -121,8 +121,16 @@ def test_prometheus_sees_the_pipeline(tmp_path: Path) -> None:
                                    campaign], env=p.env, capture_output=True, text=True,
                                   check=False, timeout=60)
         assert activate.returncode == 0, activate.stderr
+        # ... with its schedule and a note (the dashboard's ETA, progress against plan and
+        # notes panels show them)
+        plan = subprocess.run([sys.executable, "-m", "baton", "campaign", "set", campaign,
+                               "--started", "2026-01-05", "--expected-end", "2099-01-05",
+                               "--note", "nightly sweep"], env=p.env, capture_output=True,
+                              text=True, check=False, timeout=60)
+        assert plan.returncode == 0, plan.stderr
         p.wait_for("the active campaign in Prometheus", lambda: query(
-            base, f'baton_campaign_priority{{campaign="{campaign}"}}'), timeout=30)
+            base, f'baton_campaign_priority{{campaign="{campaign}"}}') and query(
+            base, f'baton_campaign_notes_info{{campaign="{campaign}"}}'), timeout=30)
         assert value(base, f'baton_campaign_completion_ratio{{campaign="{campaign}"}}') == 1
         assert value(base, f'sum(baton_progress_tasks{{campaign="{campaign}",'
                      'column="finished"})') == len(jobs)
