@@ -18,8 +18,8 @@ from baton.errors import BatonError
 from baton.ledger import Ledger
 from baton.ledger.slurm_jobs import FIGURES_WAIT_SECONDS
 from baton.logs import forwarded
-from baton.pipeline.submission import reconcile_stale
 from baton.pipeline.polling import PollClock, own_statuses, own_word
+from baton.pipeline.submission import reconcile_stale
 from baton.slurm.backend import SlurmBackend
 from resources import LedgerResource, SlurmResource
 
