@@ -8,7 +8,6 @@ that is not this machine's said in one line."""
 
 from __future__ import annotations
 
-import errno
 import io
 import logging
 import socket
@@ -29,6 +28,7 @@ from baton.errors import BatonError
 from baton.exporter.collector import BatonCollector, QueueSnapshot, tracked_queue
 from baton.exporter.folds import FULL_EVERY_SECONDS
 from baton.ledger import open_ledger
+from baton.listening import cannot_listen, family_of
 from baton.webauth import Passwords, load_web_config, tls_context
 
 log = logging.getLogger(__name__)
@@ -168,25 +168,13 @@ def listen(host: str, port: int, app: WSGIApp, tls: ssl.SSLContext | None = None
     """A server bound to ``host:port`` (IPv4 or IPv6, as the host resolves), not yet
     serving, speaking TLS with ``tls``; :class:`BatonError` naming the address when it
     cannot be had."""
-    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
-                                    flags=socket.AI_PASSIVE)[0][0]
-    except (socket.gaierror, UnicodeError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
-        raise BatonError(f"exporter --host {host}: not a host name or address ({reason})"
-                         ) from None
+    family = family_of("exporter", host, port)
     server_class = type("MetricsServer", (_Server,), {
         "address_family": family, "tls": tls, "request_seconds": request_seconds})
     try:
         return make_server(host, port, app, server_class, handler_class=_Handler)
     except OSError as exc:
-        hint = {errno.EADDRINUSE: " (another process has it: choose another --port)",
-                errno.EADDRNOTAVAIL: " (not an address of this machine: check --host)",
-                errno.EACCES: " (ports below 1024 need privileges: choose another --port)",
-                }.get(exc.errno or 0, "")
-        raise BatonError(f"exporter cannot listen on {where}: {exc.strerror or exc}{hint}"
-                         ) from None
+        raise cannot_listen("exporter", host, port, exc) from None
 
 
 def serve(config: Config, host: str, port: int, queue_ttl: float,

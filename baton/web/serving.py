@@ -4,7 +4,6 @@ same web config as the exporter's, the ledger opened read-only."""
 
 from __future__ import annotations
 
-import errno
 import logging
 import socket
 from pathlib import Path
@@ -12,8 +11,8 @@ from pathlib import Path
 import uvicorn
 
 from baton.config import Config
-from baton.errors import BatonError
 from baton.ledger import open_ledger
+from baton.listening import cannot_listen, family_of
 from baton.web.app import build_app
 from baton.webauth import Passwords, load_web_config, tls_context
 
@@ -22,23 +21,11 @@ log = logging.getLogger(__name__)
 
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket on ``host:port`` (IPv4 or IPv6, as the host resolves)."""
-    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
-                                    flags=socket.AI_PASSIVE)[0][0]
-    except (socket.gaierror, UnicodeError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
-        raise BatonError(f"web --host {host}: not a host name or address ({reason})"
-                         ) from None
+    family = family_of("web", host, port)
     try:
         return socket.create_server((host, port), family=family, backlog=1024)
     except OSError as exc:
-        hint = {errno.EADDRINUSE: " (another process has it: choose another --port)",
-                errno.EADDRNOTAVAIL: " (not an address of this machine: check --host)",
-                errno.EACCES: " (ports below 1024 need privileges: choose another --port)",
-                }.get(exc.errno or 0, "")
-        raise BatonError(f"web cannot listen on {where}: {exc.strerror or exc}{hint}"
-                         ) from None
+        raise cannot_listen("web", host, port, exc) from None
 
 
 def serve(config: Config, host: str, port: int, web_config: Path | None = None,
