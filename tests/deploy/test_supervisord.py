@@ -161,7 +161,7 @@ def _run(site: Installation, monkeypatch: pytest.MonkeyPatch) -> None:
                  and d.get("stage") == "evaluation"]
     assert len(submitted) == 1, submitted
     assert submitted[0]["experiment"] == "deployed"
-    (run,) = instance.get_runs(RunsFilter(job_name="submit_evaluation"))
+    (run,) = instance.get_runs(RunsFilter(job_name="submit_evaluations"))  # a batch (default)
     kept = [e.user_message for e in instance.all_logs(run.run_id)]
     assert any("deployed: submitted as" in m for m in kept), kept  # python_logs
     # the webserver shows the same instance
