@@ -10,9 +10,12 @@ the asset had run for it alone. The same functions as the assets do the work
 (assets/experiment.py), so both paths submit and record the same; the claims in the
 ledger keep a submission once whichever path (a UI launch, a backfill) asks first.
 
-When a run ends, each experiment it recorded is confirmed as a fact in the ledger under
-its per-signal request key (the key the one-run-per-signal path uses), so the sensors stop
-finding it due; a run that dies before leaves them due, and the next tick asks again."""
+Each experiment a run answered is confirmed as a fact in the ledger under its per-signal
+request key (the key the one-run-per-signal path uses), so the sensors stop finding it
+due: a recording that needs nothing more (a report, a failed evaluation) as soon as its
+events are stored, the others once their submission is made. A run that dies leaves the
+rest due, and the next tick asks again for those only. An evaluation recorded whose
+analysis was not yet submitted when the run died is recorded again by the next run."""
 
 
 from collections.abc import Iterator, Sequence
@@ -111,13 +114,14 @@ def record_due_evaluations(context: OpExecutionContext, config: Due, ledger: Led
         yield from _events("evaluation_metrics", exp, rec)
         if rec.failure is None:
             usable.append(exp)
-        else:
+        else:  # a failure recorded is its answer, at once (as in record_due_analyses)
             failures[exp] = str(rec.failure.description)
+            _confirm(ledger, config, {exp})
     if usable:
         yield from _submitted(context, slurm, ledger, "analysis", "analysis_job", usable,
                               refused)
-    # a failure recorded is its answer; an analysis refused is asked again
-    _confirm(ledger, config, set(config.experiments) - set(refused))
+    # the others are answered by their analysis' submission; one refused is asked again
+    _confirm(ledger, config, set(usable) - set(refused))
     _failed(context, {**failures, **refused})
 
 
@@ -128,9 +132,11 @@ def record_due_analyses(context: OpExecutionContext, config: Due, ledger: Ledger
     for exp in config.experiments:
         rec = report_of(exp, ledger, drive, mlflow)
         yield from _events("analysis_report", exp, rec)
+        # its events are stored once yielded: answered now, so a run that dies further
+        # on leaves it answered and the next tick does not record it again
+        _confirm(ledger, config, {exp})
         if rec.failure is not None:
             failures[exp] = str(rec.failure.description)
-    _confirm(ledger, config, set(config.experiments))
     _failed(context, failures)
 
 

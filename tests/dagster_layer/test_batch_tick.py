@@ -145,3 +145,41 @@ def _job(site: InProcess, name: str):
     from assets.batches import BATCH_JOBS
 
     return {j.name: j for j in BATCH_JOBS}[name]
+
+
+def test_a_batch_that_dies_part_way_leaves_what_it_recorded_answered(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A recording run that dies after recording some of its analyses: those stay
+    answered (their events are facts in Dagster), and the next tick asks only for the
+    others, so no partition is recorded twice."""
+    import assets.batches
+
+    with InProcess(tmp_path) as site:
+        names = ["r1", "r2", "r3"]
+        for exp in names:
+            site.train(exp)
+        assert site.run(requests_of(site.tick("training_sensor"))[0], "training_sensor").success
+        site.wait_for("the evaluations to end", lambda: ended(site, "evaluation", 3))
+        [record] = requests_of(site.tick("evaluation_sensor"))
+        assert site.run(record, "evaluation_sensor").success
+        site.wait_for("the analyses to end", lambda: ended(site, "analysis", 3))
+        [report] = requests_of(site.tick("analysis_sensor"))
+        assert experiments_of(report) == names
+
+        real = assets.batches.report_of
+
+        def dies_at_r2(exp, *args, **kwargs):  # type: ignore[no-untyped-def]
+            if exp == "r2":
+                raise RuntimeError("the run's process died here")
+            return real(exp, *args, **kwargs)
+
+        monkeypatch.setattr(assets.batches, "report_of", dies_at_r2)
+        assert not site.run(report, "analysis_sensor").success
+        assert materialized(site, "analysis_report") == {"r1"}
+        monkeypatch.setattr(assets.batches, "report_of", real)
+        [again] = requests_of(site.tick("analysis_sensor"))
+        assert experiments_of(again) == ["r2", "r3"]  # r1 was recorded: not asked again
+        assert site.run(again, "analysis_sensor").success
+        records = site.instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=AssetKey("analysis_report")), limit=100).records
+        assert sorted(r.partition_key for r in records) == names  # each recorded once
