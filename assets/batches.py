@@ -45,7 +45,7 @@ class Due(Config):
     requests: list[str]
 
 
-def _events(asset: str, exp: str, rec: Recording) -> Iterator[Any]:
+def partition_events(asset: str, exp: str, rec: Recording) -> Iterator[Any]:
     """One partition's recording as events: the materialization, then its checks."""
     if rec.metadata is not None:
         yield AssetMaterialization(asset_key=asset, partition=exp, metadata=rec.metadata)
@@ -111,7 +111,7 @@ def record_due_evaluations(context: OpExecutionContext, config: Due, ledger: Led
     usable, failures, refused = [], {}, {}
     for exp in config.experiments:
         rec = metrics_of(exp, ledger, drive, slurm, mlflow)
-        yield from _events("evaluation_metrics", exp, rec)
+        yield from partition_events("evaluation_metrics", exp, rec)
         if rec.failure is None:
             usable.append(exp)
         else:  # a failure recorded is its answer, at once (as in record_due_analyses)
@@ -131,7 +131,7 @@ def record_due_analyses(context: OpExecutionContext, config: Due, ledger: Ledger
     failures = {}
     for exp in config.experiments:
         rec = report_of(exp, ledger, drive, mlflow)
-        yield from _events("analysis_report", exp, rec)
+        yield from partition_events("analysis_report", exp, rec)
         # its events are stored once yielded: answered now, so a run that dies further
         # on leaves it answered and the next tick does not record it again
         _confirm(ledger, config, {exp})

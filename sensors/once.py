@@ -138,7 +138,7 @@ def batch_once(context: SensorEvaluationContext, ledger: Ledger, requests: list[
     key, so the next run submits only what no claim holds."""
     if not requests:
         return []
-    busy = _in_flight(context, job_name, op_name)
+    busy = in_flight(context, job_name, op_name)
     due = [r for r in requests if r.run_key not in busy and not submitting(ledger, r)]
     if not due:
         return []
@@ -166,7 +166,7 @@ def batch_once(context: SensorEvaluationContext, ledger: Ledger, requests: list[
                              "baton/experiments": str(len(due))})]
 
 
-def _in_flight(context: SensorEvaluationContext, job_name: str, op_name: str) -> set[str]:
+def in_flight(context: SensorEvaluationContext, job_name: str, op_name: str) -> set[str]:
     """The requests the batch runs of ``job_name`` answer that are still in flight, or
     that succeeded in the last minutes (each confirmed its requests in the ledger, maybe
     after this tick read it): a few runs, whatever the history."""

@@ -50,6 +50,7 @@ from ops_slurm.asset_jobs import (
 )
 from resources import LedgerResource, MLflowResource, SharedDriveResource
 from sensors.once import batch_once, requests_once
+from sensors.runless import check_once, record_reports
 
 
 def _tick(context: SensorEvaluationContext, ledger: Ledger, drive: SharedDriveResource,
@@ -175,9 +176,9 @@ def build_signal_sensors(config: Config) -> list[SensorDefinition]:
             description="Records `analysis_report` when .analysis_complete lands, and "
                         "`campaign_report` once every experiment of a campaign has its report.")
     def analysis_sensor(context: SensorEvaluationContext, ledger: LedgerResource,
-                        drive: SharedDriveResource):
+                        drive: SharedDriveResource, mlflow: MLflowResource):
         with forwarded(context.log, sensor="analysis_sensor"):
-            return analysis_tick(context, ledger, drive, config)
+            return analysis_tick(context, ledger, drive, mlflow, config)
 
     return [training_sensor, evaluation_sensor, analysis_sensor]
 
@@ -197,7 +198,7 @@ def training_tick(context: SensorEvaluationContext, ledger: LedgerResource,
             led.record_fact(f"model:{row.signal_key}", "model_reported", row.experiment_name)
             continue
         events.append(_model_event(row, mlflow))
-        if _check_once(led, "model", CHECKPOINT_CHECK, row.experiment_name):
+        if check_once(led, "model", CHECKPOINT_CHECK, row.experiment_name):
             events.append(AssetCheckEvaluation(
                 asset_key=AssetKey("model"), check_name=CHECKPOINT_CHECK, passed=True,
                 partition=row.experiment_name,
@@ -206,7 +207,7 @@ def training_tick(context: SensorEvaluationContext, ledger: LedgerResource,
         if q.experiment:
             names.add(q.experiment)
             meta = {"signal": str(q.path), "quarantined": q.reason}
-            if _check_once(led, "model", CHECKPOINT_CHECK, q.experiment):
+            if check_once(led, "model", CHECKPOINT_CHECK, q.experiment):
                 events.append(AssetCheckEvaluation(
                     asset_key=AssetKey("model"), check_name=CHECKPOINT_CHECK, passed=False,
                     partition=q.experiment, metadata=meta))
@@ -227,16 +228,6 @@ def training_tick(context: SensorEvaluationContext, ledger: LedgerResource,
     runs = _once(context, led, config, runs, submit_evaluations_job)
     return _result(context, led, "training_sensor", tick, cursor, runs, events, partitions,
                    window)
-
-
-def _check_once(led: Ledger, asset: str, check: str, experiment: str) -> bool:
-    """Whether a sensor may report ``asset``'s ``check`` for ``experiment`` (a runless
-    check evaluation): only once. Dagster 1.13 stores one runless evaluation per check and
-    partition (a second breaks its unique index and fails the whole tick), so a retrain, a
-    signal after a quarantined one, or a second bad signal is told by the materialization,
-    the observation or the ledger alone; the checks of runs are not limited."""
-    return led.record_fact(f"check:{asset}:{check}:{experiment}", "check_reported",
-                           experiment)
 
 
 def _holds(context: SensorEvaluationContext, led: Ledger, rows: list,
@@ -272,7 +263,7 @@ def evaluation_tick(context: SensorEvaluationContext, ledger: LedgerResource,
         passed=False, partition=q.experiment,
         metadata={"signal": str(q.path), "reason": q.reason})
         for q in tick.quarantined if q.experiment and _known(context, q.experiment)
-        and _check_once(led, "evaluation_metrics", "evaluation_succeeded", q.experiment)]
+        and check_once(led, "evaluation_metrics", "evaluation_succeeded", q.experiment)]
     ready = led.evaluations_ready(window)
     runs = [RunRequest(job_name=record_evaluation_job.name,
                        run_key=f"evaluation_metrics:{trigger}", partition_key=exp,
@@ -290,7 +281,7 @@ def evaluation_tick(context: SensorEvaluationContext, ledger: LedgerResource,
 
 
 def analysis_tick(context: SensorEvaluationContext, ledger: LedgerResource,
-                  drive: SharedDriveResource, config: Config):
+                  drive: SharedDriveResource, mlflow: MLflowResource, config: Config):
     led = ledger.ledger()
     tick, cursor, window = _tick(context, led, drive, ["analysis_complete"], config)
     for sf in tick.unanswered:
@@ -309,9 +300,13 @@ def analysis_tick(context: SensorEvaluationContext, ledger: LedgerResource,
                           run_key=f"campaign_report:{camp}:{short(','.join(exps))}",
                           partition_key=camp, tags={"baton/campaign": camp})
                for camp, exps in (led.campaigns_ready() if tick.accepted or runs else [])]
+    events: list = []
+    if config.sensors.batch and not known:  # their partitions exist: recorded here
+        events, runs = record_reports(context, ledger, drive, mlflow, runs, failed)
     runs = _once(context, led, config, runs, record_analyses_job, failed) + \
         requests_once(context, led, reports)
-    return _result(context, led, "analysis_sensor", tick, cursor, runs, [], known, window)
+    return _result(context, led, "analysis_sensor", tick, cursor, runs, events, known,
+                   window)
 
 
 def _signal_fields(sf: SignalFile, stage: str) -> dict[str, Any]:

@@ -285,10 +285,11 @@ class InProcess:
         return str(ckpt)
 
     # --- sensors, as the daemon evaluates them ---------------------------------------------
-    def tick(self, sensor: Any, cursor: str | None = None) -> Any:
+    def tick(self, sensor: Any, cursor: str | None = None, apply: bool = True) -> Any:
         """Evaluate ``sensor`` (a sensor or its name) once with its last cursor (or
         ``cursor``), then apply what it returned to the instance: new partitions and asset
-        events. Returns the result (a SensorResult or SkipReason)."""
+        events (not with ``apply`` False: a daemon that died before storing them). Returns
+        the result (a SensorResult or SkipReason)."""
         from dagster import SensorResult, build_sensor_context
 
         sensor = self.sensors[sensor] if isinstance(sensor, str) else sensor
@@ -297,7 +298,7 @@ class InProcess:
                 instance=self.instance, resources=self.resources,
                 cursor=cursor if cursor is not None else self.cursors.get(name)) as context:
             result = sensor(context)
-        if isinstance(result, SensorResult):
+        if isinstance(result, SensorResult) and apply:
             for request in result.dynamic_partitions_requests or []:
                 self.instance.add_dynamic_partitions(request.partitions_def_name,
                                                      list(request.partition_keys or []))
