@@ -81,4 +81,3 @@ def stored(context: SensorEvaluationContext, exp: str, key: str) -> bool:
     mat = records[0].asset_materialization if records else None
     value = mat.metadata.get(REQUEST_KEY) if mat else None
     return value is not None and getattr(value, "value", value) == key
-
