@@ -2,9 +2,10 @@
 Several training signals at once become one run that submits one job array for every
 evaluation task; the evaluations that ended become one run that records each partition's
 metrics and checks and submits their analyses as one array; the analysis sensor records
-each report itself (a report that needs a run: one run for all of them). Every partition ends in its true state in Dagster, and a batch
-whose runs all failed is asked again, then given up per signal. The code location runs in
-process on the local Slurm backend (tests/e2e/harness.py)."""
+each report itself (a report that needs a run: one run for all of them). Every partition
+ends in its true state in Dagster, and a batch whose runs all failed is asked again, then
+given up per signal. The code location runs in process on the local Slurm backend
+(tests/e2e/harness.py)."""
 
 from __future__ import annotations
 
