@@ -7,6 +7,7 @@ asks for the runs the ledger's state calls for."""
 
 import json
 import time
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from dagster import (
@@ -78,11 +79,13 @@ def _acceptance(sf: SignalFile) -> str | None:
     return acceptance_problem(sf.signal)
 
 
-def _new_partitions(context: SensorEvaluationContext, names: set[str], definition: Any
-                    ) -> list:
-    # one lookup per name this tick touched, never the whole list (100,000 experiments)
-    new = sorted(n for n in names
-                 if not context.instance.has_dynamic_partition(definition.name, n))
+def _new_partitions(context: SensorEvaluationContext, names: set[str], definition: Any,
+                    fresh: AbstractSet[str] = frozenset()) -> list:
+    """The partitions to add: one lookup per name this tick touched, never the whole list
+    (100,000 experiments). Names in ``fresh`` (a signal accepted in this very tick) are
+    asked for unlooked: almost always new, and the daemon skips those that exist."""
+    new = sorted(n for n in names if n in fresh
+                 or not context.instance.has_dynamic_partition(definition.name, n))
     return [definition.build_add_request(new)] if new else []
 
 
@@ -190,11 +193,12 @@ def training_tick(context: SensorEvaluationContext, ledger: LedgerResource,
     events: list = []
     names: set[str] = set()
     camps: set[str] = set()
+    accepted = {sf.idempotency_key for sf in tick.accepted}  # no event of theirs yet
     for row in led.models_unreported(window):
         names.add(row.experiment_name)
         if row.campaign:
             camps.add(row.campaign)
-        if _model_reported(context, row):
+        if row.signal_key not in accepted and _model_reported(context, row):
             led.record_fact(f"model:{row.signal_key}", "model_reported", row.experiment_name)
             continue
         events.append(_model_event(row, mlflow))
@@ -223,7 +227,8 @@ def training_tick(context: SensorEvaluationContext, ledger: LedgerResource,
                        tags={"baton/experiment": row.experiment_name})
             for row in awaiting if row.experiment_name not in held]
     names |= {r.partition_key for r in runs if r.partition_key} | set(held)
-    partitions = _new_partitions(context, names, experiments) + \
+    fresh = {sf.signal.experiment for sf in tick.accepted}
+    partitions = _new_partitions(context, names, experiments, fresh) + \
         _new_partitions(context, camps, campaigns)
     runs = _once(context, led, config, runs, submit_evaluations_job)
     return _result(context, led, "training_sensor", tick, cursor, runs, events, partitions,
