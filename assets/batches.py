@@ -18,7 +18,7 @@ rest due, and the next tick asks again for those only. An evaluation recorded wh
 analysis was not yet submitted when the run died is recorded again by the next run."""
 
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 from dagster import (
@@ -34,8 +34,11 @@ from dagster import (
 )
 
 from assets.experiment import Recording, metrics_of, report_of, submit_stage
+from baton.pipeline.keys import UNDER_WAY, under_way
 from baton.pipeline.steps import refusals, submit_analyses, submit_evaluations
 from resources import LedgerResource, MLflowResource, SharedDriveResource, SlurmResource
+
+REQUEST_KEY = "baton/request"  # the request an event answers, in its metadata
 
 
 class Due(Config):
@@ -60,17 +63,23 @@ def _evaluation(asset: str, exp: str, check: AssetCheckResult) -> AssetCheckEval
 
 
 def _submitted(context: OpExecutionContext, slurm: SlurmResource, ledger: LedgerResource,
-               stage: str, asset: str, partitions: Sequence[str],
+               stage: str, asset: str, requests: dict[str, str],
                refused: dict[str, str]) -> Iterator[Any]:
     """The partitions submitted as one, but those whose request is refused on its own
-    (added to ``refused``, each with its reason): one bad request holds back nobody else."""
+    (added to ``refused``, each with its reason): one bad request holds back nobody else.
+    ``requests``: each partition's request key, which its event carries."""
     submit = submit_evaluations if stage == "evaluation" else submit_analyses
-    refused.update(refusals(slurm.settings, ledger.ledger(), stage, list(partitions)))
-    if not (fine := [p for p in partitions if p not in refused]):
+    refused.update(refusals(slurm.settings, ledger.ledger(), stage, list(requests)))
+    if not (fine := [p for p in requests if p not in refused]):
         return
+    if stage == "evaluation" and not slurm.settings.sensors.dry_run:
+        # should this run die between its claims and its events, the training sensor
+        # finishes them (sensors/tick_submission.py)
+        ledger.ledger().record_facts(UNDER_WAY, {under_way(requests[p]): p for p in fine})
     found = submit_stage(context, slurm, ledger, stage, submit, fine, AssetKey(asset))
     for exp, metadata in (found or {}).items():
-        yield AssetMaterialization(asset_key=asset, partition=exp, metadata=metadata)
+        yield AssetMaterialization(asset_key=asset, partition=exp,
+                                   metadata={**metadata, REQUEST_KEY: requests[exp]})
 
 
 def _confirm(ledger: LedgerResource, config: Due, done: set[str]) -> None:
@@ -97,7 +106,7 @@ def submit_due_evaluations(context: OpExecutionContext, config: Due, slurm: Slur
                            ledger: LedgerResource) -> Iterator[Any]:
     refused: dict[str, str] = {}
     yield from _submitted(context, slurm, ledger, "evaluation", "evaluation_job",
-                          config.experiments, refused)
+                          dict(zip(config.experiments, config.requests, strict=True)), refused)
     _confirm(ledger, config, set(config.experiments) - set(refused))
     _failed(context, refused)
 
@@ -118,8 +127,9 @@ def record_due_evaluations(context: OpExecutionContext, config: Due, ledger: Led
             failures[exp] = str(rec.failure.description)
             _confirm(ledger, config, {exp})
     if usable:
-        yield from _submitted(context, slurm, ledger, "analysis", "analysis_job", usable,
-                              refused)
+        keys = dict(zip(config.experiments, config.requests, strict=True))
+        yield from _submitted(context, slurm, ledger, "analysis", "analysis_job",
+                              {exp: keys[exp] for exp in usable}, refused)
     # the others are answered by their analysis' submission; one refused is asked again
     _confirm(ledger, config, set(usable) - set(refused))
     _failed(context, {**failures, **refused})

@@ -51,7 +51,7 @@ def submit_stage(context: OpExecutionContext, slurm: SlurmResource, ledger: Ledg
         if any(sub.dry_run for sub in subs.values()):
             _observe_dry_run(context, asset_key, subs)
             return None
-        return {exp: _submitted(context, ledger, backend.name, exp, sub)
+        return {exp: announced(context.log, ledger, backend.name, exp, sub)
                 for exp, sub in subs.items()}
 
 
@@ -66,13 +66,13 @@ def _submit(context: AssetExecutionContext, slurm: SlurmResource, ledger: Ledger
     return found is not None
 
 
-def _submitted(context: OpExecutionContext, ledger: LedgerResource, backend: str,
-               exp: str, sub: Submission) -> dict[str, Any]:
-    """An experiment's submission, as a line and its materialization's metadata."""
-    context.log.info(f"{exp}: {'submitted' if sub.submitted_now else 'already submitted'}"
-                     f" as {', '.join(sub.job_ids)}", extra={
-                         "experiment": exp,
-                         "job_id": sub.job_ids[0] if len(sub.job_ids) == 1 else None})
+def announced(log: Any, ledger: LedgerResource, backend: str, exp: str, sub: Submission
+              ) -> dict[str, Any]:
+    """An experiment's submission, as a line of ``log`` (a run's or a sensor tick's
+    ``context.log``) and its materialization's metadata."""
+    log.info(f"{exp}: {'submitted' if sub.submitted_now else 'already submitted'}"
+             f" as {', '.join(sub.job_ids)}", extra={
+                 "experiment": exp, "job_id": sub.job_ids[0] if len(sub.job_ids) == 1 else None})
     return {
         "slurm_job_ids": ", ".join(sub.job_ids),
         "backend": backend,

@@ -250,6 +250,9 @@ class SensorConfig(Section):
     # what a sensor finds due in one tick is done by one run (one job array for all the
     # evaluations due); off: one run per signal and stage (the benchmarks' baseline)
     batch: bool = True
+    # with batch: the evaluations of the signals a tick accepts are submitted by the tick
+    # itself, without a run (sensors/tick_submission.py)
+    submit_in_tick: bool = True
 
 
 class CampaignConfig(Section):

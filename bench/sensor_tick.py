@@ -60,14 +60,16 @@ class Site:
             "shared_drive": str(drive.root), "state_dir": str(root / "state"),
             "database_url": ledger.url,
             "sensors": {"interval_seconds": 30, "debounce_seconds": 2.0,
-                        "full_rescan_seconds": 600}}))
+                        "full_rescan_seconds": 600,
+                        # the tick asks for its submission: sbatch is not the tick's cost
+                        "submit_in_tick": False}}))
         saved = {k: os.environ.get(k) for k in ("BATON_CONFIG", "SHARED_DRIVE",
                                                 "BATON_STATE_DIR", "BATON_DATABASE_URL")}
         for var in saved:
             os.environ.pop(var, None)
         os.environ["BATON_CONFIG"] = str(config)
         from baton.config import load_config
-        from resources import LedgerResource, MLflowResource, SharedDriveResource
+        from resources import LedgerResource, MLflowResource, SharedDriveResource, SlurmResource
         from sensors.signal_sensors import build_signal_sensors
 
         settings = load_config(config)
@@ -87,7 +89,8 @@ class Site:
         self.resources = {"ledger": LedgerResource(settings=settings, url=ledger.url),
                           "drive": SharedDriveResource(settings=settings,
                                                        root=str(drive.root)),
-                          "mlflow": MLflowResource(settings=settings)}
+                          "mlflow": MLflowResource(settings=settings),
+                          "slurm": SlurmResource(settings=settings, backend="local")}
         self.cursors: dict[str, str | None] = dict.fromkeys(self.sensors)
         self.partitions = 0
 
@@ -122,8 +125,11 @@ class Site:
         for request in result.dynamic_partitions_requests or []:
             self.instance.add_dynamic_partitions(request.partitions_def_name,
                                                  list(request.partition_keys or []))
-        for request in result.run_requests or []:
-            self.ledger.record_fact(f"run:{request.run_key}", "run_requested")
+        for request in result.run_requests or []:  # a batch run confirms each request
+            ops = (request.run_config or {}).get("ops", {}).values()
+            for key in [k for op in ops for k in op["config"]["requests"]] or \
+                    [request.run_key]:
+                self.ledger.record_fact(f"run:{key}", "run_requested")
         from dagster import AssetMaterialization
 
         for event in result.asset_events or []:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from dagster import AssetKey, AssetRecordsFilter, RunRequest, SensorEvaluationContext
 
-from assets.batches import OP_OF, partition_events, record_analyses_job
+from assets.batches import OP_OF, REQUEST_KEY, partition_events, record_analyses_job
 from assets.experiment import Recording, report_of
 from baton.ledger import Ledger
 from resources import LedgerResource, MLflowResource, SharedDriveResource
@@ -26,7 +26,6 @@ from sensors.once import in_flight, runs_of
 
 ASSET = "analysis_report"
 CHECK = "report_exists"
-REQUEST_KEY = "baton/request"  # the request a runless materialization answers
 BUDGET_S = 20.0  # of Dagster's 60 s sensor timeout; the rest waits for the next tick
 
 
@@ -54,7 +53,7 @@ def record_reports(context: SensorEvaluationContext, ledger: LedgerResource,
     left: list[RunRequest] = []
     for request in requests:
         key, exp = str(request.run_key), str(request.partition_key)
-        if stored(context, exp, key):
+        if stored(context, ASSET, exp, key):
             led.record_fact(f"run:{key}", "run_requested",
                             detail={"partition": exp, "runless": True})
             continue
@@ -73,11 +72,15 @@ def record_reports(context: SensorEvaluationContext, ledger: LedgerResource,
     return events, left
 
 
-def stored(context: SensorEvaluationContext, exp: str, key: str) -> bool:
-    """Whether the latest ``analysis_report`` of ``exp`` is the runless one of ``key``."""
+def stored(context: SensorEvaluationContext, asset: str, exp: str, key: str) -> bool:
+    """Whether Dagster holds the runless materialization of ``asset`` for ``exp`` that
+    answers ``key``, among the partition's latest few."""
     records = context.instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=AssetKey(ASSET), asset_partitions=[exp]),
-        limit=1).records
-    mat = records[0].asset_materialization if records else None
-    value = mat.metadata.get(REQUEST_KEY) if mat else None
-    return value is not None and getattr(value, "value", value) == key
+        AssetRecordsFilter(asset_key=AssetKey(asset), asset_partitions=[exp]),
+        limit=5).records
+    for record in records:
+        mat = record.asset_materialization
+        value = mat.metadata.get(REQUEST_KEY) if mat else None
+        if value is not None and getattr(value, "value", value) == key:
+            return True
+    return False

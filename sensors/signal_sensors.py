@@ -49,9 +49,10 @@ from ops_slurm.asset_jobs import (
     record_evaluation_job,
     submit_evaluation_job,
 )
-from resources import LedgerResource, MLflowResource, SharedDriveResource
+from resources import LedgerResource, MLflowResource, SharedDriveResource, SlurmResource
 from sensors.once import batch_once, requests_once
 from sensors.runless import check_once, record_reports
+from sensors.tick_submission import submit_in_tick, unconfirmed
 
 
 def _tick(context: SensorEvaluationContext, ledger: Ledger, drive: SharedDriveResource,
@@ -158,9 +159,10 @@ def build_signal_sensors(config: Config) -> list[SensorDefinition]:
                         "registers the experiment (and its campaign), and requests its "
                         "evaluation.")
     def training_sensor(context: SensorEvaluationContext, ledger: LedgerResource,
-                        drive: SharedDriveResource, mlflow: MLflowResource):
+                        drive: SharedDriveResource, mlflow: MLflowResource,
+                        slurm: SlurmResource):
         with forwarded(context.log, sensor="training_sensor"):
-            return training_tick(context, ledger, drive, mlflow, config)
+            return training_tick(context, ledger, drive, mlflow, slurm, config)
 
     @sensor(name="evaluation_sensor", minimum_interval_seconds=interval,
             jobs=[record_evaluation_job, record_evaluations_job],
@@ -187,7 +189,9 @@ def build_signal_sensors(config: Config) -> list[SensorDefinition]:
 
 
 def training_tick(context: SensorEvaluationContext, ledger: LedgerResource,
-                  drive: SharedDriveResource, mlflow: MLflowResource, config: Config):
+                  drive: SharedDriveResource, mlflow: MLflowResource, slurm: SlurmResource,
+                  config: Config):
+    started = time.monotonic()
     led = ledger.ledger()
     tick, cursor, window = _tick(context, led, drive, ["training_complete"], config)
     events: list = []
@@ -230,6 +234,11 @@ def training_tick(context: SensorEvaluationContext, ledger: LedgerResource,
     fresh = {sf.signal.experiment for sf in tick.accepted}
     partitions = _new_partitions(context, names, experiments, fresh) + \
         _new_partitions(context, camps, campaigns)
+    if config.sensors.batch:
+        events += unconfirmed(context, ledger, slurm, window, started)
+    if config.sensors.batch and config.sensors.submit_in_tick:
+        submitted, runs = submit_in_tick(context, ledger, slurm, runs, accepted, started)
+        events += submitted
     runs = _once(context, led, config, runs, submit_evaluations_job)
     return _result(context, led, "training_sensor", tick, cursor, runs, events, partitions,
                    window)

@@ -195,6 +195,34 @@ class Stages(LedgerBase):
                                           created_at=utcnow(), detail=detail))
         return True
 
+    @transaction()
+    def record_facts(self, conn: Connection, kind: str, keys: dict[str, str | None]) -> None:
+        """Facts ``key -> experiment`` of ``kind`` in one transaction (a burst's thousand
+        in one commit); those already recorded are kept as they are."""
+        for i in range(0, len(names := list(keys)), 500):
+            chunk = names[i:i + 500]
+            held = set(conn.execute(select(facts.c.key).where(facts.c.key.in_(chunk))).scalars())
+            rows = [dict(key=k, kind=kind, experiment=keys[k], created_at=utcnow())
+                    for k in chunk if k not in held]
+            if rows:
+                conn.execute(insert(facts), rows)
+
+    def facts_unanswered(self, kind: str, prefix: str, answer: str,
+                         window: Window | None = None) -> Sequence[Row[Any]]:
+        """The facts of ``kind`` (keys ``prefix + X``) without their answer ``answer + X``
+        yet, past the window's mark."""
+        rest = func.substr(facts.c.key, len(prefix) + 1)
+        answered = select(literal(1)).select_from(other := facts.alias("answer")).where(
+            other.c.key == literal(answer) + rest).exists()
+        with self.read() as conn:
+            top = window.top(conn, facts) if window else None
+            rows = conn.execute(select(facts).where(
+                facts.c.id >= since(window, kind), facts.c.kind == kind, ~answered,
+            ).order_by(facts.c.id)).all()
+        if window:
+            window.keep(kind, (r.id for r in rows), top)
+        return rows
+
     def fact_keys(self, kind: str) -> list[str]:
         """The keys of every fact of ``kind`` (a rare kind: a list, not a stream)."""
         with self.read() as conn:

@@ -26,3 +26,13 @@ def evaluation_items(experiment: str, signal_key: str, checkpoints: list[str]
     """Each checkpoint of a training signal once, in order, with its task's key."""
     return [((experiment, c), evaluation_key(experiment, signal_key, c))
             for c in dict.fromkeys(checkpoints)]
+
+
+# a fact written before a request's evaluations are claimed (by the training sensor's tick
+# or its batch run), answered by ``run:{request}`` once Dagster holds its event: what a
+# submitter that died leaves for the next tick to finish (sensors/tick_submission.py)
+UNDER_WAY = "submission_under_way"
+
+
+def under_way(request_key: str) -> str:
+    return f"under_way:{request_key}"

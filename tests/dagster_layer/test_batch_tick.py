@@ -1,6 +1,7 @@
 """``sensors.batch`` (the default): what a signal sensor finds due in one tick is one run.
-Several training signals at once become one run that submits one job array for every
-evaluation task; the evaluations that ended become one run that records each partition's
+Several training signals at once become one job array for every evaluation task,
+submitted by the training sensor's tick (``sensors.submit_in_tick``; off: by one run, as
+tested here too); the evaluations that ended become one run that records each partition's
 metrics and checks and submits their analyses as one array; the analysis sensor records
 each report itself (a report that needs a run: one run for all of them). Every partition
 ends in its true state in Dagster, and a batch whose runs all failed is asked again, then
@@ -21,6 +22,7 @@ from tests.e2e.harness import InProcess
 pytestmark = pytest.mark.slow
 
 EXPERIMENTS = ["b1", "b2", "b3", "bad"]
+IN_RUNS = {"submit_in_tick": "false"}  # the training sensor's submissions made by runs
 
 
 def requests_of(result: object) -> list[RunRequest]:
@@ -48,10 +50,8 @@ def test_a_burst_is_one_run_per_stage_and_every_partition_ends_true(tmp_path: Pa
     with InProcess(tmp_path, extra_env={"FAKE_EVAL_FAIL": "bad"}) as site:
         for exp in EXPERIMENTS:
             site.train(exp, checkpoints=[site.checkpoint(exp, 100)] if exp == "b1" else None)
-        [submit] = requests_of(site.tick("training_sensor"))
-        assert submit.job_name == "submit_evaluations"
-        assert experiments_of(submit) == sorted(EXPERIMENTS)
-        assert site.run(submit, "training_sensor").success
+        # submitted by the tick itself (tests/dagster_layer/test_submit_in_tick.py): no run
+        assert requests_of(site.tick("training_sensor")) == []
         assert materialized(site, "evaluation_job") == set(EXPERIMENTS)
         evals = site.ledger.jobs(stage="evaluation")
         assert len(evals) == 5  # b1's two checkpoints, one task each of the others
@@ -89,7 +89,7 @@ def test_a_burst_is_one_run_per_stage_and_every_partition_ends_true(tmp_path: Pa
 
 def test_a_batch_in_flight_waits_and_a_failed_one_is_asked_again_then_given_up(
         tmp_path: Path) -> None:
-    with InProcess(tmp_path) as site:
+    with InProcess(tmp_path, sensors=IN_RUNS) as site:
         site.train("x1")
         [first] = requests_of(site.tick("training_sensor"))
         site.instance.create_run_for_job(  # launched, not started: in flight
@@ -125,7 +125,7 @@ def test_one_refused_request_does_not_hold_the_rest_of_the_batch(tmp_path: Path)
     run fails naming it, and only its request stays due (asked again, then given up)."""
     import shutil
 
-    with InProcess(tmp_path) as site:
+    with InProcess(tmp_path, sensors=IN_RUNS) as site:
         for exp in ("g1", "g2", "gone"):
             site.train(exp, checkpoints=[site.checkpoint(exp, 100)] if exp == "gone" else None)
         [submit] = requests_of(site.tick("training_sensor"))
@@ -160,7 +160,7 @@ def test_a_batch_that_dies_part_way_leaves_what_it_recorded_answered(
         names = ["r1", "r2", "r3"]
         for exp in names:
             site.train(exp)
-        assert site.run(requests_of(site.tick("training_sensor"))[0], "training_sensor").success
+        site.tick("training_sensor")  # submits their evaluations
         site.wait_for("the evaluations to end", lambda: ended(site, "evaluation", 3))
         [record] = requests_of(site.tick("evaluation_sensor"))
         assert site.run(record, "evaluation_sensor").success

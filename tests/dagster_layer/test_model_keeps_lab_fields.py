@@ -24,7 +24,8 @@ def test_lab_fields_are_in_the_model_metadata(tmp_path: Path) -> None:
             timestamp=datetime.now(UTC), experiment="exp1", hostname="gpu01", user="u",
             checkpoint_path=str(layout.final_dir), final_loss=1.5, **LAB))
         result = site.tick("training_sensor")
-        assert isinstance(result, SensorResult) and result.run_requests
+        assert isinstance(result, SensorResult)  # and the evaluation submitted:
+        assert site.ledger.jobs(experiment="exp1", stage="evaluation")
         records = site.instance.fetch_materializations(AssetRecordsFilter(
             asset_key=AssetKey("model"), asset_partitions=["exp1"]), limit=1).records
         meta = records[0].asset_materialization.metadata

@@ -161,7 +161,8 @@ def _run(site: Installation, monkeypatch: pytest.MonkeyPatch) -> None:
                  and d.get("stage") == "evaluation"]
     assert len(submitted) == 1, submitted
     assert submitted[0]["experiment"] == "deployed"
-    (run,) = instance.get_runs(RunsFilter(job_name="submit_evaluations"))  # a batch (default)
+    # the evaluation was submitted by the training sensor's tick; the analysis by a run
+    (run,) = instance.get_runs(RunsFilter(job_name="record_evaluations"))  # a batch (default)
     kept = [e.user_message for e in instance.all_logs(run.run_id)]
     assert any("deployed: submitted as" in m for m in kept), kept  # python_logs
     # the webserver shows the same instance

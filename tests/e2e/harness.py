@@ -32,7 +32,7 @@ E2E_MONITORING = RunMonitoring(start_timeout_seconds=45, max_runtime_seconds=120
 class Pipeline:
     def __init__(self, tmp: Path, backend: str, extra_env: dict[str, str] | None = None,
                  extra_config: str = "", slurm_config: str = "",
-                 monitoring: RunMonitoring = E2E_MONITORING) -> None:
+                 monitoring: RunMonitoring = E2E_MONITORING, sensors_config: str = "") -> None:
         self.tmp = tmp
         self.home = tmp / "dagster_home"
         self.home.mkdir(parents=True, exist_ok=True)
@@ -48,7 +48,7 @@ class Pipeline:
             f"  calls_per_second: 50\n  calls_burst: 500\n{slurm_config}"
             "sensors:\n  interval_seconds: 1\n  debounce_seconds: 0.2\n"
             "  full_rescan_seconds: 30\n  missing_signal_grace_seconds: 20\n"
-            "stages:\n"
+            f"{sensors_config}stages:\n"
             f"  evaluation:\n    time: '00:05:00'\n    mem: 200M\n    cpus: 1\n"
             f"    command: {py} {E2E / 'fake_eval.py'}\n"
             f"  analysis:\n    time: '00:05:00'\n    mem: 200M\n    cpus: 1\n"

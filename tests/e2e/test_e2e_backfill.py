@@ -134,7 +134,7 @@ def test_fan_out_joins_and_bad_signals_are_quarantined(tmp_path: Path) -> None:
         runs = [r.dagster_run for r in p.instance().get_run_records(RunsFilter())
                 if fan in str(r.dagster_run.run_config) or
                 r.dagster_run.tags.get("baton/experiment") == fan]
-        assert [r.job_name for r in runs] == ["submit_evaluations"]  # no join run
+        assert runs == []  # no join run (nor a submitting one: the tick submitted it)
         [still] = [t for t in p.ledger.evaluation_tasks(fan) if t.id == held[0].id]
         assert still.status in ("queued", "running")  # it was held all along
         release.touch()

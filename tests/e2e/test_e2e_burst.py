@@ -1,5 +1,6 @@
 """A sweep finishes on the real Slurm (issue 15): six training signals land at once and
-the daemon turns them into ONE sbatch (an array) for their evaluations, made by one run;
+the daemon turns them into ONE sbatch (an array) for their evaluations, made by the
+training sensor's tick itself (no run);
 the recordings of the evaluations and analyses are one run per tick that has work, never
 a run per experiment. Every partition ends materialized with its checks passed. The
 sbatch calls are counted by a wrapper first on the daemon's PATH (the real sbatch runs)."""
@@ -48,8 +49,8 @@ def test_a_burst_of_signals_is_one_array_and_few_runs(tmp_path: Path) -> None:
     by_job: dict[str, int] = {}
     for run in runs:
         by_job[run.job_name] = by_job.get(run.job_name, 0) + 1
-    assert by_job.get("submit_evaluations") == 1, by_job
-    assert not {"submit_evaluation", "record_evaluation", "record_analysis"} & set(by_job)
+    assert not {"submit_evaluations", "submit_evaluation", "record_evaluation",
+                "record_analysis"} & set(by_job), by_job
     # a recording run per tick that had work, never one per experiment (that path: 18 runs)
     assert by_job["record_evaluations"] <= len(arrays), by_job
     assert "record_analyses" not in by_job, by_job  # the analysis sensor records them

@@ -1,8 +1,8 @@
 """A UI launch racing the sensor, end to end: a real dagster-daemon and dagster-webserver
 on the local backend. The moment the training sensor registers an experiment (and, in
-the same tick, requests its evaluation), a person materializes `evaluation_job` for that
-partition from the UI. Two runs submit (the sensor's is its tick's batch run); Slurm gets
-one job."""
+the same tick, submits or requests its evaluation), a person materializes `evaluation_job`
+for that partition from the UI. Two submit (the sensor's tick itself, or its batch run
+with ``sensors.submit_in_tick: false``, and the UI's run); Slurm gets one job."""
 
 from __future__ import annotations
 
@@ -44,9 +44,10 @@ def materialize_from_ui(web: Webserver, asset: str, partition: str) -> str:
     return result["run"]["runId"]
 
 
-def test_ui_launch_racing_the_sensor_submits_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("in_tick", [True, False], ids=["tick", "run"])
+def test_ui_launch_racing_the_sensor_submits_once(tmp_path: Path, in_tick: bool) -> None:
     exp = f"race-{secrets.token_hex(3)}"
-    p = Pipeline(tmp_path, "local")
+    p = Pipeline(tmp_path, "local", sensors_config=f"  submit_in_tick: {str(in_tick).lower()}\n")
     p.start()
     web = Webserver(p)
     try:
@@ -62,14 +63,15 @@ def test_ui_launch_racing_the_sensor_submits_once(tmp_path: Path) -> None:
     finally:
         web.stop()
         p.stop()
-    # two runs materialized evaluation_job: the sensor's (one run for the tick's due
-    # evaluations, sensors.batch) and the UI's, both fine
+    # two materialized evaluation_job: the sensor (its tick, or one run for the tick's due
+    # evaluations) and the UI's run, both fine
     records = [r for r in instance.get_run_records(RunsFilter(tags={"dagster/partition": exp}))
                if AssetKey("evaluation_job") in (r.dagster_run.asset_selection or set())]
     records += [r for r in instance.get_run_records(RunsFilter(job_name="submit_evaluations"))
                 if exp in str(r.dagster_run.run_config)]
     runs = [r.dagster_run for r in records]
-    assert sorted(r.job_name for r in runs) == ["__ASSET_JOB", "submit_evaluations"], runs
+    assert sorted(r.job_name for r in runs) == \
+        ["__ASSET_JOB"] + ([] if in_tick else ["submit_evaluations"]), runs
     assert all(r.status == DagsterRunStatus.SUCCESS for r in runs), [r.status for r in runs]
     mats = [r.asset_materialization for r in instance.fetch_materializations(
         AssetRecordsFilter(asset_key=AssetKey("evaluation_job"), asset_partitions=[exp]),

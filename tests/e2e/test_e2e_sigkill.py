@@ -1,12 +1,15 @@
 """The SIGKILL drill on the real Slurm: the dagster-daemon's whole process group (its code
-server and every run it launched) is killed three times while evaluations are being
-submitted, and restarted 2 s later each time; every experiment still ends with exactly one
-evaluation, in the ledger and in Slurm.
+server and every run it launched) is killed while evaluations are being submitted, and
+restarted 2 s later each time; every experiment still ends with exactly one evaluation,
+in the ledger and in Slurm, and its `evaluation_job` event in Dagster.
 
-The kills are placed inside the runs: first while a `submit_evaluation` run is STARTING
-(nothing claimed: the run is orphaned before its submission, the issue's case), then by
-an sbatch wrapper (tests/e2e/sbatch_killer.py) just before the real sbatch of one run (a
-claim, no job) and just after another's (a job whose reply baton never read)."""
+By default the training sensor's tick submits (``sensors.submit_in_tick``): an sbatch
+wrapper (tests/e2e/sbatch_killer.py) kills the group just before the tick's real sbatch
+(claims, no job) and just after another tick's (a job whose reply baton never read, its
+events never stored). With the submission in runs, the kills are placed inside the runs:
+first while a `submit_evaluation` run is STARTING (nothing claimed: the run is orphaned
+before its submission, the issue's case), then just before the real sbatch of one run
+and just after another's."""
 
 from __future__ import annotations
 
@@ -68,10 +71,9 @@ def test_daemon_killed_inside_submitting_runs_evaluates_each_experiment_once(
     token = secrets.token_hex(3)
     exps = [f"kill{i}-{token}" for i in range(SIGNALS)]
     release = tmp_path / "release"
-    env = {**install(tmp_path, "1:before,2:after"),
-           "FAKE_EVAL_HOLD": ",".join(exps), "FAKE_EVAL_RELEASE": str(release)}
-    p = Pipeline(tmp_path, "sbatch", env, slurm_config="  stale_claim_seconds: 15\n",
-                 monitoring=MONITORING)
+    p = Pipeline(tmp_path, "sbatch", _env(tmp_path, exps, release),
+                 slurm_config="  stale_claim_seconds: 15\n", monitoring=MONITORING,
+                 sensors_config="  submit_in_tick: false\n")
     started = time.monotonic()
     since = datetime.now().strftime("%Y-%m-%dT%H:%M:%S")  # sacct's local time
     p.start()
@@ -85,32 +87,76 @@ def test_daemon_killed_inside_submitting_runs_evaluates_each_experiment_once(
         p.start()
         restart_after_crash(p)  # sbatch call 1: killed before the real sbatch
         restart_after_crash(p)  # sbatch call 2: killed after it (Slurm has the job)
-        # the jobs are held until the tracker has adopted the job whose reply was lost (by
-        # its token) and every task has its job id, so the kills land while all are queued
-        # (a job ending before its adoption is tests/pipeline/test_crash_after_sbatch.py's)
-        p.wait_for("every experiment's evaluation task in the ledger", lambda: all(
-            any(t.slurm_job_id for t in p.ledger.evaluation_tasks(e)) for e in exps),
-            timeout=420)
-        release.touch()
-        for exp in exps:
-            p.wait_for(f"evaluation_metrics of {exp}",
-                       lambda e=exp: p.materialized("evaluation_metrics", e), timeout=300)
+        _evaluated(p, exps, release)
     finally:
         release.touch()
         p.stop()
-    calls = (tmp_path / "sbatch-calls.log").read_text().splitlines()
-    assert calls[:2] == ["1 killed before", "2 killed after"], calls
-    # exactly one evaluation per experiment in the ledger ...
-    rows = {e: p.ledger.jobs(experiment=e, stage="evaluation") for e in exps}
-    assert {e: len(r) for e, r in rows.items()} == dict.fromkeys(exps, 1), rows
-    # ... and in Slurm: one task per experiment (of one array), the one the ledger holds
-    in_slurm = evaluation_tasks_in_slurm(tmp_path, since)
-    ledger_jobs = sorted((r[0].job_id, (r[0].metadata or {}).get("token"))
-                         for r in rows.values())
-    assert in_slurm == ledger_jobs, (in_slurm, ledger_jobs)
+    _once_each(p, tmp_path, exps, since)
     # the orphaned runs were asked for again, under new run keys
     instance = p.instance()
     keys = [r.dagster_run.tags.get("dagster/run_key", "") for r in instance.get_run_records(
         RunsFilter(job_name=JOB))]
     assert any("#" in k for k in keys), keys
     print(f"drill of {SIGNALS} signals, 3 kills: {time.monotonic() - started:.0f} s")
+
+
+def test_daemon_killed_inside_the_ticks_submission_evaluates_each_experiment_once(
+        tmp_path: Path) -> None:
+    token = secrets.token_hex(3)
+    exps = [f"tick{i}-{token}" for i in range(SIGNALS)]
+    release = tmp_path / "release"
+    p = Pipeline(tmp_path, "sbatch", _env(tmp_path, exps, release),
+                 slurm_config="  stale_claim_seconds: 15\n", monitoring=MONITORING)
+    since = datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
+    for exp in exps[:2]:  # written before the daemon starts: its first tick takes both
+        p.train(exp)
+    p.start()
+    try:
+        restart_after_crash(p)  # sbatch call 1, the tick's: killed before the real sbatch
+        assert p.instance().get_runs() == []  # so it was the tick's, not a run's
+        assert all(p.ledger.jobs(experiment=e, stage="evaluation") for e in exps[:2])
+        for exp in exps[2:]:
+            p.train(exp)
+        restart_after_crash(p)  # sbatch call 2, the next tick's: killed after it
+        _evaluated(p, exps, release)
+    finally:
+        release.touch()
+        p.stop()
+    _once_each(p, tmp_path, exps, since)
+    # the claims of call 1 failed (no job carries their token): a run submitted them
+    assert p.instance().get_runs(RunsFilter(job_name=JOB))
+
+
+def _env(tmp_path: Path, exps: list[str], release: Path) -> dict[str, str]:
+    """The sbatch wrapper's kills (call 1 before the real sbatch, call 2 after it), and
+    the evaluations held until ``release`` exists."""
+    return {**install(tmp_path, "1:before,2:after"),
+            "FAKE_EVAL_HOLD": ",".join(exps), "FAKE_EVAL_RELEASE": str(release)}
+
+
+def _evaluated(p: Pipeline, exps: list[str], release: Path) -> None:
+    """Every experiment's evaluation through to its metrics. The jobs are held until the
+    tracker has adopted the job whose reply was lost (by its token) and every task has its
+    job id, so the kills land while all are queued (a job ending before its adoption is
+    tests/pipeline/test_crash_after_sbatch.py's)."""
+    p.wait_for("every experiment's evaluation task in the ledger", lambda: all(
+        any(t.slurm_job_id for t in p.ledger.evaluation_tasks(e)) for e in exps),
+        timeout=420)
+    release.touch()
+    for exp in exps:
+        p.wait_for(f"evaluation_metrics of {exp}",
+                   lambda e=exp: p.materialized("evaluation_metrics", e), timeout=300)
+        assert p.materialized("evaluation_job", exp), exp
+
+
+def _once_each(p: Pipeline, tmp_path: Path, exps: list[str], since: str) -> None:
+    """The kills came as placed; one evaluation per experiment in the ledger and in
+    Slurm (one task of an array, the one the ledger holds)."""
+    calls = (tmp_path / "sbatch-calls.log").read_text().splitlines()
+    assert calls[:2] == ["1 killed before", "2 killed after"], calls
+    rows = {e: p.ledger.jobs(experiment=e, stage="evaluation") for e in exps}
+    assert {e: len(r) for e, r in rows.items()} == dict.fromkeys(exps, 1), rows
+    in_slurm = evaluation_tasks_in_slurm(tmp_path, since)
+    ledger_jobs = sorted((r[0].job_id, (r[0].metadata or {}).get("token"))
+                         for r in rows.values())
+    assert in_slurm == ledger_jobs, (in_slurm, ledger_jobs)
