@@ -156,8 +156,8 @@ def build_signal_sensors(config: Config) -> list[SensorDefinition]:
             jobs=[submit_evaluation_job, submit_evaluations_job],
             default_status=DefaultSensorStatus.RUNNING,
             description="Reports `model` when .training_complete lands and validates, "
-                        "registers the experiment (and its campaign), and requests its "
-                        "evaluation.")
+                        "registers the experiment (and its campaign), and submits its "
+                        "evaluation (or asks a run to).")
     def training_sensor(context: SensorEvaluationContext, ledger: LedgerResource,
                         drive: SharedDriveResource, mlflow: MLflowResource,
                         slurm: SlurmResource):
