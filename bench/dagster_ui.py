@@ -141,10 +141,10 @@ QUERIES = {
 def fill(home: Path, have: int, n: int) -> None:
     """Experiments ``have``..``n``: their partitions, then each one's ``model`` and
     ``evaluation_job`` materialization reported one by one, as the sensors and runs record
-    them (public API). 5 ms an event on an idle machine, most of it SQLAlchemy compiling
-    each insert and connecting: SQLite's event storage writes no batches, and two writer
-    processes filled no faster (194 events/s against 208). Two assets, not five: five would
-    take 40 minutes at 100,000 experiments, and the page timed shows ``evaluation_job``."""
+    them (public API): some 6 ms an event (20 minutes for 100,000 experiments on the 2-core
+    test machine), most of it SQLAlchemy compiling each insert and connecting (SQLite's
+    event storage writes no batches). Two assets, not five: five would take 50 minutes,
+    and the page timed shows ``evaluation_job``."""
     from dagster import AssetKey, AssetMaterialization, DagsterInstance
 
     instance = DagsterInstance.from_config(str(home))
