@@ -74,10 +74,9 @@ class Page:
         result = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
         return result.get("result", {}).get("value")
 
-    def open(self, url: str, ready: Callable[[str], bool], poll: float = 0.5) -> str:
+    def open(self, url: str, ready: Callable[[str], bool]) -> str:
         """Go to ``url`` and wait until ``ready(dom)`` (or the deadline: the caller's own
-        checks then say what is missing), reading the DOM every ``poll`` seconds. Returns
-        the last DOM read."""
+        checks then say what is missing). Returns the last DOM read."""
         self.call("Page.navigate", url=url)
         deadline = time.monotonic() + DEADLINE_S
         while True:
@@ -85,7 +84,7 @@ class Page:
                                  "document.documentElement.outerHTML : ''") or ""
             if ready(page) or time.monotonic() > deadline:
                 return page
-            time.sleep(poll)
+            time.sleep(0.5)
 
 
 def _high(fds: tuple[int, int]) -> tuple[int, int]:
