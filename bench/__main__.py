@@ -18,7 +18,7 @@ MODULES = {1: "latency", 2: "scan", 3: "exporter", 4: "duckdb_metrics", 5: "writ
            6: "status", 7: "backfill", 8: "footprint", 9: "exporter_burst",
            10: "exporter_webconfig", 11: "history", 12: "slurm_calls",
            13: "web_pages", 14: "peer",
-           15: "burst"}
+           15: "burst", 16: "dagster_ui"}
 
 
 def _num(value: float, unit: str) -> str:
@@ -72,7 +72,7 @@ def markdown_table(results: list[Result]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--quick", action="store_true", help="small sizes, for development")
-    p.add_argument("--only", help="comma-separated benchmark numbers (1-15)")
+    p.add_argument("--only", help="comma-separated benchmark numbers (1-16)")
     p.add_argument("--markdown", type=Path, help="also write the table as markdown here, "
                    "with the machine, for bench/RESULTS.md")
     p.add_argument("--interval", default="5",
