@@ -16,10 +16,10 @@ As safe as the run, and the run's safety net: before anything is claimed, a
 submitter that dies leaves a trace. Dagster stores a tick's events after the sensor
 returns; every tick confirms each request whose materialization Dagster holds (the fact
 ``run:{request}``, as a run confirms it) and emits again the events of those it does not,
-from the same idempotent submission: tasks Slurm accepted are not submitted again, a claim
-whose sbatch never ran is submitted by the repeat, and one still SUBMITTING waits for the
-tracker. A request that claimed nothing is due again and answered by a run; one in a run
-still in flight waits for it."""
+from the same idempotent submission: tasks Slurm accepted are not submitted again. A claim
+still SUBMITTING waits for the tracker, which adopts the job carrying its token or fails
+the claim; a request whose claims failed, or that claimed nothing, is due again and
+answered by a run; one in a run still in flight waits for it."""
 
 from __future__ import annotations
 
