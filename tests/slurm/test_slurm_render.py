@@ -114,3 +114,23 @@ def test_many_tasks_become_one_array(config: Config, tmp_path: Path) -> None:
         assert proc.stdout.split() == [f"exp{i}", items[i][1]]
     path = keep_for_audit(config.drive, job)
     assert path.read_text() == job.script and path.is_relative_to(config.drive.logs / "scripts")
+
+
+def test_an_admin_template_edited_between_renders_is_read_again(config: Config,
+                                                                tmp_path: Path) -> None:
+    """The template environment is kept per process (a burst renders a thousand scripts):
+    an admin's template changed on disk is still what the next script is made from."""
+    import os
+
+    template = tmp_path / "site" / "job.sh.j2"
+    template.parent.mkdir()
+    template.write_text("#!/bin/bash\n# first {{ stage }}\n{{ command }}\n")
+    stage = config.stage("evaluation").model_copy(update={"template": template})
+    site = config.model_copy(update={"stages": {**config.stages, "evaluation": stage}})
+    items = [("exp1", str(config.drive.experiment("exp1").final_dir))]
+    assert "# first evaluation" in render_job(site, "evaluation", items).script
+    template.write_text("#!/bin/bash\n# second {{ stage }}\n{{ command }}\n")
+    later = template.stat().st_mtime + 10
+    os.utime(template, (later, later))
+    script = render_job(site, "evaluation", items).script
+    assert "# second evaluation" in script and "# first" not in script
