@@ -85,15 +85,18 @@ def unconfirmed(context: SensorEvaluationContext, ledger: LedgerResource,
     asked = in_flight(context, submit_evaluations_job.name,
                       OP_OF[submit_evaluations_job.name]) if rows else set()
     for row in rows:
+        if time.monotonic() - started > BUDGET_S:
+            break  # the rest at the next tick
         key, exp = row.key.removeprefix(under_way("")), str(row.experiment)
+        if key in asked:
+            continue  # its run, still in flight, answers it (and confirms it)
         if stored(context, ASSET, exp, key) or _superseded(led, exp, key):
             led.record_fact(f"run:{key}", "run_requested",
                             detail={"partition": exp, "runless": True})
             continue
         request = RunRequest(run_key=key, partition_key=exp)
-        if key in asked or time.monotonic() - started > BUDGET_S or \
-                submitting(led, request) or not led.evaluation_tasks(exp, _signal(request)):
-            continue  # a run answers it; the tracker settles the claim; or it is due again
+        if submitting(led, request) or not led.evaluation_tasks(exp, _signal(request)):
+            continue  # the tracker settles the claim, or it is due again: a run answers it
         backend = slurm.client()
         context.log.warning(f"{exp}: the event of its evaluation's submission was never "
                             "stored (its submitter died); recorded again",

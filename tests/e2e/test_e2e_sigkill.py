@@ -68,12 +68,7 @@ def kill_while_starting(p: Pipeline, timeout: float = 180) -> list[str]:
 
 def test_daemon_killed_inside_submitting_runs_evaluates_each_experiment_once(
         tmp_path: Path) -> None:
-    token = secrets.token_hex(3)
-    exps = [f"kill{i}-{token}" for i in range(SIGNALS)]
-    release = tmp_path / "release"
-    p = Pipeline(tmp_path, "sbatch", _env(tmp_path, exps, release),
-                 slurm_config="  stale_claim_seconds: 15\n", monitoring=MONITORING,
-                 sensors_config="  submit_in_tick: false\n")
+    p, exps, release = _drill(tmp_path, "kill", "  submit_in_tick: false\n")
     started = time.monotonic()
     since = datetime.now().strftime("%Y-%m-%dT%H:%M:%S")  # sacct's local time
     p.start()
@@ -102,11 +97,7 @@ def test_daemon_killed_inside_submitting_runs_evaluates_each_experiment_once(
 
 def test_daemon_killed_inside_the_ticks_submission_evaluates_each_experiment_once(
         tmp_path: Path) -> None:
-    token = secrets.token_hex(3)
-    exps = [f"tick{i}-{token}" for i in range(SIGNALS)]
-    release = tmp_path / "release"
-    p = Pipeline(tmp_path, "sbatch", _env(tmp_path, exps, release),
-                 slurm_config="  stale_claim_seconds: 15\n", monitoring=MONITORING)
+    p, exps, release = _drill(tmp_path, "tick")
     since = datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
     for exp in exps[:2]:  # written before the daemon starts: its first tick takes both
         p.train(exp)
@@ -127,11 +118,18 @@ def test_daemon_killed_inside_the_ticks_submission_evaluates_each_experiment_onc
     assert p.instance().get_runs(RunsFilter(job_name=JOB))
 
 
-def _env(tmp_path: Path, exps: list[str], release: Path) -> dict[str, str]:
-    """The sbatch wrapper's kills (call 1 before the real sbatch, call 2 after it), and
-    the evaluations held until ``release`` exists."""
-    return {**install(tmp_path, "1:before,2:after"),
-            "FAKE_EVAL_HOLD": ",".join(exps), "FAKE_EVAL_RELEASE": str(release)}
+def _drill(tmp_path: Path, prefix: str, sensors_config: str = ""
+           ) -> tuple[Pipeline, list[str], Path]:
+    """The drill's pipeline on the real Slurm, its experiments, and the file that releases
+    their held evaluations: the sbatch wrapper kills at call 1 (before the real sbatch) and
+    call 2 (after it); a claim whose submitter died is settled after 15 s."""
+    token = secrets.token_hex(3)
+    exps = [f"{prefix}{i}-{token}" for i in range(SIGNALS)]
+    release = tmp_path / "release"
+    env = {**install(tmp_path, "1:before,2:after"),
+           "FAKE_EVAL_HOLD": ",".join(exps), "FAKE_EVAL_RELEASE": str(release)}
+    return Pipeline(tmp_path, "sbatch", env, slurm_config="  stale_claim_seconds: 15\n",
+                    monitoring=MONITORING, sensors_config=sensors_config), exps, release
 
 
 def _evaluated(p: Pipeline, exps: list[str], release: Path) -> None:
