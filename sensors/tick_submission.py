@@ -38,10 +38,9 @@ from baton.pipeline.keys import UNDER_WAY, under_way
 from baton.pipeline.steps import Submission, refusals, submit_evaluations
 from resources import LedgerResource, SlurmResource
 from sensors.once import in_flight, submitting
-from sensors.runless import stored
+from sensors.runless import BUDGET_S, stored
 
 ASSET = "evaluation_job"
-BUDGET_S = 20.0  # of Dagster's 60 s sensor timeout, from the tick's start
 
 
 def submit_in_tick(context: SensorEvaluationContext, ledger: LedgerResource,

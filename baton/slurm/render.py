@@ -71,8 +71,9 @@ class RenderedJob:
 @functools.lru_cache(maxsize=8)
 def _environment(extra_dir: Path | None) -> jinja2.Environment:
     """One environment per template folder and process: it keeps the compiled templates
-    (compiling took about 20 ms a render: 1,000 experiments' checks took 20 s) and
-    reloads a template whose file changed (jinja2's ``auto_reload``)."""
+    (compiling anew cost 8.2 ms of CPU a render, against 0.27 ms; a burst of 1,000 renders
+    a script per experiment) and reloads a template whose file changed (jinja2's
+    ``auto_reload``)."""
     loaders: list[jinja2.BaseLoader] = []
     if extra_dir is not None:
         loaders.append(jinja2.FileSystemLoader(str(extra_dir)))
